@@ -1,0 +1,14 @@
+"""unrolled: Keras's recurrent layers in NumPy, with every number in view.
+
+>>> import numpy as np
+>>> from unrolled import layers
+>>> rnn = layers.SimpleRNN(4)
+>>> rnn(np.ones((2, 5, 3))).shape        # (batch, units)
+(2, 4)
+"""
+
+from unrolled import activations, initializers, layers, utils
+
+__version__ = "0.1.0"
+
+__all__ = ["activations", "initializers", "layers", "utils", "__version__"]

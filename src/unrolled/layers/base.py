@@ -1,0 +1,303 @@
+"""The layer machinery every unrolled layer and cell shares.
+
+A layer keeps its configuration from `__init__`, creates its weights in `build(input_shape)` (on the
+first call, or when asked), and does its math in `call`. Weights are plain NumPy arrays stored as
+attributes (`cell.kernel`), created by `add_weight`; `layer.weights` lists `Weight` handles on those
+same arrays, in creation order, so `get_weights()` / `set_weights()` follow Keras's order and there
+is only ever one copy of each weight.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from unrolled import _checks, initializers
+
+__all__ = ["Layer", "Weight"]
+
+_name_counts: dict[str, int] = {}
+
+
+def _snake_case(name: str) -> str:
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
+
+
+def unique_name(base: str) -> str:
+    """`simple_rnn`, then `simple_rnn_1`, `simple_rnn_2`, ... as Keras names layers."""
+    count = _name_counts.get(base, 0)
+    _name_counts[base] = count + 1
+    return base if count == 0 else f"{base}_{count}"
+
+
+class Weight:
+    """A handle on one weight array of a layer (Keras's Variable, without a framework behind it).
+
+    `value` is the layer's own array, not a copy: `assign` writes into it in place.
+    """
+
+    __slots__ = ("owner", "name", "value", "trainable")
+
+    def __init__(self, owner: "Layer", name: str, value: np.ndarray, trainable: bool = True):
+        self.owner = owner
+        self.name = name
+        self.value = value
+        self.trainable = trainable
+
+    @property
+    def path(self) -> str:
+        return f"{self.owner.path}/{self.name}"
+
+    @property
+    def shape(self) -> tuple:
+        return self.value.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.value.dtype
+
+    def numpy(self) -> np.ndarray:
+        """A copy of the values."""
+        return self.value.copy()
+
+    def assign(self, value: Any) -> None:
+        """Overwrite the values in place; the shape must match."""
+        array = np.asarray(value)
+        if array.shape != self.value.shape:
+            raise ValueError(
+                f"Cannot assign to weight '{self.path}': it has shape "
+                f"{_checks.shape_str(self.value.shape)}, the new value has shape "
+                f"{_checks.shape_str(array.shape)}."
+            )
+        np.copyto(self.value, array, casting="unsafe")
+
+    def __array__(self, dtype=None, copy=None):
+        if dtype is None:
+            return self.value if copy is not True else self.value.copy()
+        return self.value.astype(dtype)
+
+    def __repr__(self) -> str:
+        return f"<Weight path={self.path} shape={_checks.shape_str(self.shape)} dtype={self.dtype}>"
+
+
+class Layer:
+    """Base class of every layer and cell.
+
+    Subclasses take their configuration in `__init__` (passing `name`, `dtype` and `trainable` on
+    to this class), create weights in `build(input_shape)` with `add_weight`, and compute in
+    `call`. A user-written recurrent cell subclasses this and adds `state_size` (and optionally
+    `output_size` and `get_initial_state`), exactly as in Keras.
+
+    Args:
+        name: the layer's name; by default the snake-cased class name, made unique
+            (`simple_rnn`, `simple_rnn_1`, ...).
+        dtype: the floating-point type of weights and computation, "float32" (default) or
+            "float64" (or "float16").
+        trainable: whether the weights are trainable.
+    """
+
+    def __init__(self, *, name: str | None = None, dtype: Any = None, trainable: bool = True,
+                 **kwargs: Any):
+        if kwargs:
+            self._reject_kwargs(kwargs)
+        if name is not None and not isinstance(name, str):
+            raise TypeError(f"{type(self).__name__}: `name` must be a string, got {name!r}.")
+        self.name = name if name is not None else unique_name(_snake_case(type(self).__name__))
+        self.dtype = _checks.float_dtype(dtype, type(self).__name__).name
+        self.trainable = bool(trainable)
+        self.built = False
+        self._weights: list[Weight] = []
+        self._parent: Layer | None = None
+        self._build_shape: tuple | None = None
+
+    def _reject_kwargs(self, kwargs: dict) -> None:
+        owner = type(self).__name__
+        key = sorted(kwargs)[0]
+        hint = ""
+        if key == "time_major":
+            hint = (" Keras 3 removed `time_major`: inputs are always batch-major, "
+                    "(batch, timesteps, features). Drop the argument (transpose time-major data "
+                    "with x.transpose(1, 0, 2)).")
+        else:
+            import inspect
+
+            params = [p for cls in type(self).__mro__ if "__init__" in vars(cls)
+                      for p in inspect.signature(cls.__init__).parameters
+                      if p not in ("self", "kwargs", "args")]
+            hint = _checks.closest(key, params)
+        raise TypeError(
+            f"{owner} got unexpected keyword argument(s) {sorted(kwargs)}.{hint}"
+        )
+
+    # ---------------------------------------------------------------- weights
+
+    @property
+    def path(self) -> str:
+        return self.name if self._parent is None else f"{self._parent.path}/{self.name}"
+
+    def add_weight(self, shape: Sequence[int] | None = None, initializer: Any = None,
+                   dtype: Any = None, trainable: bool = True, regularizer: Any = None,
+                   constraint: Any = None, name: str | None = None) -> np.ndarray:
+        """Create a weight, remember it in `weights`, and return its array.
+
+        Args:
+            shape: the weight's shape; () for a scalar.
+            initializer: name, object or callable(shape, dtype); "glorot_uniform" for matrices and
+                "zeros" for vectors when None, as in Keras.
+            dtype: defaults to the layer's dtype.
+            trainable: whether the weight is trained.
+            regularizer, constraint: accepted for Keras compatibility; used once training exists.
+            name: the weight's short name, e.g. "kernel".
+        """
+        shape = tuple(int(s) for s in (shape or ()))
+        if any(s < 0 for s in shape):
+            raise ValueError(f"{type(self).__name__}.add_weight: negative dimension in shape {shape}.")
+        dtype = np.dtype(dtype) if dtype is not None else np.dtype(self.dtype)
+        if initializer is None:
+            initializer = "glorot_uniform" if len(shape) >= 2 else "zeros"
+        init = initializers.get(initializer)
+        value = np.ascontiguousarray(np.asarray(init(shape, dtype=dtype), dtype=dtype))
+        if value.shape != shape:
+            raise ValueError(
+                f"{type(self).__name__}: initializer for weight {name!r} returned shape "
+                f"{value.shape}, expected {shape}."
+            )
+        self._weights.append(Weight(self, name or f"weight_{len(self._weights)}", value, trainable))
+        return value
+
+    def _sublayers(self) -> list["Layer"]:
+        """Layers whose weights belong to this one, in the order Keras lists them."""
+        return []
+
+    def _adopt(self, layer: Any) -> None:
+        if isinstance(layer, Layer):
+            layer._parent = self
+
+    @property
+    def weights(self) -> list[Weight]:
+        """All weights, in Keras's order: this layer's own, then each sublayer's."""
+        found = list(self._weights)
+        for layer in self._sublayers():
+            if isinstance(layer, Layer):
+                found.extend(layer.weights)
+        return found
+
+    @property
+    def trainable_weights(self) -> list[Weight]:
+        if not self.trainable:
+            return []
+        own = [w for w in self._weights if w.trainable]
+        for layer in self._sublayers():
+            if isinstance(layer, Layer):
+                own.extend(layer.trainable_weights)
+        return own
+
+    @property
+    def non_trainable_weights(self) -> list[Weight]:
+        trainable = {id(w) for w in self.trainable_weights}
+        return [w for w in self.weights if id(w) not in trainable]
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Copies of the weights as NumPy arrays, in Keras's order."""
+        return [w.numpy() for w in self.weights]
+
+    def set_weights(self, weights: Iterable[Any]) -> None:
+        """Overwrite the weights with arrays given in `get_weights()` order and shapes."""
+        owner = type(self).__name__
+        if isinstance(weights, np.ndarray) or not isinstance(weights, (list, tuple)):
+            raise TypeError(
+                f"{owner}.set_weights expects a list of arrays (as get_weights() returns), got "
+                f"{type(weights).__name__}."
+            )
+        current = self.weights
+        if not self.built and not current:
+            raise ValueError(
+                f"{owner}.set_weights was called before the layer has weights. Call the layer on "
+                f"an input once, or call build(input_shape), then set the weights."
+            )
+        if len(weights) != len(current):
+            expected = ", ".join(f"{w.name} {_checks.shape_str(w.shape)}" for w in current)
+            raise ValueError(
+                f"{owner}.set_weights expected {len(current)} arrays ({expected}), got "
+                f"{len(weights)}."
+            )
+        arrays = []
+        for weight, value in zip(current, weights):
+            array = _checks.as_float_array(value, f"weights for '{weight.path}'", owner,
+                                           weight.dtype)
+            if array.shape != weight.shape:
+                raise ValueError(
+                    f"{owner}.set_weights: weight '{weight.path}' has shape "
+                    f"{_checks.shape_str(weight.shape)}, but the array given for it has shape "
+                    f"{_checks.shape_str(array.shape)}. Arrays are expected in get_weights() order."
+                )
+            arrays.append(array)
+        for weight, array in zip(current, arrays):
+            np.copyto(weight.value, array)
+
+    def __setattr__(self, key: str, value: Any) -> None:
+        # Re-binding an attribute that holds a weight (`cell.kernel = new`) writes the new values
+        # into the existing array, so the `weights` list never goes stale.
+        current = self.__dict__.get(key)
+        if isinstance(current, np.ndarray) and any(w.value is current for w in
+                                                   self.__dict__.get("_weights", ())):
+            weight = next(w for w in self._weights if w.value is current)
+            weight.assign(value)
+            return
+        object.__setattr__(self, key, value)
+
+    def count_params(self) -> int:
+        return int(sum(w.value.size for w in self.weights))
+
+    # ---------------------------------------------------------------- build / call
+
+    def build(self, input_shape: Any = None) -> None:
+        """Create the weights for inputs of `input_shape`. The base layer has none.
+
+        Subclasses create their weights, then call `super().build(input_shape)`.
+        """
+        self.built = True
+        if input_shape is not None:
+            self._build_shape = tuple(input_shape)
+
+    def _maybe_build(self, input_shape: tuple) -> None:
+        if not self.built:
+            self.build(input_shape)
+            self.built = True
+            if self._build_shape is None:
+                self._build_shape = tuple(input_shape)
+
+    def call(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} does not implement call().")
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if args:
+            first = args[0]
+            shape = getattr(first, "shape", None) or np.shape(first)
+            self._maybe_build(tuple(shape))
+        return self.call(*args, **kwargs)
+
+    # ---------------------------------------------------------------- config
+
+    def get_config(self) -> dict:
+        return {"name": self.name, "trainable": self.trainable, "dtype": self.dtype}
+
+    @classmethod
+    def from_config(cls, config: dict) -> "Layer":
+        return cls(**config)
+
+    def _repr_fields(self) -> list[str]:
+        return []
+
+    def __repr__(self) -> str:
+        fields = self._repr_fields()
+        if self.built:
+            fields += [f"{w.name} {_checks.shape_str(w.shape)}" for w in self._weights]
+        else:
+            fields.append("not built")
+        if self.dtype != "float32":
+            fields.append(f"dtype={self.dtype}")
+        return f"{type(self).__name__}({', '.join(fields)})"

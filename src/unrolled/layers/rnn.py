@@ -1,0 +1,343 @@
+"""RNN: the time loop around any cell (masking, go_backwards, stateful, return_sequences/state)."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+
+from unrolled import _checks
+from unrolled.layers.base import Layer
+from unrolled.layers.cell import RNNCell, check_states, describe_states, takes_training
+from unrolled.layers.stacked import StackedRNNCells, _output_size
+
+__all__ = ["RNN"]
+
+
+def _map(fn: Callable, *trees: Any) -> Any:
+    """Apply `fn` leaf-wise over nested lists of arrays, keeping the first tree's nesting."""
+    first = trees[0]
+    if isinstance(first, (list, tuple)):
+        return [_map(fn, *items) for items in zip(*trees)]
+    return fn(*trees)
+
+
+def _flatten(tree: Any) -> list:
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _flatten(item)]
+    return [tree]
+
+
+def _where(step_mask: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
+    """Per sample: `new` where the step is valid, `old` where it is masked."""
+    keep = step_mask.reshape(step_mask.shape + (1,) * (new.ndim - 1))
+    return np.where(keep, new, old)
+
+
+class RNN(Layer):
+    """Run a cell over every timestep of a sequence: Keras's generic recurrent layer.
+
+    For `t = 0 .. T-1` (or `T-1 .. 0` with `go_backwards`)::
+
+        output_t, states_t = cell(x[:, t], states_{t-1})
+
+    where:
+        x          (batch, timesteps, features)   the input sequence
+        states_t   as the cell's `state_size`: one `(batch, units)` array for SimpleRNN, one
+                   entry per cell for a stack
+        output_t   (batch, output_size)
+
+    A step whose mask is False is skipped per sample: its states are carried over unchanged and
+    its output repeats the previous state's `h` (zeros with `zero_output_for_mask=True`).
+
+    Args:
+        cell: a cell (anything with `call(inputs, states)` and `state_size`), or a list of cells,
+            which is wrapped in `StackedRNNCells`.
+        return_sequences: return every step's output `(batch, timesteps, units)` rather than the
+            last one `(batch, units)`. Default False.
+        return_state: also return the final states: `(output, *states)`. Default False.
+        go_backwards: process the sequence from the last step to the first. The returned sequence
+            stays in processing order (reversed time), as in Keras. Default False.
+        stateful: carry the final states of one call into the next as its initial states (the
+            batch size must then stay the same); `reset_state()` zeroes them. Default False.
+        unroll: accepted for Keras compatibility. As in Keras, an unrolled loop takes a masked
+            step's output from the previous *output* (zeros at the first step) rather than from the
+            state. Default False.
+        zero_output_for_mask: masked steps output zeros, including the last output when the final
+            step is masked. Default False.
+        name, dtype, trainable: as for every layer; `dtype` defaults to the cell's.
+
+    Call arguments:
+        sequences: `(batch, timesteps, features)`; also accepted as `inputs=`.
+        initial_state: the states to start from, nested as the cell's states (a bare array for a
+            single state). Default: the cell's `get_initial_state` (zeros), or the carried states
+            when `stateful`.
+        mask: `(batch, timesteps)` booleans (or 0/1), True where a step is real.
+        training: apply dropout and recurrent dropout. Default False.
+
+    Returns:
+        The output (see `return_sequences`), or with `return_state` the tuple
+        `(output, *final_states)`: `(out, h)` for SimpleRNN, `(out, [h1], [h2, c2])` for a stack.
+
+    Example:
+        >>> import numpy as np
+        >>> from unrolled import layers
+        >>> x = np.ones((32, 10, 8), dtype="float32")
+        >>> rnn = layers.RNN(layers.SimpleRNNCell(4), return_sequences=True, return_state=True)
+        >>> whole_sequence, final_state = rnn(x)
+        >>> whole_sequence.shape, final_state.shape   # (batch, timesteps, units), (batch, units)
+        ((32, 10, 4), (32, 4))
+    """
+
+    _input_ndim: int | None = None  # layers with a fixed input rank (SimpleRNN: 3) set this
+
+    def __init__(self, cell: Any, return_sequences: bool = False, return_state: bool = False,
+                 go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
+                 zero_output_for_mask: bool = False, **kwargs: Any):
+        if isinstance(cell, (list, tuple)):
+            cell = StackedRNNCells(cell)
+        owner = type(self).__name__
+        if isinstance(cell, RNN):
+            raise TypeError(
+                f"{owner}: `cell` must be a cell (one timestep), got the layer {cell!r}, which "
+                f"already runs over time. Call it directly instead of wrapping it in RNN, or wrap "
+                f"its cell: RNN({type(cell).__name__}Cell(...))."
+            )
+        for attr in ("call", "state_size"):
+            if not hasattr(cell, attr):
+                raise TypeError(
+                    f"{owner}: `cell` must be a recurrent cell with call(inputs, states) and "
+                    f"state_size (for example SimpleRNNCell(4)), or a list of cells; got "
+                    f"{type(cell).__name__} without `{attr}`."
+                )
+        state_size = cell.state_size
+        if state_size is None or not isinstance(state_size, (int, np.integer, list, tuple)):
+            raise TypeError(
+                f"{owner}: the cell's state_size must be an integer or a list of integers (one "
+                f"per state), got {state_size!r}."
+            )
+        if kwargs.get("dtype") is None and isinstance(cell, Layer):
+            kwargs["dtype"] = cell.dtype
+        super().__init__(**kwargs)
+        self.cell = cell
+        self._adopt(cell)
+        self.return_sequences = bool(return_sequences)
+        self.return_state = bool(return_state)
+        self.go_backwards = bool(go_backwards)
+        self.stateful = bool(stateful)
+        self.unroll = bool(unroll)
+        self.zero_output_for_mask = bool(zero_output_for_mask)
+        self.single_state = isinstance(state_size, (int, np.integer))
+        self.states: list | None = None
+        self._expected_batch_size: int | None = None
+
+    @property
+    def state_size(self) -> list:
+        size = self.cell.state_size
+        return [size] if isinstance(size, (int, np.integer)) else list(size)
+
+    @property
+    def output_size(self) -> Any:
+        return _output_size(self.cell)
+
+    def _sublayers(self) -> list[Layer]:
+        return [self.cell] if isinstance(self.cell, Layer) else []
+
+    # ---------------------------------------------------------------- build and states
+
+    def build(self, sequences_shape: Any, initial_state_shape: Any = None) -> None:
+        """Build the cell for steps of shape `(batch, features)`."""
+        sequences_shape = tuple(sequences_shape)
+        if len(sequences_shape) < 3:
+            raise ValueError(
+                f"{type(self).__name__}.build expects (batch, timesteps, features), got "
+                f"{sequences_shape}."
+            )
+        step_shape = (sequences_shape[0],) + sequences_shape[2:]
+        if isinstance(self.cell, Layer) and not self.cell.built:
+            self.cell._maybe_build(step_shape)
+        if self.stateful and self.states is None and sequences_shape[0] is not None:
+            self._expected_batch_size = int(sequences_shape[0])
+            self.states = self.get_initial_state(self._expected_batch_size)
+        super().build(sequences_shape)
+
+    def get_initial_state(self, batch_size: int) -> list:
+        """The cell's initial states as a list (zeros unless the cell says otherwise)."""
+        fn = getattr(self.cell, "get_initial_state", None)
+        if fn is None:
+            return [np.zeros((batch_size, s), dtype=self.dtype) for s in self.state_size]
+        state = fn(batch_size=batch_size)
+        return list(state) if isinstance(state, (list, tuple)) else [state]
+
+    def reset_state(self) -> None:
+        """Zero the carried states of a stateful layer (a no-op before its first call)."""
+        if self.states is not None:
+            self.states = _map(np.zeros_like, self.states)
+
+    def reset_states(self) -> None:
+        """Alias of `reset_state`, Keras 2's name."""
+        self.reset_state()
+
+    # ---------------------------------------------------------------- calling
+
+    def __call__(self, sequences: Any = None, initial_state: Any = None, mask: Any = None,
+                 training: bool = False, *, inputs: Any = None) -> Any:
+        owner = f"{type(self).__name__} '{self.name}'"
+        if sequences is not None and inputs is not None:
+            raise TypeError(f"{owner}: pass the input once, as `sequences` or `inputs`, not both.")
+        x = sequences if inputs is None else inputs
+        if x is None:
+            raise TypeError(f"{owner}: missing the input sequence; call layer(x) with x of shape "
+                            f"(batch, timesteps, features).")
+        x = _checks.as_float_array(x, "sequences", owner, np.dtype(self.dtype))
+        self._check_sequence_shape(x.shape, owner)
+        batch, timesteps = x.shape[:2]
+        self._maybe_build(x.shape)
+        if isinstance(self.cell, RNNCell):
+            self.cell.check_input_features(x.shape[-1], "sequences")
+        mask = self._check_mask(mask, batch, timesteps, owner)
+
+        if self.stateful and self._expected_batch_size is not None and batch != self._expected_batch_size:
+            raise ValueError(
+                f"{owner} is stateful and carries states for a batch of {self._expected_batch_size}, "
+                f"but this input has a batch of {batch}. Feed batches of {self._expected_batch_size} "
+                f"(pad the last one), or create a new layer for another batch size."
+            )
+        if initial_state is not None:
+            states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
+                                  "initial_state")
+            if not isinstance(states, list):
+                states = [states]
+        elif self.stateful:
+            states = self.states
+        else:
+            states = self.get_initial_state(batch)
+
+        try:
+            last, outputs, final = self._loop(x, states, mask, training)
+        finally:
+            for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
+                if hasattr(self.cell, reset):
+                    getattr(self.cell, reset)()
+
+        if self.stateful:
+            self.states = _map(np.array, final)
+        output = outputs if self.return_sequences else last
+        if self.return_state:
+            return (output, *final)
+        return output
+
+    def _check_sequence_shape(self, shape: tuple, owner: str) -> None:
+        ndim = len(shape)
+        expected = self._input_ndim
+        if (expected is not None and ndim != expected) or ndim < 3:
+            hint = ""
+            if ndim == 2:
+                hint = (" If it comes from another recurrent layer, give that layer "
+                        "return_sequences=True so it passes on the whole sequence. For one sequence "
+                        "add a batch axis (x[None]); for one feature per step add a feature axis "
+                        "(x[..., None]).")
+            elif ndim == 1:
+                hint = " Reshape it, e.g. x.reshape(1, -1, 1) for one sequence of scalars."
+            elif ndim > 3:
+                hint = (" Merge the extra axes into the features, e.g. "
+                        "x.reshape(batch, timesteps, -1).")
+            raise ValueError(
+                f"{owner} expects input of shape (batch, timesteps, features), 3-D; got {ndim}-D "
+                f"input of shape {_checks.shape_str(shape)}.{hint}"
+            )
+        if shape[1] == 0:
+            raise ValueError(
+                f"{owner}: the input has 0 timesteps (shape {_checks.shape_str(shape)}); a recurrent "
+                f"layer needs at least one step."
+            )
+
+    def _check_mask(self, mask: Any, batch: int, timesteps: int, owner: str) -> np.ndarray | None:
+        if mask is None:
+            return None
+        if isinstance(mask, (list, tuple)) and mask and (
+                mask[0] is None or isinstance(mask[0], np.ndarray)):
+            mask = mask[0]  # a nested mask (one per input): the sequence's mask comes first
+            if mask is None:
+                return None
+        array = np.asarray(mask)
+        if array.dtype.kind not in "biuf":
+            raise TypeError(
+                f"{owner}: `mask` must hold booleans (or 0/1), got dtype {array.dtype}."
+            )
+        if array.shape != (batch, timesteps):
+            raise ValueError(
+                f"{owner}: `mask` must have shape (batch, timesteps) = ({batch}, {timesteps}), "
+                f"one flag per step, got {_checks.shape_str(array.shape)}."
+            )
+        return array.astype(bool)
+
+    def _loop(self, x: np.ndarray, states: list, mask: np.ndarray | None,
+              training: bool) -> tuple[np.ndarray, np.ndarray | None, list]:
+        """The reference time loop (Keras's backend.rnn): one `cell.call` per timestep."""
+        cell = self.cell
+        # Built cells are stepped through `call` directly: the inputs were checked once, up front.
+        step = cell.call if isinstance(cell, Layer) else (cell if callable(cell) else cell.call)
+        kwargs = {"training": training} if takes_training(step) else {}
+        batch, timesteps = x.shape[:2]
+        order = range(timesteps - 1, -1, -1) if self.go_backwards else range(timesteps)
+        stacked = isinstance(self.cell, StackedRNNCells)
+        outputs = None
+        output = None
+        for k, t in enumerate(order):
+            y, new_states = step(x[:, t], states, **kwargs)                # y: (batch, units)
+            if not isinstance(new_states, (list, tuple)):
+                new_states = [new_states]
+            if mask is None:
+                output, states = y, list(new_states)
+            else:
+                valid = mask[:, t]                                          # (batch,)
+                if self.zero_output_for_mask:
+                    previous = np.zeros_like(y)
+                elif self.unroll:
+                    previous = output if output is not None else np.zeros_like(y)
+                else:
+                    previous = self._previous_output(states, stacked)
+                output = _where(valid, y, previous)
+                states = _map(lambda new, old: _where(valid, new, old), list(new_states), states)
+            if self.return_sequences:
+                if outputs is None:
+                    outputs = np.empty((batch, timesteps) + output.shape[1:], dtype=self.dtype)
+                outputs[:, k] = output
+        last = np.asarray(output, dtype=self.dtype)
+        final = _map(lambda s: np.asarray(s, dtype=self.dtype), states)
+        return last, outputs, final
+
+    @staticmethod
+    def _previous_output(states: list, stacked: bool) -> np.ndarray:
+        """What a masked step outputs: the state's h (for a stack, the last cell's h)."""
+        if stacked:
+            last_cell = states[-1]
+            return last_cell[0] if isinstance(last_cell, (list, tuple)) else last_cell
+        return states[0]
+
+    # ---------------------------------------------------------------- config and display
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            return_sequences=self.return_sequences, return_state=self.return_state,
+            go_backwards=self.go_backwards, stateful=self.stateful, unroll=self.unroll,
+            zero_output_for_mask=self.zero_output_for_mask,
+        )
+        if hasattr(self.cell, "get_config"):
+            config["cell"] = {"class_name": type(self.cell).__name__,
+                              "config": self.cell.get_config()}
+        return config
+
+    def _flag_fields(self) -> list[str]:
+        flags = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
+                 "zero_output_for_mask")
+        return [f"{f}=True" for f in flags if getattr(self, f)]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join([repr(self.cell)] + self._flag_fields())})"
+
+    def describe_states(self, batch: Any = "batch") -> str:
+        """The nesting `initial_state` must have, with shapes."""
+        return describe_states(self.cell, batch)

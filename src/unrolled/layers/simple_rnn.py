@@ -1,0 +1,292 @@
+"""SimpleRNNCell and SimpleRNN: the textbook recurrence h_t = act(x_t U + h_{t-1} W + b)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from unrolled import _checks, activations, initializers
+from unrolled.layers.cell import RNNCell
+from unrolled.layers.rnn import RNN
+
+__all__ = ["SimpleRNNCell", "SimpleRNN"]
+
+_ALIAS_DOC = (
+    "Read-only alias of `{attr}` {shape}, the notebook's `{name}`. It is used as in Keras, with "
+    "row vectors: `{use}`; the textbook's column form `{col}` uses its transpose."
+)
+
+
+def _unbuilt(layer: Any, name: str) -> AttributeError:
+    return AttributeError(
+        f"{type(layer).__name__} '{layer.name}' has no weights yet, so `{name}` does not exist: "
+        f"call the layer on an input once, or call build(input_shape) first."
+    )
+
+
+def _alias(attr: str, name: str, shape: str, use: str, col: str) -> property:
+    def get(self: Any) -> np.ndarray | None:
+        cell = getattr(self, "cell", self)
+        if not cell.built:
+            raise _unbuilt(self, name)
+        return getattr(cell, attr)
+
+    def refuse(self: Any, value: Any) -> None:
+        raise AttributeError(
+            f"`{name}` is a read-only alias of `{attr}`. Change the weight with set_weights(), or "
+            f"write into it in place: layer.{name}[...] = new_values."
+        )
+
+    return property(get, refuse, doc=_ALIAS_DOC.format(attr=attr, shape=shape, name=name,
+                                                         use=use, col=col))
+
+
+class SimpleRNNCell(RNNCell):
+    """One step of a fully connected recurrent network.
+
+    .. math:: h_t = \\mathrm{act}(x_t U + b + h_{t-1} W)
+
+    where:
+        x_t      (batch, features)   the input at step t
+        h_{t-1}  (batch, units)      the previous state (also the previous output)
+        U        (features, units)   `kernel`, the input weights
+        W        (units, units)      `recurrent_kernel`, the state weights
+        b        (units,)            `bias`
+        act                          `activation`, tanh by default
+        h_t      (batch, units)      the new state, which is also the output
+
+    Keras multiplies row vectors by weights on the right (`x_t U`); the textbook's
+    `h_t = act(W h_{t-1} + U x_t + b)` is the same equation with column vectors and transposed
+    weights. The aliases `U`, `W` and `b` are the Keras-oriented arrays.
+
+    Args:
+        units: positive integer, the size of the state and of the output.
+        activation: activation name or callable; default "tanh". None means linear.
+        use_bias: whether to add `b`. Default True.
+        kernel_initializer: for `U`; default "glorot_uniform".
+        recurrent_initializer: for `W`; default "orthogonal".
+        bias_initializer: for `b`; default "zeros".
+        kernel_regularizer, recurrent_regularizer, bias_regularizer, kernel_constraint,
+            recurrent_constraint, bias_constraint: accepted as in Keras; they act only in training.
+        dropout: fraction of the inputs `x_t` to drop in training; default 0.
+        recurrent_dropout: fraction of `h_{t-1}` to drop (before `W`) in training; default 0.
+        seed: seed for the dropout masks.
+        name, dtype, trainable: as for every layer.
+
+    Call arguments:
+        inputs: `(batch, features)`, one timestep (also accepted as `sequence=`).
+        states: `h_{t-1}`, `(batch, units)`, bare or in a list/tuple of one.
+        training: apply dropout. Default False.
+
+    Returns:
+        `(output, new_states)`: `output` is `h_t`, `(batch, units)`; `new_states` is `h_t` bare if
+        `states` was bare, `[h_t]` if it was a list or tuple.
+
+    Example:
+        >>> import numpy as np
+        >>> from unrolled import layers
+        >>> cell = layers.SimpleRNNCell(4)
+        >>> x_1 = np.ones((2, 3), dtype="float32")     # (batch, feature)
+        >>> h_0 = (np.zeros((2, 4), dtype="float32"),)  # (batch, units), in a 1-tuple
+        >>> output, states = cell(inputs=x_1, states=h_0)
+        >>> output.shape, len(states), cell.U.shape, cell.W.shape, cell.b.shape
+        ((2, 4), 1, (3, 4), (4, 4), (4,))
+    """
+
+    state_names = ["h"]
+
+    def __init__(self, units: int, activation: Any = "tanh", use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform",
+                 recurrent_initializer: Any = "orthogonal", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, recurrent_regularizer: Any = None,
+                 bias_regularizer: Any = None, kernel_constraint: Any = None,
+                 recurrent_constraint: Any = None, bias_constraint: Any = None,
+                 dropout: float = 0.0, recurrent_dropout: float = 0.0, seed: int | None = None,
+                 **kwargs: Any):
+        owner = type(self).__name__
+        units = _checks.positive_int(units, "units", owner)
+        super().__init__(seed=seed, **kwargs)
+        self.units = units
+        self.activation = activations.get(activation)
+        self.use_bias = bool(use_bias)
+        self.kernel_initializer = initializers.get(kernel_initializer)
+        self.recurrent_initializer = initializers.get(recurrent_initializer)
+        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_regularizer = kernel_regularizer
+        self.recurrent_regularizer = recurrent_regularizer
+        self.bias_regularizer = bias_regularizer
+        self.kernel_constraint = kernel_constraint
+        self.recurrent_constraint = recurrent_constraint
+        self.bias_constraint = bias_constraint
+        self.dropout = _checks.rate(dropout, "dropout", owner)
+        self.recurrent_dropout = _checks.rate(recurrent_dropout, "recurrent_dropout", owner)
+        self.state_size = units
+        self.output_size = units
+
+    U = _alias("kernel", "U", "(features, units)", "x_t @ U", "U x_t")
+    W = _alias("recurrent_kernel", "W", "(units, units)", "h_{t-1} @ W", "W h_{t-1}")
+    b = _alias("bias", "b", "(units,)", "x_t @ U + b", "+ b")
+
+    def build(self, input_shape: Any) -> None:
+        features = input_shape[-1]
+        self.kernel = self.add_weight((features, self.units), self.kernel_initializer,
+                                      name="kernel")
+        self.recurrent_kernel = self.add_weight((self.units, self.units),
+                                                self.recurrent_initializer,
+                                                name="recurrent_kernel")
+        self.bias = (self.add_weight((self.units,), self.bias_initializer, name="bias")
+                     if self.use_bias else None)
+        super().build(input_shape)
+
+    def call(self, inputs: np.ndarray, states: Any, training: bool = False
+             ) -> tuple[np.ndarray, Any]:
+        h_prev = states[0] if isinstance(states, (list, tuple)) else states  # (batch, units)
+        x = inputs                                                           # (batch, features)
+        if training:
+            input_mask = self.get_dropout_mask(x)
+            state_mask = self.get_recurrent_dropout_mask(h_prev)
+            if input_mask is not None:
+                x = x * input_mask
+            if state_mask is not None:
+                h_prev = h_prev * state_mask
+        z = x @ self.kernel                                                  # x_t U  (batch, units)
+        if self.bias is not None:
+            z = z + self.bias                                                # + b
+        z = z + h_prev @ self.recurrent_kernel                               # + h_{t-1} W
+        h = self.activation(z)                                               # (batch, units)
+        return h, ([h] if isinstance(states, (list, tuple)) else h)
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        config.update(
+            units=self.units,
+            activation=activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=initializers.serialize(self.kernel_initializer),
+            recurrent_initializer=initializers.serialize(self.recurrent_initializer),
+            bias_initializer=initializers.serialize(self.bias_initializer),
+            kernel_regularizer=self.kernel_regularizer,
+            recurrent_regularizer=self.recurrent_regularizer,
+            bias_regularizer=self.bias_regularizer,
+            kernel_constraint=self.kernel_constraint,
+            recurrent_constraint=self.recurrent_constraint,
+            bias_constraint=self.bias_constraint,
+            dropout=self.dropout,
+            recurrent_dropout=self.recurrent_dropout,
+            seed=self.seed,
+        )
+        return config
+
+    def _repr_fields(self) -> list[str]:
+        fields = [f"units={self.units}", f"activation={activations.serialize(self.activation)}"]
+        if self.dropout:
+            fields.append(f"dropout={self.dropout}")
+        if self.recurrent_dropout:
+            fields.append(f"recurrent_dropout={self.recurrent_dropout}")
+        return fields
+
+
+_CELL_ARGS = (
+    "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
+    "bias_initializer", "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+    "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout",
+)
+
+
+class SimpleRNN(RNN):
+    """A fully connected recurrent layer: `SimpleRNNCell` run over every timestep.
+
+    .. math:: h_t = \\mathrm{act}(x_t U + b + h_{t-1} W), \\quad t = 1..T, \\quad h_0 = 0
+
+    where:
+        x        (batch, timesteps, features)   the input; x_t = x[:, t]
+        U        (features, units)               `kernel`
+        W        (units, units)                  `recurrent_kernel`
+        b        (units,)                        `bias`
+        h_t      (batch, units)                  the state after step t, also its output
+
+    Args:
+        units, activation, use_bias, *_initializer, *_regularizer, *_constraint, dropout,
+            recurrent_dropout, seed: as for `SimpleRNNCell`.
+        activity_regularizer: accepted as in Keras; acts only in training.
+        return_sequences, return_state, go_backwards, stateful, unroll: as for `RNN`.
+        name, dtype, trainable: as for every layer.
+
+    Call arguments:
+        sequences: `(batch, timesteps, features)`.
+        initial_state: `h_0`, `(batch, units)`, bare or in a list. Default zeros.
+        mask: `(batch, timesteps)`, True where a step is real.
+        training: apply dropout. Default False.
+
+    Returns:
+        `(batch, units)`, or `(batch, timesteps, units)` with `return_sequences`; with
+        `return_state` the tuple `(output, h_T)`.
+
+    Example:
+        >>> import numpy as np
+        >>> from unrolled import layers
+        >>> x = np.ones((32, 10, 8), dtype="float32")      # (batch, timestamp, feature)
+        >>> rnn = layers.SimpleRNN(4, return_sequences=True, return_state=True)
+        >>> whole_sequence, final_state = rnn(x)
+        >>> whole_sequence.shape, final_state.shape         # (32, 10, units), (32, units)
+        ((32, 10, 4), (32, 4))
+        >>> [w.shape for w in rnn.get_weights()]             # U, W, b
+        [(8, 4), (4, 4), (4,)]
+    """
+
+    _input_ndim = 3
+
+    def __init__(self, units: int, activation: Any = "tanh", use_bias: bool = True,
+                 kernel_initializer: Any = "glorot_uniform",
+                 recurrent_initializer: Any = "orthogonal", bias_initializer: Any = "zeros",
+                 kernel_regularizer: Any = None, recurrent_regularizer: Any = None,
+                 bias_regularizer: Any = None, activity_regularizer: Any = None,
+                 kernel_constraint: Any = None, recurrent_constraint: Any = None,
+                 bias_constraint: Any = None, dropout: float = 0.0,
+                 recurrent_dropout: float = 0.0, return_sequences: bool = False,
+                 return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
+                 unroll: bool = False, seed: int | None = None, **kwargs: Any):
+        cell = SimpleRNNCell(
+            units, activation=activation, use_bias=use_bias,
+            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
+            seed=seed, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
+            name="simple_rnn_cell",
+        )
+        super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
+                         go_backwards=go_backwards, stateful=stateful, unroll=unroll, **kwargs)
+        self.activity_regularizer = activity_regularizer
+
+    U = _alias("kernel", "U", "(features, units)", "x_t @ U", "U x_t")
+    W = _alias("recurrent_kernel", "W", "(units, units)", "h_{t-1} @ W", "W h_{t-1}")
+    b = _alias("bias", "b", "(units,)", "x_t @ U + b", "+ b")
+
+    def __getattr__(self, name: str) -> Any:
+        # The cell's configuration reads through the layer (layer.units, layer.activation, ...).
+        if name in _CELL_ARGS and "cell" in self.__dict__:
+            return getattr(self.__dict__["cell"], name)
+        if name in ("U", "W", "b"):  # the alias property found no weights
+            raise _unbuilt(self, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def get_config(self) -> dict:
+        config = super().get_config()
+        cell_config = config.pop("cell")["config"]
+        config.update({k: cell_config[k] for k in _CELL_ARGS})
+        config["activity_regularizer"] = self.activity_regularizer
+        return config
+
+    def __repr__(self) -> str:
+        cell = self.cell
+        fields = cell._repr_fields() + self._flag_fields()
+        if cell.built:
+            fields += [f"{w.name} {_checks.shape_str(w.shape)}" for w in cell._weights]
+        else:
+            fields.append("not built")
+        if self.dtype != "float32":
+            fields.append(f"dtype={self.dtype}")
+        return f"SimpleRNN({', '.join(fields)})"
