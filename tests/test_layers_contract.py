@@ -250,3 +250,37 @@ def test_public_surface():
     assert set(layers.__all__) >= {"SimpleRNNCell", "SimpleRNN", "StackedRNNCells", "RNN"}
     for name in unrolled.__all__:
         assert hasattr(unrolled, name)
+
+
+def test_stateful_built_without_batch_size_takes_it_from_the_first_call():
+    layer = layers.SimpleRNN(3, stateful=True)
+    layer.build((None, 4, 2))
+    first = layer(np.ones((5, 4, 2)))
+    assert layer.states[0].shape == (5, 3)
+    assert not np.allclose(layer(np.ones((5, 4, 2))), first)
+    with pytest.raises(ValueError, match=r"batch of 5.*batch of 2"):
+        layer(np.ones((2, 4, 2)))
+
+
+def test_stateful_first_call_with_initial_state_fixes_the_batch():
+    layer = layers.SimpleRNN(3, stateful=True)
+    layer(np.ones((2, 4, 2)), initial_state=np.ones((2, 3)))
+    with pytest.raises(ValueError, match=r"batch of 2.*batch of 4"):
+        layer(np.ones((4, 4, 2)))
+
+
+def test_user_cell_feature_size_is_checked():
+    class Cell(layers.Layer):
+        state_size = 2
+
+        def build(self, input_shape):
+            self.kernel = self.add_weight(shape=(input_shape[-1], 2), name="kernel")
+
+        def call(self, inputs, states):
+            h = inputs @ self.kernel + states[0]
+            return h, [h]
+
+    rnn = layers.RNN(Cell())
+    assert rnn(np.ones((1, 3, 4))).shape == (1, 2)
+    with pytest.raises(ValueError, match=r"built for 4 input features, but `sequences` has 3"):
+        rnn(np.ones((1, 3, 3)))

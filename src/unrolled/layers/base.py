@@ -270,6 +270,16 @@ class Layer:
             if self._build_shape is None:
                 self._build_shape = tuple(input_shape)
 
+    def check_input_features(self, features: int, arg: str) -> None:
+        """Refuse inputs whose feature size differs from the one the weights were built for."""
+        built = self._build_shape
+        if built and built[-1] is not None and features != built[-1]:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}' was built for {built[-1]} input features, but "
+                f"`{arg}` has {features}. A layer keeps the feature size of its first input; create a "
+                f"new layer for inputs of another size."
+            )
+
     def call(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement call().")
 

@@ -206,12 +206,3 @@ class RNNCell(Layer):
         finally:
             self.reset_dropout_mask()
             self.reset_recurrent_dropout_mask()
-
-    def check_input_features(self, features: int, arg: str) -> None:
-        built = self._build_shape
-        if built is not None and built[-1] is not None and features != built[-1]:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}' was built for {built[-1]} input features, but "
-                f"`{arg}` has {features}. A layer keeps the feature size of its first input; create a "
-                f"new layer for inputs of another size."
-            )

@@ -8,7 +8,7 @@ import numpy as np
 
 from unrolled import _checks
 from unrolled.layers.base import Layer
-from unrolled.layers.cell import RNNCell, check_states, describe_states, takes_training
+from unrolled.layers.cell import check_states, describe_states, takes_training
 from unrolled.layers.stacked import StackedRNNCells, _output_size
 
 __all__ = ["RNN"]
@@ -193,7 +193,7 @@ class RNN(Layer):
         self._check_sequence_shape(x.shape, owner)
         batch, timesteps = x.shape[:2]
         self._maybe_build(x.shape)
-        if isinstance(self.cell, RNNCell):
+        if isinstance(self.cell, Layer):
             self.cell.check_input_features(x.shape[-1], "sequences")
         mask = self._check_mask(mask, batch, timesteps, owner)
 
@@ -203,12 +203,16 @@ class RNN(Layer):
                 f"but this input has a batch of {batch}. Feed batches of {self._expected_batch_size} "
                 f"(pad the last one), or create a new layer for another batch size."
             )
+        if self.stateful and self._expected_batch_size is None:
+            self._expected_batch_size = batch
         if initial_state is not None:
             states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
                                   "initial_state")
             if not isinstance(states, list):
                 states = [states]
         elif self.stateful:
+            if self.states is None:  # built without a batch size: the first call fixes it
+                self.states = self.get_initial_state(batch)
             states = self.states
         else:
             states = self.get_initial_state(batch)

@@ -106,7 +106,7 @@ class StackedRNNCells(RNNCell):
 
     def check_input_features(self, features: int, arg: str) -> None:
         first = self.cells[0]
-        if isinstance(first, RNNCell):
+        if isinstance(first, Layer):
             first.check_input_features(features, arg)
 
     def get_initial_state(self, batch_size: int) -> list:
