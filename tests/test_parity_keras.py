@@ -315,3 +315,35 @@ def test_weights_order_names_and_shapes(keras, rng):
     k_stack = keras.layers.RNN(_stack(keras.layers, [3, 2]))
     sync(stack, k_stack, x)
     assert [w.shape for w in stack.weights] == [tuple(w.shape) for w in k_stack.weights]
+
+
+def test_dropout_inactive_in_inference(keras, rng):
+    batch, timesteps, features, units = random_sizes(rng)
+    ours = layers.SimpleRNN(units, dropout=0.5, recurrent_dropout=0.3, return_sequences=True)
+    theirs = keras.layers.SimpleRNN(units, dropout=0.5, recurrent_dropout=0.3,
+                                    return_sequences=True)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    sync(ours, theirs, x)
+    compare(ours(x), theirs(x))
+    compare(ours(x, training=False), theirs(x, training=False))
+
+
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_dropout_in_training_with_the_same_masks(keras, rng, go_backwards):
+    """RNG streams cannot match, so both libraries are handed the same masks (each caches the
+    masks it is given for the call); the training-mode math must then agree exactly."""
+    batch, timesteps, features, units = 3, 5, 4, 6
+    flags = dict(dropout=0.4, recurrent_dropout=0.25, return_sequences=True,
+                 go_backwards=go_backwards)
+    ours = layers.SimpleRNN(units, **flags)
+    theirs = keras.layers.SimpleRNN(units, **flags)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    sync(ours, theirs, x)
+    input_mask = (rng.random((batch, features)) > 0.4).astype("float32") / 0.6
+    state_mask = (rng.random((batch, units)) > 0.25).astype("float32") / 0.75
+    for cell in (ours.cell, theirs.cell):
+        cell._dropout_mask = input_mask
+        cell._recurrent_dropout_mask = state_mask
+    result = ours(x, training=True)
+    compare(result, theirs(x, training=True))
+    assert not np.allclose(result, ours(x)), "the masks must have changed the output"
