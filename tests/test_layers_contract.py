@@ -76,12 +76,9 @@ def test_unique_names():
 
 def test_float64_when_asked():
     x = np.random.default_rng(0).normal(size=(2, 4, 3))
-    layer64 = layers.SimpleRNN(5, dtype="float64", return_sequences=True)
+    layer32, layer64 = twins(x, 5, dtype="float64")
     out64 = layer64(x)
     assert out64.dtype == np.float64 and all(w.dtype == np.float64 for w in layer64.weights)
-    layer32 = layers.SimpleRNN(5, return_sequences=True)
-    layer32(x)
-    layer32.set_weights(layer64.get_weights())
     out32 = layer32(x)
     assert out32.dtype == np.float32
     np.testing.assert_allclose(out32, out64, atol=1e-6)
@@ -103,13 +100,19 @@ def test_outputs_are_numpy_and_return_state_is_a_tuple():
     assert all(type(r) is np.ndarray for r in result)
 
 
+def twins(x, units, **second_kwargs):
+    """Two SimpleRNNs with the same weights, the second with extra options."""
+    first = layers.SimpleRNN(units, return_sequences=True)
+    second = layers.SimpleRNN(units, return_sequences=True, **second_kwargs)
+    first(x)
+    second(x)
+    second.set_weights(first.get_weights())
+    return first, second
+
+
 def test_go_backwards_output_is_in_processing_order():
     x = np.random.default_rng(1).normal(size=(2, 5, 3))
-    fwd = layers.SimpleRNN(4, return_sequences=True)
-    bwd = layers.SimpleRNN(4, return_sequences=True, go_backwards=True)
-    fwd(x)
-    bwd(x)
-    bwd.set_weights(fwd.get_weights())
+    fwd, bwd = twins(x, 4, go_backwards=True)
     np.testing.assert_allclose(bwd(x), fwd(x[:, ::-1]), atol=1e-6)
 
 
@@ -201,11 +204,7 @@ def test_cell_direct_call_with_training_uses_fresh_masks():
 
 def test_unroll_accepted_and_equal_without_mask():
     x = np.random.default_rng(3).normal(size=(2, 4, 3))
-    a = layers.SimpleRNN(3, return_sequences=True)
-    b = layers.SimpleRNN(3, return_sequences=True, unroll=True)
-    a(x)
-    b(x)
-    b.set_weights(a.get_weights())
+    a, b = twins(x, 3, unroll=True)
     np.testing.assert_array_equal(a(x), b(x))
 
 
