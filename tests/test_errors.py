@@ -14,7 +14,7 @@ X = np.ones((2, 3, 4), dtype="float32")
 @pytest.mark.parametrize("units", [0, -3])
 @pytest.mark.parametrize("cls", [layers.SimpleRNNCell, layers.SimpleRNN])
 def test_units_not_positive(cls, units):
-    with pytest.raises(ValueError, match=r"`units` must be a positive integer, got -?\d"):
+    with pytest.raises(ValueError, match=rf"^{cls.__name__}: `units` must be a positive integer, got -?\d"):
         cls(units)
 
 
@@ -115,7 +115,7 @@ def test_stacked_initial_state_flat_list():
     rnn = layers.RNN([layers.SimpleRNNCell(3), layers.SimpleRNNCell(5), layers.SimpleRNNCell(2)])
     flat = [np.zeros((2, 3)), np.zeros((2, 5))]
     with pytest.raises(ValueError, match=r"2 entries but the stack has 3 cells.*"
-                                         r"Expected \[h \(2, 3\), h \(2, 5\), h \(2, 2\)\]"):
+                                         r"Expected \[\[h \(2, 3\)\], \[h \(2, 5\)\], \[h \(2, 2\)\]\]"):
         rnn(X, initial_state=flat)
 
 

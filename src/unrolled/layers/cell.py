@@ -27,7 +27,8 @@ def describe_states(cell: Any, batch: Any = "batch") -> str:
     """The nesting a cell's states must have, e.g. '[[h (batch, 4)], [h (batch, 6), c (batch, 6)]]'."""
     cells = getattr(cell, "cells", None)
     if cells is not None and _is_stack(cell):
-        return "[" + ", ".join(describe_states(c, batch) for c in cells) + "]"
+        parts = [describe_states(c, batch) for c in cells]
+        return "[" + ", ".join(p if p.startswith("[") else f"[{p}]" for p in parts) + "]"
     sizes = cell.state_size
     names = getattr(cell, "state_names", None)
     if isinstance(sizes, (int, np.integer)):

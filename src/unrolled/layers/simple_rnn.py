@@ -247,6 +247,7 @@ class SimpleRNN(RNN):
                  recurrent_dropout: float = 0.0, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  unroll: bool = False, seed: int | None = None, **kwargs: Any):
+        units = _checks.positive_int(units, "units", type(self).__name__)
         cell = SimpleRNNCell(
             units, activation=activation, use_bias=use_bias,
             kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
