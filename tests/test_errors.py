@@ -34,7 +34,7 @@ def test_unknown_activation_suggests_closest():
 
 
 def test_unknown_initializer_suggests_closest():
-    with pytest.raises(ValueError, match=r'glorot_unifrom.*Did you mean "glorot_uniform"'):
+    with pytest.raises(ValueError, match=r'glorot_unifrom.*`kernel_initializer`.*Did you mean "glorot_uniform"'):
         layers.SimpleRNN(3, kernel_initializer="glorot_unifrom")
 
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import difflib
 import numbers
+import re
 from typing import Any, Iterable
 
 import numpy as np
 
 FLOAT_DTYPES = ("float16", "float32", "float64")
+
+
+def snake_case(name: str) -> str:
+    """Keras's naming: SimpleRNNCell -> simple_rnn_cell, GlorotUniform -> glorot_uniform."""
+    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
 def closest(name: str, options: Iterable[str]) -> str:

@@ -32,13 +32,12 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
-import re
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from unrolled import _random
-from unrolled._checks import closest, float_dtype
+from unrolled._checks import closest, float_dtype, snake_case
 
 __all__ = [
     "Constant",
@@ -707,13 +706,9 @@ _CLASSES: tuple[type[Initializer], ...] = (
 )
 
 
-def _snake_case(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
 _BY_NAME: dict[str, type[Initializer]] = {
     **{cls.__name__: cls for cls in _CLASSES},
-    **{_snake_case(cls.__name__): cls for cls in _CLASSES},
+    **{snake_case(cls.__name__): cls for cls in _CLASSES},
     # Keras's aliases.
     "IdentityInitializer": Identity,
     "OrthogonalInitializer": Orthogonal,

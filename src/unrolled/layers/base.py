@@ -9,7 +9,6 @@ is only ever one copy of each weight.
 
 from __future__ import annotations
 
-import re
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -19,11 +18,6 @@ from unrolled import _checks, initializers
 __all__ = ["Layer", "Weight"]
 
 _name_counts: dict[str, int] = {}
-
-
-def _snake_case(name: str) -> str:
-    name = re.sub(r"(.)([A-Z][a-z]+)", r"\1_\2", name)
-    return re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", name).lower()
 
 
 def unique_name(base: str) -> str:
@@ -105,7 +99,7 @@ class Layer:
             self._reject_kwargs(kwargs)
         if name is not None and not isinstance(name, str):
             raise TypeError(f"{type(self).__name__}: `name` must be a string, got {name!r}.")
-        self.name = name if name is not None else unique_name(_snake_case(type(self).__name__))
+        self.name = name if name is not None else unique_name(_checks.snake_case(type(self).__name__))
         self.dtype = _checks.float_dtype(dtype, type(self).__name__).name
         self.trainable = bool(trainable)
         self.built = False

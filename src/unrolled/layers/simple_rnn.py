@@ -108,11 +108,13 @@ class SimpleRNNCell(RNNCell):
         units = _checks.positive_int(units, "units", owner)
         super().__init__(seed=seed, **kwargs)
         self.units = units
-        self.activation = activations.get(activation)
+        self.activation = activations.get(activation, argument="activation")
         self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer)
-        self.recurrent_initializer = initializers.get(recurrent_initializer)
-        self.bias_initializer = initializers.get(bias_initializer)
+        self.kernel_initializer = initializers.get(kernel_initializer,
+                                                   argument="kernel_initializer")
+        self.recurrent_initializer = initializers.get(recurrent_initializer,
+                                                      argument="recurrent_initializer")
+        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
         self.kernel_regularizer = kernel_regularizer
         self.recurrent_regularizer = recurrent_regularizer
         self.bias_regularizer = bias_regularizer
