@@ -296,10 +296,15 @@ class Layer:
     def _repr_fields(self) -> list[str]:
         return []
 
+    def _repr_weight_owner(self) -> "Layer":
+        """The layer whose weights the repr lists (a wrapper may show its cell's)."""
+        return self
+
     def __repr__(self) -> str:
         fields = self._repr_fields()
-        if self.built:
-            fields += [f"{w.name} {_checks.shape_str(w.shape)}" for w in self._weights]
+        owner = self._repr_weight_owner()
+        if owner.built:
+            fields += [f"{w.name} {_checks.shape_str(w.shape)}" for w in owner._weights]
         else:
             fields.append("not built")
         if self.dtype != "float32":

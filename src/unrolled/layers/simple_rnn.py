@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from unrolled import _checks, activations, initializers
+from unrolled.layers.base import Layer
 from unrolled.layers.cell import RNNCell
 from unrolled.layers.rnn import RNN
 
@@ -283,13 +284,10 @@ class SimpleRNN(RNN):
         config["activity_regularizer"] = self.activity_regularizer
         return config
 
-    def __repr__(self) -> str:
-        cell = self.cell
-        fields = cell._repr_fields() + self._flag_fields()
-        if cell.built:
-            fields += [f"{w.name} {_checks.shape_str(w.shape)}" for w in cell._weights]
-        else:
-            fields.append("not built")
-        if self.dtype != "float32":
-            fields.append(f"dtype={self.dtype}")
-        return f"SimpleRNN({', '.join(fields)})"
+    def _repr_fields(self) -> list[str]:
+        return self.cell._repr_fields() + self._flag_fields()
+
+    def _repr_weight_owner(self) -> Layer:
+        return self.cell
+
+    __repr__ = Layer.__repr__
