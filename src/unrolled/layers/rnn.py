@@ -156,10 +156,23 @@ class RNN(Layer):
         step_shape = (sequences_shape[0],) + sequences_shape[2:]
         if isinstance(self.cell, Layer) and not self.cell.built:
             self.cell._maybe_build(step_shape)
-        if self.stateful and self.states is None and sequences_shape[0] is not None:
-            self._expected_batch_size = int(sequences_shape[0])
-            self.states = self.get_initial_state(self._expected_batch_size)
+        if self.stateful and sequences_shape[0] is not None:
+            self._carried_states(int(sequences_shape[0]), type(self).__name__)
         super().build(sequences_shape)
+
+    def _carried_states(self, batch: int, owner: str) -> list:
+        """A stateful layer's states, created (zeros) for the first batch size it sees."""
+        if self._expected_batch_size is None:
+            self._expected_batch_size = batch
+        elif batch != self._expected_batch_size:
+            raise ValueError(
+                f"{owner} is stateful and carries states for a batch of {self._expected_batch_size}, "
+                f"but this input has a batch of {batch}. Feed batches of {self._expected_batch_size} "
+                f"(pad the last one), or create a new layer for another batch size."
+            )
+        if self.states is None:
+            self.states = self.get_initial_state(batch)
+        return self.states
 
     def get_initial_state(self, batch_size: int) -> list:
         """The cell's initial states as a list (zeros unless the cell says otherwise)."""
@@ -197,25 +210,14 @@ class RNN(Layer):
             self.cell.check_input_features(x.shape[-1], "sequences")
         mask = self._check_mask(mask, batch, timesteps, owner)
 
-        if self.stateful and self._expected_batch_size is not None and batch != self._expected_batch_size:
-            raise ValueError(
-                f"{owner} is stateful and carries states for a batch of {self._expected_batch_size}, "
-                f"but this input has a batch of {batch}. Feed batches of {self._expected_batch_size} "
-                f"(pad the last one), or create a new layer for another batch size."
-            )
-        if self.stateful and self._expected_batch_size is None:
-            self._expected_batch_size = batch
+        carried = self._carried_states(batch, owner) if self.stateful else None
         if initial_state is not None:
             states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
                                   "initial_state")
             if not isinstance(states, list):
                 states = [states]
-        elif self.stateful:
-            if self.states is None:  # built without a batch size: the first call fixes it
-                self.states = self.get_initial_state(batch)
-            states = self.states
         else:
-            states = self.get_initial_state(batch)
+            states = carried if self.stateful else self.get_initial_state(batch)
 
         try:
             last, outputs, final = self._loop(x, states, mask, training)
