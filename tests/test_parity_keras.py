@@ -347,3 +347,34 @@ def test_dropout_in_training_with_the_same_masks(keras, rng, go_backwards):
     result = ours(x, training=True)
     compare(result, theirs(x, training=True))
     assert not np.allclose(result, ours(x)), "the masks must have changed the output"
+
+
+@pytest.mark.parametrize("return_sequences,return_state", list(itertools.product([False, True],
+                                                                                 repeat=2)))
+@pytest.mark.parametrize("stacked", [False, True])
+def test_output_shape_and_mask_propagation(keras, return_sequences, return_state, stacked):
+    flags = dict(return_sequences=return_sequences, return_state=return_state)
+
+    def make(module):
+        if stacked:
+            return module.RNN([module.SimpleRNNCell(3), module.SimpleRNNCell(5)], **flags)
+        return module.SimpleRNN(4, **flags)
+
+    ours, theirs = make(layers), make(keras.layers)
+    shape = (2, 6, 3)
+    theirs.build(shape)
+    ours.build(shape)
+
+    def normalise(value):
+        if isinstance(value, (list, tuple)) and value and not isinstance(value[0], int):
+            return [normalise(v) for v in value]
+        return tuple(value)
+
+    assert normalise(ours.compute_output_shape(shape)) == normalise(
+        theirs.compute_output_shape(shape))
+    mask = np.ones((2, 6), dtype=bool)
+    ours_mask, theirs_mask = ours.compute_mask(None, mask), theirs.compute_mask(None, mask)
+    if isinstance(theirs_mask, list):
+        assert [m is None for m in ours_mask] == [m is None for m in theirs_mask]
+    else:
+        assert (ours_mask is None) == (theirs_mask is None)

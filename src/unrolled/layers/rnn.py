@@ -322,6 +322,30 @@ class RNN(Layer):
             return last_cell[0] if isinstance(last_cell, (list, tuple)) else last_cell
         return states[0]
 
+    def compute_output_shape(self, sequences_shape: tuple) -> Any:
+        """The shape(s) a call returns for input of `sequences_shape`, as Keras reports them."""
+        batch, timesteps = sequences_shape[0], sequences_shape[1]
+        size = self.output_size
+        out = (batch, timesteps, size) if self.return_sequences else (batch, size)
+        if not self.return_state:
+            return out
+        states = []
+        for state_size in self.state_size:
+            if isinstance(state_size, (list, tuple)):
+                states.append([(batch, s) for s in state_size])
+            else:
+                states.append((batch, state_size))
+        return (out, *states)
+
+    def compute_mask(self, inputs: Any, mask: Any) -> Any:
+        """The mask that travels on with the output: the input's if return_sequences, else None."""
+        if isinstance(mask, (list, tuple)):
+            mask = mask[0] if mask else None
+        output_mask = mask if self.return_sequences else None
+        if self.return_state:
+            return [output_mask] + [None] * len(self.state_size)
+        return output_mask
+
     # ---------------------------------------------------------------- config and display
 
     def get_config(self) -> dict:
