@@ -283,3 +283,16 @@ def test_user_cell_feature_size_is_checked():
     assert rnn(np.ones((1, 3, 4))).shape == (1, 2)
     with pytest.raises(ValueError, match=r"built for 4 input features, but `sequences` has 3"):
         rnn(np.ones((1, 3, 3)))
+
+
+def test_config_round_trip_for_simple_rnn_and_cell():
+    x = np.random.default_rng(4).normal(size=(2, 3, 4))
+    layer = layers.SimpleRNN(3, activation="relu", go_backwards=True, return_sequences=True,
+                             kernel_initializer=unrolled.initializers.GlorotUniform(seed=1),
+                             recurrent_initializer=unrolled.initializers.Orthogonal(seed=2),
+                             name="enc")
+    clone = layers.SimpleRNN.from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    np.testing.assert_array_equal(clone(x), layer(x))   # seeded initializers: same weights
+    cell = layers.SimpleRNNCell(2, use_bias=False, seed=3)
+    assert layers.SimpleRNNCell.from_config(cell.get_config()).get_config() == cell.get_config()
