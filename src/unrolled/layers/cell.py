@@ -61,8 +61,10 @@ def check_states(states: Any, cell: Any, batch: int, dtype: np.dtype, owner: str
         if not isinstance(states, (list, tuple)):
             fail(f"must be a list with one entry per cell of the stack, got {_kind(states)}")
         if len(states) != len(cell.cells):
+            flat = len(states) > len(cell.cells)
             fail(f"has {len(states)} entries but the stack has {len(cell.cells)} cells"
-                 f"{' (a flat list of arrays is not accepted: nest the states per cell)' if len(states) > len(cell.cells) else ''}")
+                 + (" (a flat list of arrays is not accepted: nest the states per cell)"
+                    if flat else ""))
         return [check_states(s, c, batch, dtype, owner, f"{arg}[{k}]")
                 for k, (s, c) in enumerate(zip(states, cell.cells))]
 
