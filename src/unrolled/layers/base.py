@@ -274,6 +274,14 @@ class Layer:
                 f"new layer for inputs of another size."
             )
 
+    # Masking: a layer that passes a (batch, timesteps) mask on unchanged sets
+    # `supports_masking = True`; one that makes or changes a mask overrides `compute_mask`.
+    supports_masking: bool = False
+
+    def compute_mask(self, inputs: Any, mask: Any = None) -> Any:
+        """The mask that travels on with this layer's output (None: no mask)."""
+        return mask if self.supports_masking else None
+
     def call(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement call().")
 

@@ -129,6 +129,9 @@ class RNNCell(Layer):
     output_size: Any = None
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
+    # Set by `unrolled.trace` while it runs; `call` reports its intermediate values through
+    # `_record` only then, so the normal path pays one attribute check per step.
+    _recorder: Any = None
 
     def __init__(self, *, seed: int | None = None, **kwargs: Any):
         super().__init__(**kwargs)
@@ -143,6 +146,11 @@ class RNNCell(Layer):
         """Zeros for every state: a list with one `(batch_size, size)` array per state."""
         sizes = [self.state_size] if isinstance(self.state_size, (int, np.integer)) else self.state_size
         return [np.zeros((batch_size,) + _size_shape(s), dtype=self.dtype) for s in sizes]
+
+    def _record(self, **values: Any) -> None:
+        """Hand this step's named intermediate values (x_t, z, h, gates, ...) to the recorder."""
+        if self._recorder is not None:
+            self._recorder.record(self, values)
 
     # ---------------------------------------------------------------- dropout masks
 

@@ -90,6 +90,11 @@ class RNN(Layer):
     """
 
     _input_ndim: int | None = None  # layers with a fixed input rank (SimpleRNN: 3) set this
+    supports_masking = True
+    # Set by `unrolled.trace` while it runs: the loop then reports each step to it (begin_step,
+    # end_step) and always takes the reference path, so a trace shows the code that defines the
+    # layer's numbers.
+    _recorder: Any = None
 
     def __init__(self, cell: Any, return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
@@ -280,7 +285,22 @@ class RNN(Layer):
 
     def _loop(self, x: np.ndarray, states: list, mask: np.ndarray | None,
               training: bool) -> tuple[np.ndarray, np.ndarray | None, list]:
+        """Run the sequence: a whole-sequence kernel when one applies, else the reference loop."""
+        if self._recorder is None:
+            fast = self._run_kernel(x, states, mask, training)
+            if fast is not None:
+                return fast
+        return self._reference_loop(x, states, mask, training)
+
+    def _run_kernel(self, x: np.ndarray, states: list, mask: np.ndarray | None,
+                    training: bool) -> tuple[np.ndarray, np.ndarray | None, list] | None:
+        """A fused whole-sequence kernel's `(last, outputs, final)`, or None when none applies."""
+        return None
+
+    def _reference_loop(self, x: np.ndarray, states: list, mask: np.ndarray | None,
+                        training: bool) -> tuple[np.ndarray, np.ndarray | None, list]:
         """The reference time loop (Keras's backend.rnn): one `cell.call` per timestep."""
+        rec = self._recorder
         cell = self.cell
         # Built cells are stepped through `call` directly: the inputs were checked once, up front.
         step = cell.call if isinstance(cell, Layer) else (cell if callable(cell) else cell.call)
@@ -291,6 +311,8 @@ class RNN(Layer):
         outputs = None
         output = None
         for k, t in enumerate(order):
+            if rec is not None:
+                rec.begin_step(self, k, t, None if mask is None else mask[:, t])
             y, new_states = step(x[:, t], states, **kwargs)                # y: (batch, units)
             if not isinstance(new_states, (list, tuple)):
                 new_states = [new_states]
@@ -306,6 +328,8 @@ class RNN(Layer):
                     previous = self._previous_output(states, stacked)
                 output = _where(valid, y, previous)
                 states = _map(lambda new, old: _where(valid, new, old), list(new_states), states)
+            if rec is not None:
+                rec.end_step(self, output, states)
             if self.return_sequences:
                 if outputs is None:
                     outputs = np.empty((batch, timesteps) + output.shape[1:], dtype=self.dtype)

@@ -153,11 +153,13 @@ class SimpleRNNCell(RNNCell):
                 x = x * input_mask
             if state_mask is not None:
                 h_prev = h_prev * state_mask
-        z = x @ self.kernel                                                  # x_t U  (batch, units)
-        if self.bias is not None:
-            z = z + self.bias                                                # + b
-        z = z + h_prev @ self.recurrent_kernel                               # + h_{t-1} W
+        xU = x @ self.kernel                                                 # x_t U  (batch, units)
+        z = xU + self.bias if self.bias is not None else xU                  # + b
+        hW = h_prev @ self.recurrent_kernel                                  # h_{t-1} W
+        z = z + hW                                                           # pre-activation
         h = self.activation(z)                                               # (batch, units)
+        if self._recorder is not None:
+            self._record(x_t=x, h_prev=h_prev, xU=xU, hW=hW, b=self.bias, z=z, h=h)
         return h, ([h] if isinstance(states, (list, tuple)) else h)
 
     def get_config(self) -> dict:
