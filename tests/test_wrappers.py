@@ -344,3 +344,41 @@ def test_bidirectional_errors():
         backward_layer=layers.SimpleRNN(3, go_backwards=True))
     with pytest.raises(ValueError, match=r"merge_mode='sum' needs both directions to have the same"):
         sum_mismatch(np.ones((1, 3, 2)))
+
+
+# LSTM (two states, h and c) and GRU inside Bidirectional: (layer, kwargs, merge_mode,
+# return_sequences, mask kind, initial states).
+GATED_CASES = [
+    ("LSTM", {}, "concat", True, "post", True),
+    ("LSTM", {"unit_forget_bias": False}, None, False, "random", False),
+    ("GRU", {}, "sum", True, "pre", True),
+    ("GRU", {"reset_after": False}, "mul", False, None, False),
+]
+
+
+@pytest.mark.parametrize("name,kwargs,merge_mode,return_sequences,mask_kind,with_h0", GATED_CASES)
+def test_bidirectional_lstm_gru_parity(keras, rng, name, kwargs, merge_mode, return_sequences,
+                                       mask_kind, with_h0):
+    batch, timesteps, features, units = 3, 5, 2, 4
+    flags = dict(return_sequences=return_sequences, return_state=True, **kwargs)
+    ours = layers.Bidirectional(getattr(layers, name)(units, bias_initializer="random_normal",
+                                                      name="r", **flags),
+                                merge_mode=merge_mode, name="bi")
+    theirs = keras.layers.Bidirectional(
+        getattr(keras.layers, name)(units, bias_initializer="random_normal", name="r", **flags),
+        merge_mode=merge_mode, name="bi")
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    sync(ours, theirs, x)
+    assert [w.path for w in ours.weights] == [w.path for w in theirs.weights]
+    n_states = 2 if name == "LSTM" else 1
+    call = call_kwargs(rng, mask_kind, with_h0, batch, timesteps, [(batch, units)] * 2 * n_states)
+    result = ours(x, **call)
+    # (merged, fh, [fc,] bh, [bc]) or (y, y_rev, states...) with merge_mode None.
+    assert len(result) == (2 if merge_mode is None else 1) + 2 * n_states
+    compare(result, theirs(x, **call))
+    assert ours.compute_output_shape((None, timesteps, features)) == \
+        theirs.compute_output_shape((None, timesteps, features))
+    rebuilt = layers.Bidirectional.from_config(ours.get_config())
+    rebuilt(x)
+    assert rebuilt.get_config() == ours.get_config()
+    assert_same_config(ours, theirs)
