@@ -7,8 +7,11 @@ for writing your own.
 
 from unrolled.layers.base import Layer, Weight
 from unrolled.layers.cell import RNNCell
+from unrolled.layers.input_layer import Input, InputLayer
 from unrolled.layers.rnn import RNN
 from unrolled.layers.simple_rnn import SimpleRNN, SimpleRNNCell
+from unrolled.layers.serialization import deserialize, serialize
 from unrolled.layers.stacked import StackedRNNCells
 
-__all__ = ["Layer", "Weight", "RNNCell", "RNN", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells"]
+__all__ = ["Layer", "Weight", "RNNCell", "RNN", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells",
+           "Input", "InputLayer", "serialize", "deserialize"]
