@@ -259,6 +259,7 @@ def test_keras_config_rebuilds_in_unrolled(keras, rng, kind):
     assert [l.name for l in ours.layers] == [l.name for l in theirs.layers]
     ours.set_weights(theirs.get_weights())
     inputs = _roundtrip_inputs(rng, ours)
+    inputs = inputs[0] if len(inputs) == 1 else inputs
     compare_outputs(ours.predict(inputs), theirs.predict(inputs, verbose=0))
 
 
@@ -278,6 +279,7 @@ def test_unrolled_config_rebuilds_in_keras(keras, rng, kind):
     assert [l.name for l in ours.layers] == [l.name for l in theirs.layers]
     theirs.set_weights(ours.get_weights())
     inputs = _roundtrip_inputs(rng, ours)
+    inputs = inputs[0] if len(inputs) == 1 else inputs
     compare_outputs(ours.predict(inputs), theirs.predict(inputs, verbose=0))
     again = layers.deserialize(config)
     again.set_weights(ours.get_weights())

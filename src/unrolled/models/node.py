@@ -268,7 +268,7 @@ def symbolic_call(layer: Layer, call: Callable, args: tuple, kwargs: dict) -> An
 
     check = getattr(layer, "_check_sequence_shape", None)
     if check is not None and isinstance(first, SymbolicTensor):
-        check(tuple(1 if s is None else s for s in first.shape), owner)
+        check(first.shape, owner)
     if isinstance(first, SymbolicTensor) and first.shape and first.shape[-1] is not None:
         layer.check_input_features(first.shape[-1], first_key)
     layer._maybe_build(input_shape)
