@@ -79,7 +79,10 @@ def our_summary(model):
 def check_summary(ours, theirs):
     our_rows, our_totals = our_summary(ours)
     their_rows, their_totals = keras_summary(theirs)
-    assert our_rows == their_rows
+    # Default names count up per process in both libraries, so they differ within a full test
+    # run; the layer types, shapes, counts and links (between named layers) must not.
+    strip = lambda rows: [[row[0].split(" ")[-1]] + row[1:] for row in rows]  # noqa: E731
+    assert strip(our_rows) == strip(their_rows)
     assert our_totals == their_totals
 
 
