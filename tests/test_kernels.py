@@ -68,6 +68,8 @@ def both_ways(rnn, x, states, mask=None, training=False):
     fast = rnn._run_kernel(x, states, mask, training)
     assert fast is not None, f"no kernel ran for {rnn!r}"
     ref = rnn._reference_loop(x, states, mask, training)
+    assert all(np.isfinite(leaf).all() for leaf in _leaves(list(ref)) if leaf is not None), (
+        "the reference overflowed: this case checks nothing")
     for name, a, b in zip(("last", "outputs", "final"), fast, ref):
         compare_tree(a, b, name, x.dtype)
     np.testing.assert_array_equal(x, x_before, err_msg="the kernel wrote into its input")
@@ -91,43 +93,67 @@ def built(rnn, x):
 
 
 MASKS = [None, "post", "pre", "random", "empty_row"]
+CELLS = ["simple_rnn", "lstm", "gru", "gru_reset_before"]
 
 
+def make_cell(kind, units, **kwargs):
+    if kind == "simple_rnn":
+        return layers.SimpleRNNCell(units, **kwargs)
+    if kind == "lstm":
+        return layers.LSTMCell(units, **kwargs)
+    return layers.GRUCell(units, reset_after=kind == "gru", **kwargs)
+
+
+def random_states(rng, rnn, batch):
+    """Random initial states nested as the layer's own initial states."""
+    def draw(tree):
+        if isinstance(tree, list):
+            return [draw(t) for t in tree]
+        return rng.standard_normal(tree.shape).astype(tree.dtype)
+
+    return draw(rnn.get_initial_state(batch))
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
 @pytest.mark.parametrize("mask_kind", MASKS)
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("return_sequences", [False, True])
 @pytest.mark.parametrize("mode", ["plain", "zero_output_for_mask", "unroll", "both"])
-def test_simple_rnn_every_option(rng, mask_kind, go_backwards, return_sequences, mode):
+def test_every_option(rng, cell_kind, mask_kind, go_backwards, return_sequences, mode):
     for with_h0, return_state in itertools.product([False, True], [False, True]):
         b, t, f, u = sizes(rng)
         x = rng.standard_normal((b, t, f)).astype("float32")
-        rnn = built(layers.RNN(layers.SimpleRNNCell(u), return_sequences=return_sequences,
+        rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=return_sequences,
                                return_state=return_state, go_backwards=go_backwards,
                                zero_output_for_mask=mode in ("zero_output_for_mask", "both"),
                                unroll=mode in ("unroll", "both")), x)
-        states = ([rng.standard_normal((b, u)).astype("float32")] if with_h0
-                  else rnn.get_initial_state(b))
+        states = random_states(rng, rnn, b) if with_h0 else rnn.get_initial_state(b)
         both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear", None, "softsign",
                                         "softmax", "hard_sigmoid"])
 @pytest.mark.parametrize("use_bias", [True, False])
-def test_simple_rnn_activations_and_bias(rng, activation, use_bias):
+@pytest.mark.parametrize("cell_kind", CELLS)
+def test_activations_and_bias(rng, activation, use_bias, cell_kind):
     b, t, f, u = sizes(rng)
     x = rng.standard_normal((b, t, f)).astype("float32")
-    rnn = built(layers.SimpleRNN(u, activation=activation, use_bias=use_bias,
-                                 return_sequences=True), x)
-    both_ways(rnn, x, rnn.get_initial_state(b), make_mask(rng, "random", b, t))
+    bounded = activation in ("tanh", "sigmoid", "softsign", "softmax", "hard_sigmoid")
+    gates = {} if cell_kind == "simple_rnn" else {
+        "recurrent_activation": activation if bounded else "hard_sigmoid"}
+    rnn = built(layers.RNN(make_cell(cell_kind, u, activation=activation, use_bias=use_bias,
+                                     **gates), return_sequences=True), x)
+    both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, "random", b, t))
 
 
+@pytest.mark.parametrize("cell_kind", CELLS)
 @pytest.mark.parametrize("mask_kind", [None, "random"])
 @pytest.mark.parametrize("go_backwards", [False, True])
-def test_float64(rng, mask_kind, go_backwards):
+def test_float64(rng, cell_kind, mask_kind, go_backwards):
     b, t, f, u = sizes(rng)
     x = rng.standard_normal((b, t, f))
-    rnn = built(layers.SimpleRNN(u, dtype="float64", return_sequences=True,
-                                 go_backwards=go_backwards), x)
+    rnn = built(layers.RNN(make_cell(cell_kind, u, dtype="float64"), return_sequences=True,
+                           go_backwards=go_backwards), x)
     fast = both_ways(rnn, x, rnn.get_initial_state(b), make_mask(rng, mask_kind, b, t))
     assert fast[1].dtype == np.float64
 
@@ -139,15 +165,15 @@ def test_float64(rng, mask_kind, go_backwards):
 def test_stacks(rng, mask_kind, go_backwards, return_sequences, state_form):
     b, t, f, _ = sizes(rng)
     units = [int(u) for u in rng.integers(1, 8, size=int(rng.integers(1, 4)))]
-    activations = ["tanh", "relu", "sigmoid"]
-    cells = [layers.SimpleRNNCell(u, activation=activations[k % 3]) for k, u in enumerate(units)]
+    kinds = list(rng.permutation(CELLS))
+    cells = [make_cell(kinds[k % 4], u) for k, u in enumerate(units)]
     x = rng.standard_normal((b, t, f)).astype("float32")
     rnn = built(layers.RNN(cells, return_sequences=return_sequences, return_state=True,
                            go_backwards=go_backwards, zero_output_for_mask=mask_kind == "post"),
                 x)
-    states = [rng.standard_normal((b, u)).astype("float32") for u in units]
-    if state_form == "nested":
-        states = [[s] for s in states]
+    states = random_states(rng, rnn, b)
+    if state_form == "bare":  # a single-state cell's entry may be a bare array
+        states = [s[0] if len(s) == 1 else s for s in states]
     both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
 
 
@@ -157,12 +183,11 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
     """Long sequences project x U in chunks; force tiny chunks (1..3 steps) to test the seams."""
     for chunk_steps in (1, 2, 3):
         b, t, f, u = 3, 10, 4, 5
-        monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * u * 4)
+        monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * 6 * 4)
         x = rng.standard_normal((b, t, f)).astype("float32")
-        rnn = built(layers.RNN([layers.SimpleRNNCell(6), layers.SimpleRNNCell(u)],
+        rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u)],
                                return_sequences=return_sequences, go_backwards=True), x)
-        states = [[rng.standard_normal((b, 6)).astype("float32")],
-                  [rng.standard_normal((b, u)).astype("float32")]]
+        states = random_states(rng, rnn, b)
         both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
 
 
@@ -183,7 +208,7 @@ def test_stateful_calls_carry_the_same_states(rng, stacked):
 
     def make():
         if stacked:
-            return layers.RNN([layers.SimpleRNNCell(u), layers.SimpleRNNCell(3)], stateful=True,
+            return layers.RNN([layers.LSTMCell(u), layers.GRUCell(3)], stateful=True,
                               return_sequences=True, return_state=True)
         return layers.SimpleRNN(u, stateful=True, return_state=True)
 
@@ -233,7 +258,12 @@ def _forbid_reference(monkeypatch):
     lambda: layers.RNN(layers.SimpleRNNCell(4), go_backwards=True),
     lambda: layers.RNN([layers.SimpleRNNCell(4), layers.SimpleRNNCell(2)], return_state=True),
     lambda: layers.SimpleRNN(4, dropout=0.5, recurrent_dropout=0.5),  # inference: no dropout
-], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference"])
+    lambda: layers.LSTM(4, return_sequences=True, return_state=True),
+    lambda: layers.GRU(4, go_backwards=True),
+    lambda: layers.GRU(4, reset_after=False),
+    lambda: layers.RNN([layers.LSTMCell(3), layers.GRUCell(2), layers.SimpleRNNCell(2)]),
+], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference", "lstm", "gru",
+        "gru_reset_before", "mixed_stack"])
 def test_kernel_dispatch_happens(rng, monkeypatch, make):
     x = rng.standard_normal((3, 5, 2)).astype("float32")
     layer = make()
@@ -260,7 +290,7 @@ def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
     elif case == "float16":
         layer = layers.SimpleRNN(4, dtype="float16")
     elif case == "training_dropout":
-        layer = layers.SimpleRNN(4, dropout=0.3, seed=1)
+        layer = layers.LSTM(4, recurrent_dropout=0.3, seed=1)
         training = True
     else:
         layer = layers.RNN([layers.SimpleRNNCell(4), _MySimpleCell(3)])
@@ -280,5 +310,5 @@ def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
 
 
 def test_kernels_registry_lists_exact_classes():
-    assert kernels.KERNELS[layers.SimpleRNNCell] is not None
+    assert set(kernels.KERNELS) == {layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell}
     assert _MySimpleCell not in kernels.KERNELS

@@ -13,7 +13,7 @@ import numpy as np
 
 from unrolled import activations
 
-__all__ = ["in_place"]
+__all__ = ["in_place", "elementwise"]
 
 
 def _tanh(a: np.ndarray) -> None:
@@ -23,7 +23,9 @@ def _tanh(a: np.ndarray) -> None:
 def _sigmoid(a: np.ndarray) -> None:
     # 1 / (1 + exp(-a)); exp overflows to inf for a < -88 (float32), giving the exact limit 0.
     # The kernels run this inside np.errstate(over="ignore").
-    np.negative(a, out=a)
+    # Not np.negative(a, out=a): in NumPy 2.4.6 it gives wrong values in place on a strided
+    # float32 view such as one gate's columns (tests/test_kernels.py catches it).
+    np.multiply(a, -1, out=a)
     np.exp(a, out=a)
     a += 1
     np.reciprocal(a, out=a)
@@ -55,3 +57,13 @@ def in_place(fn: Callable) -> Callable[[np.ndarray], None]:
         a[...] = fn(a)
 
     return apply
+
+
+# Activations that reduce over an axis: applied to fused gates they must see one gate at a time.
+_ALONG_AXIS = {activations.softmax, activations.log_softmax, activations.glu, activations.sparsemax}
+
+
+def elementwise(fn: Callable) -> bool:
+    """Whether `fn` acts on each number alone (so it may run on several gates at once)."""
+    return fn in _IN_PLACE or (getattr(fn, "__module__", None) == activations.__name__
+                               and fn not in _ALONG_AXIS)

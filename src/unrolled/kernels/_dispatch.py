@@ -7,14 +7,18 @@ from typing import Any
 import numpy as np
 
 from unrolled.kernels._plan import NO_MASK, Steps
+from unrolled.kernels.gru import gru
+from unrolled.kernels.lstm import lstm
 from unrolled.kernels.simple_rnn import simple_rnn
+from unrolled.layers.gru import GRUCell
+from unrolled.layers.lstm import LSTMCell
 from unrolled.layers.simple_rnn import SimpleRNNCell
 from unrolled.layers.stacked import StackedRNNCells
 
 __all__ = ["run", "KERNELS"]
 
 # Exact classes only: a subclass may override `call`, and then only the reference loop is right.
-KERNELS: dict[type, Any] = {SimpleRNNCell: simple_rnn}
+KERNELS: dict[type, Any] = {SimpleRNNCell: simple_rnn, LSTMCell: lstm, GRUCell: gru}
 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 

@@ -6,7 +6,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 
-__all__ = ["Steps", "chunk_steps", "CHUNK_BYTES"]
+__all__ = ["Steps", "projections", "CHUNK_BYTES", "NO_MASK"]
 
 # Largest scratch buffer for a chunk of hoisted input projections (per layer). Small enough to
 # stay in cache and to keep a forward pass within input + output + weights + a step's scratch at
@@ -37,13 +37,29 @@ class Steps:
 NO_MASK = Steps(None)
 
 
-def chunk_steps(timesteps: int, step_bytes: int, alloc: Callable[[int], np.ndarray]
-                ) -> Iterator[tuple[int, int, np.ndarray]]:
-    """`(start, stop, buffer)` over the steps, each chunk at most CHUNK_BYTES (at least 1 step).
+def projections(xt: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None,
+                into: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The hoisted input projection `x_t kernel + bias`, as `(start, stop, P)` chunks.
 
-    The buffer is allocated once, for the largest chunk, and reused by every chunk.
+    `P[j]` is step `start + j`'s projection, `(batch, width)`; `P` is `(stop - start, batch,
+    width)`. With `into` (a `(timesteps, batch, width)` buffer) the whole projection is written
+    there in one go. Otherwise one buffer of at most CHUNK_BYTES (at least one step) is reused:
+    read each chunk before asking for the next.
     """
-    n = max(1, min(timesteps, CHUNK_BYTES // max(step_bytes, 1)))
-    buffer = alloc(n)
-    for start in range(0, timesteps, n):
-        yield start, min(start + n, timesteps), buffer
+    T, B = xt.shape[:2]
+    if into is not None:
+        np.matmul(xt, kernel, out=into)
+        if bias is not None:
+            into += bias
+        yield 0, T, into
+        return
+    width = kernel.shape[1]
+    n = max(1, min(T, CHUNK_BYTES // max(B * width * xt.dtype.itemsize, 1)))
+    buffer = np.empty((n, B, width), dtype=xt.dtype)
+    for start in range(0, T, n):
+        stop = min(start + n, T)
+        chunk = buffer[:stop - start]                               # (steps, batch, width)
+        np.matmul(xt[start:stop], kernel, out=chunk)
+        if bias is not None:
+            chunk += bias
+        yield start, stop, chunk

@@ -1,11 +1,11 @@
-"""SimpleRNNCell over a whole sequence: h_t = act(x_t U + b + h_{t-1} W), U-projection hoisted."""
+"""SimpleRNNCell over a whole sequence: h_t = act(x_t U + b + h_{t-1} W), x U + b hoisted."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from unrolled.kernels._activations import in_place
-from unrolled.kernels._plan import Steps, chunk_steps
+from unrolled.kernels._plan import Steps, projections
 
 __all__ = ["simple_rnn"]
 
@@ -28,29 +28,19 @@ def simple_rnn(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     """
     T, B = xt.shape[:2]
     U = cell.units
-    dtype = xt.dtype
-    kernel, recurrent, bias = cell.kernel, cell.recurrent_kernel, cell.bias
+    recurrent = cell.recurrent_kernel
     act = in_place(cell.activation)
     h = states[0]                                                   # (batch, units)
-    tmp = np.empty((B, U), dtype=dtype)                             # h_{t-1} W
+    tmp = np.empty((B, U), dtype=xt.dtype)                          # h_{t-1} W
     inv, masked = steps.inv, steps.masked
-    if need_seq:
-        # The projection x U + b is written straight into the output buffer and each step
-        # overwrites its slot with h_t: no memory beyond the output itself.
-        seq = np.matmul(xt, kernel)                                 # (timesteps, batch, units)
-        chunks = [(0, T, seq)]
-    else:
-        seq = None
-        chunks = chunk_steps(T, B * U * dtype.itemsize, lambda n: np.empty((n, B, U), dtype))
-    for start, stop, buf in chunks:
-        if seq is None:
-            np.matmul(xt[start:stop], kernel, out=buf[:stop - start])
-        if bias is not None:
-            buf[:stop - start] += bias                              # x U + b
+    # With need_seq the projection x U + b is written straight into the output buffer and each
+    # step overwrites its slot with h_t: no memory beyond the output itself.
+    seq = np.empty((T, B, U), dtype=xt.dtype) if need_seq else None
+    for start, stop, P in projections(xt, cell.kernel, cell.bias, into=seq):
         for k in range(start, stop):
-            z = buf[k - start]                                      # (batch, units)
+            z = P[k - start]                                        # x_t U + b  (batch, units)
             np.matmul(h, recurrent, out=tmp)                        # h_{t-1} W
-            z += tmp                                                # x_t U + b + h_{t-1} W
+            z += tmp                                                # pre-activation
             act(z)                                                  # h_t
             if masked is not None and masked[k]:
                 np.copyto(z, h, where=inv[k])                       # masked: keep h_{t-1}
