@@ -434,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", default=",".join(CELLS), help="simple_rnn,lstm,gru")
     parser.add_argument("--shapes", default=None,
                         help="batch x timesteps x features x units, comma-separated "
-                             "(default: 4x5x1x2,32x100x16x64,128x200x64,256,256x100x256x1024)")
+                             "(default: 4x5x1x2,32x100x16x64,128x200x64x256,256x100x256x1024)")
     parser.add_argument("--peers", default=",".join(PEERS), help=",".join(PEERS))
     parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
