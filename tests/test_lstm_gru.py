@@ -157,7 +157,8 @@ CELL_CASES = [(cell, kwargs, form)
               if not (cell == "LSTMCell" and form == "bare")]  # two states: see the error tests
 
 
-@pytest.mark.parametrize("cell_name,kwargs,states_form", CELL_CASES)
+@pytest.mark.parametrize("cell_name,kwargs,states_form", CELL_CASES,
+                         ids=[f"{c}{'-reset_before' if k else ''}-{f}" for c, k, f in CELL_CASES])
 def test_cell_step(keras, rng, cell_name, kwargs, states_form):
     ours = getattr(layers, cell_name)(U, bias_initializer="random_normal", **kwargs)
     theirs = getattr(keras.layers, cell_name)(U, **CHEAP, **kwargs)
