@@ -259,11 +259,12 @@ def _forbid_reference(monkeypatch):
     lambda: layers.RNN([layers.SimpleRNNCell(4), layers.SimpleRNNCell(2)], return_state=True),
     lambda: layers.SimpleRNN(4, dropout=0.5, recurrent_dropout=0.5),  # inference: no dropout
     lambda: layers.LSTM(4, return_sequences=True, return_state=True),
+    lambda: layers.GRU(4, dropout=1.0, recurrent_dropout=1.0),  # gated cells: rate 1 is no dropout
     lambda: layers.GRU(4, go_backwards=True),
     lambda: layers.GRU(4, reset_after=False),
     lambda: layers.RNN([layers.LSTMCell(3), layers.GRUCell(2), layers.SimpleRNNCell(2)]),
-], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference", "lstm", "gru",
-        "gru_reset_before", "mixed_stack"])
+], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference", "lstm", "gru_rate_1",
+        "gru", "gru_reset_before", "mixed_stack"])
 def test_kernel_dispatch_happens(rng, monkeypatch, make):
     x = rng.standard_normal((3, 5, 2)).astype("float32")
     layer = make()
@@ -271,6 +272,8 @@ def test_kernel_dispatch_happens(rng, monkeypatch, make):
     _forbid_reference(monkeypatch)
     layer(x)
     layer(x, mask=make_mask(rng, "random", 3, 5))
+    if not isinstance(layer.cell, layers.SimpleRNNCell) or not layer.cell.dropout:
+        layer(x, training=True)  # no dropout to apply: training runs the kernel too
 
 
 class _MySimpleCell(layers.SimpleRNNCell):

@@ -23,6 +23,13 @@ KERNELS: dict[type, Any] = {SimpleRNNCell: simple_rnn, LSTMCell: lstm, GRUCell: 
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
 
 
+def _drops(cell: Any) -> bool:
+    """Whether the cell applies dropout in training (LSTM and GRU only for 0 < rate < 1)."""
+    if type(cell) is SimpleRNNCell:
+        return cell.dropout > 0 or cell.recurrent_dropout > 0
+    return 0 < cell.dropout < 1 or 0 < cell.recurrent_dropout < 1
+
+
 def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, list] | None:
     cells = cell.cells if type(cell) is StackedRNNCells else (cell,)
     kernels = []
@@ -31,7 +38,7 @@ def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, 
         kernel = KERNELS.get(type(c))
         if kernel is None or not c.built or c._recorder is not None:
             return None
-        if training and (c.dropout or c.recurrent_dropout):
+        if training and _drops(c):
             return None  # dropout masks are drawn per sequence by the cell: reference loop
         for w in c._weights:
             if w.value.dtype != dtype:
