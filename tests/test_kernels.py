@@ -97,6 +97,9 @@ CELLS = ["simple_rnn", "lstm", "gru", "gru_reset_before"]
 
 
 def make_cell(kind, units, **kwargs):
+    # Named, so these many cells leave the auto-naming counters (which other tests compare with
+    # Keras's per-session numbering) untouched.
+    kwargs.setdefault("name", f"kernel_test_{kind}")
     if kind == "simple_rnn":
         return layers.SimpleRNNCell(units, **kwargs)
     if kind == "lstm":
@@ -185,7 +188,7 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
         b, t, f, u = 3, 10, 4, 5
         monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * 6 * 4)
         x = rng.standard_normal((b, t, f)).astype("float32")
-        rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u)],
+        rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u, name="kernel_test")],
                                return_sequences=return_sequences, go_backwards=True), x)
         states = random_states(rng, rnn, b)
         both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
@@ -208,7 +211,7 @@ def test_stateful_calls_carry_the_same_states(rng, stacked):
 
     def make():
         if stacked:
-            return layers.RNN([layers.LSTMCell(u), layers.GRUCell(3)], stateful=True,
+            return layers.RNN([layers.LSTMCell(u, name="kernel_test"), layers.GRUCell(3, name="kernel_test")], stateful=True,
                               return_sequences=True, return_state=True)
         return layers.SimpleRNN(u, stateful=True, return_state=True)
 
@@ -255,14 +258,14 @@ def _forbid_reference(monkeypatch):
 
 @pytest.mark.parametrize("make", [
     lambda: layers.SimpleRNN(4, return_sequences=True),
-    lambda: layers.RNN(layers.SimpleRNNCell(4), go_backwards=True),
-    lambda: layers.RNN([layers.SimpleRNNCell(4), layers.SimpleRNNCell(2)], return_state=True),
+    lambda: layers.RNN(layers.SimpleRNNCell(4, name="kernel_test"), go_backwards=True),
+    lambda: layers.RNN([layers.SimpleRNNCell(4, name="kernel_test"), layers.SimpleRNNCell(2, name="kernel_test")], return_state=True),
     lambda: layers.SimpleRNN(4, dropout=0.5, recurrent_dropout=0.5),  # inference: no dropout
     lambda: layers.LSTM(4, return_sequences=True, return_state=True),
     lambda: layers.GRU(4, dropout=1.0, recurrent_dropout=1.0),  # gated cells: rate 1 is no dropout
     lambda: layers.GRU(4, go_backwards=True),
     lambda: layers.GRU(4, reset_after=False),
-    lambda: layers.RNN([layers.LSTMCell(3), layers.GRUCell(2), layers.SimpleRNNCell(2)]),
+    lambda: layers.RNN([layers.LSTMCell(3, name="kernel_test"), layers.GRUCell(2, name="kernel_test"), layers.SimpleRNNCell(2, name="kernel_test")]),
 ], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference", "lstm", "gru_rate_1",
         "gru", "gru_reset_before", "mixed_stack"])
 def test_kernel_dispatch_happens(rng, monkeypatch, make):
@@ -289,14 +292,14 @@ def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
     x = rng.standard_normal((3, 5, 2)).astype("float32")
     training = False
     if case == "subclass":
-        layer = layers.RNN(_MySimpleCell(4))
+        layer = layers.RNN(_MySimpleCell(4, name="kernel_test"))
     elif case == "float16":
         layer = layers.SimpleRNN(4, dtype="float16")
     elif case == "training_dropout":
         layer = layers.LSTM(4, recurrent_dropout=0.3, seed=1)
         training = True
     else:
-        layer = layers.RNN([layers.SimpleRNNCell(4), _MySimpleCell(3)])
+        layer = layers.RNN([layers.SimpleRNNCell(4, name="kernel_test"), _MySimpleCell(3, name="kernel_test")])
     layer(x)
     calls = []
     reference = RNN._reference_loop
