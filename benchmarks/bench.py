@@ -1,0 +1,477 @@
+"""Forward-pass speed of unrolled against its peers, measured interleaved in one run.
+
+Run from a source checkout:
+
+    python -m unrolled bench [--quick] [--cells simple_rnn,lstm,gru] [--shapes 4x5x1x2,...]
+    python benchmarks/bench.py ...            (the same)
+
+Peers, all given the same weights and the same float32 input `(batch, timesteps, features)`, all
+returning the whole output sequence `(batch, timesteps, units)` as a NumPy array:
+
+- unrolled: `layers.SimpleRNN/LSTM/GRU(units, return_sequences=True)(x)`.
+- torch: `nn.RNN/LSTM/GRU(batch_first=True)` under `torch.inference_mode()`, default threads.
+- keras-jax: Keras 3 on JAX. Both honest compiled routes are timed during warm-up and the faster
+  is kept: a `jax.jit` of `model.stateless_call` (output copied to NumPy) or
+  `model.predict_on_batch`. The choice is printed.
+- keras-tf: Keras 3 on TensorFlow, run in a subprocess-free way only when `tensorflow` imports in
+  this interpreter (Keras picks its backend once per process, so this peer needs its own run:
+  `KERAS_BACKEND=tensorflow python benchmarks/bench.py --peers keras`); otherwise reported as
+  skipped.
+- onnxruntime: an ONNX RNN/LSTM/GRU node built with `onnx.helper` (time-major X, as ORT's CPU
+  kernels require layout=0; the transpose of the input is inside the timed call).
+
+Method: after a warm-up call each, the peers run round-robin (one call each per repetition, in a
+rotating order) until a time budget per grid point is spent; medians are reported with the ratio
+to the fastest peer, and each forward's FLOPs over the sgemm throughput measured in the same run
+(a large `np.matmul`) give the fraction of the matrix-multiply limit reached.
+
+The training step (forward + backward) is not measured yet: `MODES` is the place to add it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("KERAS_BACKEND", "jax")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parent / "src"
+if SRC.is_dir() and str(SRC) not in sys.path:
+    sys.path.insert(0, str(SRC))
+
+SHAPES = [(4, 5, 1, 2), (32, 100, 16, 64), (128, 200, 64, 256), (256, 100, 256, 1024)]
+CELLS = ["simple_rnn", "lstm", "gru"]
+GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
+PEERS = ["unrolled", "torch", "keras-jax", "keras-tf", "onnxruntime"]
+
+
+# ------------------------------------------------------------------------ the peers
+
+
+def unrolled_weights(cell: str, shape: tuple, seed: int = 0) -> tuple[Any, list[np.ndarray]]:
+    """An unrolled layer with random (Keras-initialized) weights and a non-zero bias."""
+    from unrolled import layers
+
+    batch, timesteps, features, units = shape
+    make = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    layer = make(units, return_sequences=True, seed=seed)
+    layer.build((batch, timesteps, features))
+    rng = np.random.default_rng(seed)
+    weights = layer.get_weights()
+    weights[-1] = (rng.standard_normal(weights[-1].shape) * 0.1).astype("float32")
+    layer.set_weights(weights)
+    return layer, weights
+
+
+def make_unrolled(cell, shape, weights, layer):
+    return lambda x: layer(x)
+
+
+def _blocks(a: np.ndarray, order: list[int], n: int, axis: int = 0) -> np.ndarray:
+    parts = np.split(a, n, axis=axis)
+    return np.concatenate([parts[i] for i in order], axis=axis)
+
+
+def make_torch(cell, shape, weights, layer):
+    import torch
+
+    batch, timesteps, features, units = shape
+    kernel, recurrent, bias = weights
+    module = {"simple_rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell](
+        features, units, batch_first=True)
+    if cell == "gru":  # Keras z, r, h -> torch r, z, n; Keras's two bias rows are b_ih, b_hh
+        w_ih, w_hh = _blocks(kernel.T, [1, 0, 2], 3), _blocks(recurrent.T, [1, 0, 2], 3)
+        b_ih, b_hh = _blocks(bias[0], [1, 0, 2], 3), _blocks(bias[1], [1, 0, 2], 3)
+    else:  # SimpleRNN and LSTM (i, f, c, o = torch's i, f, g, o): transpose, bias in b_ih
+        w_ih, w_hh, b_ih, b_hh = kernel.T, recurrent.T, bias, np.zeros_like(bias)
+    with torch.no_grad():
+        for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
+                            ("bias_hh_l0", b_hh)):
+            getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    module.eval()
+
+    def run(x):
+        with torch.inference_mode():
+            return module(torch.from_numpy(x))[0].numpy()
+
+    return run
+
+
+def make_keras_jax(cell, shape, weights, layer, note: dict):
+    import jax
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"Keras runs on {keras.backend.backend()}, not jax")
+    batch, timesteps, features, units = shape
+    make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+            "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
+                              make(units, return_sequences=True)])
+    model.set_weights(weights)
+    x = np.zeros((batch, timesteps, features), dtype="float32")
+
+    def run_predict(x):
+        return np.asarray(model.predict_on_batch(x))
+
+    routes = {}
+    if units < 1024:  # at the largest shape one call takes seconds: time the jitted call only
+        routes["predict_on_batch"] = run_predict
+    for fn in routes.values():  # first: predict may donate the variables' buffers
+        fn(x)
+    jitted = jax.jit(lambda tv, ntv, x: model.stateless_call(tv, ntv, x)[0])
+
+    def run_jit(x):
+        # The variables' current buffers, read per call: predict_on_batch donates old ones.
+        return np.asarray(jitted([v.value for v in model.trainable_variables],
+                                 [v.value for v in model.non_trainable_variables], x))
+
+    routes = {"jax.jit(stateless_call)": run_jit, **routes}
+    best, best_time = None, float("inf")
+    for name, fn in routes.items():
+        fn(x)
+        t = _median_time(fn, x, budget=0.3, most=10) if len(routes) > 1 else 0.0
+        if t < best_time:
+            best, best_time, note["keras-jax"] = fn, t, name
+    return best
+
+
+def make_keras_tf(cell, shape, weights, layer):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        raise RuntimeError("needs its own run: KERAS_BACKEND=tensorflow (Keras picks one backend "
+                           "per process)")
+    import tensorflow  # noqa: F401
+
+    batch, timesteps, features, units = shape
+    make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+            "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
+                              make(units, return_sequences=True)])
+    model.set_weights(weights)
+    return lambda x: np.asarray(model.predict_on_batch(x))
+
+
+def make_onnxruntime(cell, shape, weights, layer):
+    import onnx
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    batch, timesteps, features, units = shape
+    kernel, recurrent, bias = weights
+    attrs = {"hidden_size": units}
+    if cell == "simple_rnn":
+        op, W, R, B = "RNN", kernel.T, recurrent.T, np.concatenate([bias, np.zeros_like(bias)])
+    elif cell == "lstm":  # Keras i, f, c, o -> ONNX i, o, f, c
+        order = [0, 3, 1, 2]
+        op, W, R = "LSTM", _blocks(kernel.T, order, 4), _blocks(recurrent.T, order, 4)
+        B = np.concatenate([_blocks(bias, order, 4), np.zeros_like(bias)])
+    else:  # GRU: Keras and ONNX both z, r, h; reset_after=True is linear_before_reset=1
+        op, W, R, B = "GRU", kernel.T, recurrent.T, np.concatenate([bias[0], bias[1]])
+        attrs["linear_before_reset"] = 1
+    inits = [numpy_helper.from_array(np.ascontiguousarray(a[None]).astype("float32"), name)
+             for a, name in ((W, "W"), (R, "R"), (B, "B"))]
+    node = helper.make_node(op, ["X", "W", "R", "B"], ["Y"], **attrs)
+    graph = helper.make_graph(
+        [node], "rnn", [helper.make_tensor_value_info("X", TensorProto.FLOAT,
+                                                      [timesteps, batch, features])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [timesteps, 1, batch, units])],
+        inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = min(model.ir_version, 10)
+    session = onnxruntime.InferenceSession(model.SerializeToString(),
+                                           providers=["CPUExecutionProvider"])
+
+    def run(x):
+        y = session.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})[0]
+        return y[:, 0].transpose(1, 0, 2)                   # (batch, timesteps, units), a view
+
+    return run
+
+
+MAKERS = {"unrolled": make_unrolled, "torch": make_torch, "keras-jax": make_keras_jax,
+          "keras-tf": make_keras_tf, "onnxruntime": make_onnxruntime}
+
+
+# ------------------------------------------------------------------------ timing
+
+
+def _median_time(fn: Callable, x: np.ndarray, budget: float, most: int) -> float:
+    times = []
+    end = time.perf_counter() + budget
+    while len(times) < most and (len(times) < 3 or time.perf_counter() < end):
+        t = time.perf_counter()
+        fn(x)
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: int,
+                most: int) -> dict[str, list[float]]:
+    """Round-robin repetitions (rotating the order) until `budget` seconds and `least` reps."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    names = list(fns)
+    end = time.perf_counter() + budget
+    rep = 0
+    while rep < most and (rep < least or time.perf_counter() < end):
+        order = names[rep % len(names):] + names[:rep % len(names)]
+        for name in order:
+            gc.collect()
+            t = time.perf_counter()
+            fns[name](x)
+            times[name].append(time.perf_counter() - t)
+        rep += 1
+    return times
+
+
+def sgemm_throughput(n: int = 2048, reps: int = 5) -> float:
+    """FLOP/s of a large float32 np.matmul (the best of `reps`): the matrix-multiply limit."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((n, n), dtype=np.float32)
+    b = rng.standard_normal((n, n), dtype=np.float32)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(reps))
+    return 2 * n ** 3 / best
+
+
+def _timed(fn: Callable) -> float:
+    t = time.perf_counter()
+    fn()
+    return time.perf_counter() - t
+
+
+def forward_flops(cell: str, shape: tuple) -> float:
+    """Multiply-adds x 2 of the input projection and the recurrent products (pointwise ignored)."""
+    batch, timesteps, features, units = shape
+    g = GATES[cell]
+    return 2.0 * batch * timesteps * g * units * (features + units)
+
+
+# ------------------------------------------------------------------------ import time and memory
+
+
+IMPORTS = {"unrolled": "import unrolled", "numpy": "import numpy", "torch": "import torch",
+           "keras (jax)": "import keras", "tensorflow": "import tensorflow",
+           "onnxruntime": "import onnxruntime"}
+
+
+def import_time(statement: str, reps: int = 3) -> float | None:
+    """Median seconds of `statement` in a fresh interpreter (None when it fails)."""
+    code = ("import time; t = time.perf_counter(); " + statement +
+            "; print(time.perf_counter() - t)")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    times = []
+    for _ in range(reps):
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env=env)
+        if done.returncode != 0:
+            return None
+        times.append(float(done.stdout.strip().splitlines()[-1]))
+    return statistics.median(times)
+
+
+def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int, int]:
+    """(peak bytes allocated during one unrolled forward, the budget) via tracemalloc.
+
+    Budget = input + output + weights + one step's scratch, where one step's scratch is what the
+    readable cell holds for a step: x_t U, h W and their sum, each `(batch, gates*units)`.
+    """
+    batch, timesteps, features, units = shape
+    g = GATES[cell]
+    item = 4
+    weights = sum(w.value.nbytes for w in layer.weights)
+    budget = (x.nbytes + batch * timesteps * units * item + weights
+              + 3 * batch * g * units * item)
+    layer(x)
+    gc.collect()
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    base = tracemalloc.get_traced_memory()[0]
+    out = layer(x)
+    peak = tracemalloc.get_traced_memory()[1] - base
+    tracemalloc.stop()
+    del out
+    return peak + x.nbytes + weights, budget  # what the forward holds: its input and weights too
+
+
+# ------------------------------------------------------------------------ the run
+
+
+def machine() -> list[str]:
+    lines = []
+    try:
+        info = Path("/proc/cpuinfo").read_text()
+        model = next((l.split(":", 1)[1].strip() for l in info.splitlines()
+                      if l.startswith("model name")), "?")
+        lines.append(f"CPU: {model}, {os.cpu_count()} logical cores")
+    except OSError:
+        lines.append(f"CPU: {platform.processor()}, {os.cpu_count()} logical cores")
+    try:
+        lines.append(f"load average: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    except OSError:
+        pass
+    lines.append(f"Python {platform.python_version()}, NumPy {np.__version__}")
+    try:
+        config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+        lines.append(f"BLAS: {config.get('name')} {config.get('version')}")
+    except Exception:  # noqa: BLE001 - description only
+        pass
+    for env in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        if env in os.environ:
+            lines.append(f"{env}={os.environ[env]}")
+    return lines
+
+
+def versions() -> list[str]:
+    found = []
+    for name in ("torch", "keras", "jax", "tensorflow", "onnxruntime", "onnx"):
+        try:
+            module = __import__(name)
+            found.append(f"{name} {module.__version__}")
+        except Exception:  # noqa: BLE001 - absent peers are reported, not fatal
+            found.append(f"{name}: not importable")
+    return found
+
+
+def parse_shapes(text: str) -> list[tuple]:
+    shapes = []
+    for item in text.split(","):
+        parts = item.lower().replace("(", "").replace(")", "").split("x")
+        if len(parts) != 4:
+            raise SystemExit(f"--shapes: {item!r} is not batch x timesteps x features x units, "
+                             f"e.g. 32x100x16x64")
+        shapes.append(tuple(int(p) for p in parts))
+    return shapes
+
+
+MODES = {
+    # mode -> what one timed call does. "train" (forward + backward through time, the same for
+    # every peer) goes here once unrolled trains.
+    "forward": "one forward pass, whole output sequence",
+}
+
+
+def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
+        out: Callable[[str], None] = print) -> dict:
+    budget, least, most = (0.5, 2, 10) if quick else (3.0, 3, 200)
+    out("# unrolled benchmark: forward pass")
+    for line in machine() + versions():
+        out(f"- {line}")
+    gemm = sgemm_throughput()
+    out(f"- sgemm throughput (2048^3 np.matmul, best of 5): {gemm / 1e9:.1f} GFLOP/s")
+    results = {"gemm": gemm, "rows": [], "skipped": {}, "notes": {}}
+    for cell in cells:
+        for shape in shapes:
+            layer, weights = unrolled_weights(cell, shape)
+            rng = np.random.default_rng(1)
+            x = rng.standard_normal(shape[:3]).astype("float32")
+            fns, notes = {}, {}
+            reference = layer(x)
+            for peer in peers:
+                try:
+                    maker = MAKERS[peer]
+                    fn = (maker(cell, shape, weights, layer, notes) if peer == "keras-jax"
+                          else maker(cell, shape, weights, layer))
+                    y = fn(x)
+                    err = float(np.max(np.abs(np.asarray(y) - reference)))
+                    if err > 1e-3:
+                        raise RuntimeError(f"output differs from unrolled's by {err:.2g}")
+                    notes.setdefault(peer + " max|diff|", f"{err:.1e}")
+                    fns[peer] = fn
+                except Exception as error:  # noqa: BLE001 - a missing peer is reported
+                    results["skipped"][peer] = f"{type(error).__name__}: {error}"
+            times = interleaved(fns, x, budget, least, most)
+            medians = {p: statistics.median(t) for p, t in times.items()}
+            fastest_peer = min((t for p, t in medians.items() if p != "unrolled"), default=None)
+            limit = forward_flops(cell, shape) / gemm
+            row = {"cell": cell, "shape": shape, "medians": medians, "reps": len(times["unrolled"]),
+                   "fastest_peer": fastest_peer, "limit": limit, "notes": notes}
+            results["rows"].append(row)
+            parts = [f"{p} {medians[p] * 1e3:.3f} ms" for p in medians]
+            ratio = (f", unrolled / fastest peer = {medians['unrolled'] / fastest_peer:.2f}"
+                     if fastest_peer else "")
+            out(f"{cell} {shape}: " + ", ".join(parts) + ratio +
+                f", matmul limit {limit * 1e3:.3f} ms ({limit / medians['unrolled']:.0%} reached)"
+                f", {row['reps']} reps" + (f"; keras-jax via {notes['keras-jax']}"
+                                           if "keras-jax" in notes else ""))
+    for peer, why in results["skipped"].items():
+        out(f"skipped {peer}: {why}")
+    return results
+
+
+def report_tables(results: dict, out: Callable[[str], None] = print) -> None:
+    peers = [p for p in PEERS if any(p in r["medians"] for r in results["rows"])]
+    out("\n| cell | shape (B,T,F,U) | " + " | ".join(f"{p} ms" for p in peers) +
+        " | unrolled / fastest peer | matmul limit ms | % of limit |")
+    out("|---|---|" + "---|" * len(peers) + "---|---|---|")
+    for r in results["rows"]:
+        cells = [f"{r['medians'][p] * 1e3:.3f}" if p in r["medians"] else "-" for p in peers]
+        ratio = (f"{r['medians']['unrolled'] / r['fastest_peer']:.2f}"
+                 if r["fastest_peer"] else "-")
+        out(f"| {r['cell']} | {r['shape']} | " + " | ".join(cells) +
+            f" | {ratio} | {r['limit'] * 1e3:.3f} | {r['limit'] / r['medians']['unrolled']:.0%} |")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m unrolled bench", description=__doc__.split(
+        "\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="fewer repetitions, and the largest shape only when asked for")
+    parser.add_argument("--cells", default=",".join(CELLS), help="simple_rnn,lstm,gru")
+    parser.add_argument("--shapes", default=None,
+                        help="batch x timesteps x features x units, comma-separated "
+                             "(default: 4x5x1x2,32x100x16x64,128x200x64x256,256x100x256x1024)")
+    parser.add_argument("--peers", default=",".join(PEERS), help=",".join(PEERS))
+    parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
+    parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
+    args = parser.parse_args(argv)
+    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            raise SystemExit(f"--cells: unknown cell {c!r}; choose from {', '.join(CELLS)}")
+    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
+    for p in peers:
+        if p not in PEERS:
+            raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(PEERS)}")
+    if "unrolled" not in peers:
+        peers.insert(0, "unrolled")
+    shapes = parse_shapes(args.shapes) if args.shapes else (SHAPES[:3] if args.quick else SHAPES)
+
+    results = run(cells, shapes, peers, args.quick)
+    report_tables(results)
+
+    if not args.no_import:
+        print("\n| import | seconds (fresh interpreter, median of 3) |\n|---|---|")
+        for name, statement in IMPORTS.items():
+            t = import_time(statement)
+            print(f"| {name} | {'not importable' if t is None else f'{t:.3f}'} |")
+
+    if not args.no_memory:
+        print("\n| cell | shape | peak bytes (input + weights + allocated during the call) | "
+              "budget (input + output + weights + one step's scratch) | peak / budget |")
+        print("|---|---|---|---|---|")
+        for cell in cells:
+            for shape in shapes:
+                layer, _ = unrolled_weights(cell, shape)
+                x = np.random.default_rng(1).standard_normal(shape[:3]).astype("float32")
+                peak, budget = peak_memory(cell, shape, layer, x)
+                print(f"| {cell} | {shape} | {peak:,} | {budget:,} | {peak / budget:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

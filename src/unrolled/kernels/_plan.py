@@ -1,0 +1,65 @@
+"""What every kernel shares: the mask in processing order and the chunking of projections."""
+
+from __future__ import annotations
+
+from typing import Callable, Iterator
+
+import numpy as np
+
+__all__ = ["Steps", "projections", "CHUNK_BYTES", "NO_MASK"]
+
+# Largest scratch buffer for a chunk of hoisted input projections (per layer). Small enough to
+# stay in cache and to keep a forward pass within input + output + weights + a step's scratch at
+# large shapes; large enough that small shapes hoist the whole sequence in one matrix multiply.
+CHUNK_BYTES = 1 << 20
+
+
+class Steps:
+    """The mask as the kernels read it, indexed by processing step k (not by time t).
+
+    inv[k]     (batch, 1) True where step k is masked for that sample (None without a mask)
+    masked[k]  whether any sample is masked at step k (None without a mask), so fully valid
+               steps skip the masked copy
+    valid      (timesteps, batch) the mask itself, processing order (None without a mask)
+    """
+
+    __slots__ = ("inv", "masked", "valid")
+
+    def __init__(self, valid: np.ndarray | None):
+        self.valid = valid
+        if valid is None:
+            self.inv = self.masked = None
+        else:
+            self.inv = ~valid[:, :, None]                           # (timesteps, batch, 1)
+            self.masked = self.inv.any(axis=(1, 2)).tolist()
+
+
+NO_MASK = Steps(None)
+
+
+def projections(xt: np.ndarray, kernel: np.ndarray, bias: np.ndarray | None,
+                into: np.ndarray | None = None) -> Iterator[tuple[int, int, np.ndarray]]:
+    """The hoisted input projection `x_t kernel + bias`, as `(start, stop, P)` chunks.
+
+    `P[j]` is step `start + j`'s projection, `(batch, width)`; `P` is `(stop - start, batch,
+    width)`. With `into` (a `(timesteps, batch, width)` buffer) the whole projection is written
+    there in one go. Otherwise one buffer of at most CHUNK_BYTES (at least one step) is reused:
+    read each chunk before asking for the next.
+    """
+    T, B = xt.shape[:2]
+    if into is not None:
+        np.matmul(xt, kernel, out=into)
+        if bias is not None:
+            into += bias
+        yield 0, T, into
+        return
+    width = kernel.shape[1]
+    n = max(1, min(T, CHUNK_BYTES // max(B * width * xt.dtype.itemsize, 1)))
+    buffer = np.empty((n, B, width), dtype=xt.dtype)
+    for start in range(0, T, n):
+        stop = min(start + n, T)
+        chunk = buffer[:stop - start]                               # (steps, batch, width)
+        np.matmul(xt[start:stop], kernel, out=chunk)
+        if bias is not None:
+            chunk += bias
+        yield start, stop, chunk

@@ -1,0 +1,320 @@
+"""The whole-sequence kernels (unrolled.kernels) against the readable reference loop.
+
+Every test runs the same layer both ways: `RNN._reference_loop` (one `cell.call` per timestep,
+the definition) and the dispatched kernel, on random shapes, for every option, and requires the
+same numbers (1e-5 float32, 1e-10 float64). The Keras parity tests then cover the kernels too,
+since they call layers normally and the kernel is what runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+from conftest import assert_close
+from unrolled import kernels, layers
+from unrolled.kernels import _plan
+from unrolled.layers.rnn import RNN
+
+
+def sizes(rng, max_batch=5, max_time=9, max_features=6, max_units=7):
+    return (int(rng.integers(1, max_batch + 1)), int(rng.integers(1, max_time + 1)),
+            int(rng.integers(1, max_features + 1)), int(rng.integers(1, max_units + 1)))
+
+
+def make_mask(rng, kind, batch, timesteps):
+    if kind is None:
+        return None
+    steps = np.arange(timesteps)[None, :]
+    lengths = rng.integers(0, timesteps + 1, size=batch)
+    if kind == "post":
+        return steps < lengths[:, None]
+    if kind == "pre":
+        return steps >= (timesteps - lengths)[:, None]
+    if kind == "empty_row":  # one sample fully masked, the rest random
+        mask = rng.random((batch, timesteps)) < 0.5
+        mask[0] = False
+        return mask
+    return rng.random((batch, timesteps)) < 0.6
+
+
+def tol(dtype):
+    return 1e-10 if np.dtype(dtype) == np.float64 else 1e-5
+
+
+def compare_tree(fast, ref, what, dtype):
+    if isinstance(ref, (list, tuple)):
+        assert isinstance(fast, list) and len(fast) == len(ref), (
+            f"{what}: nesting differs: kernel {type(fast).__name__} of "
+            f"{len(fast) if isinstance(fast, list) else '-'}, reference {len(ref)}")
+        for k, (a, b) in enumerate(zip(fast, ref)):
+            compare_tree(a, b, f"{what}[{k}]", dtype)
+        return
+    if ref is None:
+        assert fast is None, f"{what}: the reference gives None"
+        return
+    assert isinstance(fast, np.ndarray) and fast.dtype == ref.dtype, (
+        f"{what}: kernel gives {type(fast).__name__} {getattr(fast, 'dtype', '')}, "
+        f"reference {ref.dtype}")
+    assert_close(fast, ref, atol=tol(dtype), rtol=tol(dtype), what=what)
+
+
+def both_ways(rnn, x, states, mask=None, training=False):
+    """Run the kernel and the reference loop on the same arguments; they must agree."""
+    x_before = x.copy()
+    states_before = [np.array(s, copy=True) for s in _leaves(states)]
+    fast = rnn._run_kernel(x, states, mask, training)
+    assert fast is not None, f"no kernel ran for {rnn!r}"
+    ref = rnn._reference_loop(x, states, mask, training)
+    assert all(np.isfinite(leaf).all() for leaf in _leaves(list(ref)) if leaf is not None), (
+        "the reference overflowed: this case checks nothing")
+    for name, a, b in zip(("last", "outputs", "final"), fast, ref):
+        compare_tree(a, b, name, x.dtype)
+    np.testing.assert_array_equal(x, x_before, err_msg="the kernel wrote into its input")
+    for s, before in zip(_leaves(states), states_before):
+        np.testing.assert_array_equal(s, before, err_msg="the kernel wrote into a state it was given")
+    return fast
+
+
+def _leaves(tree):
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _leaves(item)]
+    return [tree]
+
+
+def built(rnn, x):
+    rnn(x)  # builds; the weights are random (glorot/orthogonal), the bias is made non-zero
+    for w in rnn.weights:
+        if w.name == "bias":
+            w.assign(np.linspace(-0.5, 0.5, w.value.size).reshape(w.shape))
+    return rnn
+
+
+MASKS = [None, "post", "pre", "random", "empty_row"]
+CELLS = ["simple_rnn", "lstm", "gru", "gru_reset_before"]
+
+
+def make_cell(kind, units, **kwargs):
+    # Named, so these many cells leave the auto-naming counters (which other tests compare with
+    # Keras's per-session numbering) untouched.
+    kwargs.setdefault("name", f"kernel_test_{kind}")
+    if kind == "simple_rnn":
+        return layers.SimpleRNNCell(units, **kwargs)
+    if kind == "lstm":
+        return layers.LSTMCell(units, **kwargs)
+    return layers.GRUCell(units, reset_after=kind == "gru", **kwargs)
+
+
+def random_states(rng, rnn, batch):
+    """Random initial states nested as the layer's own initial states."""
+    def draw(tree):
+        if isinstance(tree, list):
+            return [draw(t) for t in tree]
+        return rng.standard_normal(tree.shape).astype(tree.dtype)
+
+    return draw(rnn.get_initial_state(batch))
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
+@pytest.mark.parametrize("mask_kind", MASKS)
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "zero_output_for_mask", "unroll", "both"])
+def test_every_option(rng, cell_kind, mask_kind, go_backwards, return_sequences, mode):
+    for with_h0, return_state in itertools.product([False, True], [False, True]):
+        b, t, f, u = sizes(rng)
+        x = rng.standard_normal((b, t, f)).astype("float32")
+        rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=return_sequences,
+                               return_state=return_state, go_backwards=go_backwards,
+                               zero_output_for_mask=mode in ("zero_output_for_mask", "both"),
+                               unroll=mode in ("unroll", "both")), x)
+        states = random_states(rng, rnn, b) if with_h0 else rnn.get_initial_state(b)
+        both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear", None, "softsign",
+                                        "softmax", "hard_sigmoid"])
+@pytest.mark.parametrize("use_bias", [True, False])
+@pytest.mark.parametrize("cell_kind", CELLS)
+def test_activations_and_bias(rng, activation, use_bias, cell_kind):
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    bounded = activation in ("tanh", "sigmoid", "softsign", "softmax", "hard_sigmoid")
+    gates = {} if cell_kind == "simple_rnn" else {
+        "recurrent_activation": activation if bounded else "hard_sigmoid"}
+    rnn = built(layers.RNN(make_cell(cell_kind, u, activation=activation, use_bias=use_bias,
+                                     **gates), return_sequences=True), x)
+    both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, "random", b, t))
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_float64(rng, cell_kind, mask_kind, go_backwards):
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f))
+    rnn = built(layers.RNN(make_cell(cell_kind, u, dtype="float64"), return_sequences=True,
+                           go_backwards=go_backwards), x)
+    fast = both_ways(rnn, x, rnn.get_initial_state(b), make_mask(rng, mask_kind, b, t))
+    assert fast[1].dtype == np.float64
+
+
+@pytest.mark.parametrize("mask_kind", [None, "post", "random"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("state_form", ["nested", "bare"])
+def test_stacks(rng, mask_kind, go_backwards, return_sequences, state_form):
+    b, t, f, _ = sizes(rng)
+    units = [int(u) for u in rng.integers(1, 8, size=int(rng.integers(1, 4)))]
+    kinds = list(rng.permutation(CELLS))
+    cells = [make_cell(kinds[k % 4], u) for k, u in enumerate(units)]
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    rnn = built(layers.RNN(cells, return_sequences=return_sequences, return_state=True,
+                           go_backwards=go_backwards, zero_output_for_mask=mask_kind == "post"),
+                x)
+    states = random_states(rng, rnn, b)
+    if state_form == "bare":  # a single-state cell's entry may be a bare array
+        states = [s[0] if len(s) == 1 else s for s in states]
+    both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
+    """Long sequences project x U in chunks; force tiny chunks (1..3 steps) to test the seams."""
+    for chunk_steps in (1, 2, 3):
+        b, t, f, u = 3, 10, 4, 5
+        monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * 6 * 4)
+        x = rng.standard_normal((b, t, f)).astype("float32")
+        rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u, name="kernel_test")],
+                               return_sequences=return_sequences, go_backwards=True), x)
+        states = random_states(rng, rnn, b)
+        both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
+def twins(make, x):
+    """Two layers with the same weights: the first runs kernels, the second only the reference."""
+    fast, slow = make(), make()
+    fast(x)
+    slow(x)
+    slow.set_weights(fast.get_weights())
+    slow._run_kernel = lambda *args: None
+    return fast, slow
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_stateful_calls_carry_the_same_states(rng, stacked):
+    b, t, f, u = sizes(rng, max_batch=4)
+    x = [rng.standard_normal((b, t, f)).astype("float32") for _ in range(3)]
+
+    def make():
+        if stacked:
+            return layers.RNN([layers.LSTMCell(u, name="kernel_test"), layers.GRUCell(3, name="kernel_test")], stateful=True,
+                              return_sequences=True, return_state=True)
+        return layers.SimpleRNN(u, stateful=True, return_state=True)
+
+    fast, slow = twins(make, x[0])
+    fast.reset_state()
+    slow.reset_state()
+    mask = make_mask(rng, "random", b, t)
+    for step, xs in enumerate(x + x[:1]):
+        if step == 3:
+            fast.reset_state()
+            slow.reset_state()
+        compare_tree(list(fast(xs, mask=mask)), list(slow(xs, mask=mask)), f"call {step}",
+                     "float32")
+        compare_tree(fast.states, slow.states, f"carried states after call {step}", "float32")
+
+
+def test_initial_state_through_call(rng):
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    h0 = rng.standard_normal((b, u))  # float64 in: converted to the layer's float32
+    fast, slow = twins(lambda: layers.SimpleRNN(u, return_sequences=True, return_state=True), x)
+    compare_tree(list(fast(x, initial_state=h0)), list(slow(x, initial_state=h0)), "output",
+                 "float32")
+
+
+def test_returned_state_does_not_alias_the_sequence(rng):
+    x = rng.standard_normal((2, 4, 3)).astype("float32")
+    rnn = layers.SimpleRNN(5, return_sequences=True, return_state=True)
+    seq, h = rnn(x)
+    kept = h.copy()
+    seq[...] = 0
+    np.testing.assert_array_equal(h, kept)
+
+
+# ---------------------------------------------------------------- dispatch
+
+
+def _forbid_reference(monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the reference loop ran where a kernel should have")
+
+    monkeypatch.setattr(RNN, "_reference_loop", refuse)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: layers.SimpleRNN(4, return_sequences=True),
+    lambda: layers.RNN(layers.SimpleRNNCell(4, name="kernel_test"), go_backwards=True),
+    lambda: layers.RNN([layers.SimpleRNNCell(4, name="kernel_test"), layers.SimpleRNNCell(2, name="kernel_test")], return_state=True),
+    lambda: layers.SimpleRNN(4, dropout=0.5, recurrent_dropout=0.5),  # inference: no dropout
+    lambda: layers.LSTM(4, return_sequences=True, return_state=True),
+    lambda: layers.GRU(4, dropout=1.0, recurrent_dropout=1.0),  # gated cells: rate 1 is no dropout
+    lambda: layers.GRU(4, go_backwards=True),
+    lambda: layers.GRU(4, reset_after=False),
+    lambda: layers.RNN([layers.LSTMCell(3, name="kernel_test"), layers.GRUCell(2, name="kernel_test"), layers.SimpleRNNCell(2, name="kernel_test")]),
+], ids=["simple_rnn", "rnn_backwards", "stack", "dropout_in_inference", "lstm", "gru_rate_1",
+        "gru", "gru_reset_before", "mixed_stack"])
+def test_kernel_dispatch_happens(rng, monkeypatch, make):
+    x = rng.standard_normal((3, 5, 2)).astype("float32")
+    layer = make()
+    layer(x)
+    _forbid_reference(monkeypatch)
+    layer(x)
+    layer(x, mask=make_mask(rng, "random", 3, 5))
+    if not isinstance(layer.cell, layers.SimpleRNNCell) or not layer.cell.dropout:
+        layer(x, training=True)  # no dropout to apply: training runs the kernel too
+
+
+class _MySimpleCell(layers.SimpleRNNCell):
+    """A subclass may change `call`: it must get the reference loop."""
+
+    def call(self, inputs, states, training=False):
+        h, new = super().call(inputs, states, training)
+        return h * 0.5, [s * 0.5 for s in new]
+
+
+@pytest.mark.parametrize("case", ["subclass", "float16", "training_dropout", "stack_with_user_cell"])
+def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
+    x = rng.standard_normal((3, 5, 2)).astype("float32")
+    training = False
+    if case == "subclass":
+        layer = layers.RNN(_MySimpleCell(4, name="kernel_test"))
+    elif case == "float16":
+        layer = layers.SimpleRNN(4, dtype="float16")
+    elif case == "training_dropout":
+        layer = layers.LSTM(4, recurrent_dropout=0.3, seed=1)
+        training = True
+    else:
+        layer = layers.RNN([layers.SimpleRNNCell(4, name="kernel_test"), _MySimpleCell(3, name="kernel_test")])
+    layer(x)
+    calls = []
+    reference = RNN._reference_loop
+
+    def spy(self, *args):
+        calls.append(type(self).__name__)
+        return reference(self, *args)
+
+    monkeypatch.setattr(RNN, "_reference_loop", spy)
+    assert layer._run_kernel(x.astype(layer.dtype), layer.get_initial_state(3), None,
+                             training) is None
+    layer(x, training=training)
+    assert calls, "the reference loop did not run"
+
+
+def test_kernels_registry_lists_exact_classes():
+    assert set(kernels.KERNELS) == {layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell}
+    assert _MySimpleCell not in kernels.KERNELS
