@@ -8,7 +8,8 @@
 """
 
 from unrolled import activations, initializers, layers, utils
+from unrolled.explain import explain, trace
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "initializers", "layers", "utils", "__version__"]
+__all__ = ["activations", "initializers", "layers", "utils", "explain", "trace", "__version__"]

@@ -255,7 +255,8 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
         x: optional input; its shape gives the timesteps and the labels.
         max_steps: the most columns drawn before collapsing.
         current: a processing index to highlight (used by the animations).
-        values: optional `{(depth, k): short text}` written under the boxes (animations).
+        values: optional `{(depth, k): short text}` written under the boxes (animations); an
+            empty dict keeps the room for them.
 
     Returns:
         A `Diagram` whose ids include `cells` (`cell-{depth}-{k}`), `ellipsis`, `outputs`
@@ -269,12 +270,13 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
     col_w, row_h = 2.6, 2.0
     left = 1.9
     width = left + col_w * len(cols) + 1.9
-    height = 2.4 + row_h * depth + (0.5 if values else 0)
+    spaced = values is not None
+    height = 2.4 + row_h * depth + (0.5 if spaced else 0)
     fig, ax = _canvas(width, height)
     ids: dict[str, list[str]] = {"cells": [], "ellipsis": [], "outputs": [], "final_states": [],
                                  "inputs": []}
     bw, bh = 1.5, 0.9
-    base = 1.35 + (0.5 if values else 0)
+    base = 1.35 + (0.5 if spaced else 0)
     xs = [left + col_w * (i + 0.5) for i in range(len(cols))]
 
     def step_name(k: int | None) -> Any:
@@ -325,7 +327,7 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
                            ha="left",
                            size=FONT - 2)
         # input from below
-        in_y = base - bh / 2 - (0.55 if values else 0)
+        in_y = base - bh / 2 - (0.55 if spaced else 0)
         _arrow(ax, (cx, 0.55), (cx, in_y), f"in-{k}", color=INPUT)
         ids["inputs"].append(f"in-{k}")
         lab = f"$x_{{{t}}}$" + (f" {_shape(B, F)}" if i == 0 else "")
