@@ -232,7 +232,7 @@ class Explanation:
         return "".join(parts)
 
 
-_SUB = re.compile(r"([A-Za-z])_\{([^}]*)\}|([A-Za-z])_([A-Za-z0-9-]+)")
+_SUB = re.compile(r"([A-Za-z][0-9]*)_\{([^}]*)\}|([A-Za-z][0-9]*)_([A-Za-z0-9-]+)")
 
 
 def math_html(text: str) -> str:

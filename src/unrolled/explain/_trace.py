@@ -106,8 +106,12 @@ class Trace:
     """
 
     def __init__(self, layer: Any, cells: list, x: np.ndarray, mask: Any, initial_states: Any,
-                 steps: list[Step], result: Any, is_cell: bool):
+                 steps: list[Step], result: Any, is_cell: bool, initial_state_arg: Any = None,
+                 mask_arg: Any = None):
         self.layer = layer
+        # The arguments as given, so the same call can be made again without the recorder.
+        self.initial_state_arg = initial_state_arg
+        self.mask_arg = mask_arg
         self.cells = cells
         self.x = x
         self.mask = mask
@@ -139,9 +143,9 @@ class Trace:
     @property
     def output(self) -> Any:
         """The layer's main output as the call returned it (the first entry with return_state)."""
-        if isinstance(self.result, tuple) and not self.is_cell:
-            return self.result[0] if getattr(self.layer, "return_state", False) else self.result
-        return self.result[0] if self.is_cell else self.result
+        if self.is_cell or getattr(self.layer, "return_state", False):
+            return self.result[0]
+        return self.result
 
     def values(self, name: str, cell: int = -1) -> np.ndarray:
         """One recorded quantity over the steps, `(batch, steps, ...)`, e.g. `values("z")`.
@@ -276,7 +280,8 @@ def _trace_rnn(layer: Any, x: Any, initial_state: Any, mask: Any, training: bool
     finally:
         _detach(saved)
     mask_array = None if mask is None else layer._check_mask(mask, batch, array.shape[1], owner)
-    return Trace(layer, cells, array, mask_array, initial, recorder.steps, result, is_cell=False)
+    return Trace(layer, cells, array, mask_array, initial, recorder.steps, result, is_cell=False,
+                 initial_state_arg=initial_state, mask_arg=mask)
 
 
 def _trace_cell(cell: Any, x: Any, initial_state: Any, training: bool) -> Trace:
