@@ -521,17 +521,19 @@ def explain(layer: Any, x: Any = None) -> Explanation:
                             + (" (reversed time: go_backwards)" if layer.go_backwards else "")))
         else:
             returns.append(("output", (batch, last_units), "the last step's output h_T"))
-        if layer.return_state:
-            for i, leaf in enumerate(leaves):
-                k = str(i + 1) if stacked else ""
-                entries = _leaf_state_names(leaf, k)
-                if stacked:
-                    returns.append((f"state_{i + 1}", [(batch, s) for _, s in entries],
-                                    f"cell {i + 1}'s final states as a list "
-                                    f"[{', '.join(n + '_T' for n, _ in entries)}]"))
-                else:
-                    for n, s in entries:
-                        returns.append((f"final_{n}", (batch, s), f"the final state {n}_T"))
+        if layer.return_state and stacked:
+            first = 0
+            for i, child in enumerate(cell.cells):  # one entry per cell of the (outer) stack
+                inner = leaf_cells(child)
+                entries = [e for j, leaf in enumerate(inner)
+                           for e in _leaf_state_names(leaf, str(first + j + 1))]
+                first += len(inner)
+                returns.append((f"state_{i + 1}", [(batch, s) for _, s in entries],
+                                f"cell {i + 1}'s final states as a list "
+                                f"[{', '.join(n + '_T' for n, _ in entries)}]"))
+        elif layer.return_state:
+            for n, s in _leaf_state_names(leaves[0], ""):
+                returns.append((f"final_{n}", (batch, s), f"the final state {n}_T"))
         label = ("outputs" if layer.return_sequences else "output")
         call = (f"{label}" + (", " + ", ".join(r[0] for r in returns[1:]) if layer.return_state
                               else "") + " = layer(x)")

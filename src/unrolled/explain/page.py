@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import re
 from typing import Any
 
 import numpy as np
@@ -222,6 +223,7 @@ def page_html(tr: Any, inline: bool = False, check: bool = True) -> str:
     svg = diagrams.unrolled(tr.layer, tr.x).svg() if not tr.is_cell else \
         diagrams.cell_inside(tr.layer, tr.x).svg()
     svg = svg[svg.find("<svg"):]  # drop the XML prologue and doctype inside HTML
+    svg = re.sub(r"<metadata>.*?</metadata>", "", svg, flags=re.S)
     rows = []
     for d, cell in enumerate(data["cells"]):
         parts = [f'<div class="eq-row" data-cell="{d}">']
