@@ -6,9 +6,7 @@ for or the input given); nothing is computed here but shapes and counts.
 
 from __future__ import annotations
 
-import html
 import re
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -26,30 +24,31 @@ GATES = {
 }
 
 
-@dataclass
 class Symbol:
     """One symbol of the equation: its name, shape in the user's sizes, and where it lives."""
 
-    name: str
-    shape: tuple
-    meaning: str
-    api: str = ""
-    torch: str = ""
+    def __init__(self, name: str, shape: tuple, meaning: str, api: str = "", torch: str = ""):
+        self.name, self.shape, self.meaning, self.api, self.torch = name, shape, meaning, api, torch
+
+    def __repr__(self) -> str:
+        return f"Symbol({self.name!r}, {self.shape}, {self.meaning!r})"
 
 
-@dataclass
 class CellExplanation:
-    """What one cell computes (one entry per cell of a stack)."""
+    """What one cell computes (one entry per cell of a stack).
 
-    index: int
-    kind: str
-    units: Any
-    textbook: list[str]
-    keras: list[str]
-    symbols: list[Symbol]
-    params: list[tuple[str, Any]]
-    gates: list[tuple[str, str, str, str]] = field(default_factory=list)  # name, meaning, cols, act
-    torch_notes: list[str] = field(default_factory=list)
+    Attributes: index, kind, units, textbook and keras (equation lines), symbols, params
+    (`(name, count)`), gates (`(name, meaning, columns, activation)` for LSTM/GRU), torch_notes.
+    """
+
+    def __init__(self, index: int, kind: str, units: Any, textbook: list[str], keras: list[str],
+                 symbols: list[Symbol], params: list[tuple[str, Any]],
+                 gates: list[tuple[str, str, str, str]] | None = None,
+                 torch_notes: list[str] | None = None):
+        self.index, self.kind, self.units = index, kind, units
+        self.textbook, self.keras, self.symbols, self.params = textbook, keras, symbols, params
+        self.gates = gates or []
+        self.torch_notes = torch_notes or []
 
     @property
     def param_count(self) -> Any:
@@ -185,6 +184,8 @@ class Explanation:
     # ---------------------------------------------------------------- HTML
 
     def _repr_html_(self) -> str:
+        import html
+
         e = html.escape
         parts = ['<div class="unrolled-explain" style="font-family:sans-serif;line-height:1.4">',
                  f"<h3 style='margin:4px 0'>{e(self.title)}</h3>",
@@ -237,6 +238,7 @@ _SUB = re.compile(r"([A-Za-z][0-9]*)_\{([^}]*)\}|([A-Za-z][0-9]*)_([A-Za-z0-9-]+
 
 def math_html(text: str) -> str:
     """'h_{t-1} W' -> 'h<sub>t-1</sub> W' in italic serif, for the HTML views."""
+    import html
     def sub(match: re.Match) -> str:
         base = match.group(1) or match.group(3)
         low = match.group(2) if match.group(1) else match.group(4)

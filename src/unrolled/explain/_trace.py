@@ -7,7 +7,6 @@ here recomputes a formula; a trace holds copies of the arrays the layer itself p
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -32,7 +31,6 @@ def _copy_tree(tree: Any) -> Any:
     return None if tree is None else np.array(tree, copy=True)
 
 
-@dataclass
 class Step:
     """One timestep of a trace.
 
@@ -48,12 +46,14 @@ class Step:
         states: the states after this step, nested as the cell's states, after masking.
     """
 
-    k: int
-    t: int
-    mask: np.ndarray | None
-    cells: list[dict] = field(default_factory=list)
-    output: np.ndarray | None = None
-    states: Any = None
+    def __init__(self, k: int, t: int, mask: np.ndarray | None, cells: list[dict] | None = None,
+                 output: np.ndarray | None = None, states: Any = None):
+        self.k, self.t, self.mask = k, t, mask
+        self.cells = cells if cells is not None else []
+        self.output, self.states = output, states
+
+    def __repr__(self) -> str:
+        return f"Step(k={self.k}, t={self.t}, cells={[sorted(c) for c in self.cells]})"
 
 
 class _Recorder:
