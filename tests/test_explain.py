@@ -23,10 +23,38 @@ def make_layer(kind, units=3, **options):
     if kind == "nested_stack":
         inner = layers.StackedRNNCells([layers.SimpleRNNCell(units), layers.SimpleRNNCell(4)])
         return layers.RNN(layers.StackedRNNCells([inner, layers.SimpleRNNCell(2)]), **options)
+    if kind == "lstm":
+        return layers.LSTM(units, **options)
+    if kind == "gru":
+        return layers.GRU(units, **options)
+    if kind == "gru_reset_before":
+        return layers.GRU(units, reset_after=False, **options)
+    if kind == "mixed_stack":
+        return layers.RNN([layers.SimpleRNNCell(units), layers.LSTMCell(4), layers.GRUCell(2)],
+                          **options)
     raise AssertionError(kind)
 
 
-KINDS = ["simple_rnn", "rnn_cell", "stacked", "nested_stack"]
+KINDS = ["simple_rnn", "rnn_cell", "stacked", "nested_stack", "lstm", "gru", "gru_reset_before",
+         "mixed_stack"]
+
+
+def check_recorded(cell, values):
+    """The recorded values are the cell's own: each satisfies the cell's equation."""
+    kind = type(cell).__name__
+    if kind == "SimpleRNNCell":
+        assert_close(values["z"], values["xU"] + values["hW"] + values["b"], atol=1e-6, what="z")
+        assert_close(values["h"], np.tanh(values["z"]), atol=1e-6, what="h")
+    elif kind == "LSTMCell":
+        assert_close(values["z"], values["xU"] + values["hW"] + values["b"], atol=1e-6, what="z")
+        assert_close(values["c"], values["f"] * values["c_prev"] + values["i"] * values["g"],
+                     atol=1e-6, what="c")
+        assert_close(values["h"], values["o"] * np.tanh(values["c"]), atol=1e-6, what="h")
+    elif kind == "GRUCell":
+        assert_close(values["h"], values["z"] * values["h_prev"] + (1 - values["z"]) * values["hh"],
+                     atol=1e-6, what="h")
+    else:  # pragma: no cover
+        raise AssertionError(kind)
 
 
 def leaves(tree):
@@ -56,7 +84,7 @@ def test_explanation_shapes_and_count_match_the_layer(kind, rng):
     e = unrolled.explain(layer, x)
     assert e.param_count == layer.count_params()
     assert e.sizes["batch"] == 3 and e.sizes["timesteps"] == 7 and e.sizes["features"] == 4
-    # every weight appears with its real shape, in depth order
+    # every weight appears with its real shape, in depth order (LSTM/GRU: fused column blocks)
     weight_symbols = [s for s in e.symbols if re.fullmatch(r"[UWb]\d*", s.name)]
     assert [s.shape for s in weight_symbols] == [w.shape for w in layer.weights]
     # what the call returns, entry by entry
@@ -157,10 +185,8 @@ def test_trace_equals_the_layer_output(kind, options, extras, rng):
     # the recorded values are the cell's own: z = xU + hW + b and h = tanh(z), cell by cell
     for step in tr.steps:
         assert len(step.cells) == tr.depth
-        for values in step.cells:
-            assert_close(values["z"], values["xU"] + values["hW"] + values["b"], atol=1e-6,
-                         what="z")
-            assert_close(values["h"], np.tanh(values["z"]), atol=1e-6, what="h")
+        for cell, values in zip(tr.cells, step.cells):
+            check_recorded(cell, values)
         if "mask" in extras:
             assert step.mask is not None and step.mask.shape == (3,)
     # detached afterwards
@@ -210,3 +236,19 @@ def test_trace_text_and_values():
         unrolled.trace("not a layer", np.ones((2, 3, 4)))
     with pytest.raises(ValueError, match="mask"):
         unrolled.trace(layers.SimpleRNNCell(2), np.ones((2, 3)), mask=np.ones((2, 1)))
+
+
+@pytest.mark.parametrize("make, blocks", [(lambda: layers.LSTM(3), ["i", "f", "c", "o"]),
+                                          (lambda: layers.GRU(3), ["z", "r", "h"])])
+def test_explain_gates_are_column_blocks_of_the_fused_kernel(make, blocks):
+    layer = make()
+    before = unrolled.explain(layer, np.zeros((2, 4, 5)))       # not built: shapes from x
+    assert before.symbol("U").shape == (5, 3 * len(blocks))
+    layer(np.zeros((2, 4, 5), dtype="float32"))
+    e = unrolled.explain(layer, np.zeros((2, 4, 5)))
+    gates = e.cells[0].gates
+    assert [g[0] for g in gates] == blocks
+    assert [g[2] for g in gates] == [f"[{3 * i}:{3 * (i + 1)}]" for i in range(len(blocks))]
+    assert e.symbol("U").shape == layer.cell.kernel.shape == (5, 3 * len(blocks))
+    assert e.param_count == layer.count_params()
+    assert "column" in str(e) and "gate" in str(e)

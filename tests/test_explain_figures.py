@@ -131,3 +131,16 @@ def test_page_is_self_contained_and_carries_the_trace(rng, tmp_path):
     assert data["maxdiff"] == 0.0 and data["maxdiff_normal"] < 1e-6
     assert data["steps"][2]["mask"] == [False, True]
     assert tr._repr_html_().startswith("<iframe srcdoc=")
+
+
+@pytest.mark.parametrize("cell, gates", [(layers.LSTMCell, ["i", "f", "c", "o"]),
+                                         (layers.GRUCell, ["z", "r", "h"])])
+def test_gated_cells_inside_and_animated(cell, gates, rng):
+    svg = diagrams.cell_inside(cell(3), np.zeros((2, 4))).svg()
+    for gate in gates:
+        assert f'id="block-{gate}"' in svg
+    assert "(4, {})".format(3 * len(gates)) in svg            # U (features, blocks * units)
+    layer = layers.RNN(cell(3), return_sequences=True)
+    tr = unrolled.trace(layer, rng.normal(size=(2, 3, 4)).astype("float32"))
+    assert animation.animate(tr).n_frames == 4
+    assert animation.animate(unrolled.trace(cell(3), rng.normal(size=(2, 4)))).n_frames == 3

@@ -455,7 +455,7 @@ def _inside_gated(leaf: Any, B: Any, F: Any, u: int, blocks: list[str]) -> Diagr
     """LSTM / GRU: the fused matmuls, the column blocks of the pre-activation, each gate."""
     kind = type(leaf).__name__
     n = len(blocks)
-    width, height = 13.0, 7.4
+    width, height = 16.5, 6.6
     fig, ax = _canvas(width, height)
     ids: dict[str, list[str]] = {"ops": [], "gates": []}
     _box(ax, 2.6, 2.0, 1.6, 0.8, "× U", "op-xU", size=FONT + 1)
@@ -476,22 +476,36 @@ def _inside_gated(leaf: Any, B: Any, F: Any, u: int, blocks: list[str]) -> Diagr
         _label(ax, cx, 2.5, f"[{g * u}:{(g + 1) * u}]", size=FONT - 3, bg=False)
     _arrow(ax, (3.4, 2.0), (x0, 3.0), "e-xU")
     _arrow(ax, (3.4, 4.4), (x0, 3.4), "e-hW")
-    _label(ax, x0 + n * bw / 2, 4.0, f"pre-activation {_shape(B, f'{n}·{u}')}" if False else
-           f"pre-activation {_shape(B, n * u)} + b", size=FONT - 1, bg=False)
-    right = x0 + n * bw + 0.5
     if kind == "LSTMCell":
-        lines = ["i, f, o = σ(blocks i, f, o)", "g = tanh(block c)",
-                 "$c_t = f \\odot c_{t-1} + i \\odot g$", "$h_t = o \\odot \\tanh(c_t)$"]
-        outs = [("$h_t$", 4.0), ("$c_t$", 2.4)]
+        _label(ax, x0 + n * bw / 2, 4.0, f"z = $x_t U + h_{{t-1}} W + b$  {_shape(B, n * u)}",
+               size=FONT - 1, bg=False)
+        lines = ["$i, f, o = \\sigma(z_i), \\sigma(z_f), \\sigma(z_o)$",
+                 "$g = \\tanh(z_c)$", "$c_t = f \\odot c_{t-1} + i \\odot g$",
+                 "$h_t = o \\odot \\tanh(c_t)$"]
+        outs = [("$h_t$", 4.2, "e-out-h"), ("$c_t$", 2.2, "e-out-c")]
     else:
-        lines = ["z, r = σ(blocks z, r)", "hh = tanh(x-part of h + r ⊙ (h-part of h))",
-                 "$h_t = z \\odot h_{t-1} + (1 - z) \\odot hh$"]
-        outs = [("$h_t$", 3.2)]
+        _label(ax, x0 + n * bw / 2, 4.0, f"$x_t U$ and $h_{{t-1}} W$ (+ b), each {_shape(B, n * u)}",
+               size=FONT - 1, bg=False)
+        reset_after = bool(getattr(leaf, "reset_after", True))
+        lines = ["$z, r = \\sigma(\\cdot_z), \\sigma(\\cdot_r)$",
+                 ("$\\tilde{h} = \\tanh(x_h + r \\odot (h_{t-1} W)_h)$" if reset_after
+                  else "$\\tilde{h} = \\tanh(x_h + (r \\odot h_{t-1}) W_h)$"),
+                 "$h_t = z \\odot h_{t-1} + (1 - z) \\odot \\tilde{h}$"]
+        outs = [("$h_t$", 3.2, "e-out-h")]
+    box_x, box_w = x0 + n * bw + 0.9, 5.3
+    _arrow(ax, (x0 + n * bw, 3.2), (box_x, 3.2), "e-blocks")
+    _box(ax, box_x + box_w / 2, 3.2, box_w, 3.0, "", "op-gates", face="#f8fafc")
+    ids["ops"].append("op-gates")
     for j, line in enumerate(lines):
-        _label(ax, right, 4.9 - 0.6 * j, line, ha="left", size=FONT, bg=False)
-    for j, (name, y) in enumerate(outs):
-        _arrow(ax, (width - 2.0, y - 1.2), (width - 0.6, y - 1.2), f"e-out-{j}", color=RETURNED)
-        _label(ax, width - 1.3, y - 0.9, f"{name} {_shape(B, u)}", color=RETURNED, size=FONT - 1)
+        _label(ax, box_x + 0.25, 4.25 - 0.7 * j, line, ha="left", size=FONT, bg=False)
+    if kind == "LSTMCell":
+        _arrow(ax, (box_x + 1.2, 0.6), (box_x + 1.2, 1.7), "e-c-prev", color=STATE)
+        _label(ax, box_x + 1.4, 0.8, f"$c_{{t-1}}$ {_shape(B, u)}", color=STATE, ha="left",
+               size=FONT - 1)
+    for name, y, gid in outs:
+        _arrow(ax, (box_x + box_w, y), (width - 0.3, y), gid, color=RETURNED)
+        _label(ax, width - 1.0, y + 0.35, f"{name} {_shape(B, u)}", color=RETURNED,
+               size=FONT - 1)
     _label(ax, 0.2, height - 0.35, f"Inside {kind} '{getattr(leaf, 'name', '')}': one step",
            ha="left", size=FONT + 1, bg=False)
     _label(ax, 0.2, height - 0.8, "one fused matmul per input; gates are column blocks "
