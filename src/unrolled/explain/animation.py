@@ -29,7 +29,9 @@ LABELS = {
                 "hh": "$\\tilde{h}$", "h": "$h_t$"},
 }
 # What the per-step panel shows, in order, as "a + b + c = z -> h" for the simple cell.
-EQUATION = {"SimpleRNNCell": [("xU", ""), ("hW", "+"), ("b", "+"), ("z", "="), ("h", "→")]}
+EQUATION = {"SimpleRNNCell": [("xU", ""), ("hW", "+"), ("b", "+"), ("z", "="), ("h", "→")],
+            "LSTMCell": [("i", ""), ("f", ","), ("g", ","), ("o", ","), ("c", "→"), ("h", "→")],
+            "GRUCell": [("z", ""), ("r", ","), ("hh", ","), ("h", "→")]}
 MAX_VALUES = 6
 
 
@@ -227,7 +229,13 @@ def _step_panel(tr: Any, k: int | None, sample: int, dpi: int, vmax: float):
     from matplotlib.figure import Figure
 
     depth = tr.depth
-    width, height = 24.0, 1.3 + 1.15 * depth
+    needed = 0.0
+    for d, cell in enumerate(tr.cells):
+        values = tr.steps[0].cells[d]
+        terms = EQUATION.get(type(cell).__name__) or [(n, "  ") for n in values]
+        needed = max(needed, 2.0 + sum(0.8 * min(np.shape(values[n])[-1], MAX_VALUES) + 1.3
+                                       for n, _ in terms if n in values))
+    width, height = max(24.0, needed), 1.3 + 1.15 * depth
     fig = Figure(figsize=(width * 0.42, height * 0.42))
     ax = fig.add_axes((0, 0, 1, 1))
     ax.set_xlim(0, width)
