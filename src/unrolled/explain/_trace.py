@@ -229,7 +229,7 @@ def trace(layer: Any, x: Any, initial_state: Any = None, mask: Any = None, *,
         >>> rnn = unrolled.layers.SimpleRNN(3, return_sequences=True)
         >>> tr = unrolled.trace(rnn, np.ones((2, 4, 5), dtype="float32"))
         >>> len(tr.steps), sorted(tr.steps[0].cells[0])
-        (4, ['b', 'h', 'h_prev', 'hW', 'xU', 'x_t', 'z'])
+        (4, ['b', 'h', 'hW', 'h_prev', 'xU', 'x_t', 'z'])
         >>> bool(np.array_equal(tr.h, tr.result))        # (batch, timesteps, units)
         True
     """
