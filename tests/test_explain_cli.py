@@ -1,10 +1,22 @@
 """`python -m unrolled tour` writes the figures; `python -m unrolled explain` explains a user's layer."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from unrolled import tour
 from unrolled.__main__ import load_object, main
+
+
+@pytest.fixture(autouse=True)
+def _keep_layer_names():
+    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
+    from unrolled.layers import base
+
+    saved = dict(base._name_counts)
+    yield
+    base._name_counts.clear()
+    base._name_counts.update(saved)
 
 
 def test_tour_writes_every_figure_from_live_objects(tmp_path):
@@ -29,6 +41,7 @@ def test_tour_writes_every_figure_from_live_objects(tmp_path):
 MODEL_SOURCE = '''
 import numpy as np
 from unrolled import layers
+
 
 def make():
     layer = layers.RNN([layers.SimpleRNNCell(3), layers.SimpleRNNCell(2)], return_sequences=True)

@@ -13,6 +13,17 @@ import pytest
 import unrolled
 from unrolled import layers
 
+
+@pytest.fixture(autouse=True)
+def _keep_layer_names():
+    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
+    from unrolled.layers import base
+
+    saved = dict(base._name_counts)
+    yield
+    base._name_counts.clear()
+    base._name_counts.update(saved)
+
 CHROMIUM = os.environ.get("UNROLLED_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync", "--no-first-run"]
