@@ -11,7 +11,7 @@ from unrolled.__main__ import main
 
 def test_tour_equations_agree_and_files_are_written(tmp_path):
     printed = []
-    diffs = tour.run(str(tmp_path), echo=printed.append)
+    diffs = tour.run(str(tmp_path), echo=printed.append, figures=False)
     assert set(diffs) == {"cell", "simple_rnn", "stacked", "rnn"}
     assert max(diffs.values()) < 1e-6
     text = (tmp_path / "tour.txt").read_text()
@@ -24,8 +24,8 @@ def test_tour_equations_agree_and_files_are_written(tmp_path):
 
 
 def test_tour_is_reproducible(tmp_path):
-    tour.run(str(tmp_path / "a"), echo=lambda s: None)
-    tour.run(str(tmp_path / "b"), echo=lambda s: None)
+    tour.run(str(tmp_path / "a"), echo=lambda s: None, figures=False)
+    tour.run(str(tmp_path / "b"), echo=lambda s: None, figures=False)
     assert (tmp_path / "a" / "tour.txt").read_text() == (tmp_path / "b" / "tour.txt").read_text()
 
 

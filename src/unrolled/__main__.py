@@ -1,4 +1,4 @@
-"""Command line: `python -m unrolled tour [--out DIR]`."""
+"""Command line: `python -m unrolled tour [--out DIR]` and `python -m unrolled explain MODEL`."""
 
 from __future__ import annotations
 
@@ -36,8 +36,22 @@ def main(argv: list[str] | None = None) -> int:
     tour.add_argument("--out", default="unrolled-tour", metavar="DIR",
                       help="where to write the tour's files (default: ./unrolled-tour)")
     tour.add_argument("--seed", type=int, default=0, help="seed for the weights (default 0)")
+    tour.add_argument("--no-figures", action="store_true",
+                      help="write only the text and arrays, not the diagrams/animations/page")
     commands.add_parser("bench", help="time unrolled against PyTorch, Keras and onnxruntime "
                         "(python -m unrolled bench --help)")
+    explain = commands.add_parser(
+        "explain", help="explain a model file's recurrent layers: text, diagrams, GIFs, a page",
+        description="Load MODEL (a .keras or .h5 file, or module:NAME / file.py:NAME naming a "
+                    "layer or model built in Python, or a function returning one), run it on "
+                    "the input, and write for each recurrent layer: explain.txt, rolled, "
+                    "unrolled and cell_inside (.svg, .png), cell.gif, sequence.gif and the "
+                    "interactive index.html.")
+    explain.add_argument("model", metavar="MODEL")
+    explain.add_argument("--input", metavar="X.npy", help="input array (batch, timesteps, "
+                         "features); default a small random one of the model's input size")
+    explain.add_argument("--out", default="unrolled-explain", metavar="DIR",
+                         help="where to write the files (default: ./unrolled-explain)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -45,9 +59,61 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "tour":
         from unrolled import tour as tour_module
 
-        diffs = tour_module.run(args.out, seed=args.seed)
+        diffs = tour_module.run(args.out, seed=args.seed, figures=not args.no_figures)
         return 0 if max(diffs.values()) < 1e-5 else 1
+    if args.command == "explain":
+        return _explain(args.model, args.input, args.out)
     return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+def load_object(spec: str) -> object:
+    """A model file through `unrolled.load_model`, or `module:NAME` / `file.py:NAME` in Python.
+
+    NAME may be a layer or model, or a function returning one.
+    """
+    import os
+
+    if ":" in spec and not os.path.exists(spec):
+        import importlib
+        import importlib.util
+
+        source, name = spec.rsplit(":", 1)
+        if source.endswith(".py"):
+            module_spec = importlib.util.spec_from_file_location("unrolled_user_model", source)
+            if module_spec is None or not os.path.exists(source):
+                raise SystemExit(f"explain: no such file {source!r}.")
+            module = importlib.util.module_from_spec(module_spec)
+            module_spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(source)
+        if not hasattr(module, name):
+            raise SystemExit(f"explain: {source} defines no {name!r}.")
+        obj = getattr(module, name)
+        return obj() if callable(obj) and not hasattr(obj, "cell") and not hasattr(obj, "layers") \
+            else obj
+    if not os.path.exists(spec):
+        raise SystemExit(f"explain: no such model file {spec!r}.")
+    try:
+        from unrolled import load_model
+    except ImportError:
+        try:
+            from unrolled.saving import load_model
+        except ImportError:
+            raise SystemExit("explain: this unrolled has no load_model (the saving package) yet; "
+                             "pass module:NAME or file.py:NAME naming a layer built in Python.")
+    return load_model(spec)
+
+
+def _explain(model: str, input_path: str | None, out: str) -> int:
+    import numpy as np
+
+    from unrolled.explain.files import explain_to_dir
+
+    obj = load_object(model)
+    x = np.load(input_path) if input_path else None
+    written = explain_to_dir(obj, x, out)
+    print(f"\nWrote {len(written)} files to {out}")
+    return 0
 
 
 if __name__ == "__main__":

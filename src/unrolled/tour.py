@@ -33,8 +33,19 @@ def _indent(text: str, prefix: str = "    ") -> str:
     return "\n".join(prefix + line for line in text.splitlines())
 
 
-def run(out_dir: str | None = None, seed: int = 0, echo: Callable[[str], None] = print) -> dict:
+FIGURES = ["rnn_rolled.svg", "rnn_rolled.png", "rnn_unrolled.svg", "rnn_unrolled.png",
+           "stacked_rnn_cells.svg", "stacked_rnn_cells.png", "simple_rnn_cell.gif",
+           "simple_rnn.gif", "rnn.gif", "index.html"]
+
+
+def run(out_dir: str | None = None, seed: int = 0, echo: Callable[[str], None] = print,
+        figures: bool = True) -> dict:
     """Run the tour, print it, and write `tour.txt` and `tour_arrays.npz` into `out_dir`.
+
+    With `figures` (and an `out_dir`) it also draws, from the live objects of the tour, the
+    diagrams `rnn_rolled`, `rnn_unrolled` and `stacked_rnn_cells` (.svg and .png), the animations
+    `simple_rnn_cell.gif`, `simple_rnn.gif` and `rnn.gif`, and `index.html`, the interactive page
+    stepping through the SimpleRNN's trace (see `FIGURES`).
 
     Returns the largest absolute difference between each layer and the equations done by hand,
     keyed by section, so callers (and tests) can check them.
@@ -88,7 +99,8 @@ def run(out_dir: str | None = None, seed: int = 0, echo: Callable[[str], None] =
     say(f"The output is the new state: output is states[0] -> {bool(output is states[0])}")
 
     section("3. SimpleRNN: the cell over all timesteps")
-    rnn = layers.SimpleRNN(UNITS, return_sequences=True, return_state=True)
+    # Named, so the explanation printed in section 8 reads the same on every run.
+    rnn = layers.SimpleRNN(UNITS, return_sequences=True, return_state=True, name="simple_rnn")
     sequence, final_state = rnn(X)
     say("rnn = layers.SimpleRNN(units=3, return_sequences=True, return_state=True)")
     say("whole_sequence, final_state = rnn(X)")
@@ -152,8 +164,22 @@ def run(out_dir: str | None = None, seed: int = 0, echo: Callable[[str], None] =
     say("RNN also takes a list of cells (wrapped in StackedRNNCells), masks, go_backwards,")
     say("initial_state and stateful=True; see help(unrolled.layers.RNN).")
 
+    section("8. See it: explain, trace, figures")
+    from unrolled.explain import explain, trace
+
+    say("unrolled.explain(rnn, X) maps the equation onto this layer:")
+    say(_indent(str(explain(rnn, X))))
+    traced = trace(rnn, X)
+    worst = float(np.abs(traced.h - sequence).max())
+    say("unrolled.trace(rnn, X) records every value the layer computes, step by step;")
+    say(f"its h_t against the layer's output: max |diff| = {worst:.3g}")
+
     if out_dir is not None:
         os.makedirs(out_dir, exist_ok=True)
+        if figures:
+            _write_figures(out_dir, X, cell, X_1, h_0, rnn, stacked, traced)
+            echo("")
+            echo("Figures: " + ", ".join(FIGURES))
         np.savez(os.path.join(out_dir, "tour_arrays.npz"), X=X, U=U, W=W, b=b,
                  whole_sequence=sequence, final_state=final_state)
         with open(os.path.join(out_dir, "tour.txt"), "w", encoding="utf-8") as handle:
@@ -161,3 +187,20 @@ def run(out_dir: str | None = None, seed: int = 0, echo: Callable[[str], None] =
         echo("")
         echo(f"Wrote tour.txt and tour_arrays.npz to {os.path.abspath(out_dir)}")
     return diffs
+
+
+def _write_figures(out_dir: str, X: np.ndarray, cell: layers.SimpleRNNCell, X_1: np.ndarray,
+                   h_0: tuple, rnn: layers.SimpleRNN, stacked: layers.RNN, traced) -> None:
+    """The tour's pictures, each drawn from the object the tour just used."""
+    from unrolled.explain import animation, diagrams, trace
+
+    def path(name: str) -> str:
+        return os.path.join(out_dir, name)
+
+    diagrams.rolled(rnn, X).save(path("rnn_rolled"))
+    diagrams.unrolled(rnn, X).save(path("rnn_unrolled"))
+    diagrams.unrolled(stacked, X).save(path("stacked_rnn_cells"))
+    animation.animate(trace(cell, X_1, h_0)).save(path("simple_rnn_cell.gif"))
+    animation.animate(traced).save(path("simple_rnn.gif"))
+    animation.animate(trace(stacked, X)).save(path("rnn.gif"))
+    traced.save_html(path("index.html"))
