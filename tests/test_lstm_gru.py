@@ -245,7 +245,9 @@ def test_weights_order_names_and_paths(keras):
              (layers.GRU(U), keras.layers.GRU(U, **CHEAP)),
              (layers.GRU(U, reset_after=False), keras.layers.GRU(U, reset_after=False, **CHEAP)),
              (layers.LSTM(U, use_bias=False), keras.layers.LSTM(U, use_bias=False, **CHEAP)),
-             (layers.RNN(layers.LSTMCell(U)), keras.layers.RNN(keras.layers.LSTMCell(U, **CHEAP))),
+             # Explicit cell names: auto-names count per session, differently in each library.
+             (layers.RNN(layers.LSTMCell(U, name="cell")),
+              keras.layers.RNN(keras.layers.LSTMCell(U, name="cell", **CHEAP))),
              (layers.RNN(_mixed_stack(layers)), keras.layers.RNN(_mixed_stack(keras.layers)))]
     for ours, theirs in cases:
         ours.build(x.shape)
