@@ -36,9 +36,6 @@ SUPPORTED: dict[str, tuple[str, str]] = {
     "Model": ("unrolled.models.model", "Model"),
 }
 
-# Config keys that hold nested layer configs (RNN's cell, a stack's cells, wrappers' layers).
-_NESTED_KEYS = ("cell", "cells", "layer", "backward_layer", "forward_layer")
-
 _CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
 
 
@@ -105,12 +102,8 @@ def deserialize(config: Any, custom_objects: dict | None = None) -> Any:
             f"serialize(layer) returns), got {type(config).__name__}: {str(config)[:120]}.")
     cls = _class_for(config, custom_objects)
     inner = dict(config.get("config") or {})
-    for key in _NESTED_KEYS:
-        value = inner.get(key)
-        if isinstance(value, dict) and "class_name" in value:
-            inner[key] = deserialize(value, custom_objects)
-        elif key == "cells" and isinstance(value, list):
-            inner[key] = [deserialize(v, custom_objects) for v in value]
+    # Nested layer configs (an RNN's cell, a wrapper's layer) are rebuilt by those classes'
+    # from_config, through the same whitelist of unrolled's own classes.
     from unrolled.models.model import Model
 
     if isinstance(cls, type) and issubclass(cls, Model):

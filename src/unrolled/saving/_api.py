@@ -14,17 +14,13 @@ target only when complete: a failed save leaves no file behind and the old file 
 
 from __future__ import annotations
 
-import datetime
-import io
-import json
 import os
-import tempfile
-import warnings
-import zipfile
 from typing import Any, Callable
 
-from unrolled.saving import _archive, _config, _h5, _weights
 from unrolled.saving._errors import ModelFileError
+
+# zipfile, json, tempfile, h5py and the readers below are imported when first used, so that
+# `import unrolled` stays fast.
 
 __all__ = ["load_model", "save_model", "save_weights", "load_weights", "SavingMixin"]
 
@@ -50,6 +46,8 @@ def _fspath(path: Any, argument: str) -> str:
 
 def _sniff(path: str) -> str:
     """'zip' or 'hdf5', from the file's first bytes (not its name)."""
+    from unrolled.saving import _h5
+
     if os.path.isdir(path):
         raise ModelFileError(
             f"'{path}' is a folder. A TensorFlow SavedModel folder cannot be read without "
@@ -72,6 +70,8 @@ def _sniff(path: str) -> str:
 
 
 def _open_h5(path: str):
+    from unrolled.saving import _h5
+
     h5py = _h5.h5py_module()
     try:
         return h5py.File(path, "r")
@@ -99,6 +99,8 @@ def _build(config: dict, where: str, custom_objects: dict | None) -> Any:
 
 def _atomic_write(path: str, write: Callable[[str], None], overwrite: bool) -> None:
     """Call write(tmp_path), then move tmp_path onto `path`; remove it on any failure."""
+    import tempfile
+
     if not overwrite and os.path.exists(path):
         raise FileExistsError(f"'{path}' exists; pass overwrite=True to replace it.")
     folder = os.path.dirname(os.path.abspath(path))
@@ -119,6 +121,8 @@ def _atomic_write(path: str, write: Callable[[str], None], overwrite: bool) -> N
 
 
 def _check_allowed(config: dict, where: str, custom_objects: dict | None) -> None:
+    from unrolled.saving import _config
+
     _config.check_config(config, where, allowed=set(custom_objects or ()))
 
 
@@ -157,6 +161,8 @@ def load_model(filepath: Any, custom_objects: dict | None = None, compile: bool 
 
 
 def _load_keras_archive(path: str, custom_objects: dict | None) -> Any:
+    from unrolled.saving import _archive, _config, _weights
+
     where = f"'{path}'"
     with _archive.KerasArchive(path) as archive:
         config = archive.config
@@ -176,6 +182,10 @@ def _load_keras_archive(path: str, custom_objects: dict | None) -> Any:
 
 
 def _load_legacy_h5(path: str, custom_objects: dict | None) -> Any:
+    import json
+
+    from unrolled.saving import _config, _h5, _weights
+
     where = f"'{path}'"
     with _open_h5(path) as h5file:
         text = _h5.attr_text(h5file, "model_config", where)
@@ -215,6 +225,8 @@ def load_weights(model: Any, filepath: Any) -> None:
     order of the layers that have weights, as Keras does. All arrays are read and checked first;
     the model changes only if every one of them fits.
     """
+    from unrolled.saving import _archive, _h5, _weights
+
     path = _fspath(filepath, "filepath")
     where = f"'{path}'"
     _require_weights(model, "load_weights")
@@ -255,6 +267,8 @@ def _require_weights(model: Any, what: str) -> None:
 
 def save_weights(model: Any, filepath: Any, overwrite: bool = True) -> None:
     """Write the model's weights to `filepath` (ending in `.weights.h5`) in Keras 3's layout."""
+    from unrolled.saving import _h5, _weights
+
     path = _fspath(filepath, "filepath")
     if not path.endswith(".weights.h5"):
         raise ValueError(
@@ -288,6 +302,14 @@ def save_model(model: Any, filepath: Any, overwrite: bool = True) -> None:
     The archive holds config.json (Keras 3's config format), metadata.json and model.weights.h5
     (Keras 3's weight layout). Written to a temporary file first: on failure nothing is left.
     """
+    import datetime
+    import io
+    import json
+    import warnings
+    import zipfile
+
+    from unrolled.saving import _archive, _config, _h5, _weights
+
     path = _fspath(filepath, "filepath")
     if not path.endswith(".keras"):
         raise ValueError(

@@ -157,6 +157,13 @@ def _normalize_layer(node: dict, keras2: bool) -> None:
         inner.pop("batch_input_shape", None)
     if inner.get("input_length", 0) is None:
         inner.pop("input_length")
+    build = node.get("build_config")
+    if keras2 and node.get("class_name") in _RECURRENT and isinstance(build, dict):
+        # Keras 2 built a recurrent layer called with initial states on the list of shapes
+        # [x, h, c]; Keras 3 builds it on the sequence's shape alone.
+        shape = build.get("input_shape")
+        if isinstance(shape, list) and shape and isinstance(shape[0], list):
+            build["input_shape"] = shape[0]
     if keras2:
         for key in _KERAS2_DROP:
             inner.pop(key, None)

@@ -67,14 +67,21 @@ def _attr_id(obj: Any, name: str):
     return h5py.h5a.open(obj.id, name.encode("utf-8"))
 
 
+def _storage_size(aid) -> int:
+    try:
+        return int(aid.get_storage_size())
+    except RuntimeError:  # HDF5 reports an empty attribute's size as an error
+        return 0
+
+
 def attr_text(obj: Any, name: str, where: str) -> str | None:
     """A string attribute (bytes decoded as UTF-8); None when absent. Its size is checked first."""
     aid = _attr_id(obj, name)
     if aid is None:
         return None
-    if aid.get_storage_size() > MAX_ATTR_BYTES:
+    if _storage_size(aid) > MAX_ATTR_BYTES:
         raise ModelFileError(
-            f"{where}: the attribute '{name}' declares {aid.get_storage_size()} bytes, more than "
+            f"{where}: the attribute '{name}' declares {_storage_size(aid)} bytes, more than "
             f"the {MAX_ATTR_BYTES} a model file needs. The file is damaged or not a Keras file."
         )
     value = obj.attrs[name]
@@ -107,7 +114,7 @@ def attr_names(obj: Any, name: str, where: str) -> list[str] | None:
     for chunk in chunks:
         aid = _attr_id(obj, chunk)
         count = int(np.prod(aid.shape)) if aid.shape else 1
-        if count > MAX_NAME_COUNT or aid.get_storage_size() > MAX_ATTR_BYTES:
+        if count > MAX_NAME_COUNT or _storage_size(aid) > MAX_ATTR_BYTES:
             raise ModelFileError(
                 f"{where}: the attribute '{chunk}' declares {count} entries; the file is damaged "
                 f"or not a Keras file."
