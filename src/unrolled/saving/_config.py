@@ -29,6 +29,11 @@ _KERAS2_DROP = ("time_major", "implementation")
 
 KERAS2_HARD_SIGMOID = "hard_sigmoid_keras2"
 
+# Keras 3 operations (not layers) that a functional graph records to compute masks (Masking,
+# Embedding(mask_zero=True)). Its .keras config says they come from `keras.src.ops.numpy`; its
+# legacy .h5 config omits the module, which is put back so they are recognised as operations.
+_MASK_OPS = {"NotEqual", "Any", "All", "Equal", "LogicalAnd", "LogicalOr", "LogicalNot"}
+
 
 def keras_major(version: Any) -> int | None:
     """3 for "3.15.1", 2 for "2.15.0" (or b"2.2.4"); None if absent or unreadable."""
@@ -136,6 +141,10 @@ def normalize_legacy(config: dict, keras_version: Any, where: str) -> dict:
         if isinstance(entry, dict):
             _normalize_layer(entry, keras2)
     if config.get("class_name") != "Sequential":
+        for entry in layers:
+            if (isinstance(entry, dict) and entry.get("class_name") in _MASK_OPS
+                    and entry.get("module") is None):
+                entry["module"] = "keras.src.ops.numpy"
         for entry in layers:
             if isinstance(entry, dict) and isinstance(entry.get("inbound_nodes"), list):
                 entry["inbound_nodes"] = [
