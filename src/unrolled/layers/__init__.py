@@ -1,7 +1,8 @@
 """Keras's recurrent layers in NumPy.
 
-`SimpleRNNCell` computes one timestep, `RNN` runs any cell over time, `SimpleRNN` is the two
-together, and `StackedRNNCells` chains cells into one. `Layer` and `RNNCell` are the base classes
+`SimpleRNNCell`, `LSTMCell` and `GRUCell` compute one timestep, `RNN` runs any cell over time,
+`SimpleRNN`, `LSTM` and `GRU` are a cell and `RNN` together, and `StackedRNNCells` chains cells
+into one. `Layer` and `RNNCell` are the base classes
 for writing your own.
 """
 

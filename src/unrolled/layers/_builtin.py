@@ -57,6 +57,12 @@ _W = _alias("recurrent_kernel", "W", "(units, k*units)", "h_{t-1} @ W", "W h_{t-
 _B = _alias("bias", "b", "(k*units,) (GRU with reset_after: (2, 3*units))", "x_t @ U + b", "+ b")
 
 
+def own_arguments(scope: dict) -> dict:
+    """A constructor's named arguments, from `locals()` taken on its first line: the built-in
+    classes spell their Keras signatures out in full and hand everything on to these bases."""
+    return {k: v for k, v in scope.items() if k not in ("self", "kwargs", "__class__")}
+
+
 def dropped(array: np.ndarray, masks: Any, count: int) -> list[np.ndarray]:
     """`array` once per gate block, each times its dropout mask.
 
@@ -211,21 +217,13 @@ class GatedCell(BuiltinCell):
         return fields
 
 
-def check_use_cudnn(use_cudnn: Any, owner: str) -> Any:
-    if isinstance(use_cudnn, np.ndarray) or use_cudnn not in ("auto", True, False):
-        raise ValueError(
-            f"{owner}: `use_cudnn` must be 'auto', True or False, got {use_cudnn!r}. It is accepted "
-            f"for Keras compatibility only: unrolled always computes on the CPU with NumPy."
-        )
-    return use_cudnn
-
-
 class BuiltinRNN(RNN):
     """Base of SimpleRNN, LSTM and GRU: `RNN` around a cell built from the layer's own arguments.
 
-    A subclass sets `_cell_class` and `_cell_args` (the cell arguments the layer's config lists, in
-    Keras's order) and passes its cell arguments to `__init__` as a dict. The cell's configuration
-    reads through the layer (`layer.units`), and `get_config` is flat, as in Keras.
+    A subclass sets `_cell_class` and `_cell_args` (the cell arguments its config lists) and hands
+    all its arguments to `__init__`: those in `_cell_args` (and Keras's hidden `implementation`) go
+    to the cell, the rest to `RNN`. The cell's configuration reads through the layer
+    (`layer.units`), and `get_config` is flat, as in Keras.
     """
 
     _input_ndim = 3
@@ -233,18 +231,27 @@ class BuiltinRNN(RNN):
     _cell_args: tuple = ()
     _seed_in_config = True  # Keras's SimpleRNN leaves `seed` out of its config; LSTM and GRU not
 
-    def __init__(self, cell_args: dict, *, return_sequences: bool, return_state: bool,
-                 go_backwards: bool, stateful: bool, unroll: bool, activity_regularizer: Any,
-                 seed: int | None, **kwargs: Any):
+    def __init__(self, *, activity_regularizer: Any, seed: int | None, **arguments: Any):
+        owner = type(self).__name__
+        cell_args = {k: arguments.pop(k) for k in self._cell_args}
+        if "implementation" in arguments:
+            cell_args["implementation"] = arguments.pop("implementation")
+        cell_args["units"] = _checks.positive_int(cell_args["units"], "units", owner)
+        use_cudnn = arguments.pop("use_cudnn", None)
+        if use_cudnn is not None and (isinstance(use_cudnn, np.ndarray)
+                                      or use_cudnn not in ("auto", True, False)):
+            raise ValueError(
+                f"{owner}: `use_cudnn` must be 'auto', True or False, got {use_cudnn!r}. It is "
+                f"accepted for Keras compatibility only: unrolled always computes with NumPy."
+            )
         cell_class = self._cell_class
-        cell_args = dict(cell_args)
-        cell_args["units"] = _checks.positive_int(cell_args["units"], "units", type(self).__name__)
-        cell = cell_class(**cell_args, seed=seed, dtype=kwargs.get("dtype"),
-                          trainable=kwargs.get("trainable", True),
+        cell = cell_class(**cell_args, seed=seed, dtype=arguments.get("dtype"),
+                          trainable=arguments.get("trainable", True),
                           name=_checks.snake_case(cell_class.__name__))
-        super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
-                         go_backwards=go_backwards, stateful=stateful, unroll=unroll, **kwargs)
+        super().__init__(cell, **arguments)
         self.activity_regularizer = activity_regularizer
+        if use_cudnn is not None:
+            self.use_cudnn = use_cudnn
 
     U, W, b = _U, _W, _B
 

@@ -31,15 +31,21 @@ def layer_classes() -> dict[str, type]:
 
 
 def serialize_layer(layer: Any) -> dict:
-    """The nested dict Keras writes for `layer`: module, class_name, config, registered_name."""
+    """The nested dict Keras writes for `layer`: module, class_name, config, registered_name,
+    and build_config once the layer is built."""
     cls = type(layer)
     builtin = layer_classes().get(cls.__name__) is cls
-    return {
+    config = {
         "module": "keras.layers" if builtin else cls.__module__,
         "class_name": cls.__name__,
         "config": layer.get_config(),
         "registered_name": None if builtin else cls.__name__,
     }
+    # A built layer also records the shape it was built for, as Keras does.
+    shape = getattr(layer, "_build_shape", None)
+    if getattr(layer, "built", False) and shape is not None:
+        config["build_config"] = {"input_shape": tuple(shape)}
+    return config
 
 
 def deserialize_layer(config: Any, argument: str = "layer") -> Any:
@@ -60,4 +66,9 @@ def deserialize_layer(config: Any, argument: str = "layer") -> Any:
     inner = config.get("config")
     if not isinstance(inner, dict):
         raise TypeError(f"`{argument}`: the 'config' of {name} must be a dict, got {inner!r:.200}.")
-    return cls.from_config(dict(inner))
+    layer = cls.from_config(dict(inner))
+    build = config.get("build_config")
+    shape = build.get("input_shape") if isinstance(build, dict) else None
+    if isinstance(shape, (list, tuple)):  # built as the saved layer was, as Keras does
+        layer._maybe_build(tuple(shape))
+    return layer

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from unrolled.layers._builtin import (
-    BuiltinRNN, GatedCell, blocks_matmul, check_use_cudnn, dropped,
+    BuiltinRNN, GatedCell, blocks_matmul, dropped, own_arguments,
 )
 
 __all__ = ["GRUCell", "GRU"]
@@ -82,14 +82,9 @@ class GRUCell(GatedCell):
                  recurrent_constraint: Any = None, bias_constraint: Any = None,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, reset_after: bool = True,
                  seed: int | None = None, **kwargs: Any):
-        super().__init__(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
-            dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed, **kwargs)
+        arguments = own_arguments(locals())
+        reset_after = arguments.pop("reset_after")
+        super().__init__(**arguments, **kwargs)
         self.reset_after = bool(reset_after)
 
     def _bias_shape(self) -> tuple:
@@ -207,18 +202,4 @@ class GRU(BuiltinRNN):
                  return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  reset_after: bool = True, use_cudnn: Any = "auto", **kwargs: Any):
-        use_cudnn = check_use_cudnn(use_cudnn, type(self).__name__)
-        super().__init__(
-            dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
-                 use_bias=use_bias, kernel_initializer=kernel_initializer,
-                 recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-                 kernel_regularizer=kernel_regularizer,
-                 recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-                 kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-                 bias_constraint=bias_constraint, dropout=dropout,
-                 recurrent_dropout=recurrent_dropout, reset_after=reset_after,
-                 implementation=kwargs.pop("implementation", 2)),
-            return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            activity_regularizer=activity_regularizer, seed=seed, **kwargs)
-        self.use_cudnn = use_cudnn
+        super().__init__(**own_arguments(locals()), **kwargs)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from unrolled.layers._builtin import (
-    BuiltinRNN, GatedCell, blocks_matmul, check_use_cudnn, dropped,
+    BuiltinRNN, GatedCell, blocks_matmul, dropped, own_arguments,
 )
 
 __all__ = ["LSTMCell", "LSTM"]
@@ -91,14 +91,9 @@ class LSTMCell(GatedCell):
                  kernel_constraint: Any = None, recurrent_constraint: Any = None,
                  bias_constraint: Any = None, dropout: float = 0.0,
                  recurrent_dropout: float = 0.0, seed: int | None = None, **kwargs: Any):
-        super().__init__(
-            units, activation=activation, recurrent_activation=recurrent_activation,
-            use_bias=use_bias, kernel_initializer=kernel_initializer,
-            recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-            kernel_regularizer=kernel_regularizer, recurrent_regularizer=recurrent_regularizer,
-            bias_regularizer=bias_regularizer, kernel_constraint=kernel_constraint,
-            recurrent_constraint=recurrent_constraint, bias_constraint=bias_constraint,
-            dropout=dropout, recurrent_dropout=recurrent_dropout, seed=seed, **kwargs)
+        arguments = own_arguments(locals())
+        unit_forget_bias = arguments.pop("unit_forget_bias")
+        super().__init__(**arguments, **kwargs)
         self.unit_forget_bias = bool(unit_forget_bias)
         self.state_size = [self.units, self.units]
 
@@ -208,18 +203,4 @@ class LSTM(BuiltinRNN):
                  return_sequences: bool = False, return_state: bool = False,
                  go_backwards: bool = False, stateful: bool = False, unroll: bool = False,
                  use_cudnn: Any = "auto", **kwargs: Any):
-        use_cudnn = check_use_cudnn(use_cudnn, type(self).__name__)
-        super().__init__(
-            dict(units=units, activation=activation, recurrent_activation=recurrent_activation,
-                 use_bias=use_bias, kernel_initializer=kernel_initializer,
-                 recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-                 unit_forget_bias=unit_forget_bias, kernel_regularizer=kernel_regularizer,
-                 recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-                 kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-                 bias_constraint=bias_constraint, dropout=dropout,
-                 recurrent_dropout=recurrent_dropout,
-                 implementation=kwargs.pop("implementation", 2)),
-            return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            activity_regularizer=activity_regularizer, seed=seed, **kwargs)
-        self.use_cudnn = use_cudnn
+        super().__init__(**own_arguments(locals()), **kwargs)

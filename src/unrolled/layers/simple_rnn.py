@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.layers._builtin import BuiltinCell, BuiltinRNN
+from unrolled.layers._builtin import BuiltinCell, BuiltinRNN, own_arguments
 
 __all__ = ["SimpleRNNCell", "SimpleRNN"]
 
@@ -73,14 +73,7 @@ class SimpleRNNCell(BuiltinCell):
                  recurrent_constraint: Any = None, bias_constraint: Any = None,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, seed: int | None = None,
                  **kwargs: Any):
-        super().__init__(
-            units, activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
-            seed=seed, **kwargs)
+        super().__init__(**own_arguments(locals()), **kwargs)
 
     def call(self, inputs: np.ndarray, states: Any, training: bool = False
              ) -> tuple[np.ndarray, Any]:
@@ -163,15 +156,4 @@ class SimpleRNN(BuiltinRNN):
                  recurrent_dropout: float = 0.0, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  unroll: bool = False, seed: int | None = None, **kwargs: Any):
-        super().__init__(
-            dict(units=units, activation=activation, use_bias=use_bias,
-                 kernel_initializer=kernel_initializer,
-                 recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
-                 kernel_regularizer=kernel_regularizer,
-                 recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-                 kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-                 bias_constraint=bias_constraint, dropout=dropout,
-                 recurrent_dropout=recurrent_dropout),
-            return_sequences=return_sequences, return_state=return_state,
-            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
-            activity_regularizer=activity_regularizer, seed=seed, **kwargs)
+        super().__init__(**own_arguments(locals()), **kwargs)

@@ -268,7 +268,7 @@ def symbolic_call(layer: Layer, call: Callable, args: tuple, kwargs: dict) -> An
 
     check = getattr(layer, "_check_sequence_shape", None)
     if check is not None and isinstance(first, SymbolicTensor):
-        check(tuple(1 if s is None else s for s in first.shape), owner)
+        check(first.shape, owner)
     if isinstance(first, SymbolicTensor) and first.shape and first.shape[-1] is not None:
         layer.check_input_features(first.shape[-1], first_key)
     layer._maybe_build(input_shape)
@@ -386,6 +386,14 @@ class Graph:
         computable = {id(t) for t in self.inputs}
         for depth in sorted(self.nodes_by_depth, reverse=True):
             for node in self.nodes_by_depth[depth]:
+                if node.is_input and not all(id(t) in computable for t in node.outputs):
+                    needed_by = [o for o in self.outputs if _depends_on(o, node)]
+                    raise ValueError(
+                        f"{self.owner}: the graph is disconnected. Output(s) "
+                        f"{', '.join(repr(t) for t in needed_by)} depend on the Input "
+                        f"'{node.layer.name}', which is not among the model's `inputs` "
+                        f"({', '.join(t._keras_history.layer.name for t in self.inputs)}). Add "
+                        f"it to `inputs`, or build the outputs from the given inputs only.")
                 for tensor in node.input_tensors:
                     if id(tensor) not in computable:
                         source = tensor._keras_history.layer
@@ -455,3 +463,11 @@ class Graph:
                     shapes[id(tensor)] = shape
         return [shapes[id(t)] for t in self.outputs]
 
+
+
+def _depends_on(tensor: SymbolicTensor, target: Node) -> bool:
+    layer, node_index, _ = tensor._keras_history
+    node = inbound_nodes(layer)[node_index]
+    if node is target:
+        return True
+    return any(_depends_on(parent, target) for parent in node.input_tensors)
