@@ -23,10 +23,10 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np
-import tensorflow as tf
 
-keras = tf.keras
-L = keras.layers
+# Set by main(): TensorFlow is imported only when the script runs, so that test collection
+# (pytest --doctest-modules imports every module) works without it.
+tf = keras = L = None
 OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tf2")
 
 
@@ -98,6 +98,11 @@ def inputs_for(model, rng):
 
 
 def main() -> int:
+    global tf, keras, L
+    import tensorflow as tf
+
+    keras = tf.keras
+    L = keras.layers
     os.makedirs(OUT, exist_ok=True)
     rng = np.random.default_rng(1234)
     for i, make in enumerate(MODELS):
