@@ -382,3 +382,23 @@ def test_bidirectional_lstm_gru_parity(keras, rng, name, kwargs, merge_mode, ret
     rebuilt(x)
     assert rebuilt.get_config() == ours.get_config()
     assert_same_config(ours, theirs)
+
+
+@pytest.mark.parametrize("stacked", [False, True])
+def test_generic_rnn_nested_cell_config_matches_keras(keras, stacked):
+    """The nested `cell` dict (module, class_name, config, registered_name, build_config) that
+    Bidirectional copies a generic RNN through is Keras's, built or not, and rebuilds the RNN."""
+    def make(lib):
+        cells = ([lib.SimpleRNNCell(3, name="a"), lib.SimpleRNNCell(2, name="b")] if stacked
+                 else lib.SimpleRNNCell(3, name="a"))
+        return lib.RNN(cells, name="r")
+
+    ours, theirs = make(layers), make(keras.layers)
+    assert ours.get_config() == keras_config(theirs.get_config())
+    x = np.ones((2, 3, 4), "float32")
+    ours(x)
+    theirs.build(x.shape)
+    assert ours.get_config() == keras_config(theirs.get_config())
+    rebuilt = layers.RNN.from_config(ours.get_config())
+    assert rebuilt.cell.built and rebuilt.get_config() == ours.get_config()
+    assert [w.shape for w in rebuilt.weights] == [w.shape for w in ours.weights]
