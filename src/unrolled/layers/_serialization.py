@@ -1,74 +1,39 @@
-"""Layers to and from Keras's nested config dicts, without importing anything named in a config.
+"""Nested layer configs (an RNN's cell, a wrapper's layer) to and from Keras's dict form.
 
-Keras writes a layer held by another (a wrapper's `layer`, an RNN's `cell`) as::
+Keras writes a layer held by another as::
 
     {"module": "keras.layers", "class_name": "SimpleRNN", "config": {...}, "registered_name": None}
 
-`deserialize_layer` maps `class_name` onto the classes exported by `unrolled.layers` (an explicit
-whitelist); the `module` field is never imported.
+Both directions go through `unrolled.layers.serialization`, so a nested cell is looked up in the
+same explicit list of supported classes (`SUPPORTED`, plus the caller's `custom_objects`) as a
+top-level layer; the `module` field is never imported.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from unrolled._checks import closest
-
-__all__ = ["serialize_layer", "deserialize_layer", "layer_classes"]
-
-
-def layer_classes() -> dict[str, type]:
-    """Class name -> class, for every layer and cell `unrolled.layers` exports."""
-    from unrolled import layers
-    from unrolled.layers.base import Layer
-
-    found = {}
-    for name in layers.__all__:
-        obj = getattr(layers, name)
-        if isinstance(obj, type) and issubclass(obj, Layer):
-            found[name] = obj
-    return found
+__all__ = ["serialize_layer", "deserialize_layer"]
 
 
 def serialize_layer(layer: Any) -> dict:
     """The nested dict Keras writes for `layer`: module, class_name, config, registered_name,
     and build_config once the layer is built."""
-    cls = type(layer)
-    builtin = layer_classes().get(cls.__name__) is cls
-    config = {
-        "module": "keras.layers" if builtin else cls.__module__,
-        "class_name": cls.__name__,
-        "config": layer.get_config(),
-        "registered_name": None if builtin else cls.__name__,
-    }
-    # A built layer also records the shape it was built for, as Keras does.
-    shape = getattr(layer, "_build_shape", None)
-    if getattr(layer, "built", False) and shape is not None:
-        config["build_config"] = {"input_shape": tuple(shape)}
-    return config
+    from unrolled.layers.serialization import serialize
+
+    return serialize(layer)
 
 
 def deserialize_layer(config: Any, argument: str = "layer") -> Any:
     """A new layer from `serialize_layer`'s dict (or the short {class_name, config} form)."""
+    from unrolled.layers.serialization import deserialize
+
     if not isinstance(config, dict) or "class_name" not in config:
         raise TypeError(
             f"`{argument}` must be a layer config dict with 'class_name' and 'config' (as "
             f"get_config() writes it), got {config!r:.200}."
         )
-    classes = layer_classes()
-    name = config["class_name"]
-    cls = classes.get(name)
-    if cls is None:
-        raise ValueError(
-            f"`{argument}` names the layer class {name!r}, which unrolled does not implement."
-            f"{closest(str(name), classes)} Known classes: {', '.join(sorted(classes))}."
-        )
-    inner = config.get("config")
-    if not isinstance(inner, dict):
-        raise TypeError(f"`{argument}`: the 'config' of {name} must be a dict, got {inner!r:.200}.")
-    layer = cls.from_config(dict(inner))
-    build = config.get("build_config")
-    shape = build.get("input_shape") if isinstance(build, dict) else None
-    if isinstance(shape, (list, tuple)):  # built as the saved layer was, as Keras does
-        layer._maybe_build(tuple(shape))
-    return layer
+    if not isinstance(config.get("config"), dict):
+        raise TypeError(f"`{argument}`: the 'config' of {config['class_name']} must be a dict, "
+                        f"got {config.get('config')!r:.200}.")
+    return deserialize(config)

@@ -9,6 +9,7 @@ imported, and Lambda layers, which carry Python code, are refused.
 
 from __future__ import annotations
 
+import contextvars
 import importlib
 from typing import Any
 
@@ -35,6 +36,11 @@ SUPPORTED: dict[str, tuple[str, str]] = {
     "Functional": ("unrolled.models.model", "Model"),
     "Model": ("unrolled.models.model", "Model"),
 }
+
+# The custom_objects of the outermost `deserialize` call, seen by nested cells and layers that
+# their holders' from_config rebuilds.
+_custom_objects: contextvars.ContextVar[dict | None] = contextvars.ContextVar(
+    "unrolled_custom_objects", default=None)
 
 _CODE_CLASSES = ("Lambda", "__lambda__", "TFOpLambda", "SlicingOpLambda")
 
@@ -66,7 +72,7 @@ def _class_for(config: dict, custom_objects: dict | None) -> type:
             f"unrolled never runs code from a model file. Replace the Lambda with a built-in "
             f"layer in the original model, or rebuild this part in Python and load only the "
             f"weights.")
-    custom_objects = custom_objects or {}
+    custom_objects = {**(_custom_objects.get() or {}), **(custom_objects or {})}
     registered = config.get("registered_name")
     for key in (class_name, registered):
         if key is not None and key in custom_objects:
@@ -100,6 +106,16 @@ def deserialize(config: Any, custom_objects: dict | None = None) -> Any:
         raise TypeError(
             f"deserialize expects a layer config dict with 'class_name' and 'config' (as "
             f"serialize(layer) returns), got {type(config).__name__}: {str(config)[:120]}.")
+    token = _custom_objects.set({**(_custom_objects.get() or {}), **(custom_objects or {})})
+    try:
+        return _deserialize(config, custom_objects)
+    finally:
+        _custom_objects.reset(token)
+
+
+def _deserialize(config: dict, custom_objects: dict | None) -> Any:
+    from unrolled.layers.base import Layer
+
     cls = _class_for(config, custom_objects)
     inner = dict(config.get("config") or {})
     # Nested layer configs (an RNN's cell, a wrapper's layer) are rebuilt by those classes'
@@ -126,15 +142,6 @@ def _as_shape(shape: Any) -> Any:
     return [_as_shape(s) for s in shape]
 
 
-def _plain(value: Any) -> Any:
-    """Tuples to lists, as JSON (and Keras's config.json) has them."""
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    return value
-
-
 def serialize(layer: Any) -> dict:
     """A layer's Keras 3 config dict: module, class_name, config, registered_name, build_config."""
     from unrolled.models.model import Model
@@ -151,5 +158,6 @@ def serialize(layer: Any) -> dict:
     }
     shape = getattr(layer, "_build_shape", None)
     if layer.built and shape is not None and class_name != "InputLayer":
-        out["build_config"] = {"input_shape": _plain(shape)}
+        # A tuple, as Keras's in-memory config has it (JSON writes it as a list).
+        out["build_config"] = {"input_shape": tuple(shape)}
     return out
