@@ -8,7 +8,10 @@
 """
 
 from unrolled import activations, initializers, layers, utils
+from unrolled import models
+from unrolled.models import Input, Model, Sequential
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "initializers", "layers", "utils", "__version__"]
+__all__ = ["activations", "initializers", "layers", "models", "utils", "Input", "Model",
+           "Sequential", "__version__"]

@@ -9,13 +9,14 @@ is only ever one copy of each weight.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Sequence
+import functools
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
 from unrolled import _checks, initializers
 
-__all__ = ["Layer", "Weight"]
+__all__ = ["Layer", "Weight", "Symbolic"]
 
 _name_counts: dict[str, int] = {}
 
@@ -25,6 +26,47 @@ def unique_name(base: str) -> str:
     count = _name_counts.get(base, 0)
     _name_counts[base] = count + 1
     return base if count == 0 else f"{base}_{count}"
+
+
+class Symbolic:
+    """Marker base of symbolic tensors (`unrolled.Input(...)` and what layers return from one).
+
+    A layer called on arguments that hold one records a graph node instead of computing; the
+    concrete class, `unrolled.models.node.SymbolicTensor`, lives with the graph machinery.
+    """
+
+    __slots__ = ()
+
+
+def _holds_symbolic(values: Iterable[Any]) -> bool:
+    for value in values:
+        if isinstance(value, Symbolic):
+            return True
+        if isinstance(value, (list, tuple)):
+            if _holds_symbolic(value):
+                return True
+        elif isinstance(value, dict) and _holds_symbolic(value.values()):
+            return True
+    return False
+
+
+def _graph_aware(call: Callable) -> Callable:
+    """Wrap a `__call__` so that symbolic arguments record a graph node instead of computing.
+
+    Eager calls (NumPy arrays) pay one pass over the arguments and nothing else; the graph
+    machinery is imported only the first time a symbolic tensor shows up.
+    """
+
+    @functools.wraps(call)
+    def __call__(self: "Layer", *args: Any, **kwargs: Any) -> Any:
+        if _holds_symbolic(args) or (kwargs and _holds_symbolic(kwargs.values())):
+            from unrolled.models.node import symbolic_call
+
+            return symbolic_call(self, call, args, kwargs)
+        return call(self, *args, **kwargs)
+
+    __call__._graph_aware = True  # type: ignore[attr-defined]
+    return __call__
 
 
 class Weight:
@@ -92,6 +134,14 @@ class Layer:
             "float64" (or "float16").
         trainable: whether the weights are trainable.
     """
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        # Every layer, built-in or user-written, takes part in the functional API: its own
+        # `__call__` (if it defines one) is wrapped to route symbolic arguments to the graph.
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__call__")
+        if own is not None and not getattr(own, "_graph_aware", False):
+            cls.__call__ = _graph_aware(own)
 
     def __init__(self, *, name: str | None = None, dtype: Any = None, trainable: bool = True,
                  **kwargs: Any):
@@ -285,6 +335,7 @@ class Layer:
     def call(self, *args: Any, **kwargs: Any) -> Any:
         raise NotImplementedError(f"{type(self).__name__} does not implement call().")
 
+    @_graph_aware
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if args:
             first = args[0]

@@ -7,11 +7,12 @@ from typing import Any, Callable
 import numpy as np
 
 from unrolled import _checks
+from unrolled.layers._serialization import deserialize_layer, serialize_layer
 from unrolled.layers.base import Layer
 from unrolled.layers.cell import check_states, describe_states, takes_training
 from unrolled.layers.stacked import StackedRNNCells, _output_size
 
-__all__ = ["RNN"]
+__all__ = ["RNN", "first_mask"]
 
 
 def _map(fn: Callable, *trees: Any) -> Any:
@@ -26,6 +27,19 @@ def _flatten(tree: Any) -> list:
     if isinstance(tree, (list, tuple)):
         return [leaf for item in tree for leaf in _flatten(item)]
     return [tree]
+
+
+def first_mask(mask: Any) -> Any:
+    """The sequence's mask: a nested mask (one per input, as Keras passes) gives its first entry.
+
+    A (batch, timesteps) mask written as nested Python lists is a mask, not a nesting.
+    """
+    if isinstance(mask, (list, tuple)):
+        if not mask:
+            return None
+        if mask[0] is None or np.ndim(mask[0]) >= 2:
+            return mask[0]
+    return mask
 
 
 def _where(step_mask: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
@@ -264,13 +278,9 @@ class RNN(Layer):
             )
 
     def _check_mask(self, mask: Any, batch: int, timesteps: int, owner: str) -> np.ndarray | None:
+        mask = first_mask(mask)
         if mask is None:
             return None
-        if isinstance(mask, (list, tuple)) and mask and (
-                mask[0] is None or isinstance(mask[0], np.ndarray)):
-            mask = mask[0]  # a nested mask (one per input): the sequence's mask comes first
-            if mask is None:
-                return None
         array = np.asarray(mask)
         if array.dtype.kind not in "biuf":
             raise TypeError(
@@ -507,8 +517,7 @@ class RNN(Layer):
 
     def compute_mask(self, inputs: Any, mask: Any) -> Any:
         """The mask that travels on with the output: the input's if return_sequences, else None."""
-        if isinstance(mask, (list, tuple)):
-            mask = mask[0] if mask else None
+        mask = first_mask(mask)
         output_mask = mask if self.return_sequences else None
         if self.return_state:
             return [output_mask] + [None] * len(self.state_size)
@@ -524,9 +533,19 @@ class RNN(Layer):
             zero_output_for_mask=self.zero_output_for_mask,
         )
         if hasattr(self.cell, "get_config"):
-            config["cell"] = {"class_name": type(self.cell).__name__,
-                              "config": self.cell.get_config()}
+            config["cell"] = serialize_layer(self.cell)
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "RNN":
+        """Rebuild from `get_config()`; a nested `cell` dict names one of unrolled's cells."""
+        config = dict(config)
+        if "cell" not in config:  # SimpleRNN, LSTM, GRU: the cell's arguments sit in the config
+            return cls(**config)
+        cell = config.pop("cell")
+        if isinstance(cell, dict):
+            cell = deserialize_layer(cell, "cell")
+        return cls(cell, **config)
 
     def _flag_fields(self) -> list[str]:
         flags = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",

@@ -6,44 +6,12 @@ from typing import Any
 
 import numpy as np
 
-from unrolled import _checks, activations, initializers
-from unrolled.layers.base import Layer
-from unrolled.layers.cell import RNNCell
-from unrolled.layers.rnn import RNN
+from unrolled.layers._builtin import BuiltinCell, BuiltinRNN
 
 __all__ = ["SimpleRNNCell", "SimpleRNN"]
 
-_ALIAS_DOC = (
-    "Read-only alias of `{attr}` {shape}, the notebook's `{name}`. It is used as in Keras, with "
-    "row vectors: `{use}`; the textbook's column form `{col}` uses its transpose."
-)
 
-
-def _unbuilt(layer: Any, name: str) -> AttributeError:
-    return AttributeError(
-        f"{type(layer).__name__} '{layer.name}' has no weights yet, so `{name}` does not exist: "
-        f"call the layer on an input once, or call build(input_shape) first."
-    )
-
-
-def _alias(attr: str, name: str, shape: str, use: str, col: str) -> property:
-    def get(self: Any) -> np.ndarray | None:
-        cell = getattr(self, "cell", self)
-        if not cell.built:
-            raise _unbuilt(self, name)
-        return getattr(cell, attr)
-
-    def refuse(self: Any, value: Any) -> None:
-        raise AttributeError(
-            f"`{name}` is a read-only alias of `{attr}`. Change the weight with set_weights(), or "
-            f"write into it in place: layer.{name}[...] = new_values."
-        )
-
-    return property(get, refuse, doc=_ALIAS_DOC.format(attr=attr, shape=shape, name=name,
-                                                         use=use, col=col))
-
-
-class SimpleRNNCell(RNNCell):
+class SimpleRNNCell(BuiltinCell):
     """One step of a fully connected recurrent network.
 
     .. math:: h_t = \\mathrm{act}(x_t U + b + h_{t-1} W)
@@ -105,42 +73,14 @@ class SimpleRNNCell(RNNCell):
                  recurrent_constraint: Any = None, bias_constraint: Any = None,
                  dropout: float = 0.0, recurrent_dropout: float = 0.0, seed: int | None = None,
                  **kwargs: Any):
-        owner = type(self).__name__
-        units = _checks.positive_int(units, "units", owner)
-        super().__init__(seed=seed, **kwargs)
-        self.units = units
-        self.activation = activations.get(activation, argument="activation")
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = initializers.get(kernel_initializer,
-                                                   argument="kernel_initializer")
-        self.recurrent_initializer = initializers.get(recurrent_initializer,
-                                                      argument="recurrent_initializer")
-        self.bias_initializer = initializers.get(bias_initializer, argument="bias_initializer")
-        self.kernel_regularizer = kernel_regularizer
-        self.recurrent_regularizer = recurrent_regularizer
-        self.bias_regularizer = bias_regularizer
-        self.kernel_constraint = kernel_constraint
-        self.recurrent_constraint = recurrent_constraint
-        self.bias_constraint = bias_constraint
-        self.dropout = _checks.rate(dropout, "dropout", owner)
-        self.recurrent_dropout = _checks.rate(recurrent_dropout, "recurrent_dropout", owner)
-        self.state_size = units
-        self.output_size = units
-
-    U = _alias("kernel", "U", "(features, units)", "x_t @ U", "U x_t")
-    W = _alias("recurrent_kernel", "W", "(units, units)", "h_{t-1} @ W", "W h_{t-1}")
-    b = _alias("bias", "b", "(units,)", "x_t @ U + b", "+ b")
-
-    def build(self, input_shape: Any) -> None:
-        features = input_shape[-1]
-        self.kernel = self.add_weight((features, self.units), self.kernel_initializer,
-                                      name="kernel")
-        self.recurrent_kernel = self.add_weight((self.units, self.units),
-                                                self.recurrent_initializer,
-                                                name="recurrent_kernel")
-        self.bias = (self.add_weight((self.units,), self.bias_initializer, name="bias")
-                     if self.use_bias else None)
-        super().build(input_shape)
+        super().__init__(
+            units, activation=activation, use_bias=use_bias,
+            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+            bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
+            seed=seed, **kwargs)
 
     def call(self, inputs: np.ndarray, states: Any, training: bool = False
              ) -> tuple[np.ndarray, Any]:
@@ -196,44 +136,8 @@ class SimpleRNNCell(RNNCell):
             dh_prev = dh_prev * cache["state_mask"]
         return dx, [dh_prev]
 
-    def get_config(self) -> dict:
-        config = super().get_config()
-        config.update(
-            units=self.units,
-            activation=activations.serialize(self.activation),
-            use_bias=self.use_bias,
-            kernel_initializer=initializers.serialize(self.kernel_initializer),
-            recurrent_initializer=initializers.serialize(self.recurrent_initializer),
-            bias_initializer=initializers.serialize(self.bias_initializer),
-            kernel_regularizer=self.kernel_regularizer,
-            recurrent_regularizer=self.recurrent_regularizer,
-            bias_regularizer=self.bias_regularizer,
-            kernel_constraint=self.kernel_constraint,
-            recurrent_constraint=self.recurrent_constraint,
-            bias_constraint=self.bias_constraint,
-            dropout=self.dropout,
-            recurrent_dropout=self.recurrent_dropout,
-            seed=self.seed,
-        )
-        return config
 
-    def _repr_fields(self) -> list[str]:
-        fields = [f"units={self.units}", f"activation={activations.serialize(self.activation)}"]
-        if self.dropout:
-            fields.append(f"dropout={self.dropout}")
-        if self.recurrent_dropout:
-            fields.append(f"recurrent_dropout={self.recurrent_dropout}")
-        return fields
-
-
-_CELL_ARGS = (
-    "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
-    "bias_initializer", "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
-    "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout", "recurrent_dropout",
-)
-
-
-class SimpleRNN(RNN):
+class SimpleRNN(BuiltinRNN):
     """A fully connected recurrent layer: `SimpleRNNCell` run over every timestep.
 
     .. math:: h_t = \\mathrm{act}(x_t U + b + h_{t-1} W), \\quad t = 1..T, \\quad h_0 = 0
@@ -274,7 +178,14 @@ class SimpleRNN(RNN):
         [(8, 4), (4, 4), (4,)]
     """
 
-    _input_ndim = 3
+    _cell_class = SimpleRNNCell
+    _cell_args = (
+        "units", "activation", "use_bias", "kernel_initializer", "recurrent_initializer",
+        "bias_initializer", "kernel_regularizer", "recurrent_regularizer", "bias_regularizer",
+        "kernel_constraint", "recurrent_constraint", "bias_constraint", "dropout",
+        "recurrent_dropout",
+    )
+    _seed_in_config = False
 
     def __init__(self, units: int, activation: Any = "tanh", use_bias: bool = True,
                  kernel_initializer: Any = "glorot_uniform",
@@ -286,44 +197,15 @@ class SimpleRNN(RNN):
                  recurrent_dropout: float = 0.0, return_sequences: bool = False,
                  return_state: bool = False, go_backwards: bool = False, stateful: bool = False,
                  unroll: bool = False, seed: int | None = None, **kwargs: Any):
-        units = _checks.positive_int(units, "units", type(self).__name__)
-        cell = SimpleRNNCell(
-            units, activation=activation, use_bias=use_bias,
-            kernel_initializer=kernel_initializer, recurrent_initializer=recurrent_initializer,
-            bias_initializer=bias_initializer, kernel_regularizer=kernel_regularizer,
-            recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
-            kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
-            bias_constraint=bias_constraint, dropout=dropout, recurrent_dropout=recurrent_dropout,
-            seed=seed, dtype=kwargs.get("dtype"), trainable=kwargs.get("trainable", True),
-            name="simple_rnn_cell",
-        )
-        super().__init__(cell, return_sequences=return_sequences, return_state=return_state,
-                         go_backwards=go_backwards, stateful=stateful, unroll=unroll, **kwargs)
-        self.activity_regularizer = activity_regularizer
-
-    U = _alias("kernel", "U", "(features, units)", "x_t @ U", "U x_t")
-    W = _alias("recurrent_kernel", "W", "(units, units)", "h_{t-1} @ W", "W h_{t-1}")
-    b = _alias("bias", "b", "(units,)", "x_t @ U + b", "+ b")
-
-    def __getattr__(self, name: str) -> Any:
-        # The cell's configuration reads through the layer (layer.units, layer.activation, ...).
-        if name in _CELL_ARGS and "cell" in self.__dict__:
-            return getattr(self.__dict__["cell"], name)
-        if name in ("U", "W", "b"):  # the alias property found no weights
-            raise _unbuilt(self, name)
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
-
-    def get_config(self) -> dict:
-        config = super().get_config()
-        cell_config = config.pop("cell")["config"]
-        config.update({k: cell_config[k] for k in _CELL_ARGS})
-        config["activity_regularizer"] = self.activity_regularizer
-        return config
-
-    def _repr_fields(self) -> list[str]:
-        return self.cell._repr_fields() + self._flag_fields()
-
-    def _repr_weight_owner(self) -> Layer:
-        return self.cell
-
-    __repr__ = Layer.__repr__
+        super().__init__(
+            dict(units=units, activation=activation, use_bias=use_bias,
+                 kernel_initializer=kernel_initializer,
+                 recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+                 kernel_regularizer=kernel_regularizer,
+                 recurrent_regularizer=recurrent_regularizer, bias_regularizer=bias_regularizer,
+                 kernel_constraint=kernel_constraint, recurrent_constraint=recurrent_constraint,
+                 bias_constraint=bias_constraint, dropout=dropout,
+                 recurrent_dropout=recurrent_dropout),
+            return_sequences=return_sequences, return_state=return_state,
+            go_backwards=go_backwards, stateful=stateful, unroll=unroll,
+            activity_regularizer=activity_regularizer, seed=seed, **kwargs)

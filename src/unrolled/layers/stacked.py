@@ -6,6 +6,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from unrolled.layers._serialization import deserialize_layer, serialize_layer
 from unrolled.layers.base import Layer
 from unrolled.layers.cell import RNNCell, takes_training
 
@@ -179,11 +180,16 @@ class StackedRNNCells(RNNCell):
 
     def get_config(self) -> dict:
         config = super().get_config()
-        config["cells"] = [
-            {"class_name": type(c).__name__, "config": c.get_config()} for c in self.cells
-            if hasattr(c, "get_config")
-        ]
+        config["cells"] = [serialize_layer(c) for c in self.cells if hasattr(c, "get_config")]
         return config
+
+    @classmethod
+    def from_config(cls, config: dict) -> "StackedRNNCells":
+        """Rebuild from `get_config()`; each entry of `cells` names one of unrolled's cells."""
+        config = dict(config)
+        cells = [deserialize_layer(c, f"cells[{k}]") if isinstance(c, dict) else c
+                 for k, c in enumerate(config.pop("cells", []))]
+        return cls(cells, **config)
 
     def __repr__(self) -> str:
         inner = ", ".join(repr(c) for c in self.cells)

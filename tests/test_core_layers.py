@@ -1,0 +1,288 @@
+"""Dense, Embedding, Masking and Dropout against real Keras 3 (JAX): same weights, same numbers,
+same shapes, masks and configs; and the errors a person gets for bad input."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+
+from conftest import assert_close
+from unrolled import layers
+
+
+def keras_config(config):
+    """A config with every DTypePolicy dict written as its dtype name, as unrolled writes it."""
+    if isinstance(config, dict):
+        if config.get("class_name") in ("DTypePolicy", "FloatDTypePolicy"):
+            return config["config"]["name"]
+        return {k: keras_config(v) for k, v in config.items()}
+    if isinstance(config, (list, tuple)):
+        return type(config)(keras_config(v) for v in config)
+    return config
+
+
+def assert_same_config(ours, theirs):
+    ours_cfg, theirs_cfg = keras_config(ours.get_config()), keras_config(theirs.get_config())
+    assert sorted(ours_cfg) == sorted(theirs_cfg), (
+        f"keys differ: only ours {set(ours_cfg) - set(theirs_cfg)}, "
+        f"only Keras {set(theirs_cfg) - set(ours_cfg)}")
+    for key in theirs_cfg:
+        assert ours_cfg[key] == theirs_cfg[key], f"{key}: {ours_cfg[key]!r} != {theirs_cfg[key]!r}"
+
+
+def twins(ours, theirs, x):
+    """Build both on `x` and give Keras unrolled's weights."""
+    ours(x)
+    theirs(x)
+    theirs.set_weights(ours.get_weights())
+
+
+# ---------------------------------------------------------------------------------------- Dense
+
+
+@pytest.mark.parametrize("shape", [(5, 3), (4, 6, 3), (2, 3, 4, 5)])
+@pytest.mark.parametrize("activation", [None, "relu", "tanh", "softmax"])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_dense_parity(keras, rng, shape, activation, use_bias):
+    units = int(rng.integers(2, 7))
+    ours = layers.Dense(units, activation=activation, use_bias=use_bias,
+                        bias_initializer="random_normal")
+    theirs = keras.layers.Dense(units, activation=activation, use_bias=use_bias)
+    x = rng.normal(size=shape).astype("float32")
+    twins(ours, theirs, x)
+    assert [w.name for w in ours.weights] == (["kernel", "bias"] if use_bias else ["kernel"])
+    assert_close(ours(x), np.asarray(theirs(x)))
+    for batch in (None, shape[0]):
+        assert ours.compute_output_shape((batch, *shape[1:])) == \
+            theirs.compute_output_shape((batch, *shape[1:]))
+
+
+def test_dense_passes_mask_through(keras, rng):
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    mask = rng.random((2, 4)) < 0.5
+    ours, theirs = layers.Dense(2), keras.layers.Dense(2)
+    twins(ours, theirs, x)
+    np.testing.assert_array_equal(ours.compute_mask(x, mask), np.asarray(theirs.compute_mask(x, mask)))
+    assert ours.compute_mask(x, None) is None
+
+
+def test_dense_config_matches_keras(keras):
+    ours = layers.Dense(3, activation="relu", use_bias=False, name="d")
+    theirs = keras.layers.Dense(3, activation="relu", use_bias=False, name="d")
+    assert_same_config(ours, theirs)
+    rebuilt = layers.Dense.from_config(ours.get_config())
+    assert rebuilt.get_config() == ours.get_config()
+    # Keras reads unrolled's config back into the same layer.
+    assert_same_config(ours, keras.layers.Dense.from_config(ours.get_config()))
+    with_reg = layers.Dense(3, activity_regularizer="l2", name="d")
+    assert with_reg.get_config()["activity_regularizer"] == "l2"
+
+
+def test_dense_errors():
+    dense = layers.Dense(2, name="d")
+    dense(np.ones((4, 3)))
+    with pytest.raises(ValueError, match=r"built for 3 input features, but `inputs` has 5"):
+        dense(np.ones((4, 5)))
+    with pytest.raises(ValueError, match=r"at least 2 axes .*\(x\[None\]\)"):
+        layers.Dense(2)(np.ones(3))
+    with pytest.raises(ValueError, match=r"`lora_rank=4` asks for LoRA adapters"):
+        layers.Dense(2, lora_rank=4)
+    with pytest.raises(ValueError, match=r"`quantization_config=.*quantized weights"):
+        layers.Dense(2, quantization_config={"mode": "int8"})
+    with pytest.raises(ValueError, match=r"`units` must be a positive integer"):
+        layers.Dense(0)
+    with pytest.raises(TypeError, match=r"`inputs` must hold numbers"):
+        layers.Dense(2)(np.array([["a", "b"]]))
+
+
+# ------------------------------------------------------------------------------------ Embedding
+
+
+@pytest.mark.parametrize("shape", [(4,), (3, 6), (2, 3, 4)])
+@pytest.mark.parametrize("mask_zero", [False, True])
+def test_embedding_parity(keras, rng, shape, mask_zero):
+    input_dim, output_dim = int(rng.integers(2, 12)), int(rng.integers(1, 6))
+    ours = layers.Embedding(input_dim, output_dim, mask_zero=mask_zero)
+    theirs = keras.layers.Embedding(input_dim, output_dim, mask_zero=mask_zero)
+    ids = rng.integers(0, input_dim, size=shape)
+    twins(ours, theirs, ids)
+    assert_close(ours(ids), np.asarray(theirs(ids)))
+    ours_mask, theirs_mask = ours.compute_mask(ids), theirs.compute_mask(ids)
+    if mask_zero:
+        np.testing.assert_array_equal(ours_mask, np.asarray(theirs_mask))
+    else:
+        assert ours_mask is None and theirs_mask is None
+    assert ours.supports_masking == theirs.supports_masking
+    assert ours.compute_output_shape((None, *shape[1:])) == \
+        theirs.compute_output_shape((None, *shape[1:]))
+    # Whole-number floats and other integer widths are ids too.
+    assert_close(ours(ids.astype("float32")), np.asarray(theirs(ids)))
+    assert_close(ours(ids.astype("uint8")), np.asarray(theirs(ids)))
+
+
+def test_embedding_initializer_and_config(keras):
+    ours = layers.Embedding(7, 4, mask_zero=True, name="e")
+    theirs = keras.layers.Embedding(7, 4, mask_zero=True, name="e")
+    assert_same_config(ours, theirs)
+    assert_same_config(ours, keras.layers.Embedding.from_config(ours.get_config()))
+    ours(np.array([[1]]))
+    table = ours.embeddings
+    assert table.shape == (7, 4) and np.abs(table).max() <= 0.05  # "uniform": U(-0.05, 0.05)
+    rebuilt = layers.Embedding.from_config(ours.get_config())
+    assert rebuilt.get_config() == ours.get_config()
+
+
+def test_embedding_weights_argument_and_input_length():
+    table = np.arange(12, dtype="float32").reshape(4, 3)
+    emb = layers.Embedding(4, 3, weights=[table])
+    np.testing.assert_array_equal(emb(np.array([[3, 0]])), table[[[3, 0]]])
+    with pytest.warns(UserWarning, match="input_length.*deprecated"):
+        emb = layers.Embedding(4, 3, input_length=10)
+    assert "input_length" not in emb.get_config()
+
+
+def test_embedding_errors():
+    emb = layers.Embedding(5, 2, name="e")
+    with pytest.raises(ValueError, match=r"id 5 at inputs\[0, 1\] is out of range.*\[0, 4\]"):
+        emb(np.array([[1, 5, 2]]))
+    with pytest.raises(ValueError, match=r"id -1 at inputs\[1\] is out of range"):
+        emb(np.array([0, -1]))
+    with pytest.raises(TypeError, match=r"not whole numbers \(inputs\[0, 1\] = .*1\.5"):
+        emb(np.array([[1.0, 1.5]]))
+    with pytest.raises(TypeError, match=r"must be integer ids, got an array of dtype <U"):
+        emb(np.array(["cat"]))
+    with pytest.raises(ValueError, match="LoRA"):
+        layers.Embedding(5, 2, lora_rank=2)
+    with pytest.raises(ValueError, match="`output_dim` must be a positive integer"):
+        layers.Embedding(5, 0)
+
+
+@pytest.mark.parametrize("padding", ["post", "pre"])
+def test_embedding_mask_flows_into_rnn_like_keras(keras, rng, padding):
+    """Embedding(mask_zero) -> SimpleRNN: Keras propagates the mask implicitly in a model; in
+    unrolled it travels explicitly, emb.compute_mask -> rnn(mask=)."""
+    batch, timesteps, vocab, dim, units = 4, 6, 9, 3, 5
+    ids = rng.integers(1, vocab, size=(batch, timesteps))
+    lengths = np.array([timesteps, 1, 3, 0])
+    for b, n in enumerate(lengths):
+        if padding == "post":
+            ids[b, n:] = 0
+        else:
+            ids[b, :timesteps - n] = 0
+    emb = layers.Embedding(vocab, dim, mask_zero=True)
+    rnn = layers.SimpleRNN(units, return_sequences=True, bias_initializer="random_normal")
+    mask = emb.compute_mask(ids)
+    ours = rnn(emb(ids), mask=mask)
+
+    model = keras.Sequential([keras.Input(shape=(timesteps,), dtype="int32"),
+                              keras.layers.Embedding(vocab, dim, mask_zero=True),
+                              keras.layers.SimpleRNN(units, return_sequences=True)])
+    model.layers[0].set_weights(emb.get_weights())
+    model.layers[1].set_weights(rnn.get_weights())
+    assert_close(ours, np.asarray(model(ids)), what="embedding -> rnn")
+    np.testing.assert_array_equal(rnn.compute_mask(None, mask), mask)
+
+
+# -------------------------------------------------------------------------------------- Masking
+
+
+@pytest.mark.parametrize("mask_value", [0.0, -1.0, 0.1])
+def test_masking_parity_and_into_rnn(keras, rng, mask_value):
+    batch, timesteps, features, units = 4, 5, 3, 4
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    x[1, 3:] = mask_value
+    x[2, :2] = mask_value
+    x[3, 1, 0] = mask_value  # one feature at the mask value: the step stays real
+    ours, theirs = layers.Masking(mask_value), keras.layers.Masking(mask_value)
+    assert_close(ours(x), np.asarray(theirs(x)))
+    expected_mask = np.asarray(theirs.compute_mask(x))
+    np.testing.assert_array_equal(ours.compute_mask(x), expected_mask)
+    assert not expected_mask[1, 3:].any() and not expected_mask[2, :2].any()
+    assert ours.compute_output_shape((None, timesteps, features)) == \
+        theirs.compute_output_shape((None, timesteps, features))
+
+    rnn = layers.SimpleRNN(units, bias_initializer="random_normal")
+    out = rnn(ours(x), mask=ours.compute_mask(x))
+    model = keras.Sequential([keras.Input(shape=(timesteps, features)),
+                              keras.layers.Masking(mask_value), keras.layers.SimpleRNN(units)])
+    model.layers[1].set_weights(rnn.get_weights())
+    assert_close(out, np.asarray(model(x)), what="masking -> rnn")
+
+
+def test_masking_config_and_errors(keras):
+    assert_same_config(layers.Masking(0.5, name="m"), keras.layers.Masking(0.5, name="m"))
+    with pytest.raises(TypeError, match="`mask_value` must be a number"):
+        layers.Masking("pad")
+
+
+# -------------------------------------------------------------------------------------- Dropout
+
+
+def test_dropout_inference_is_identity(keras, rng):
+    x = rng.normal(size=(3, 4, 5)).astype("float32")
+    ours, theirs = layers.Dropout(0.5), keras.layers.Dropout(0.5)
+    np.testing.assert_array_equal(ours(x), x)
+    np.testing.assert_array_equal(ours(x, training=False), np.asarray(theirs(x, training=False)))
+    assert ours.compute_output_shape((None, 4, 5)) == theirs.compute_output_shape((None, 4, 5))
+    mask = rng.random((3, 4)) < 0.5
+    np.testing.assert_array_equal(ours.compute_mask(x, mask), np.asarray(theirs.compute_mask(x, mask)))
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
+def test_dropout_training_statistics_match_keras(keras, rate):
+    x = np.full((200, 500), 3.0, dtype="float32")
+    ours = layers.Dropout(rate, seed=1)(x, training=True)
+    theirs = np.asarray(keras.layers.Dropout(rate, seed=1)(x, training=True))
+    for y in (ours, theirs):
+        kept = y != 0
+        # 100 000 Bernoulli draws: the kept fraction is within 5 standard deviations of 1 - rate.
+        assert abs(kept.mean() - (1 - rate)) < 5 * np.sqrt(rate * (1 - rate) / x.size)
+        np.testing.assert_allclose(y[kept], 3.0 / (1 - rate), rtol=1e-6)
+    assert ours.dtype == np.float32
+
+
+def test_dropout_noise_shape_rate_edges_and_seed():
+    x = np.ones((4, 6, 3), dtype="float32")
+    y = layers.Dropout(0.5, noise_shape=(None, 1, 3), seed=3)(x, training=True)
+    assert (y == y[:, :1]).all(), "noise_shape (batch, 1, features): same mask at every step"
+    np.testing.assert_array_equal(layers.Dropout(1.0)(x, training=True), 0)
+    np.testing.assert_array_equal(layers.Dropout(0.0)(x, training=True), x)
+    a = layers.Dropout(0.5, seed=7)(x, training=True)
+    b = layers.Dropout(0.5, seed=7)(x, training=True)
+    np.testing.assert_array_equal(a, b)
+    drop = layers.Dropout(0.5, seed=7)
+    assert not np.array_equal(drop(x, training=True), drop(x, training=True)), "fresh mask per call"
+
+
+def test_dropout_config_and_errors(keras):
+    ours = layers.Dropout(0.25, noise_shape=(None, 1, 4), seed=2, name="dr")
+    theirs = keras.layers.Dropout(0.25, noise_shape=(None, 1, 4), seed=2, name="dr")
+    assert_same_config(ours, theirs)
+    assert layers.Dropout.from_config(ours.get_config()).get_config() == ours.get_config()
+    with pytest.raises(ValueError, match=r"`rate` must be a number between 0 and 1.*1\.5"):
+        layers.Dropout(1.5)
+    with pytest.raises(ValueError, match=r"noise_shape\[1\] = 0"):
+        layers.Dropout(0.5, noise_shape=(None, 0))
+    with pytest.raises(ValueError, match="does not broadcast"):
+        layers.Dropout(0.5, noise_shape=(None, 2, 3))(np.ones((4, 6, 3)), training=True)
+    with pytest.raises(ValueError, match="has 2 entries but the input has 3 axes"):
+        layers.Dropout(0.5, noise_shape=(None, 3))(np.ones((4, 6, 3)), training=True)
+
+
+def test_reprs():
+    dense = layers.Dense(2, activation="relu")
+    dense(np.ones((1, 3)))
+    assert repr(dense) == "Dense(units=2, activation=relu, kernel (3, 2), bias (2,))"
+    assert repr(layers.Embedding(5, 2, mask_zero=True)) == \
+        "Embedding(input_dim=5, output_dim=2, mask_zero=True, not built)"
+    assert repr(layers.Masking(-1.0)) == "Masking(mask_value=-1.0)"
+    assert repr(layers.Dropout(0.5)) == "Dropout(rate=0.5)"
+
+
+def test_config_round_trip_is_silent():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for layer in (layers.Dense(2), layers.Embedding(3, 2), layers.Masking(), layers.Dropout(0.1)):
+            type(layer).from_config(layer.get_config())
