@@ -14,6 +14,8 @@ from unrolled.layers.stacked import StackedRNNCells, _output_size
 
 __all__ = ["RNN", "first_mask"]
 
+_kernels: Any = None  # unrolled.kernels, imported on the first call (it imports the cells)
+
 
 def _map(fn: Callable, *trees: Any) -> Any:
     """Apply `fn` leaf-wise over nested lists of arrays, keeping the first tree's nesting."""
@@ -304,8 +306,15 @@ class RNN(Layer):
 
     def _run_kernel(self, x: np.ndarray, states: list, mask: np.ndarray | None,
                     training: bool) -> tuple[np.ndarray, np.ndarray | None, list] | None:
-        """A fused whole-sequence kernel's `(last, outputs, final)`, or None when none applies."""
-        return None
+        """A fused whole-sequence kernel's `(last, outputs, final)`, or None when none applies.
+
+        The kernels (unrolled.kernels) cover the built-in cells; tests prove they equal
+        `_reference_loop`.
+        """
+        global _kernels
+        if _kernels is None:
+            from unrolled import kernels as _kernels
+        return _kernels.run(self, x, states, mask, training)
 
     def _reference_loop(self, x: np.ndarray, states: list, mask: np.ndarray | None,
                         training: bool) -> tuple[np.ndarray, np.ndarray | None, list]:

@@ -1,0 +1,60 @@
+"""SimpleRNNCell over a whole sequence: h_t = act(x_t U + b + h_{t-1} W), U-projection hoisted."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from unrolled.kernels._activations import in_place
+from unrolled.kernels._plan import Steps, chunk_steps
+
+__all__ = ["simple_rnn"]
+
+
+def simple_rnn(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
+               ) -> tuple[np.ndarray | None, list]:
+    """Run `cell` (a SimpleRNNCell) over the time-major input `xt`.
+
+    Args:
+        cell: the built SimpleRNNCell.
+        xt: `(timesteps, batch, features)`, already in processing order (a view; reversed for
+            go_backwards).
+        states: `[h_0]`, `(batch, units)`; read, never written.
+        steps: the mask in processing order (see `Steps`).
+        need_seq: whether to return every step's h.
+
+    Returns:
+        `(seq, [h_T])`: `seq` is `(timesteps, batch, units)` with the carried h of every step
+        (None unless `need_seq`); `h_T` the final state.
+    """
+    T, B = xt.shape[:2]
+    U = cell.units
+    dtype = xt.dtype
+    kernel, recurrent, bias = cell.kernel, cell.recurrent_kernel, cell.bias
+    act = in_place(cell.activation)
+    h = states[0]                                                   # (batch, units)
+    tmp = np.empty((B, U), dtype=dtype)                             # h_{t-1} W
+    inv, masked = steps.inv, steps.masked
+    if need_seq:
+        # The projection x U + b is written straight into the output buffer and each step
+        # overwrites its slot with h_t: no memory beyond the output itself.
+        seq = np.matmul(xt, kernel)                                 # (timesteps, batch, units)
+        chunks = [(0, T, seq)]
+    else:
+        seq = None
+        chunks = chunk_steps(T, B * U * dtype.itemsize, lambda n: np.empty((n, B, U), dtype))
+    for start, stop, buf in chunks:
+        if seq is None:
+            np.matmul(xt[start:stop], kernel, out=buf[:stop - start])
+        if bias is not None:
+            buf[:stop - start] += bias                              # x U + b
+        for k in range(start, stop):
+            z = buf[k - start]                                      # (batch, units)
+            np.matmul(h, recurrent, out=tmp)                        # h_{t-1} W
+            z += tmp                                                # x_t U + b + h_{t-1} W
+            act(z)                                                  # h_t
+            if masked is not None and masked[k]:
+                np.copyto(z, h, where=inv[k])                       # masked: keep h_{t-1}
+            h = z
+        if seq is None and stop < T:
+            h = h.copy()  # the next chunk's projection overwrites the buffer h lives in
+    return seq, [h]
