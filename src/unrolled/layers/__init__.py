@@ -8,7 +8,9 @@ for writing your own.
 from unrolled.layers.base import Layer, Weight
 from unrolled.layers.cell import RNNCell
 from unrolled.layers.core import Dense, Dropout, Embedding, Masking
+from unrolled.layers.gru import GRU, GRUCell
 from unrolled.layers.input_layer import Input, InputLayer
+from unrolled.layers.lstm import LSTM, LSTMCell
 from unrolled.layers.rnn import RNN
 from unrolled.layers.simple_rnn import SimpleRNN, SimpleRNNCell
 from unrolled.layers.serialization import deserialize, serialize
@@ -16,5 +18,6 @@ from unrolled.layers.stacked import StackedRNNCells
 from unrolled.layers.wrappers import Bidirectional, TimeDistributed
 
 __all__ = ["Layer", "Weight", "RNNCell", "RNN", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells",
+           "LSTM", "LSTMCell", "GRU", "GRUCell",
            "Dense", "Embedding", "Masking", "Dropout", "TimeDistributed", "Bidirectional",
            "Input", "InputLayer", "serialize", "deserialize"]
