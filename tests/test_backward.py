@@ -316,3 +316,67 @@ def test_gradient_report_hidden_states(rng):
     z = cache["steps"][0]["cell"]["z"]
     expected = (report.hidden[layer.name][:, 4] * (1 - np.tanh(z) ** 2)) @ W.T
     np.testing.assert_allclose(d_h0, expected, rtol=1e-10)
+
+
+# ------------------------------------------------------------------ LSTM and GRU
+
+GATED = [("LSTM", {}), ("LSTM", {"activation": "relu", "recurrent_activation": "hard_sigmoid",
+                                 "unit_forget_bias": False, "bias_initializer": "random_normal"}),
+         ("LSTM", {"use_bias": False}),
+         ("GRU", {}), ("GRU", {"reset_after": False, "bias_initializer": "random_normal"}),
+         ("GRU", {"activation": "relu", "use_bias": False})]
+
+
+@pytest.mark.parametrize("name,config", GATED, ids=[f"{n}{sorted(c)}" for n, c in GATED])
+@pytest.mark.parametrize("mask_kind,go_backwards", [(None, False), ("random", True)])
+def test_gated_layers_match_jax(keras, rng, name, config, mask_kind, go_backwards):
+    batch, timesteps, features, units = 3, 4, 3, 5
+    flags = dict(config, return_sequences=True, return_state=True, go_backwards=go_backwards)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    n_states = 2 if name == "LSTM" else 1
+    h0 = [rng.normal(size=(batch, units)).astype("float32") for _ in range(n_states)]
+    ours = getattr(layers, name)(units, **flags)
+    ours(x)
+    if "bias_initializer" in config:  # make the bias matter
+        ours.cell.bias[...] = rng.normal(size=ours.cell.bias.shape)
+    check_against_keras(ours, getattr(keras.layers, name)(units, **flags), x, rng, h0=h0,
+                        mask=make_mask(rng, mask_kind, batch, timesteps))
+
+
+@pytest.mark.parametrize("name,config", [("LSTM", {}), ("GRU", {}),
+                                         ("GRU", {"reset_after": False})])
+@pytest.mark.parametrize("recurrent_dropout", [0.0, 0.3])
+def test_gated_dropout_matches_jax(keras, rng, name, config, recurrent_dropout):
+    """implementation 2 (one shared input mask) without recurrent dropout, implementation 1
+    (a mask per gate) with it."""
+    batch, timesteps, features, units = 3, 4, 3, 4
+    flags = dict(config, dropout=0.4, recurrent_dropout=recurrent_dropout, return_sequences=True)
+    ours, theirs = getattr(layers, name)(units, **flags), getattr(keras.layers, name)(units, **flags)
+    x = rng.normal(size=(batch, timesteps, features)).astype("float32")
+    ours(x)
+    theirs(x)
+    gates = 4 if name == "LSTM" else 3
+
+    def draw(shape, rate):
+        return (rng.random(shape) > rate).astype("float32") / (1 - rate)
+
+    if recurrent_dropout:
+        pair = ([draw((batch, features), 0.4) for _ in range(gates)],
+                [draw((batch, units), recurrent_dropout) for _ in range(gates)])
+    else:
+        pair = (draw((batch, features), 0.4), None)
+    check_against_keras(ours, theirs, x, rng, training=True,
+                        masks={(ours.cell, theirs.cell): pair})
+
+
+@pytest.mark.parametrize("name,config", [("LSTM", {}), ("GRU", {}),
+                                         ("GRU", {"reset_after": False})])
+def test_gated_finite_differences(rng, name, config):
+    layer = getattr(layers, name)(3, return_sequences=True, return_state=True, dtype="float64",
+                                  **config)
+    x = rng.normal(size=(2, 4, 3))
+    layer(x)
+    layer.cell.bias[...] = rng.normal(size=layer.cell.bias.shape)
+    n_states = 2 if name == "LSTM" else 1
+    numeric_check(layer, x, rng, h0=[rng.normal(size=(2, 3)) for _ in range(n_states)],
+                  mask=make_mask(rng, "random", 2, 4))
