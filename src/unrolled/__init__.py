@@ -10,8 +10,9 @@
 from unrolled import activations, initializers, layers, utils
 from unrolled import models
 from unrolled.models import Input, Model, Sequential
+from unrolled.saving import load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "initializers", "layers", "models", "utils", "Input", "Model",
-           "Sequential", "__version__"]
+           "Sequential", "load_model", "__version__"]
