@@ -4,7 +4,7 @@ A regularizer maps a weight array `w` to a scalar penalty; training adds every l
 to the loss, so the reported loss includes them (as in Keras), and adds their gradients to the
 weights' gradients::
 
-    L1(l1):        penalty = l1 * sum(|w|)          gradient = l1 * sign(w)
+    L1(l1):        penalty = l1 * sum(|w|)          gradient = l1 * sign(w)  (+l1 at w = 0)
     L2(l2):        penalty = l2 * sum(w^2)          gradient = 2 * l2 * w
     L1L2(l1, l2):  both terms
 
@@ -74,7 +74,10 @@ class L1L2(Regularizer):
     def gradient(self, w: np.ndarray) -> np.ndarray:
         w = np.asarray(w)
         f = w.dtype.type
-        return f(self.l1) * np.sign(w) + f(2 * self.l2) * w
+        # |w| has no slope at 0; like JAX (Keras's reference backend) take +1 there, so a
+        # zero-initialised bias under L1 moves exactly as it does in Keras.
+        sign = np.where(w >= 0, f(1), f(-1))
+        return f(self.l1) * sign + f(2 * self.l2) * w
 
     def get_config(self) -> dict:
         return {"l1": self.l1, "l2": self.l2}

@@ -305,15 +305,15 @@ class Trainer:
         cb = callbacks_module.CallbackList(cbs, self, params)
         history.params = params
         self.stop_training = False
-        cb.on_train_begin()
+        cb.on_train_begin({})
         logs: dict = {}
         for epoch in range(initial_epoch, epochs):
             self._reset_metrics()
-            cb.on_epoch_begin(epoch)
+            cb.on_epoch_begin(epoch, {})
             order = np.random.permutation(n) if shuffle else np.arange(n)
             for step in range(steps):
                 index = order[step * batch_size:(step + 1) * batch_size]
-                cb.on_train_batch_begin(step)
+                cb.on_train_batch_begin(step, {})
                 logs = self._train_step(_slice(x, index), _slice(y, index),
                                         _slice(sample_weight, index))
                 cb.on_train_batch_end(step, logs)
