@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 
-from unrolled import losses as losses_module
 from unrolled.training.backprop import Grads
 
 __all__ = ["gradients", "GradientReport"]
@@ -104,6 +103,8 @@ def gradients(model_or_layer: Any, x: Any, y: Any = None, loss: Any = "mse", *,
         if y is None:
             raise ValueError("gradients: give the targets `y` (with `loss`), or `d_output`, the "
                              "gradient arriving at the output.")
+        from unrolled import losses as losses_module
+
         value, d_output = losses_module.get(loss).value_and_grad(y, output, sample_weight)
     d_output = np.asarray(d_output, dtype=output.dtype)
     if d_output.shape != output.shape:

@@ -18,14 +18,28 @@ from typing import Any
 
 import numpy as np
 
-from unrolled import callbacks as callbacks_module
-from unrolled import losses as losses_module
-from unrolled import metrics as metrics_module
-from unrolled import optimizers as optimizers_module
-from unrolled import regularizers as regularizers_module
 from unrolled.training.backprop import Grads
 
 __all__ = ["Trainer"]
+
+
+class _Lazy:
+    """A module imported on first attribute access (training code stays out of `import unrolled`)."""
+
+    def __init__(self, name: str):
+        self._name = name
+
+    def __getattr__(self, attr: str) -> Any:
+        import importlib
+
+        return getattr(importlib.import_module(self._name), attr)
+
+
+callbacks_module = _Lazy("unrolled.callbacks")
+losses_module = _Lazy("unrolled.losses")
+metrics_module = _Lazy("unrolled.metrics")
+optimizers_module = _Lazy("unrolled.optimizers")
+regularizers_module = _Lazy("unrolled.regularizers")
 
 _REGULARIZED = {"kernel": "kernel_regularizer", "recurrent_kernel": "recurrent_regularizer",
                 "bias": "bias_regularizer", "embeddings": "embeddings_regularizer"}
@@ -112,7 +126,7 @@ class Trainer:
                                for m in self._weighted_specs])
 
     @staticmethod
-    def _pick_loss(spec: Any, y_true: Any, y_pred: Any) -> losses_module.Loss:
+    def _pick_loss(spec: Any, y_true: Any, y_pred: Any) -> Any:
         if isinstance(spec, str) and spec.lower() in ("crossentropy", "ce"):
             y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
             if y_pred.shape[-1] == 1:
@@ -226,7 +240,7 @@ class Trainer:
             m.update_state(ys[0], preds[0], sample_weight=sample_weight)
 
     @property
-    def _loss_tracker(self) -> metrics_module.Mean:
+    def _loss_tracker(self) -> Any:
         tracker = self.__dict__.get("_loss_tracker_obj")
         if tracker is None:
             tracker = metrics_module.Mean(name="loss")
@@ -261,7 +275,7 @@ class Trainer:
             verbose: Any = "auto", callbacks: list | None = None, validation_split: float = 0.0,
             validation_data: Any = None, shuffle: bool = True, sample_weight: Any = None,
             initial_epoch: int = 0, steps_per_epoch: Any = None, **ignored: Any
-            ) -> callbacks_module.History:
+            ) -> Any:
         """Train for `epochs` passes over `(x, y)` in batches of `batch_size` (default 32).
 
         Args:
