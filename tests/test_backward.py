@@ -380,3 +380,73 @@ def test_gated_finite_differences(rng, name, config):
     n_states = 2 if name == "LSTM" else 1
     numeric_check(layer, x, rng, h0=[rng.normal(size=(2, 3)) for _ in range(n_states)],
                   mask=make_mask(rng, "random", 2, 4))
+
+
+# ------------------------------------------------------------------ core layers and wrappers
+
+def test_dense_and_embedding_match_jax(keras, rng):
+    import jax
+
+    dense = layers.Dense(3, activation="tanh")
+    kdense = keras.layers.Dense(3, activation="tanh")
+    x = rng.normal(size=(2, 4, 5)).astype("float32")
+    dense(x)
+    kdense(x)
+    kdense.set_weights(dense.get_weights())
+    y, cache = dense.forward_train(x)
+    d = rng.normal(size=y.shape).astype("float32")
+    grads = Grads()
+    d_x = dense.backward(cache, d, grads)
+    k_w, k_x = jax.grad(lambda w, x: (kdense.stateless_call(w, [], x)[0] * d).sum(),
+                        argnums=(0, 1))([v.value for v in kdense.trainable_variables], x)
+    assert_close(d_x, np.asarray(k_x), what="Dense dL/dx")
+    for a, b in zip(grads.for_weights(dense.trainable_weights), k_w):
+        assert_close(a, np.asarray(b), what="Dense dL/dw")
+
+    emb, kemb = layers.Embedding(7, 3), keras.layers.Embedding(7, 3)
+    ids = rng.integers(0, 7, size=(3, 5))
+    emb(ids)
+    kemb(ids)
+    kemb.set_weights(emb.get_weights())
+    y, cache = emb.forward_train(ids)
+    d = rng.normal(size=y.shape).astype("float32")
+    grads = Grads()
+    assert emb.backward(cache, d, grads) is None
+    k_w = jax.grad(lambda w: (kemb.stateless_call(w, [], ids)[0] * d).sum())(
+        [v.value for v in kemb.trainable_variables])
+    assert_close(grads.for_weights(emb.trainable_weights)[0], np.asarray(k_w[0]),
+                 what="Embedding dL/dembeddings")
+
+
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+@pytest.mark.parametrize("return_sequences", [False, True])
+def test_bidirectional_matches_jax(keras, rng, merge_mode, return_sequences):
+    flags = dict(merge_mode=merge_mode)
+    ours = layers.Bidirectional(layers.LSTM(3, return_sequences=return_sequences), **flags)
+    theirs = keras.layers.Bidirectional(keras.layers.LSTM(3, return_sequences=return_sequences),
+                                        **flags)
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    check_against_keras(ours, theirs, x, rng, mask=make_mask(rng, "post", 2, 4))
+
+
+def test_bidirectional_states_and_time_distributed_finite_differences(rng):
+    bi = layers.Bidirectional(layers.GRU(3, return_sequences=True, return_state=True,
+                                         dtype="float64"), dtype="float64")
+    x = rng.normal(size=(2, 4, 2))
+    bi(x)
+    numeric_check(bi, x, rng, h0=[rng.normal(size=(2, 3)), rng.normal(size=(2, 3))])
+    td = layers.TimeDistributed(layers.Dense(2, activation="sigmoid", dtype="float64"),
+                                dtype="float64")
+    td(x)
+    y, cache = td.forward_train(x)
+    d = rng.normal(size=y.shape)
+    grads = Grads()
+    d_x = td.backward(cache, d, grads)
+    eps = 1e-6
+    for _ in range(4):
+        i = tuple(rng.integers(0, s) for s in x.shape)
+        up, down = x.copy(), x.copy()
+        up[i] += eps
+        down[i] -= eps
+        numeric = ((td(up) - td(down)) * d).sum() / (2 * eps)
+        assert abs(d_x[i] - numeric) < 1e-6 + 1e-5 * abs(numeric)
