@@ -189,3 +189,34 @@ def test_progress_output_log_and_terminal(rng, capsys):
     bar.on_epoch_end(0, {"loss": 0.5})
     text = stream.getvalue()
     assert text.startswith("Epoch 1/1\n") and text.count("\r") == 3 and "2/2" in text
+
+
+def test_masked_sequence_loss_matches_keras(keras, rng):
+    """Padded steps (Embedding mask_zero) are left out of the loss, as Keras does for a masked
+    output. Keras's compiled metrics (on JAX) count them in fit but not in evaluate; so do
+    ours."""
+    x = rng.integers(1, 8, size=(6, 5))
+    x[:3, 3:] = 0
+    y = rng.integers(0, 4, size=(6, 5))
+
+    def build(L, S):
+        return S([L.Embedding(8, 3, mask_zero=True), L.GRU(4, return_sequences=True),
+                  L.Dense(4)])
+
+    loss = "sparse_categorical_crossentropy"
+    ours, theirs = _twin(keras, build, x.shape[1:])
+    from unrolled import losses
+    ours.compile(optimizers.Adam(0.02), losses.SparseCategoricalCrossentropy(from_logits=True),
+                 metrics=["accuracy"])
+    theirs.compile(keras.optimizers.Adam(0.02),
+                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                   metrics=["accuracy"])
+    kw = dict(epochs=3, batch_size=6, shuffle=False, verbose=0)
+    h_ours, h_theirs = ours.fit(x, y, **kw).history, theirs.fit(x, y, **kw).history
+    for key in h_theirs:
+        assert_close(np.array(h_ours[key]), np.array(h_theirs[key]), atol=1e-4, rtol=1e-4,
+                     what=f"history[{key!r}] ({loss})")
+    for a, b in zip(ours.get_weights(), theirs.get_weights()):
+        assert_close(a, b, atol=1e-4, rtol=1e-4, what="weights")
+    assert_close(ours.evaluate(x, y, verbose=0), np.array(theirs.evaluate(x, y, verbose=0)),
+                 atol=1e-4, rtol=1e-4, what="evaluate")

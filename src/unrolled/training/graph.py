@@ -33,7 +33,8 @@ def _forward_layer(layer: Any, args: tuple, kwargs: dict) -> tuple[Any, dict]:
 
 def graph_forward(graph: Any, values: list, training: bool = True, masks: list | None = None
                   ) -> tuple[list, list]:
-    """`(flat outputs, tape)`; the tape lists `(node, cache)` in execution order."""
+    """`(flat outputs, tape, output masks)`; the tape lists `(node, cache, outputs)` in
+    execution order, and an output's mask is what Keras attaches to it (None when unmasked)."""
     computed = {id(t): v for t, v in zip(graph.inputs, values)}
     mask_of: dict[int, Any] = {}
     if masks is not None:
@@ -65,7 +66,9 @@ def graph_forward(graph: Any, values: list, training: bool = True, masks: list |
             for tensor, mask in zip(node.outputs, flatten(out_masks)):
                 if mask is not None:
                     mask_of[id(tensor)] = mask
-    return [computed[id(t)] for t in graph.outputs], tape
+    outputs = [computed[id(t)] for t in graph.outputs]
+    output_masks = [mask_of.get(id(t)) for t in graph.outputs]
+    return outputs, tape, output_masks
 
 
 def graph_backward(graph: Any, tape: list, d_outputs: list, grads: Grads) -> list:

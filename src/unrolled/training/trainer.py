@@ -147,9 +147,11 @@ class Trainer:
         arrays = self._standardize(x)
         network = self._require_network()
         flat_masks = None if mask is None else (mask if isinstance(mask, list) else [mask])
-        outputs, tape = graph_forward(network, arrays, training=training, masks=flat_masks)
+        outputs, tape, out_masks = graph_forward(network, arrays, training=training,
+                                                 masks=flat_masks)
         result = outputs[0] if len(outputs) == 1 else list(outputs)
         return result, {"tape": tape, "n_outputs": len(outputs), "network": network,
+                        "output_masks": out_masks,
                         "layers": [(node.layer, cache) for node, cache, _ in tape]}
 
     def backward(self, cache: dict, d_outputs: Any, grads: Grads) -> Any:
@@ -175,10 +177,13 @@ class Trainer:
                     grads[weight] = grads.get(weight, 0) + reg.gradient(weight.value)
         return total
 
-    def _loss(self, y: list, y_pred: list, sample_weight: Any) -> tuple[Any, list]:
+    def _loss(self, y: list, y_pred: list, sample_weight: Any, masks: list) -> tuple[Any, list]:
+        """The weighted sum of the output losses and each one's gradient. A masked output (a
+        sequence after Embedding(mask_zero=True) or Masking) leaves its padded steps out of
+        the loss, as Keras does."""
         total, d_preds = 0.0, []
-        for loss, w, t, p in zip(self._losses_list, self._loss_weight_values, y, y_pred):
-            value, d = loss.value_and_grad(t, p, sample_weight)
+        for loss, w, t, p, m in zip(self._losses_list, self._loss_weight_values, y, y_pred, masks):
+            value, d = loss.value_and_grad(t, p, sample_weight, mask=_loss_mask(m, p))
             total = total + np.float32(w) * value if w != 1.0 else total + value
             d_preds.append(d * np.asarray(w, dtype=d.dtype) if w != 1.0 else d)
         return total, d_preds
@@ -203,13 +208,14 @@ class Trainer:
         n = cache["n_outputs"]
         ys, preds = self._as_list(y, n), self._as_list(y_pred, n)
         self._resolve(ys, preds)
-        loss, d_preds = self._loss(ys, preds, sample_weight)
+        masks = cache["output_masks"]
+        loss, d_preds = self._loss(ys, preds, sample_weight, masks)
         grads = Grads()
         self.backward(cache, d_preds[0] if n == 1 else d_preds, grads)
         loss = loss + self._regularization(grads)
         weights = self.trainable_weights
         self.optimizer.apply(grads.for_weights(weights), weights)
-        self._update_metrics(ys, preds, sample_weight)
+        self._update_metrics(ys, preds, sample_weight, masks)
         batch = _num_samples(x)
         self._loss_tracker.update_state(np.float32(loss), sample_weight=np.float32(batch))
         return self._logs()
@@ -222,22 +228,38 @@ class Trainer:
         return self._format_result(logs, return_dict)
 
     def _test_step(self, x: Any, y: Any, sample_weight: Any) -> dict:
-        y_pred = self(x, training=False)
-        n = len(self._require_network().outputs)
-        ys, preds = self._as_list(y, n), self._as_list(y_pred, n)
+        from unrolled.training.graph import graph_forward
+
+        if hasattr(self, "_ensure_built"):
+            self._ensure_built(x)
+        network = self._require_network()
+        outputs, _, masks = graph_forward(network, self._standardize(x), training=False)
+        n = len(outputs)
+        ys, preds = self._as_list(y, n), list(outputs)
         self._resolve(ys, preds)
-        loss = sum(np.float32(w) * l(t, p, sample_weight) for l, w, t, p in zip(
-            self._losses_list, self._loss_weight_values, ys, preds)) + self._regularization(None)
-        self._update_metrics(ys, preds, sample_weight)
+        loss = sum(np.float32(w) * l(t, p, sample_weight, mask=_loss_mask(m, p))
+                   for l, w, t, p, m in zip(self._losses_list, self._loss_weight_values, ys,
+                                            preds, masks)) + self._regularization(None)
+        self._update_metrics(ys, preds, sample_weight, masks, use_mask=True)
         self._loss_tracker.update_state(np.float32(loss), sample_weight=np.float32(_num_samples(x)))
         return self._logs()
 
-    def _update_metrics(self, ys: list, preds: list, sample_weight: Any) -> None:
+    def _update_metrics(self, ys: list, preds: list, sample_weight: Any, masks: list,
+                        use_mask: bool = False) -> None:
+        # Measured on Keras 3 (JAX): an output mask reaches the loss always, but the compiled
+        # metrics only in evaluate/test steps, not in training steps; both are mirrored here.
         plain, weighted = self._metrics_objs
+        mask = _loss_mask(masks[0], preds[0]) if use_mask else None
+        mask_weight = None if mask is None else mask.astype("float32")
         for m in plain:
-            m.update_state(ys[0], preds[0])
+            m.update_state(ys[0], preds[0], sample_weight=mask_weight)
         for m in weighted:
-            m.update_state(ys[0], preds[0], sample_weight=sample_weight)
+            sw = sample_weight
+            if mask_weight is not None:
+                sw = mask_weight if sw is None else mask_weight * np.asarray(
+                    sw, dtype="float32").reshape(np.shape(sw) + (1,) * (
+                        mask_weight.ndim - np.ndim(sw)))
+            m.update_state(ys[0], preds[0], sample_weight=sw)
 
     @property
     def _loss_tracker(self) -> Any:
@@ -359,6 +381,15 @@ class Trainer:
         if verbose not in (0, "0") and verbose != "auto":
             print(" - ".join(f"{k}: {v:.4f}" for k, v in logs.items()))
         return self._format_result(logs, return_dict)
+
+
+def _loss_mask(mask: Any, y_pred: np.ndarray) -> np.ndarray | None:
+    """The output's mask as the loss sees it: one flag per loss value (y_pred minus its last
+    axis), or None."""
+    if mask is None:
+        return None
+    mask = np.asarray(mask, dtype=bool)
+    return mask if mask.shape == np.shape(y_pred)[:-1] else None
 
 
 def _unpack_validation(data: Any) -> tuple:
