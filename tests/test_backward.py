@@ -450,3 +450,27 @@ def test_bidirectional_states_and_time_distributed_finite_differences(rng):
         down[i] -= eps
         numeric = ((td(up) - td(down)) * d).sum() / (2 * eps)
         assert abs(d_x[i] - numeric) < 1e-6 + 1e-5 * abs(numeric)
+
+
+def test_gradient_report_for_a_model(rng):
+    from unrolled import Sequential, losses
+
+    model = Sequential([layers.LSTM(3, return_sequences=True, dtype="float64"),
+                        layers.SimpleRNN(2, dtype="float64"), layers.Dense(1, dtype="float64")])
+    x = rng.normal(size=(3, 5, 2))
+    y = rng.normal(size=(3, 1))
+    report = gradients(model, x, y, "mse")
+    assert set(report.hidden) == {model.layers[0].name, model.layers[1].name}
+    assert report.hidden[model.layers[0].name].shape == (3, 5, 3)
+    mse = losses.MeanSquaredError()
+    for weight in model.trainable_weights:
+        grad = report.weights[weight.path]
+        i = tuple(rng.integers(0, s) for s in weight.shape)
+        old = weight.value[i]
+        weight.value[i] = old + 1e-6
+        up = mse(y, model(x))
+        weight.value[i] = old - 1e-6
+        down = mse(y, model(x))
+        weight.value[i] = old
+        numeric = (up - down) / 2e-6
+        assert abs(grad[i] - numeric) < 1e-6 + 1e-5 * abs(numeric), weight.path
