@@ -15,5 +15,20 @@ from unrolled.saving import load_model
 
 __version__ = "0.1.0"
 
-__all__ = ["activations", "initializers", "layers", "models", "utils", "Input", "Model",
-           "Sequential", "explain", "load_model", "trace", "__version__"]
+__all__ = ["activations", "callbacks", "initializers", "layers", "losses", "metrics", "models",
+           "optimizers", "regularizers", "utils", "Input", "Model", "Sequential", "explain",
+           "gradients", "load_model", "trace", "__version__"]
+
+_LAZY = {"callbacks", "losses", "metrics", "optimizers", "regularizers", "gradients"}
+
+
+def __getattr__(name: str):
+    # Training modules load on first use, keeping `import unrolled` fast.
+    if name in _LAZY:
+        import importlib
+
+        if name == "gradients":
+            from unrolled.training.gradients import gradients
+            return gradients
+        return importlib.import_module(f"unrolled.{name}")
+    raise AttributeError(f"module 'unrolled' has no attribute {name!r}")
