@@ -89,12 +89,14 @@ def check_summary(ours, theirs):
 # ------------------------------------------------------------------ building and predicting
 
 def test_sequential_simple_rnn_stack_matches_keras(keras, rng):
-    ours = Sequential([Input(shape=(None, 3)), layers.SimpleRNN(5, return_sequences=True),
-                       layers.SimpleRNN(4, return_sequences=True), layers.SimpleRNN(2)])
+    # Named layers: default names grow with the session, and a long one wraps in Keras's table.
+    ours = Sequential([Input(shape=(None, 3)), layers.SimpleRNN(5, return_sequences=True, name="a"),
+                       layers.SimpleRNN(4, return_sequences=True, name="b"),
+                       layers.SimpleRNN(2, name="c")])
     theirs = keras.Sequential([keras.Input(shape=(None, 3)),
-                               keras.layers.SimpleRNN(5, return_sequences=True),
-                               keras.layers.SimpleRNN(4, return_sequences=True),
-                               keras.layers.SimpleRNN(2)])
+                               keras.layers.SimpleRNN(5, return_sequences=True, name="a"),
+                               keras.layers.SimpleRNN(4, return_sequences=True, name="b"),
+                               keras.layers.SimpleRNN(2, name="c")])
     copy_weights(ours, theirs)
     x = rng.normal(size=(11, 6, 3)).astype("float32")
     compare_outputs(ours.predict(x, batch_size=4), theirs.predict(x, batch_size=4, verbose=0))

@@ -389,7 +389,9 @@ def test_generic_rnn_nested_cell_config_matches_keras(keras, stacked):
     """The nested `cell` dict (module, class_name, config, registered_name, build_config) that
     Bidirectional copies a generic RNN through is Keras's, built or not, and rebuilds the RNN."""
     def make(lib):
-        cells = ([lib.SimpleRNNCell(3, name="a"), lib.SimpleRNNCell(2, name="b")] if stacked
+        # Named stack: auto-names count per session, differently in each library.
+        cells = (lib.StackedRNNCells([lib.SimpleRNNCell(3, name="a"),
+                                      lib.SimpleRNNCell(2, name="b")], name="s") if stacked
                  else lib.SimpleRNNCell(3, name="a"))
         return lib.RNN(cells, name="r")
 
