@@ -11,8 +11,9 @@ from unrolled import activations, initializers, layers, utils
 from unrolled import models
 from unrolled.explain import explain, trace
 from unrolled.models import Input, Model, Sequential
+from unrolled.saving import load_model
 
 __version__ = "0.1.0"
 
 __all__ = ["activations", "initializers", "layers", "models", "utils", "Input", "Model",
-           "Sequential", "explain", "trace", "__version__"]
+           "Sequential", "explain", "load_model", "trace", "__version__"]
