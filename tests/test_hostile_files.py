@@ -361,3 +361,18 @@ def test_folder_and_missing_file(tmp_path):
         unrolled.load_model(tmp_path)
     with pytest.raises(FileNotFoundError, match="No such file"):
         unrolled.load_model(tmp_path / "nope.keras")
+
+
+def test_weights_the_walk_cannot_place_are_an_error_not_silence(good, tmp_path, monkeypatch):
+    from unrolled.saving import _weights
+
+    _, model = good
+    model.save_weights(tmp_path / "w.weights.h5")
+    # Pretend the walk does not know an RNN's `cell`: the LSTM's weights have no place.
+    monkeypatch.setattr(_weights, "_SUB_ATTRS", ("backward_layer", "cells", "forward_layer",
+                                                 "layer"))
+    before = [w.numpy() for w in model.weights]
+    with pytest.raises(ModelFileError, match="cannot tell where the file keeps 3"):
+        model.load_weights(tmp_path / "w.weights.h5")
+    for old, weight in zip(before, model.weights):
+        np.testing.assert_array_equal(weight.value, old)

@@ -91,9 +91,15 @@ def _functional_bidirectional(K):
     return K.Model(inp, L.Dense(2)(x))
 
 
+def _nested(K):
+    L = K.layers
+    inner = K.Sequential([K.Input((5, 3)), L.LSTM(4, return_sequences=True), L.GRU(3)])
+    return K.Sequential([K.Input((5, 3)), inner, L.Dense(2)])
+
+
 BUILDERS = {f.__name__[1:]: f for f in (_everything, _embedding, _no_bias_and_options,
                                          _many_dense, _encoder_decoder,
-                                         _functional_bidirectional)}
+                                         _functional_bidirectional, _nested)}
 
 
 def _inputs(model, rng, batch=4):
@@ -207,7 +213,8 @@ def test_a_model_built_in_unrolled_saves_for_keras(keras, tmp_path, rng):
     assert_close(again.predict(x), model.predict(x), what="unrolled round trip")
 
 
-@pytest.mark.parametrize("keras_model", ["everything", "encoder_decoder"], indirect=True)
+@pytest.mark.parametrize("keras_model", ["everything", "encoder_decoder", "nested"],
+                         indirect=True)
 def test_written_weight_tree_matches_keras_exactly(keras_model, tmp_path):
     """Same groups, same datasets, same shapes, same `name` attributes as Keras writes."""
     keras_model.save_weights(tmp_path / "keras.weights.h5")

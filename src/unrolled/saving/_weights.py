@@ -7,7 +7,8 @@ Keras 3 (`.keras` archives and `.weights.h5`) stores weights by *structure*, not
 The group names are the snake-cased class names, numbered per container in order (`dense`,
 `dense_1`, ...); the layer's own name is only an attribute. Sub-paths follow the attributes Keras
 walks: `cell` (RNN), `cells/<snake_case(cell class)>[_k]` (StackedRNNCells), `forward_layer` and
-`backward_layer` (Bidirectional), `layer` (TimeDistributed). `vars/<i>` are the layer's own
+`backward_layer` (Bidirectional), `layer` (TimeDistributed), and `layers/...` again for a model
+nested in a model. `vars/<i>` are the layer's own
 variables numbered in creation order (sorted numerically when read: "10" comes after "9").
 
 Legacy HDF5 (`.h5`) stores one group per layer *name*, listed in the attribute `layer_names`, each
@@ -56,6 +57,8 @@ def _unique(name: str, used: dict[str, int]) -> str:
 
 
 def _children(layer: Any) -> Iterator[tuple[str, Any]]:
+    if is_model(layer):  # a model inside a model: Keras walks its `layers` first
+        yield "layers", model_layers(layer)
     for attr in _SUB_ATTRS:
         value = layer.__dict__.get(attr) if hasattr(layer, "__dict__") else None
         if value is None:
@@ -152,6 +155,17 @@ def plan_keras3(model: Any, h5file: Any, where: str) -> list[tuple[Any, np.ndarr
             dataset = _h5.child(group, key, where)
             what = f"weight '{weight.path}' of {_layer_label(layer, path)}"
             plan.append((weight, _h5.read_dataset(dataset, weight.shape, what, where)))
+    planned = {id(weight) for weight, _ in plan}
+    missed = [w for w in model.weights if id(w) not in planned]
+    if missed:
+        # A structure this walk does not know (a custom layer holding sub-layers, say) would
+        # otherwise keep its fresh weights without a word.
+        raise ModelFileError(
+            f"{where}: unrolled cannot tell where the file keeps {len(missed)} of the model's "
+            f"weights ({', '.join(w.path for w in missed[:4])}"
+            f"{', ...' if len(missed) > 4 else ''}): they belong to sub-layers held in an "
+            f"attribute Keras's layout does not name here ({', '.join(_SUB_ATTRS)})."
+        )
     return plan
 
 
