@@ -278,10 +278,12 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
     T = info["timesteps"] if info["is_layer"] else 1
     cols = visible_steps(T, max_steps)
     B, F = info["batch"], info["features"]
-    col_w, row_h = 2.6, 2.0
+    spaced = values is not None
+    # with values under the boxes, rows sit further apart so a value never meets the label of
+    # the state going up to the next cell
+    col_w, row_h = 2.6, 2.0 + (0.6 if spaced else 0)
     left = 1.9
     width = left + col_w * len(cols) + 1.9
-    spaced = values is not None
     height = 2.4 + row_h * depth + (0.5 if spaced else 0)
     fig, ax = _canvas(width, height)
     ids: dict[str, list[str]] = {"cells": [], "ellipsis": [], "outputs": [], "final_states": [],
@@ -338,7 +340,7 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
                            ha="left",
                            size=FONT - 2)
         # input from below
-        in_y = base - bh / 2 - (0.55 if spaced else 0)
+        in_y = base - bh / 2  # through the value written under the box (it has a white ground)
         _arrow(ax, (cx, 0.55), (cx, in_y), f"in-{k}", color=INPUT)
         ids["inputs"].append(f"in-{k}")
         lab = f"$x_{{{t}}}$" + (f" {_shape(B, F)}" if i == 0 else "")
