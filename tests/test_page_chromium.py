@@ -147,3 +147,35 @@ def test_page_for_a_collapsed_sequence_and_a_cell(browser, tmp_path, rng):
     finally:
         page.close()
     assert errors == [] and more_errors == []
+
+
+def test_model_page_menu_chooses_the_layer_to_step_through(browser, tmp_path, rng):
+    model = unrolled.Sequential([
+        unrolled.Input((4, 3)), layers.Masking(0.0, name="masking"),
+        layers.SimpleRNN(3, return_sequences=True, name="first"),
+        layers.Bidirectional(layers.SimpleRNN(2, return_sequences=True, name="rnn"), name="bi")])
+    x = rng.normal(size=(2, 4, 3)).astype("float32")
+    x[0, 3] = 0.0
+    mt = unrolled.trace(model, x)
+    path = mt.save_html(str(tmp_path / "model.html"))
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    try:
+        page.goto("file://" + path)
+        frames = page.locator("iframe.layer-page")
+        assert frames.count() == 3
+        assert frames.nth(0).is_visible() and not frames.nth(2).is_visible()
+        page.select_option("#layer-select", "2")                  # backward_rnn
+        assert frames.nth(2).is_visible() and not frames.nth(0).is_visible()
+        inner = page.frame_locator("iframe.layer-page >> nth=2")
+        inner.locator("#btn-next").click()
+        tr = mt["backward_rnn"]
+        assert inner.locator("#step-label").get_attribute("data-t") == str(tr.steps[1].t) == "2"
+        values = inner.locator("#v-0-h td").evaluate_all("cs => cs.map(c => c.dataset.value)")
+        np.testing.assert_allclose([float(v) for v in values], tr.steps[1].cells[0]["h"][0],
+                                   atol=1e-6)
+    finally:
+        page.close()
+    assert errors == []

@@ -444,7 +444,9 @@ def explain(layer: Any, x: Any = None) -> Explanation:
 
     Args:
         layer: an `RNN` (`SimpleRNN`, `RNN(cell)`, `RNN([cells])`, ...) or a cell
-            (`SimpleRNNCell`, `StackedRNNCells`, ...).
+            (`SimpleRNNCell`, `StackedRNNCells`, ...). A model (`Sequential`, `Model`) gives a
+            `ModelExplanation` (each layer's equation, shapes in your sizes, parameters, and
+            every recurrent layer in full); a `Bidirectional` gives both directions and the merge.
         x: optional input, `(batch, timesteps, features)` for a layer or `(batch, features)` for a
             cell; its shape gives the sizes. Without it the build shape is used, else symbols.
 
@@ -465,13 +467,16 @@ def explain(layer: Any, x: Any = None) -> Explanation:
     from unrolled.layers.rnn import RNN
     from unrolled.layers.stacked import StackedRNNCells
 
+    from unrolled.explain._models import explain_model, is_container
+
+    if is_container(layer):
+        return explain_model(layer, x)
     is_layer = isinstance(layer, RNN)
     if not is_layer and not (hasattr(layer, "call") and hasattr(layer, "state_size")):
         raise TypeError(
-            f"explain: `layer` must be a recurrent layer (SimpleRNN, RNN, ...) or a cell "
-            f"(SimpleRNNCell, StackedRNNCells, ...), got {type(layer).__name__}."
-            + (" For a model, explain its recurrent layers one by one."
-               if hasattr(layer, "layers") else ""))
+            f"explain: `layer` must be a recurrent layer (SimpleRNN, RNN, ...), a cell "
+            f"(SimpleRNNCell, StackedRNNCells, ...), a model (Sequential, Model) or a wrapper "
+            f"(Bidirectional, TimeDistributed), got {type(layer).__name__}.")
     cell = layer.cell if is_layer else layer
     shape = None
     sizes_from = "no input and no build shape: symbolic"

@@ -214,14 +214,21 @@ def trace(layer: Any, x: Any, initial_state: Any = None, mask: Any = None, *,
 
     Args:
         layer: an `RNN` (`SimpleRNN`, `RNN(cell)`, `RNN([cells])`, ...) or a bare cell
-            (`SimpleRNNCell`, `StackedRNNCells`, ...), which computes one step.
-        x: `(batch, timesteps, features)` for a layer; `(batch, features)` for a cell.
+            (`SimpleRNNCell`, `StackedRNNCells`, ...), which computes one step. Or a model
+            (`Sequential`, functional `Model`) or a wrapper (`Bidirectional`,
+            `TimeDistributed`): it runs once and every recurrent layer inside is traced on the
+            input, mask and states it was really given; a `ModelTrace` is returned, whose
+            `traces[name]` are `Trace`s (a Bidirectional's as `forward_<name>` and
+            `backward_<name>`) and whose `outputs[name]` are every layer's outputs.
+        x: `(batch, timesteps, features)` for a layer; `(batch, features)` for a cell; what the
+            model takes for a model (e.g. integer ids for one starting with Embedding).
         initial_state: as the layer's `initial_state` (or the cell's `states`); default zeros.
         mask: `(batch, timesteps)` booleans, for a layer.
         training: passed on to the call (dropout applies when True).
 
     Returns:
-        A `Trace`. In a notebook it shows the interactive page; `str()` gives a text table.
+        A `Trace` (a `ModelTrace` for a model or wrapper). In a notebook it shows the interactive
+        page; `str()` gives a text table.
 
     Example:
         >>> import numpy as np
@@ -245,9 +252,12 @@ def trace(layer: Any, x: Any, initial_state: Any = None, mask: Any = None, *,
                 f"which computes one step. Trace RNN({type(layer).__name__}(...)) to use a mask."
             )
         return _trace_cell(layer, x, initial_state, training)
+    from unrolled.explain._models import is_container, trace_model
+
+    if is_container(layer):
+        return trace_model(layer, x, mask, training=training, initial_state=initial_state)
     kind = type(layer).__name__
-    hint = (" For a model, trace its recurrent layers one by one." if hasattr(layer, "layers")
-            else "")
+    hint = ""
     raise TypeError(
         f"trace: `layer` must be a recurrent layer (SimpleRNN, RNN, ...) or a cell "
         f"(SimpleRNNCell, StackedRNNCells, ...), got {kind}"

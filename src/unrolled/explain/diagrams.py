@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Diagram", "rolled", "unrolled", "cell_inside", "visible_steps"]
+__all__ = ["Diagram", "rolled", "unrolled", "cell_inside", "bidirectional", "visible_steps"]
 
 CELL_FACE, CELL_EDGE = "#dbeafe", "#1e3a8a"
 RETURNED, NOT_RETURNED, STATE = "#15803d", "#6b7280", "#1e3a8a"
@@ -170,6 +170,17 @@ def _arrow(ax: Any, start: tuple, end: tuple, gid: str, color: str = STATE, widt
     return arrow
 
 
+def _path(ax: Any, points: list, gid: str, color: str = STATE, width: float = 1.3):
+    """A polyline through `points` with an arrowhead on its last segment."""
+    from matplotlib.lines import Line2D
+
+    xs, ys = zip(*points[:-1])
+    line = Line2D(xs, ys, color=color, linewidth=width, zorder=1, solid_joinstyle="miter")
+    line.set_gid(gid + "-line")
+    ax.add_line(line)
+    return _arrow(ax, points[-2], points[-1], gid, color=color, width=width)
+
+
 def _label(ax: Any, x: float, y: float, text: str, color: str = "#111827", size: float = FONT - 1,
            ha: str = "center", va: str = "center", style: str = "normal", bg: bool = True):
     kwargs = {}
@@ -267,10 +278,12 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
     T = info["timesteps"] if info["is_layer"] else 1
     cols = visible_steps(T, max_steps)
     B, F = info["batch"], info["features"]
-    col_w, row_h = 2.6, 2.0
+    spaced = values is not None
+    # with values under the boxes, rows sit further apart so a value never meets the label of
+    # the state going up to the next cell
+    col_w, row_h = 2.6, 2.0 + (0.6 if spaced else 0)
     left = 1.9
     width = left + col_w * len(cols) + 1.9
-    spaced = values is not None
     height = 2.4 + row_h * depth + (0.5 if spaced else 0)
     fig, ax = _canvas(width, height)
     ids: dict[str, list[str]] = {"cells": [], "ellipsis": [], "outputs": [], "final_states": [],
@@ -327,7 +340,7 @@ def unrolled(layer: Any, x: Any = None, *, max_steps: int = 6, current: int | No
                            ha="left",
                            size=FONT - 2)
         # input from below
-        in_y = base - bh / 2 - (0.55 if spaced else 0)
+        in_y = base - bh / 2  # through the value written under the box (it has a white ground)
         _arrow(ax, (cx, 0.55), (cx, in_y), f"in-{k}", color=INPUT)
         ids["inputs"].append(f"in-{k}")
         lab = f"$x_{{{t}}}$" + (f" {_shape(B, F)}" if i == 0 else "")
@@ -510,4 +523,138 @@ def _inside_gated(leaf: Any, B: Any, F: Any, u: int, blocks: list[str]) -> Diagr
            ha="left", size=FONT + 1, bg=False)
     _label(ax, 0.2, height - 0.8, "one fused matmul per input; gates are column blocks "
            f"[{' | '.join(blocks)}]", ha="left", size=FONT - 1, bg=False)
+    return Diagram(fig, ids)
+
+
+# ---------------------------------------------------------------- Bidirectional
+
+
+def bidirectional(layer: Any, x: Any = None, *, max_steps: int = 6) -> Diagram:
+    """A Bidirectional layer unrolled: the forward row reads x_1 .. x_T left to right, the
+    backward row reads x_T .. x_1 right to left, and each column's two outputs are merged.
+
+    Columns are in time order for both rows. Without return_sequences only one merge is drawn:
+    the forward row's last output (after x_T) with the backward row's last (after x_1).
+
+    Args:
+        layer: a `Bidirectional`.
+        x: optional `(batch, timesteps, features)` input for the sizes.
+
+    Returns:
+        A `Diagram` with ids `forward` (`fwd-{t}`), `backward` (`bwd-{t}`), `merges`
+        (`merge-{t}` or `merge`), `forward_states` and `backward_states` (the arrows between
+        columns, `fstate-{i}` pointing right and `bstate-{i}` pointing left).
+    """
+    fwd = describe(layer.forward_layer, x)
+    bwd = describe(layer.backward_layer, x)
+    T = fwd["timesteps"]
+    cols = visible_steps(T, max_steps)
+    B, F = fwd["batch"], fwd["features"]
+    uf, ub = fwd["units"][-1], bwd["units"][-1]
+    mode = layer.merge_mode
+    merged_units = uf + ub if mode == "concat" else uf
+    seq = bool(layer.return_sequences)
+    col_w, left = 2.7, 2.6
+    width = left + col_w * len(cols) + 1.6
+    y_in, y_f, y_b = 0.35, 1.75, 3.65
+    y_m = 5.35
+    height = y_m + (2.3 if seq else 2.6)
+    fig, ax = _canvas(width, height)
+    ids: dict[str, list[str]] = {"forward": [], "backward": [], "merges": [],
+                                 "forward_states": [], "backward_states": []}
+    bw, bh = 1.45, 0.85
+    xs = [left + col_w * (i + 0.5) for i in range(len(cols))]
+    fcolor, bcolor = "#1e3a8a", "#9a3412"
+    bface = "#ffedd5"
+
+    def t_label(t: int) -> Any:
+        if T is None:
+            return "T" if t == -1 else t + 1
+        return t + 1
+
+    for i, (cx, t) in enumerate(zip(xs, cols)):
+        if t is None:
+            for y in (y_f, y_b):
+                _label(ax, cx, y, "· · ·", size=FONT + 6, bg=False)
+            if T:
+                ax.text(cx, y_in, f"{T - sum(c is not None for c in cols)} steps",
+                        ha="center", va="center", fontsize=FONT - 1, color="#374151")
+            continue
+        _box(ax, cx, y_f, bw, bh, _cell_text(fwd, 0), f"fwd-{t}", size=FONT - 1)
+        _box(ax, cx, y_b, bw, bh, _cell_text(bwd, 0), f"bwd-{t}", face=bface, edge=bcolor,
+             size=FONT - 1)
+        ids["forward"].append(f"fwd-{t}")
+        ids["backward"].append(f"bwd-{t}")
+        # x_t feeds both rows: straight up into the forward box, and round its left side
+        # (across the forward row's state arrow) up into the backward box.
+        _label(ax, cx, y_in, f"$x_{{{t_label(t)}}}$" + (f" {_shape(B, F)}" if i == 0 else ""),
+               color=INPUT, size=FONT - 1)
+        _arrow(ax, (cx, y_in + 0.22), (cx, y_f - bh / 2), f"in-{t}", color=INPUT)
+        gap_l = cx - bw / 2 - 0.3
+        _path(ax, [(cx - 0.3, y_in + 0.22), (cx - 0.3, y_f - bh / 2 - 0.25),
+                   (gap_l, y_f - bh / 2 - 0.25), (gap_l, y_b - bh / 2 - 0.3),
+                   (cx - 0.3, y_b - bh / 2 - 0.3), (cx - 0.3, y_b - bh / 2)], f"in-b-{t}",
+              color=INPUT, width=1.0)
+        if seq:
+            gid = f"merge-{t}"
+            _box(ax, cx, y_m, bw - 0.2, 0.6, mode or "pair", gid, face="#dcfce7",
+                 edge=RETURNED, size=FONT - 1, weight="normal")
+            ids["merges"].append(gid)
+            _arrow(ax, (cx - 0.25, y_b + bh / 2), (cx - 0.25, y_m - 0.3), f"bout-{t}",
+                   color=bcolor)
+            # right of the box; the last column's goes wider, round the backward row's h_0
+            gap_r = cx + bw / 2 + (1.0 if i == len(cols) - 1 else 0.3)
+            _path(ax, [(cx + 0.3, y_f + bh / 2), (cx + 0.3, y_f + bh / 2 + 0.3),
+                       (gap_r, y_f + bh / 2 + 0.3), (gap_r, y_m), (cx + (bw - 0.2) / 2, y_m)],
+                  f"fout-{t}", color=fcolor)
+            _arrow(ax, (cx, y_m + 0.3), (cx, y_m + 0.85), f"out-{t}", color=RETURNED)
+            _label(ax, cx, y_m + 1.1, f"$y_{{{t_label(t)}}}$"
+                   + (f" {_shape(B, merged_units)}" if i == 0 else ""), color=RETURNED,
+                   size=FONT - 1)
+    # state arrows: forward to the right, backward to the left
+    for i in range(len(cols) - 1):
+        a, b = xs[i] + bw / 2, xs[i + 1] - bw / 2
+        if cols[i] is None:
+            a = xs[i] + 0.55
+        if cols[i + 1] is None:
+            b = xs[i + 1] - 0.55
+        _arrow(ax, (a, y_f), (b, y_f), f"fstate-{i}", color=fcolor)
+        _arrow(ax, (b, y_b), (a, y_b), f"bstate-{i}", color=bcolor)
+        ids["forward_states"].append(f"fstate-{i}")
+        ids["backward_states"].append(f"bstate-{i}")
+    # where each row starts and ends
+    x0, x1 = xs[0] - bw / 2, xs[-1] + bw / 2
+    _arrow(ax, (x0 - 0.8, y_f), (x0, y_f), "fstate-initial", color=fcolor, dashed=True)
+    _arrow(ax, (x1 + 0.8, y_b), (x1, y_b), "bstate-initial", color=bcolor, dashed=True)
+    _label(ax, x1 + 0.1, y_b + 0.35, "$h_0$", size=FONT - 2, ha="left", bg=False, color=bcolor)
+    _label(ax, x0 - 0.75, y_f + 0.35, "$h_0$", size=FONT - 2, ha="left", bg=False, color=fcolor)
+    _label(ax, 0.15, y_f - 0.55, f"forward →\n'{layer.forward_layer.name}'", ha="left",
+           size=FONT - 1, bg=False, color=fcolor)
+    _label(ax, 0.15, y_b - 0.55, f"← backward\n'{layer.backward_layer.name}'", ha="left",
+           size=FONT - 1, bg=False, color=bcolor)
+    if not seq:
+        # one merge: the forward row's output after x_T and the backward row's after x_1
+        mx = (xs[0] + xs[-1]) / 2
+        _box(ax, mx, y_m + 0.2, 1.6, 0.6, mode or "pair", "merge", face="#dcfce7", edge=RETURNED,
+             size=FONT - 1, weight="normal")
+        ids["merges"].append("merge")
+        _path(ax, [(xs[0], y_b + bh / 2), (xs[0], y_m + 0.2), (mx - 0.8, y_m + 0.2)], "bout",
+              color=bcolor)
+        gap_r = x1 + 1.0
+        _path(ax, [(xs[-1] + 0.3, y_f + bh / 2), (xs[-1] + 0.3, y_f + bh / 2 + 0.3),
+                   (gap_r, y_f + bh / 2 + 0.3), (gap_r, y_m + 0.2), (mx + 0.8, y_m + 0.2)],
+              "fout", color=fcolor)
+        _arrow(ax, (mx, y_m + 0.5), (mx, y_m + 1.05), "out", color=RETURNED)
+        _label(ax, mx + 0.15, y_m + 1.3, f"y {_shape(B, merged_units)}", color=RETURNED,
+               size=FONT - 1)
+        _label(ax, mx, y_m - 0.45, f"forward's h after x_T, backward's h after x_1",
+               size=FONT - 2, bg=False, color="#374151")
+    merge_text = {"concat": f"concat: y = [forward | backward], {uf} + {ub} = {merged_units} "
+                            f"features", "sum": "sum: y = forward + backward",
+                  "ave": "ave: y = (forward + backward) / 2", "mul": "mul: y = forward * backward",
+                  None: "merge_mode=None: both returned, (forward, backward)"}[mode]
+    title = f"Bidirectional '{layer.name}'" + (f"   T = {T}" if T else "")
+    _label(ax, 0.15, height - 0.3, title, ha="left", size=FONT, bg=False)
+    _label(ax, 0.15, height - 0.7, merge_text, ha="left", size=FONT - 2, bg=False,
+           color=RETURNED)
     return Diagram(fig, ids)

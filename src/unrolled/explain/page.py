@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["page_html", "write_page", "page_data"]
+__all__ = ["page_html", "write_page", "page_data", "model_page_html"]
 
 # What the equation row shows for the built-in cell, in order: (name, operator before it).
 SIMPLE_TERMS = [("x_t", ""), ("h_prev", ";"), ("xU", "⇒"), ("hW", "+"), ("b", "+"), ("z", "="),
@@ -299,3 +299,55 @@ def write_page(tr: Any, path: str) -> str:
     with open(path, "w", encoding="utf-8") as handle:
         handle.write(page_html(tr))
     return path
+
+
+def model_page_html(mt: Any, inline: bool = False) -> str:
+    """The page for a `ModelTrace`: every layer's output shape, and each recurrent layer's own
+    page (as `page_html` makes it) behind a layer menu `#layer-select`; one page is shown at a
+    time, in an `<iframe class="layer-page" data-name=...>`.
+
+    Args:
+        mt: a `ModelTrace`.
+        inline: return an `<iframe srcdoc=...>` for a notebook.
+    """
+    e = html.escape
+    title = f"{type(mt.obj).__name__} '{mt.obj.name}'"
+    rows = []
+    for name, value in mt.outputs.items():
+        flat = value if isinstance(value, (list, tuple)) else [value]
+        shapes = ", ".join(str(tuple(np.shape(v))) for v in flat if v is not None)
+        mask = mt.masks.get(name)
+        mask_text = ""
+        if mask is not None and not isinstance(mask, (list, tuple)) and np.ndim(mask) == 2:
+            mask_text = f"{int(np.sum(~np.asarray(mask, bool)))} steps masked"
+        rows.append(f"<tr><td>{e(name)}</td><td><code>{e(shapes)}</code></td>"
+                    f"<td>{e(mask_text)}</td></tr>")
+    options = "".join(f'<option value="{n}">{e(name)} ({e(type(tr.layer).__name__)})</option>'
+                      for n, (name, tr) in enumerate(mt.traces.items()))
+    frames = "".join(
+        f'<iframe class="layer-page" data-name="{e(name)}" srcdoc="{e(page_html(tr), quote=True)}"'
+        f' style="width:100%;height:780px;border:1px solid #e5e7eb;'
+        f'{"" if n == 0 else "display:none"}"></iframe>'
+        for n, (name, tr) in enumerate(mt.traces.items()))
+    script = """
+(function(){
+const select = document.getElementById('layer-select');
+const frames = document.querySelectorAll('iframe.layer-page');
+select.onchange = () => { frames.forEach((f, n) => {
+  f.style.display = String(n) === select.value ? '' : 'none'; }); };
+})();"""
+    document = f"""<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>
+<title>{e(title)}: trace</title><style>{_STYLE}
+#layers td{{padding:1px 10px;font-size:.9rem}}</style></head><body>
+<h1>{e(title)}</h1>
+<div class="muted">One run of the model; every recurrent layer traced on the input, mask and
+states the model gave it.</div>
+<table id="layers"><tr><th align="left">layer</th><th align="left">output</th>
+<th align="left">mask</th></tr>{''.join(rows)}</table>
+<p><label>Recurrent layer: <select id="layer-select">{options}</select></label></p>
+{frames}
+<script>{script}</script></body></html>"""
+    if inline:
+        return (f'<iframe srcdoc="{html.escape(document, quote=True)}" '
+                f'style="width:100%;height:1000px;border:none"></iframe>')
+    return document

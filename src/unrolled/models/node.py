@@ -299,7 +299,11 @@ class Graph:
 
     `layers` lists the layers in Keras's order (deepest first, ties by first visit);
     `nodes_by_depth` groups the calls by distance from the outputs; `run` replays them on arrays.
+    `observer` (None normally) is called as `observer(node, args, kwargs, outputs, out_masks)`
+    after each layer call of `run` (unrolled.trace uses it to see every intermediate value).
     """
+
+    observer: Callable | None = None
 
     def __init__(self, inputs: Any, outputs: Any, owner: str):
         self.inputs_struct = inputs
@@ -443,6 +447,8 @@ class Graph:
                     previous = first_masks
                 first_value = map_structure(lambda t: computed[id(t)], node.first_arg)
                 out_masks = node.layer.compute_mask(first_value, previous)
+                if self.observer is not None:
+                    self.observer(node, args, kwargs, outputs, out_masks)
                 if out_masks is None:
                     continue
                 for tensor, mask in zip(node.outputs, flatten(out_masks)):
