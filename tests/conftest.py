@@ -54,3 +54,15 @@ def assert_close(actual, expected, *, atol=1e-5, rtol=1e-5, what="output"):
         actual, expected, atol=atol, rtol=rtol,
         err_msg=f"{what}: max |unrolled - keras| = {worst:.3g}",
     )
+
+
+@pytest.fixture(autouse=True)
+def _keep_layer_names():
+    """Leave unrolled's auto-name counters (simple_rnn, simple_rnn_1, ...) as each test found
+    them, so a test's default names don't depend on which tests ran before it."""
+    from unrolled.layers import base
+
+    saved = dict(base._name_counts)
+    yield
+    base._name_counts.clear()
+    base._name_counts.update(saved)

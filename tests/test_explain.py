@@ -13,17 +13,6 @@ from unrolled.explain import Trace
 from conftest import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _keep_layer_names():
-    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
-    from unrolled.layers import base
-
-    saved = dict(base._name_counts)
-    yield
-    base._name_counts.clear()
-    base._name_counts.update(saved)
-
-
 def make_layer(kind, units=3, **options):
     if kind == "simple_rnn":
         return layers.SimpleRNN(units, **options)

@@ -8,17 +8,6 @@ from unrolled import tour
 from unrolled.__main__ import load_object, main
 
 
-@pytest.fixture(autouse=True)
-def _keep_layer_names():
-    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
-    from unrolled.layers import base
-
-    saved = dict(base._name_counts)
-    yield
-    base._name_counts.clear()
-    base._name_counts.update(saved)
-
-
 def test_tour_writes_every_figure_from_live_objects(tmp_path):
     diffs = tour.run(str(tmp_path), echo=lambda s: None)
     assert max(diffs.values()) < 1e-6

@@ -12,17 +12,6 @@ from unrolled import layers
 from unrolled.explain import animation, diagrams
 
 
-@pytest.fixture(autouse=True)
-def _keep_layer_names():
-    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
-    from unrolled.layers import base
-
-    saved = dict(base._name_counts)
-    yield
-    base._name_counts.clear()
-    base._name_counts.update(saved)
-
-
 def cell_ids(svg):
     return re.findall(r'<g id="(cell-\d+-[\dT]+)"', svg)
 

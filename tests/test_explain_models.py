@@ -17,17 +17,6 @@ from unrolled.explain import diagrams
 from conftest import assert_close
 
 
-@pytest.fixture(autouse=True)
-def _keep_layer_names():
-    """Leave the global auto-name counters as found: other tests compare auto names with Keras's."""
-    from unrolled.layers import base
-
-    saved = dict(base._name_counts)
-    yield
-    base._name_counts.clear()
-    base._name_counts.update(saved)
-
-
 IDS = np.array([[3, 1, 4, 1, 0, 0], [5, 9, 2, 6, 5, 3], [0, 2, 7, 0, 1, 8]], dtype="int32")
 
 
