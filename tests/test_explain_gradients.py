@@ -45,6 +45,22 @@ def test_one_point_per_timestep_for_each_recurrent_layer(rng):
     assert flow.png()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_bidirectional_directions_are_drawn_apart(rng):
+    x = rng.normal(size=(2, 5, 2)).astype("float32")
+    model = Sequential([layers.Bidirectional(layers.LSTM(3, return_sequences=True)),
+                        layers.GRU(2), layers.Dense(1)])
+    flow = gradient_flow(model, x, np.zeros((2, 1)), "mse")
+    bi = model.layers[0]
+    names = {bi.forward_layer.name, bi.backward_layer.name, model.layers[1].name}
+    assert set(flow.norms) == names
+    labels = {line.get_gid(): line.get_label() for line in flow.figure.axes[0].get_lines()}
+    assert "go_backwards" in labels[f"flow-{bi.backward_layer.name}"]
+    assert "go_backwards" not in labels[f"flow-{bi.forward_layer.name}"]
+    # the backward direction's last processed step is t = 1: the loss's gradient enters there
+    back = flow.norms[bi.backward_layer.name]
+    assert all(len(v) == 5 for v in flow.norms.values()) and back[0] > 0
+
+
 def test_report_list_and_layer_choice(rng):
     x = rng.normal(size=(2, 5, 2)).astype("float32")
     a = gradients(layers.SimpleRNN(3, name="first"), x, np.zeros((2, 3)), "mse")

@@ -90,8 +90,8 @@ def gradient_flow(report_or_model: Any, x: Any = None, y: Any = None, loss: Any 
         )
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(7.2, 4.0))
-    ax = fig.add_axes((0.11, 0.14, 0.86, 0.74))
+    fig = Figure(figsize=(7.2, 4.2))
+    ax = fig.add_axes((0.11, 0.13, 0.86, 0.70))
     norms, ids = {}, []
     layer_objects = _layers_by_name(report_or_model)  # to mark go_backwards layers
     longest = 1
@@ -126,8 +126,8 @@ def gradient_flow(report_or_model: Any, x: Any = None, y: Any = None, loss: Any 
     title = title or "Gradient flow back through time"
     fig.text(0.11, 0.955, title, fontsize=11 if len(title) <= 60 else 9.5, fontweight="bold",
              va="top")
-    fig.text(0.11, 0.905, f"{loss_text}backpropagation runs from t = T back to t = 1; a falling "
-             f"curve towards t = 1 is a vanishing gradient", fontsize=8, color="#4b5563",
+    fig.text(0.11, 0.895, f"{loss_text}backpropagation runs from t = T back to t = 1: a curve "
+             f"falling towards t = 1 is a vanishing gradient", fontsize=8, color="#4b5563",
              va="top")
     report = reports[0] if len(reports) == 1 else reports
     return GradientFlow(fig, {"lines": ids}, norms, report)
@@ -153,9 +153,10 @@ def _report(target: Any, x: Any, y: Any, loss: Any, kwargs: dict) -> Any:
 def _layers_by_name(target: Any) -> dict:
     found = {}
     for layer in [target] + list(getattr(target, "layers", []) or []):
-        name = getattr(layer, "name", None)
-        if name is not None:
-            found[name] = layer
+        for inner in (layer, getattr(layer, "forward_layer", None),
+                      getattr(layer, "backward_layer", None)):
+            if getattr(inner, "name", None) is not None:
+                found[inner.name] = inner
     return found
 
 
