@@ -26,8 +26,14 @@ def _run(keras, build, x, y, optimizer, loss, *, epochs=3, batch_size=None, metr
          sample_weight=None, tol=1e-4):
     ours, theirs = _twin(keras, build, x.shape[1:])
     name, config = optimizer
-    ours.compile(getattr(optimizers, name)(**config), loss, metrics=metrics)
-    theirs.compile(getattr(keras.optimizers, name)(**config), loss, metrics=metrics)
+    if isinstance(loss, tuple):  # (class name, config): a loss object built on each side
+        from unrolled import losses
+
+        loss_ours, loss_theirs = (getattr(m, loss[0])(**loss[1]) for m in (losses, keras.losses))
+    else:
+        loss_ours = loss_theirs = loss
+    ours.compile(getattr(optimizers, name)(**config), loss_ours, metrics=metrics)
+    theirs.compile(getattr(keras.optimizers, name)(**config), loss_theirs, metrics=metrics)
     kw = dict(epochs=epochs, batch_size=batch_size or len(x), shuffle=False, verbose=0,
               sample_weight=sample_weight)
     h_ours = ours.fit(x, y, **kw).history
@@ -45,8 +51,10 @@ def _rnn_regressor(L, S):
     return S([L.SimpleRNN(5, return_sequences=True), L.LSTM(4), L.Dense(2)])
 
 
-OPTIMIZERS = [("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
+OPTIMIZERS = [("SGD", {"learning_rate": 0.1}), ("SGD", {"learning_rate": 0.1, "momentum": 0.9}),
+              ("SGD", {"learning_rate": 0.1, "momentum": 0.9, "nesterov": True}),
               ("Adam", {"learning_rate": 0.01}), ("AdamW", {"learning_rate": 0.01}),
+              ("RMSprop", {"learning_rate": 0.01}),
               ("RMSprop", {"learning_rate": 0.01, "momentum": 0.5}),
               ("Adagrad", {"learning_rate": 0.1}),
               ("Adam", {"learning_rate": 0.01, "global_clipnorm": 0.1})]
@@ -70,6 +78,38 @@ def test_losses_in_training_match_keras(keras, rng, loss, head):
 
     metrics = ["accuracy"] if head == "sigmoid" else None
     _run(keras, build, x, y, ("Adam", {"learning_rate": 0.02}), loss, metrics=metrics)
+
+
+LOSS_OBJECTS = [("MeanSquaredError", {}, "linear"), ("MeanAbsoluteError", {}, "linear"),
+                ("Huber", {"delta": 0.5}, "linear"),
+                ("BinaryCrossentropy", {}, "sigmoid"),
+                ("BinaryCrossentropy", {"from_logits": True}, "linear"),
+                ("CategoricalCrossentropy", {}, "softmax"),
+                ("CategoricalCrossentropy", {"from_logits": True}, "linear"),
+                ("SparseCategoricalCrossentropy", {}, "softmax"),
+                ("SparseCategoricalCrossentropy", {"from_logits": True}, "linear")]
+
+
+@pytest.mark.parametrize("loss,config,head", LOSS_OBJECTS,
+                         ids=[f"{n}{sorted(c)}" for n, c, _ in LOSS_OBJECTS])
+def test_each_loss_trajectory_matches_keras(keras, rng, loss, config, head):
+    """Every loss (and its from_logits form) driving three full-batch Adam steps."""
+    x = rng.normal(size=(6, 4, 2)).astype("float32")
+    classes = rng.integers(0, 3, size=6)
+    units = 1 if loss.startswith("Binary") else 3
+    if loss.startswith("Binary"):
+        y = (rng.random((6, 1)) > 0.5).astype("float32")
+    elif loss.startswith("Categorical"):
+        y = np.eye(3, dtype="float32")[classes]
+    elif loss.startswith("Sparse"):
+        y = classes
+    else:
+        y = rng.normal(size=(6, 3)).astype("float32")
+
+    def build(L, S):
+        return S([L.GRU(4), L.Dense(units, activation=head)])
+
+    _run(keras, build, x, y, ("Adam", {"learning_rate": 0.05}), (loss, config))
 
 
 def test_sequence_classifier_with_embedding_matches_keras(keras, rng):

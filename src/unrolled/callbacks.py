@@ -124,8 +124,7 @@ class ProgbarLogger(Callback):
     def _interactive(self) -> bool:
         out = self._out()
         return self.verbose == 1 and (
-            (hasattr(out, "isatty") and out.isatty()) or _in_notebook()
-            or "ipykernel" in sys.modules)
+            (hasattr(out, "isatty") and out.isatty()) or _in_notebook())
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
         self._start = time.perf_counter()

@@ -8,5 +8,6 @@ from a trace; they need matplotlib and Pillow, imported only when used.
 
 from unrolled.explain._text import Explanation, explain
 from unrolled.explain._trace import Step, Trace, trace
+from unrolled.explain.gradients import GradientFlow, gradient_flow
 
 __all__ = ["explain", "trace", "Explanation", "Trace", "Step"]

@@ -127,6 +127,9 @@ def _recurrent_caches(target: Any, cache: dict):
     """(layer, cache) for the target and any layers a model cached."""
     if "steps" in cache:
         yield target, cache
+    for key, attr in (("fwd", "forward_layer"), ("bwd", "backward_layer")):  # Bidirectional
+        if isinstance(cache.get(key), dict):
+            yield from _recurrent_caches(getattr(target, attr), cache[key])
     for layer, layer_cache in cache.get("layers", ()):
         if isinstance(layer_cache, dict):
             yield from _recurrent_caches(layer, layer_cache)
