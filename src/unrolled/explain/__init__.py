@@ -10,4 +10,4 @@ from unrolled.explain._text import Explanation, explain
 from unrolled.explain._trace import Step, Trace, trace
 from unrolled.explain.gradients import GradientFlow, gradient_flow
 
-__all__ = ["explain", "trace", "Explanation", "Trace", "Step"]
+__all__ = ["explain", "trace", "gradient_flow", "Explanation", "Trace", "Step", "GradientFlow"]
