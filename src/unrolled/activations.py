@@ -34,6 +34,7 @@ __all__ = [
     "glu",
     "hard_shrink",
     "hard_sigmoid",
+    "hard_sigmoid_keras2",
     "hard_silu",
     "hard_swish",
     "hard_tanh",
@@ -250,6 +251,17 @@ def hard_sigmoid(x):
 
 
 @_keeps_dtype
+def hard_sigmoid_keras2(x):
+    """Keras 2's hard_sigmoid(x) = clip(0.2 * x + 1/2, 0, 1), for models saved by Keras 2.
+
+    Loading a file written by Keras 2 or tf.keras maps its "hard_sigmoid" here, so an old LSTM or
+    GRU computes the gates it was trained with. Keras 3 has no such function.
+    """
+    y = x * _const(0.2, x) + _const(0.5, x)
+    return np.clip(y, _const(0.0, x), _const(1.0, x))
+
+
+@_keeps_dtype
 def hard_silu(x):
     """hard_silu(x) = x * hard_sigmoid(x) = x * clip(x / 6 + 1/2, 0, 1), also called hard_swish."""
     return x * hard_sigmoid(x)
@@ -359,11 +371,13 @@ _BUILTINS: dict[str, Callable] = {
 _ALIASES = {"swish": silu, "hard_swish": hard_silu}
 _BY_NAME: dict[str, Callable] = {**_BUILTINS, **_ALIASES}
 _NAME_OF = {id(fn): name for name, fn in _BUILTINS.items()}
+# Not a Keras 3 name: what a "hard_sigmoid" in a file written by Keras 2 becomes when loaded.
+_NAME_OF[id(hard_sigmoid_keras2)] = "hard_sigmoid_keras2"
 
 
 def _by_name(name: str, argument: str) -> Callable:
     try:
-        return _BY_NAME[name]
+        return _BY_NAME[name] if name != "hard_sigmoid_keras2" else hard_sigmoid_keras2
     except KeyError:
         raise ValueError(
             f"Unknown activation {name!r} passed as `{argument}`.{closest(name, _BY_NAME)} "
@@ -412,6 +426,8 @@ def _from_dict(config: dict, argument: str) -> Callable:
     # The module is never imported: only our own built-ins can be named this way.
     class_name = config.get("class_name")
     name = config.get("config") if class_name == "function" else class_name
+    if name == "hard_sigmoid_keras2":
+        return hard_sigmoid_keras2
     if isinstance(name, str) and name in _BY_NAME:
         return _BY_NAME[name]
     if isinstance(name, str) and class_name == "function":

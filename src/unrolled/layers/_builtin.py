@@ -85,6 +85,34 @@ def blocks_matmul(arrays: list[np.ndarray], weight: np.ndarray) -> np.ndarray:
                            for g, a in enumerate(arrays)], axis=-1)
 
 
+def block_mask(masks: Any, g: int) -> Any:
+    """Gate block g's dropout mask: its own (implementation 1), the shared one, or None."""
+    return masks[g] if isinstance(masks, (list, tuple)) else masks
+
+
+def blocks_matmul_backward(array: np.ndarray, masks: Any, weight: np.ndarray,
+                           d_out: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gradients of `blocks_matmul(dropped(array, masks, k), weight)` for the upstream gradient
+    `d_out` (batch, k*units): `(d_weight, d_array)`.
+
+    Block g of the weight only ever saw block g's (dropped) input::
+
+        d_weight[:, block g] = dropped_g^T  d_out[:, block g]        (features, units)
+        d_array             = sum_g (d_out[:, block g] weight[:, block g]^T) * mask_g
+    """
+    count = len(masks) if isinstance(masks, (list, tuple)) else 1
+    if count == 1:
+        x = array if masks is None else array * masks
+        d_array = d_out @ weight.T                                   # (batch, features)
+        return x.T @ d_out, (d_array if masks is None else d_array * masks)
+    width = weight.shape[1] // count
+    blocks = [slice(g * width, (g + 1) * width) for g in range(count)]
+    d_weight = np.concatenate([(array * masks[g]).T @ d_out[:, b] for g, b in enumerate(blocks)],
+                              axis=1)                                # (features, k*units)
+    d_array = sum((d_out[:, b] @ weight[:, b].T) * masks[g] for g, b in enumerate(blocks))
+    return d_weight, d_array
+
+
 class BuiltinCell(RNNCell):
     """Base of SimpleRNNCell, LSTMCell and GRUCell: Keras's arguments, weights, config and repr.
 

@@ -133,6 +133,34 @@ class Dense(Layer):
             z = z + self.bias                                     # (..., units)
         return np.asarray(self.activation(z), dtype=self.dtype)   # (..., units)
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_train(self, inputs: Any, training: Any = True) -> tuple[np.ndarray, dict]:
+        """The call, plus what `backward` needs (the input, pre-activation and output)."""
+        x = _checks.as_float_array(inputs, "inputs", f"Dense '{self.name}'", np.dtype(self.dtype))
+        y = self(x)
+        z = x @ self.kernel + (self.bias if self.bias is not None else 0)  # (..., units)
+        return y, {"x": x, "z": z, "y": y}
+
+    def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> np.ndarray:
+        """`y = act(x U + b)` backwards::
+
+            dz  = dy * act'(z)                       (..., units)
+            dU += x^T dz    (summed over every leading axis)
+            db += sum of dz over every leading axis
+            dx  = dz U^T                             (..., features)
+        """
+        from unrolled.training.derivatives import activation_vjp
+
+        x = cache["x"]
+        dz = activation_vjp(self.activation, cache["z"], cache["y"], d_y)
+        flat_x = x.reshape(-1, x.shape[-1])                       # (batch*..., features)
+        flat_dz = dz.reshape(-1, dz.shape[-1])                    # (batch*..., units)
+        grads.add(self, "kernel", flat_x.T @ flat_dz)             # (features, units)
+        if self.bias is not None:
+            grads.add(self, "bias", flat_dz.sum(axis=0))          # (units,)
+        return dz @ self.kernel.T                                 # (..., features)
+
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return (*_shape_tuple(input_shape, "Dense.compute_output_shape")[:-1], self.units)
 
@@ -286,6 +314,20 @@ class Embedding(Layer):
     def call(self, inputs: np.ndarray) -> np.ndarray:
         return np.take(self.embeddings, inputs, axis=0)           # (*ids.shape, output_dim)
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_train(self, inputs: Any, training: Any = True) -> tuple[np.ndarray, dict]:
+        ids = self._ids(inputs)
+        return self(ids), {"ids": ids}
+
+    def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> None:
+        """A lookup backwards: each row's gradient is added to the row it was read from
+        (rows read twice get both). Integer ids have no gradient, so this returns None."""
+        d_embeddings = np.zeros_like(self.embeddings)             # (input_dim, output_dim)
+        np.add.at(d_embeddings, cache["ids"].reshape(-1), d_y.reshape(-1, self.output_dim))
+        grads.add(self, "embeddings", d_embeddings)
+        return None
+
     def compute_mask(self, inputs: Any, mask: Any = None) -> np.ndarray | None:
         """`inputs != 0` with `mask_zero=True`, else None (an incoming mask is not passed on)."""
         if not self.mask_zero:
@@ -370,6 +412,14 @@ class Masking(Layer):
     def call(self, inputs: np.ndarray) -> np.ndarray:
         keep = self._keep(inputs)[..., None]                      # (batch, timesteps, 1)
         return np.where(keep, inputs, inputs.dtype.type(0))       # (batch, timesteps, features)
+
+    def forward_train(self, inputs: Any, training: Any = True) -> tuple[np.ndarray, dict]:
+        y = self(inputs)
+        return y, {"keep": self._keep(np.asarray(inputs, dtype=self.dtype))}
+
+    def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> np.ndarray:
+        """Masked timesteps were zeroed, so they pass no gradient back."""
+        return np.where(cache["keep"][..., None], d_y, d_y.dtype.type(0))
 
     def compute_mask(self, inputs: Any, mask: Any = None) -> np.ndarray:
         x = _checks.as_float_array(inputs, "inputs", f"Masking '{self.name}'",
@@ -502,6 +552,24 @@ class Dropout(Layer):
         keep = self._rng.random(self._mask_shape(inputs.shape)) < keep_prob   # noise_shape
         scaled = (inputs / keep_prob).astype(inputs.dtype)
         return np.where(keep, scaled, inputs.dtype.type(0))                   # like inputs
+
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_train(self, inputs: Any, training: Any = True) -> tuple[np.ndarray, dict]:
+        """Inverted dropout, keeping its mask for `backward`: `y = x * keep / (1 - rate)`."""
+        x = _checks.as_float_array(inputs, "inputs", f"Dropout '{self.name}'", np.dtype(self.dtype))
+        if not training or self.rate == 0:
+            return x, {"scale": None}
+        if self.rate == 1:
+            scale = np.zeros_like(x)
+        else:
+            keep = self._rng.random(self._mask_shape(x.shape)) < 1.0 - self.rate
+            scale = np.where(keep, x.dtype.type(1.0 / (1.0 - self.rate)), x.dtype.type(0))
+        return x * scale, {"scale": scale}                                     # like inputs
+
+    def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> np.ndarray:
+        """The same mask and scale, applied to the gradient."""
+        return d_y if cache["scale"] is None else d_y * cache["scale"]
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return _shape_tuple(input_shape, "Dropout.compute_output_shape")

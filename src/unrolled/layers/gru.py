@@ -123,6 +123,73 @@ class GRUCell(GatedCell):
             self._record(x_t=inputs, h_prev=h_prev, xU=xU, z=z, r=r, hh=hh, h=h)
         return h, ([h] if nested else h)
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def backward_step(self, cache: dict, d_output: np.ndarray, d_new_states: list,
+                      grads: Any) -> tuple[np.ndarray, list]:
+        """One GRU step backwards. With dh reaching h_t = z h_{t-1} + (1 - z) hh::
+
+            dz = dh * (h_{t-1} - hh)     dhh = dh * (1 - z)     dh_{t-1} = dh * z + ...
+            da = dhh * act'(a)           a = x_h + r * r_h  (reset_after)
+                                         a = x_h + (r * h_{t-1}) W_h  (reset_before)
+            dr = da * r_h  (or  (da W_h^T) * h_{t-1})
+            then through the gates' pre-activations to U, W, b, x_t and h_{t-1}.
+
+        The candidate's pre-activation is recomputed here from the recorded values (one matmul),
+        since the forward records the gates but not `r_h`.
+        """
+        from unrolled.layers._builtin import block_mask, blocks_matmul_backward, dropped
+        from unrolled.training.derivatives import activation_vjp as vjp
+
+        u = self.units
+        h_prev, xU, z, r, hh = (cache["h_prev"], cache["xU"], cache["z"], cache["r"],
+                                cache["hh"])
+        in_masks, st_masks = cache["input_mask"], cache["state_mask"]
+        x_z, x_r, x_h = np.split(xU, 3, axis=-1)                            # (batch, units) each
+        h_z, h_r, h_h = dropped(h_prev, st_masks, 3)
+        W = self.recurrent_kernel
+        dh = d_output + (d_new_states[0] if d_new_states else 0)           # (batch, units)
+        d_z = dh * (h_prev - hh)
+        d_hh = dh * (1 - z)
+        dh_prev = dh * z                                                    # (batch, units)
+        if self.reset_after:
+            hW = blocks_matmul([h_z, h_r, h_h], W)                          # (batch, 3*units)
+            if self.bias is not None:
+                hW = hW + self.bias[1]
+            r_h = hW[:, 2 * u:]
+            d_a = vjp(self.activation, x_h + r * r_h, hh, d_hh)             # (batch, units)
+            d_r = d_a * r_h
+            d_rz = vjp(self.recurrent_activation, x_z + hW[:, :u], z, d_z)
+            d_rr = vjp(self.recurrent_activation, x_r + hW[:, u:2 * u], r, d_r)
+            d_xU = np.concatenate([d_rz, d_rr, d_a], axis=-1)               # (batch, 3*units)
+            d_hW = np.concatenate([d_rz, d_rr, d_a * r], axis=-1)           # (batch, 3*units)
+            d_rec, dh_w = blocks_matmul_backward(h_prev, st_masks, W, d_hW)
+            if self.bias is not None:
+                grads.add(self, "bias", np.stack([d_xU.sum(axis=0), d_hW.sum(axis=0)]))
+        else:
+            W_zr, W_h = W[:, :2 * u], W[:, 2 * u:]
+            r_zr = blocks_matmul([h_z, h_r], W_zr)                          # (batch, 2*units)
+            rh = r * h_h                                                    # (batch, units)
+            d_a = vjp(self.activation, x_h + rh @ W_h, hh, d_hh)
+            d_rh = d_a @ W_h.T
+            d_rz = vjp(self.recurrent_activation, x_z + r_zr[:, :u], z, d_z)
+            d_rr = vjp(self.recurrent_activation, x_r + r_zr[:, u:], r, d_rh * h_h)
+            d_xU = np.concatenate([d_rz, d_rr, d_a], axis=-1)               # (batch, 3*units)
+            zr_masks = None if st_masks is None else (
+                [block_mask(st_masks, 0), block_mask(st_masks, 1)]
+                if isinstance(st_masks, (list, tuple)) else st_masks)
+            d_w_zr, dh_w = blocks_matmul_backward(h_prev, zr_masks, W_zr,
+                                                  np.concatenate([d_rz, d_rr], axis=-1))
+            m_h = block_mask(st_masks, 2)
+            dh_w = dh_w + (d_rh * r if m_h is None else d_rh * r * m_h)
+            d_rec = np.concatenate([d_w_zr, rh.T @ d_a], axis=1)            # (units, 3*units)
+            if self.bias is not None:
+                grads.add(self, "bias", d_xU.sum(axis=0))                   # (3*units,)
+        d_kernel, dx = blocks_matmul_backward(cache["x_t"], in_masks, self.kernel, d_xU)
+        grads.add(self, "kernel", d_kernel)                                 # (features, 3*units)
+        grads.add(self, "recurrent_kernel", d_rec)                          # (units, 3*units)
+        return dx, [dh_prev + dh_w]
+
     def get_config(self) -> dict:
         config = super().get_config()
         config["reset_after"] = self.reset_after

@@ -132,6 +132,44 @@ class LSTMCell(GatedCell):
                          z=z, i=i, f=f, g=g, o=o, c=c, h=h)
         return h, [h, c]
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def backward_step(self, cache: dict, d_output: np.ndarray, d_new_states: list,
+                      grads: Any) -> tuple[np.ndarray, list]:
+        """One LSTM step backwards. With dh reaching h_t and dc reaching c_t from step t+1::
+
+            do   = dh * act(c)                         dc  += dh * o * act'(c)
+            di   = dc * g      df = dc * c_{t-1}       dg   = dc * i
+            dz   = [di * rec'(z_i), df * rec'(z_f), dg * act'(z_c), do * rec'(z_o)]  (batch, 4*units)
+            dU  += x_t^T dz    dW += h_{t-1}^T dz      db  += sum over batch of dz
+            dx_t = dz U^T      dh_{t-1} = dz W^T       dc_{t-1} = dc * f
+
+        (with dropout, each gate block's input is multiplied by its mask, and so is its gradient).
+        """
+        from unrolled.layers._builtin import blocks_matmul_backward
+        from unrolled.training.derivatives import activation_vjp as vjp
+
+        i, f, g, o, c = cache["i"], cache["f"], cache["g"], cache["o"], cache["c"]
+        z_i, z_f, z_c, z_o = np.split(cache["z"], 4, axis=-1)             # (batch, units) each
+        dh = d_output + d_new_states[0]                                     # (batch, units)
+        tanh_c = self.activation(c)
+        do = dh * tanh_c
+        dc = d_new_states[1] + vjp(self.activation, c, tanh_c, dh * o)      # (batch, units)
+        dz = np.concatenate([
+            vjp(self.recurrent_activation, z_i, i, dc * g),                 # input gate
+            vjp(self.recurrent_activation, z_f, f, dc * cache["c_prev"]),   # forget gate
+            vjp(self.activation, z_c, g, dc * i),                           # candidate
+            vjp(self.recurrent_activation, z_o, o, do),                     # output gate
+        ], axis=-1)                                                         # (batch, 4*units)
+        if self.bias is not None:
+            grads.add(self, "bias", dz.sum(axis=0))                         # (4*units,)
+        d_kernel, dx = blocks_matmul_backward(cache["x_t"], cache["input_mask"], self.kernel, dz)
+        d_rec, dh_prev = blocks_matmul_backward(cache["h_prev"], cache["state_mask"],
+                                                self.recurrent_kernel, dz)
+        grads.add(self, "kernel", d_kernel)                                 # (features, 4*units)
+        grads.add(self, "recurrent_kernel", d_rec)                          # (units, 4*units)
+        return dx, [dh_prev, dc * f]
+
     def get_config(self) -> dict:
         config = super().get_config()
         config["unit_forget_bias"] = self.unit_forget_bias

@@ -357,6 +357,150 @@ class RNN(Layer):
         final = _map(lambda s: np.asarray(s, dtype=self.dtype), states)
         return last, outputs, final
 
+    # ---------------------------------------------------------------- training: BPTT
+
+    def forward_train(self, sequences: Any, initial_state: Any = None, mask: Any = None,
+                      training: bool = True) -> tuple[Any, dict]:
+        """The call for training: the same result as `layer(...)`, plus the cache `backward` needs.
+
+        It runs the reference loop (one cell step at a time), keeping each step's cell cache,
+        states and mask. Returns `(result, cache)`, `result` shaped as `__call__` returns it.
+        """
+        owner = f"{type(self).__name__} '{self.name}'"
+        x = _checks.as_float_array(sequences, "sequences", owner, np.dtype(self.dtype))
+        self._check_sequence_shape(x.shape, owner)
+        batch, timesteps = x.shape[:2]
+        self._maybe_build(x.shape)
+        if isinstance(self.cell, Layer):
+            self.cell.check_input_features(x.shape[-1], "sequences")
+        mask = self._check_mask(mask, batch, timesteps, owner)
+        carried = self._carried_states(batch, owner) if self.stateful else None
+        if initial_state is not None:
+            states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
+                                  "initial_state")
+            if not isinstance(states, list):
+                states = [states]
+        else:
+            states = carried if self.stateful else self.get_initial_state(batch)
+        from unrolled.training.backprop import forward_step
+
+        stacked = isinstance(self.cell, StackedRNNCells)
+        order = range(timesteps - 1, -1, -1) if self.go_backwards else range(timesteps)
+        steps, outputs, output = [], [], None
+        try:
+            for t in order:
+                before = states
+                y, new_states, cell_cache = forward_step(self.cell, x[:, t], list(states), training)
+                if mask is None:
+                    output, states = y, list(new_states)
+                else:
+                    valid = mask[:, t]                                      # (batch,)
+                    if self.zero_output_for_mask:
+                        previous = np.zeros_like(y)
+                    elif self.unroll:
+                        previous = output if output is not None else np.zeros_like(y)
+                    else:
+                        previous = self._previous_output(states, stacked)
+                    output = _where(valid, y, previous)
+                    states = _map(lambda new, old: _where(valid, new, old), list(new_states),
+                                  states)
+                steps.append({"t": t, "cell": cell_cache, "states_before": before})
+                outputs.append(output)
+        finally:
+            for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
+                if hasattr(self.cell, reset):
+                    getattr(self.cell, reset)()
+        final = _map(lambda s: np.asarray(s, dtype=self.dtype), states)
+        if self.stateful:
+            self.states = _map(np.array, final)
+        sequence = np.stack(outputs, axis=1) if self.return_sequences else None
+        output = sequence if self.return_sequences else np.asarray(output, dtype=self.dtype)
+        result = (output, *final) if self.return_state else output
+        cache = {"x_shape": x.shape, "mask": mask, "steps": steps, "final": final,
+                 "stacked": stacked, "output_shape": outputs[-1].shape}
+        return result, cache
+
+    def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
+        """Backpropagation through time: the gradient of the loss with respect to the input
+        sequence, adding every weight's gradient (summed over the timesteps) to `grads`.
+
+        `d_result` mirrors what `forward_train` returned: the output's gradient, or with
+        `return_state` a tuple `(d_output, *d_states)`; any entry may be None (no gradient).
+        Afterwards `cache["d_initial_state"]` holds the gradient with respect to the initial
+        states (nested as they were), and `cache["step_grads"][k]` the gradients reaching step
+        k's output and new states (processing order), from which `unrolled.gradients` reads
+        dL/dh_t.
+
+        Each step k, from the last to the first::
+
+            d_o      = d_outputs[:, k] (+ d_last at the last step)
+            valid steps:  d_y = d_o,  d_new = d_states;   masked: carried to the step before
+            d_x_t, d_states = cell.backward_step(cache_k, d_y, d_new)
+        """
+        from unrolled.training.backprop import backward_step, zeros_like_tree
+
+        if self.return_state:
+            d_output, *d_final = d_result
+        else:
+            d_output, d_final = d_result, [None] * len(cache["final"])
+        d_states = [zeros_like_tree(f) if d is None else _map(np.asarray, d)
+                    for d, f in zip(d_final, cache["final"])]
+        steps, mask, stacked = cache["steps"], cache["mask"], cache["stacked"]
+        K = len(steps)
+        zeros_out = np.zeros(cache["output_shape"], dtype=self.dtype)
+        d_x = np.zeros(cache["x_shape"], dtype=self.dtype)           # (batch, timesteps, features)
+        carry = None  # unroll: the gradient on the previous step's output
+        step_grads: list = [None] * K
+        for k in range(K - 1, -1, -1):
+            step = steps[k]
+            t = step["t"]
+            if d_output is None:
+                d_o = zeros_out
+            elif self.return_sequences:
+                d_o = d_output[:, k]
+            else:
+                d_o = d_output if k == K - 1 else zeros_out
+            if carry is not None:
+                d_o = d_o + carry
+                carry = None
+            if mask is None:
+                d_y, d_new = d_o, d_states
+            else:
+                valid = mask[:, t]                                          # (batch,)
+                d_y = _where(valid, d_o, zeros_out)
+                d_new = _map(lambda d: _where(valid, d, np.zeros_like(d)), d_states)
+                d_kept = _map(lambda d: _where(valid, np.zeros_like(d), d), d_states)
+                d_prev = _where(valid, zeros_out, d_o)
+            step_grads[k] = {"t": t, "output": d_y, "states": d_new}
+            d_x_t, d_before = backward_step(self.cell, step["cell"], d_y, list(d_new), grads)
+            d_x[:, t] = d_x_t
+            if mask is not None:
+                d_before = _map(lambda a, b: a + b, list(d_before), d_kept)
+                if self.zero_output_for_mask:
+                    pass
+                elif self.unroll:
+                    carry = d_prev
+                else:
+                    d_before = self._add_to_previous_output(d_before, d_prev, stacked)
+            d_states = list(d_before)
+        cache["d_initial_state"] = d_states
+        cache["step_grads"] = step_grads
+        return d_x
+
+    @staticmethod
+    def _add_to_previous_output(d_states: list, d_prev: np.ndarray, stacked: bool) -> list:
+        """A masked step's output is the previous state's h: send its gradient there."""
+        d_states = list(d_states)
+        if stacked:
+            last = d_states[-1]
+            if isinstance(last, (list, tuple)):
+                d_states[-1] = [last[0] + d_prev] + list(last[1:])
+            else:
+                d_states[-1] = last + d_prev
+        else:
+            d_states[0] = d_states[0] + d_prev
+        return d_states
+
     @staticmethod
     def _previous_output(states: list, stacked: bool) -> np.ndarray:
         """What a masked step outputs: the state's h (for a stack, the last cell's h)."""

@@ -95,6 +95,40 @@ class SimpleRNNCell(BuiltinCell):
             self._record(x_t=x, h_prev=h_prev, xU=xU, hW=hW, b=self.bias, z=z, h=h)
         return h, ([h] if isinstance(states, (list, tuple)) else h)
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def backward_step(self, cache: dict, d_output: np.ndarray, d_new_states: list,
+                      grads: Any) -> tuple[np.ndarray, list]:
+        """One step of backpropagation through time, the forward equation read backwards.
+
+        With `dh` the gradient reaching h_t (from the output and from step t+1)::
+
+            dz       = dh * act'(z)                 (batch, units)
+            dU      += x_t^T dz                     (features, units)
+            dW      += h_{t-1}^T dz                 (units, units)
+            db      += sum over batch of dz         (units,)
+            dx_t     = dz U^T  (* input dropout mask)        (batch, features)
+            dh_{t-1} = dz W^T  (* recurrent dropout mask)    (batch, units)
+
+        `cache` holds the values `call` recorded (x_t and h_prev after dropout, z, h) and the
+        dropout masks it used. Returns `(dx_t, [dh_{t-1}])`, adding dU, dW, db to `grads`.
+        """
+        from unrolled.training.derivatives import activation_vjp
+
+        dh = d_output + d_new_states[0]                                      # (batch, units)
+        dz = activation_vjp(self.activation, cache["z"], cache["h"], dh)     # (batch, units)
+        grads.add(self, "kernel", cache["x_t"].T @ dz)                       # (features, units)
+        grads.add(self, "recurrent_kernel", cache["h_prev"].T @ dz)          # (units, units)
+        if self.bias is not None:
+            grads.add(self, "bias", dz.sum(axis=0))                          # (units,)
+        dx = dz @ self.kernel.T                                              # (batch, features)
+        dh_prev = dz @ self.recurrent_kernel.T                               # (batch, units)
+        if cache["input_mask"] is not None:
+            dx = dx * cache["input_mask"]
+        if cache["state_mask"] is not None:
+            dh_prev = dh_prev * cache["state_mask"]
+        return dx, [dh_prev]
+
 
 class SimpleRNN(BuiltinRNN):
     """A fully connected recurrent layer: `SimpleRNNCell` run over every timestep.

@@ -136,6 +136,38 @@ class StackedRNNCells(RNNCell):
             new_states.append(cell_new)
         return inputs, new_states
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_step(self, inputs: np.ndarray, states: list, training: bool = False
+                     ) -> tuple[np.ndarray, list, dict]:
+        """`call` for training: each cell's step is cached for `backward_step`."""
+        from unrolled.training.backprop import forward_step
+
+        new_states, caches, bare = [], [], []
+        for cell, cell_states in zip(self.cells, states):
+            nested = isinstance(cell_states, (list, tuple))
+            inputs, cell_new, cache = forward_step(
+                cell, inputs, list(cell_states) if nested else [cell_states], training)
+            new_states.append(list(cell_new) if nested or len(cell_new) != 1 else cell_new[0])
+            caches.append(cache)
+            bare.append(not nested)
+        return inputs, new_states, {"cells": caches, "bare": bare}
+
+    def backward_step(self, cache: dict, d_output: np.ndarray, d_new_states: list,
+                      grads: Any) -> tuple[np.ndarray, list]:
+        """Back through the stack, last cell first: cell k's input gradient is cell k-1's
+        output gradient. `d_new_states` and the returned `d_states` have one entry per cell."""
+        from unrolled.training.backprop import backward_step
+
+        d_states: list = [None] * len(self.cells)
+        d = d_output                                                     # (batch, units_last)
+        for k in range(len(self.cells) - 1, -1, -1):
+            d_cell_new = d_new_states[k]
+            d_cell_new = [d_cell_new] if cache["bare"][k] else list(d_cell_new)
+            d, d_cell = backward_step(self.cells[k], cache["cells"][k], d, d_cell_new, grads)
+            d_states[k] = d_cell[0] if cache["bare"][k] else list(d_cell)
+        return d, d_states
+
     def reset_dropout_mask(self) -> None:
         for cell in self.cells:
             if hasattr(cell, "reset_dropout_mask"):

@@ -147,6 +147,47 @@ class TimeDistributed(Layer):
             outputs.append(y)
         return np.stack(outputs, axis=1)                                    # (batch, time, ...)
 
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_train(self, inputs: Any, training: Any = True, mask: Any = None
+                      ) -> tuple[np.ndarray, dict]:
+        """The call for training: the inner layer's `forward_train` on every step (or once on
+        the merged (batch*time, ...) array for a point-wise layer such as Dense)."""
+        x = np.asarray(inputs)
+        self._child_shape(x.shape)
+        self._maybe_build(x.shape)
+        if not hasattr(self.layer, "forward_train"):
+            raise NotImplementedError(f"TimeDistributed '{self.name}': the inner layer "
+                                      f"{type(self.layer).__name__} has no forward_train/backward.")
+        batch, timesteps = x.shape[:2]
+        mask = first_mask(mask)
+        kwargs = {"training": training} if _accepts(self.layer, "training") else {}
+        takes_mask = mask is not None and _accepts(self.layer, "mask")
+        if takes_mask:
+            mask = self._check_mask(mask, x.shape)
+        if getattr(self.layer, "_pointwise", False) and not takes_mask:
+            merged = x.reshape((batch * timesteps,) + x.shape[2:])          # (batch*time, ...)
+            y, inner = self.layer.forward_train(merged, **kwargs)
+            return y.reshape((batch, timesteps) + y.shape[1:]), {"merged": inner, "shape": x.shape}
+        outputs, caches = [], []
+        for t in range(timesteps):
+            if takes_mask:
+                kwargs["mask"] = mask[:, t]
+            y, inner = self.layer.forward_train(x[:, t], **kwargs)          # (batch, ...)
+            outputs.append(y)
+            caches.append(inner)
+        return np.stack(outputs, axis=1), {"steps": caches, "shape": x.shape}
+
+    def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> np.ndarray | None:
+        """The same layer applied at every step: its weight gradients sum over the steps."""
+        batch, timesteps = cache["shape"][:2]
+        if "merged" in cache:
+            flat = d_y.reshape((batch * timesteps,) + d_y.shape[2:])
+            d_x = self.layer.backward(cache["merged"], flat, grads)
+            return None if d_x is None else d_x.reshape(cache["shape"])
+        d_steps = [self.layer.backward(c, d_y[:, t], grads) for t, c in enumerate(cache["steps"])]
+        return None if d_steps[0] is None else np.stack(d_steps, axis=1)
+
     def compute_output_shape(self, input_shape: Any) -> tuple:
         child = self._child_shape(input_shape)
         out = self.layer.compute_output_shape(child)
@@ -388,6 +429,67 @@ class Bidirectional(Layer):
         if self.return_state:
             return (*output, *states) if self.merge_mode is None else (output, *states)
         return output
+
+    # ---------------------------------------------------------------- backward (training)
+
+    def forward_train(self, sequences: Any, initial_state: Any = None, mask: Any = None,
+                      training: bool = True) -> tuple[Any, dict]:
+        """The call for training: both directions' `forward_train`, merged as `call` merges."""
+        x = _checks.as_float_array(sequences, "sequences", f"Bidirectional '{self.name}'",
+                                   np.dtype(self.dtype))
+        self._maybe_build(x.shape)
+        fwd_state, bwd_state = self._split_states(initial_state)
+        y, fwd_cache = self.forward_layer.forward_train(x, initial_state=fwd_state, mask=mask,
+                                                        training=training)
+        y_rev, bwd_cache = self.backward_layer.forward_train(x, initial_state=bwd_state,
+                                                             mask=mask, training=training)
+        states: tuple = ()
+        if self.return_state:
+            states = tuple(y[1:]) + tuple(y_rev[1:])
+            y, y_rev = y[0], y_rev[0]
+        if self.return_sequences:
+            y_rev = y_rev[:, ::-1]                                 # back into time order
+        output = self._merge(y, y_rev)
+        cache = {"fwd": fwd_cache, "bwd": bwd_cache, "y": y, "y_rev": y_rev,
+                 "n_fwd": len(self.forward_layer.state_size)}
+        if self.return_state:
+            result = (*output, *states) if self.merge_mode is None else (output, *states)
+        else:
+            result = output
+        return result, cache
+
+    def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
+        """Split the merged gradient between the directions (concat: by columns; sum: to both;
+        ave: half to each; mul: times the other direction), flip the backward direction's
+        sequence gradient into its processing order, and add both input gradients."""
+        y, y_rev = cache["y"], cache["y_rev"]
+        d_states: list = []
+        if self.merge_mode is None:
+            d_y, d_rev = d_result[0], d_result[1]
+            d_states = list(d_result[2:]) if self.return_state else []
+        else:
+            d_out = d_result[0] if self.return_state else d_result
+            d_states = list(d_result[1:]) if self.return_state else []
+            if self.merge_mode == "concat":
+                d_y, d_rev = d_out[..., :y.shape[-1]], d_out[..., y.shape[-1]:]
+            elif self.merge_mode == "sum":
+                d_y, d_rev = d_out, d_out
+            elif self.merge_mode == "ave":
+                d_y = d_rev = d_out / d_out.dtype.type(2)
+            else:  # mul
+                d_y, d_rev = d_out * y_rev, d_out * y
+        if self.return_sequences:
+            d_rev = d_rev[:, ::-1]                                 # processing order again
+        n_fwd = cache["n_fwd"]
+        parts = []
+        for layer, d_main, d_st, sub in ((self.forward_layer, d_y, d_states[:n_fwd], cache["fwd"]),
+                                         (self.backward_layer, d_rev, d_states[n_fwd:],
+                                          cache["bwd"])):
+            d_sub = (d_main, *d_st) if self.return_state else d_main
+            parts.append(layer.backward(sub, d_sub, grads))
+        cache["d_initial_state"] = (list(cache["fwd"]["d_initial_state"])
+                                    + list(cache["bwd"]["d_initial_state"]))
+        return parts[0] + parts[1]
 
     def _merge(self, y: np.ndarray, y_rev: np.ndarray) -> Any:
         mode = self.merge_mode

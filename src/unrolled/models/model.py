@@ -19,6 +19,8 @@ import numpy as np
 from unrolled import _checks
 from unrolled.layers.base import Layer, unique_name
 from unrolled.layers.input_layer import InputLayer
+from unrolled.saving import SavingMixin
+from unrolled.training.trainer import Trainer
 from unrolled.models.node import (Graph, SymbolicTensor, flatten, inbound_nodes, map_structure,
                                   pack_like)
 
@@ -31,7 +33,7 @@ def _unpack_singleton(value: Any) -> Any:
     return value
 
 
-class Model(Layer):
+class Model(Trainer, SavingMixin, Layer):
     """A graph of layers from symbolic inputs to outputs: Keras's functional `Model`.
 
     Args:
