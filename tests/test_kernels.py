@@ -8,6 +8,7 @@ since they call layers normally and the kernel is what runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -15,7 +16,8 @@ import pytest
 
 from conftest import assert_close
 from unrolled import kernels, layers
-from unrolled.kernels import _plan
+from unrolled.kernels import _plan, _threads
+from unrolled.kernels import gru as gru_module, lstm as lstm_module, simple_rnn as simple_rnn_module
 from unrolled.layers.rnn import RNN
 
 
@@ -318,3 +320,72 @@ def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
 def test_kernels_registry_lists_exact_classes():
     assert set(kernels.KERNELS) == {layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell}
     assert _MySimpleCell not in kernels.KERNELS
+
+
+# ------------------------------------------------------------------------ BLAS threads
+
+
+def test_threadpoolctl_finds_numpys_blas():
+    """The per-step thread limit needs threadpoolctl (a dependency) and a BLAS it controls."""
+    assert _threads.blas_controllers(), (
+        "threadpoolctl found no BLAS library: the per-step loop runs on BLAS's default threads")
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
+        rng, monkeypatch, cell_kind, mask_kind):
+    """Forced on for small shapes: during the loop BLAS runs one thread; after it, as before."""
+    before = _threads.current_threads()
+    for c in _threads.blas_controllers():  # two threads at least, so the limit changes something
+        c.set_num_threads(max(2, c.get_num_threads()))
+    try:
+        start = _threads.current_threads()
+        monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+        seen = []
+        real = _threads.step_threads
+
+        @contextlib.contextmanager
+        def spy(work):
+            with real(work):
+                seen.append(_threads.current_threads())
+                yield
+
+        for module in (simple_rnn_module, lstm_module, gru_module):
+            monkeypatch.setattr(module, "step_threads", spy)
+        b, t, f, u = sizes(rng)
+        x = rng.standard_normal((b, t, f)).astype("float32")
+        rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=True), x)
+        both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
+        assert seen and all(n == [1] * len(start) for n in seen), seen
+        assert _threads.current_threads() == start
+    finally:
+        for c, n in zip(_threads.blas_controllers(), before):
+            c.set_num_threads(n)
+
+
+def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
+    monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+    before = _threads.current_threads()
+
+    def broken(z):
+        raise FloatingPointError("activation failed")
+
+    x = rng.standard_normal((2, 3, 2)).astype("float32")
+    rnn = layers.RNN(layers.SimpleRNNCell(3, name="kernel_test_raise"))
+    rnn(x)
+    rnn.cell.activation = broken
+    with pytest.raises(FloatingPointError):
+        rnn(x)
+    assert _threads.current_threads() == before
+
+
+def test_large_steps_keep_every_thread(monkeypatch):
+    calls = []
+    for c in _threads.blas_controllers():
+        monkeypatch.setattr(c, "set_num_threads", lambda n, c=c: calls.append(n))
+    with _threads.step_threads(_threads.STEP_WORK_MAX + 1):
+        pass
+    with _threads.step_threads(_threads.STEP_WORK_MIN):
+        pass
+    assert calls == []
