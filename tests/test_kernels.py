@@ -16,9 +16,43 @@ import pytest
 
 from conftest import assert_close
 from unrolled import kernels, layers
-from unrolled.kernels import _plan, _threads
+from unrolled.kernels import _numba, _plan, _threads
 from unrolled.kernels import gru as gru_module, lstm as lstm_module, simple_rnn as simple_rnn_module
 from unrolled.layers.rnn import RNN
+
+
+# Every test runs twice: on the NumPy kernels and on the compiled (Numba) loops, which serve
+# small shapes whenever Numba is installed. `PATH["numba_runs"]` counts compiled calls.
+PATH = {"name": None, "numba_runs": 0}
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernel_path(request, monkeypatch):
+    if request.param == "numba":
+        pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+        monkeypatch.setattr(_numba, "enabled", True)
+        monkeypatch.setattr(_numba, "WORK_MAX", 1 << 40)
+        real = _numba.loop_for
+
+        def counting(cell, batch):
+            found = real(cell, batch)
+            if found is not None:
+                PATH["numba_runs"] += 1
+            return found
+
+        monkeypatch.setattr(_numba, "loop_for", counting)
+    else:
+        monkeypatch.setattr(_numba, "enabled", False)
+    PATH["name"] = request.param
+    yield request.param
+    PATH["name"] = None
+
+
+def compiled_applies(rnn):
+    cells = rnn.cell.cells if isinstance(rnn.cell, layers.StackedRNNCells) else [rnn.cell]
+    return all(c.activation in _numba._CODES and
+               getattr(c, "recurrent_activation", _numba.activations.tanh) in _numba._CODES
+               for c in cells)
 
 
 def sizes(rng, max_batch=5, max_time=9, max_features=6, max_units=7):
@@ -67,8 +101,11 @@ def both_ways(rnn, x, states, mask=None, training=False):
     """Run the kernel and the reference loop on the same arguments; they must agree."""
     x_before = x.copy()
     states_before = [np.array(s, copy=True) for s in _leaves(states)]
+    runs = PATH["numba_runs"]
     fast = rnn._run_kernel(x, states, mask, training)
     assert fast is not None, f"no kernel ran for {rnn!r}"
+    if PATH["name"] == "numba" and compiled_applies(rnn):
+        assert PATH["numba_runs"] > runs, "the compiled loop did not run"
     ref = rnn._reference_loop(x, states, mask, training)
     assert all(np.isfinite(leaf).all() for leaf in _leaves(list(ref)) if leaf is not None), (
         "the reference overflowed: this case checks nothing")
@@ -336,6 +373,8 @@ def test_threadpoolctl_finds_numpys_blas():
 def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
         rng, monkeypatch, cell_kind, mask_kind):
     """Forced on for small shapes: during the loop BLAS runs one thread; after it, as before."""
+    monkeypatch.setattr(_numba, "enabled", False)  # the NumPy kernels' loop is the one limited
+    PATH["name"] = "numpy"
     before = _threads.current_threads()
     for c in _threads.blas_controllers():  # two threads at least, so the limit changes something
         c.set_num_threads(max(2, c.get_num_threads()))
@@ -365,6 +404,7 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
 
 
 def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
+    monkeypatch.setattr(_numba, "enabled", False)
     monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
     before = _threads.current_threads()
 
@@ -389,3 +429,32 @@ def test_large_steps_keep_every_thread(monkeypatch):
     with _threads.step_threads(_threads.STEP_WORK_MIN):
         pass
     assert calls == []
+
+
+# ------------------------------------------------------------------------ compiled loops
+
+
+def test_compiled_loops_serve_small_shapes_only(monkeypatch):
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_numba, "WORK_MAX", 1 << 16)
+    small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
+    assert _numba.loop_for(small, 4) is not None
+    assert _numba.loop_for(large, 4) is None  # 4 * 256 * 1024 multiply-adds a step: BLAS
+    odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
+    assert _numba.loop_for(odd, 4) is None
+    monkeypatch.setattr(_numba, "enabled", False)
+    assert _numba.loop_for(small, 4) is None
+
+
+def test_import_unrolled_imports_no_numba_nor_threadpoolctl():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, unrolled\n"
+            "unrolled.layers.SimpleRNN(2)(np.ones((1, 2, 1), 'float32'))\n"
+            "print(sorted(m for m in ('numba', 'threadpoolctl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "UNROLLED_NUMBA": "0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from unrolled.kernels import _numba
 from unrolled.kernels._plan import NO_MASK, Steps
 from unrolled.kernels.gru import gru
 from unrolled.kernels.lstm import lstm
@@ -43,7 +44,7 @@ def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, 
         for w in c._weights:
             if w.value.dtype != dtype:
                 return None
-        kernels.append(kernel)
+        kernels.append(_numba.loop_for(c, x.shape[0]) or kernel)
     return cells, kernels
 
 
