@@ -225,7 +225,8 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
     """Long sequences project x U in chunks; force tiny chunks (1..3 steps) to test the seams."""
     for chunk_steps in (1, 2, 3):
         b, t, f, u = 3, 10, 4, 5
-        monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * 6 * 4)
+        monkeypatch.setattr(_plan, "CHUNK_BYTES", 0)
+        monkeypatch.setattr(_plan, "CHUNK_STEPS", chunk_steps)
         x = rng.standard_normal((b, t, f)).astype("float32")
         rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u, name="kernel_test")],
                                return_sequences=return_sequences, go_backwards=True), x)

@@ -95,7 +95,6 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
 
 def _prepare(cell: Any, xt: np.ndarray, steps: Any, need_seq: bool):
     T, B = xt.shape[:2]
-    xt = np.ascontiguousarray(xt)
     valid = steps.valid
     mask = _NO_MASK if valid is None else np.ascontiguousarray(valid)
     seq = np.empty((T if need_seq else 1, B, cell.units), dtype=xt.dtype)
