@@ -17,7 +17,7 @@ import pytest
 from conftest import assert_close
 from unrolled import kernels, layers
 from unrolled.kernels import _numba, _plan, _threads
-from unrolled.kernels import gru as gru_module, lstm as lstm_module, simple_rnn as simple_rnn_module
+from unrolled.kernels import _dispatch
 from unrolled.layers.rnn import RNN
 
 
@@ -391,8 +391,7 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
                 seen.append(_threads.current_threads())
                 yield
 
-        for module in (simple_rnn_module, lstm_module, gru_module):
-            monkeypatch.setattr(module, "step_threads", spy)
+        monkeypatch.setattr(_dispatch, "step_threads", spy)
         b, t, f, u = sizes(rng)
         x = rng.standard_normal((b, t, f)).astype("float32")
         rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=True), x)

@@ -6,7 +6,6 @@ import numpy as np
 
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels._plan import Steps, projections
-from unrolled.kernels._threads import step_threads
 
 __all__ = ["gru"]
 
@@ -38,7 +37,6 @@ def gru(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
             one_gate(zr[:, :U])
             one_gate(zr[:, U:])
     inv, masked = steps.inv, steps.masked
-    work = B * U * 3 * U  # multiply-adds of one step's h W
     bias = cell.bias
     reset_after = cell.reset_after
     b_in, b_rec = (None, None) if bias is None else (
@@ -55,34 +53,33 @@ def gru(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     h_bufs = None if need_seq else (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
     with np.errstate(over="ignore"):
         for start, stop, P in projections(xt, cell.kernel, b_in):
-            with step_threads(work):  # one BLAS thread for h W (see _threads)
-                for k in range(start, stop):
-                    X = P[k - start]                                # x_t U + b_in  (batch, 3*units)
-                    zr, x_h = X[:, :2 * U], X[:, 2 * U:]
-                    if reset_after:
-                        np.matmul(h, W, out=R)
-                        if b_rec is not None:
-                            R += b_rec
-                        zr += R[:, :2 * U]
-                        gate(zr)                                    # z, r
-                        r_h = R[:, 2 * U:]
-                        r_h *= zr[:, U:]                            # r * R_h
-                        x_h += r_h
-                    else:
-                        np.matmul(h, W_zr, out=R)
-                        zr += R
-                        gate(zr)                                    # z, r
-                        np.multiply(zr[:, U:], h, out=rh)           # r * h_{t-1}
-                        np.matmul(rh, W_h, out=rhW)
-                        x_h += rhW
-                    act(x_h)                                        # hh
-                    z = zr[:, :U]
-                    h_new = seq[k] if h_bufs is None else h_bufs[k & 1]
-                    np.multiply(z, h, out=h_new)                    # z * h_{t-1}
-                    np.subtract(1, z, out=z)                        # 1 - z
-                    z *= x_h                                        # (1 - z) * hh
-                    h_new += z                                      # h_t
-                    if masked is not None and masked[k]:
-                        np.copyto(h_new, h, where=inv[k])           # masked: keep h_{t-1}
-                    h = h_new
+            for k in range(start, stop):
+                X = P[k - start]                                    # x_t U + b_in  (batch, 3*units)
+                zr, x_h = X[:, :2 * U], X[:, 2 * U:]
+                if reset_after:
+                    np.matmul(h, W, out=R)
+                    if b_rec is not None:
+                        R += b_rec
+                    zr += R[:, :2 * U]
+                    gate(zr)                                        # z, r
+                    r_h = R[:, 2 * U:]
+                    r_h *= zr[:, U:]                                # r * R_h
+                    x_h += r_h
+                else:
+                    np.matmul(h, W_zr, out=R)
+                    zr += R
+                    gate(zr)                                        # z, r
+                    np.multiply(zr[:, U:], h, out=rh)               # r * h_{t-1}
+                    np.matmul(rh, W_h, out=rhW)
+                    x_h += rhW
+                act(x_h)                                            # hh
+                z = zr[:, :U]
+                h_new = seq[k] if h_bufs is None else h_bufs[k & 1]
+                np.multiply(z, h, out=h_new)                        # z * h_{t-1}
+                np.subtract(1, z, out=z)                            # 1 - z
+                z *= x_h                                            # (1 - z) * hh
+                h_new += z                                          # h_t
+                if masked is not None and masked[k]:
+                    np.copyto(h_new, h, where=inv[k])               # masked: keep h_{t-1}
+                h = h_new
     return seq, [h]

@@ -7,7 +7,6 @@ import numpy as np
 from unrolled import activations
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels._plan import Steps, projections
-from unrolled.kernels._threads import step_threads
 
 __all__ = ["lstm"]
 
@@ -31,7 +30,6 @@ def lstm(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     tanh_out = cell.activation is activations.tanh
     joint = elementwise(cell.recurrent_activation)  # i and f in one call
     inv, masked = steps.inv, steps.masked
-    work = B * U * 4 * U  # multiply-adds of one step's h W
     h, c = states[0], states[1]                                     # (batch, units) each
     hW = np.empty((B, 4 * U), dtype=dtype)                          # h_{t-1} W
     c_bufs = (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
@@ -39,32 +37,31 @@ def lstm(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     h_bufs = None if need_seq else (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
     with np.errstate(over="ignore"):
         for start, stop, P in projections(xt, cell.kernel, cell.bias):
-            with step_threads(work):  # one BLAS thread for h W (see _threads)
-                for k in range(start, stop):
-                    G = P[k - start]                                # x_t U + b  (batch, 4*units)
-                    np.matmul(h, recurrent, out=hW)
-                    G += hW                                         # + h_{t-1} W
-                    i, f, g, o = G[:, :U], G[:, U:2 * U], G[:, 2 * U:3 * U], G[:, 3 * U:]
-                    if joint:
-                        gate(G[:, :2 * U])                          # i, f
-                    else:
-                        gate(i)
-                        gate(f)
-                    act(g)                                          # g
-                    gate(o)                                         # o
-                    c_new = c_bufs[k & 1]
-                    np.multiply(f, c, out=c_new)                    # f * c_{t-1}
-                    i *= g                                          # i * g
-                    c_new += i                                      # c_t
-                    h_new = seq[k] if h_bufs is None else h_bufs[k & 1]
-                    if tanh_out:
-                        np.tanh(c_new, out=h_new)
-                    else:
-                        np.copyto(h_new, c_new)
-                        act(h_new)
-                    h_new *= o                                      # h_t = o * act(c_t)
-                    if masked is not None and masked[k]:
-                        np.copyto(c_new, c, where=inv[k])           # masked: keep the states
-                        np.copyto(h_new, h, where=inv[k])
-                    h, c = h_new, c_new
+            for k in range(start, stop):
+                G = P[k - start]                                    # x_t U + b  (batch, 4*units)
+                np.matmul(h, recurrent, out=hW)
+                G += hW                                             # + h_{t-1} W
+                i, f, g, o = G[:, :U], G[:, U:2 * U], G[:, 2 * U:3 * U], G[:, 3 * U:]
+                if joint:
+                    gate(G[:, :2 * U])                              # i, f
+                else:
+                    gate(i)
+                    gate(f)
+                act(g)                                              # g
+                gate(o)                                             # o
+                c_new = c_bufs[k & 1]
+                np.multiply(f, c, out=c_new)                        # f * c_{t-1}
+                i *= g                                              # i * g
+                c_new += i                                          # c_t
+                h_new = seq[k] if h_bufs is None else h_bufs[k & 1]
+                if tanh_out:
+                    np.tanh(c_new, out=h_new)
+                else:
+                    np.copyto(h_new, c_new)
+                    act(h_new)
+                h_new *= o                                          # h_t = o * act(c_t)
+                if masked is not None and masked[k]:
+                    np.copyto(c_new, c, where=inv[k])               # masked: keep the states
+                    np.copyto(h_new, h, where=inv[k])
+                h, c = h_new, c_new
     return seq, [h, c]

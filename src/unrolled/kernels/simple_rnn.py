@@ -6,7 +6,6 @@ import numpy as np
 
 from unrolled.kernels._activations import in_place
 from unrolled.kernels._plan import Steps, projections
-from unrolled.kernels._threads import step_threads
 
 __all__ = ["simple_rnn"]
 
@@ -34,20 +33,18 @@ def simple_rnn(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     h = states[0]                                                   # (batch, units)
     tmp = np.empty((B, U), dtype=xt.dtype)                          # h_{t-1} W
     inv, masked = steps.inv, steps.masked
-    work = B * U * U  # multiply-adds of one step's h W
     # With need_seq the projection x U + b is written straight into the output buffer and each
     # step overwrites its slot with h_t: no memory beyond the output itself.
     seq = np.empty((T, B, U), dtype=xt.dtype) if need_seq else None
     for start, stop, P in projections(xt, cell.kernel, cell.bias, into=seq):
-        with step_threads(work):  # one BLAS thread for h W (see _threads)
-            for k in range(start, stop):
-                z = P[k - start]                                    # x_t U + b  (batch, units)
-                np.matmul(h, recurrent, out=tmp)                    # h_{t-1} W
-                z += tmp                                            # pre-activation
-                act(z)                                              # h_t
-                if masked is not None and masked[k]:
-                    np.copyto(z, h, where=inv[k])                   # masked: keep h_{t-1}
-                h = z
+        for k in range(start, stop):
+            z = P[k - start]                                        # x_t U + b  (batch, units)
+            np.matmul(h, recurrent, out=tmp)                        # h_{t-1} W
+            z += tmp                                                # pre-activation
+            act(z)                                                  # h_t
+            if masked is not None and masked[k]:
+                np.copyto(z, h, where=inv[k])                       # masked: keep h_{t-1}
+            h = z
         if seq is None and stop < T:
             h = h.copy()  # the next chunk's projection overwrites the buffer h lives in
     return seq, [h]
