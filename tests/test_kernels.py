@@ -31,7 +31,7 @@ def kernel_path(request, monkeypatch):
     if request.param == "numba":
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         monkeypatch.setattr(_numba, "enabled", True)
-        monkeypatch.setattr(_numba, "WORK_MAX", 1 << 40)
+        monkeypatch.setattr(_numba, "WORK_MAX", {1: 1 << 40, 3: 1 << 40, 4: 1 << 40})
         real = _numba.loop_for
 
         def counting(cell, batch):
@@ -437,8 +437,7 @@ def test_large_steps_keep_every_thread(monkeypatch):
 def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     monkeypatch.setattr(_numba, "enabled", True)
-    monkeypatch.setattr(_numba, "WORK_MAX", 1 << 16)
-    small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
+        small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
     assert _numba.loop_for(small, 4) is not None
     assert _numba.loop_for(large, 4) is None  # 4 * 256 * 1024 multiply-adds a step: BLAS
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")

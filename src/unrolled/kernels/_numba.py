@@ -8,7 +8,8 @@ loops; tests/test_kernels.py proves them equal to the reference loop.
 
 Used automatically when all of these hold:
 - `numba` imports (`pip install unrolled[numba]`) and `UNROLLED_NUMBA` is not "0";
-- one step's `h W` is at most `WORK_MAX` multiply-adds (above it BLAS's blocked matmul wins);
+- one step's `h W` is at most `WORK_MAX[gates]` multiply-adds (above it the NumPy kernel, with
+  BLAS's blocked matmul, wins);
 - the activations are tanh, sigmoid, relu or linear (others run in the NumPy kernel).
 
 Costs, paid once per process: importing Numba (0.5-2 s) on the first small call, and loading
@@ -30,10 +31,11 @@ from unrolled import activations
 __all__ = ["available", "loop_for", "WORK_MAX"]
 
 # The largest step product `(batch, units) @ (units, gates*units)`, in multiply-adds, run
-# compiled. Measured interleaved on the benchmark machine (benchmarks/RESULTS.md): the compiled
-# loop was 1.7-5x faster up to LSTM (32, 64) (524288), where NumPy's per-step calls still
-# dominate; beyond that BLAS's blocked matmul wins.
-WORK_MAX = 1 << 19
+# compiled, by number of gates. Measured interleaved (benchmarks/RESULTS.md), compiled vs NumPy
+# kernel: SimpleRNN 1.9x faster at (4, 2), 1.6x at (8, 8), 0.75x at (16, 16); LSTM and GRU
+# 5.8-6x at (4, 2), 2.1-2.7x at (16, 16), 0.85-1.0x at (32, 32). A SimpleRNN step is only 3
+# NumPy calls, a gated step 10-12, so the compiled loop pays longer for gated cells.
+WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
 _CODES = {activations.linear: LINEAR, activations.tanh: TANH, activations.sigmoid: SIGMOID,
@@ -82,7 +84,7 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
     if kind is LSTMCell or kind is GRUCell:
         gates = 4 if kind is LSTMCell else 3
         codes.append(_CODES.get(cell.recurrent_activation))
-    if None in codes or batch * cell.units * gates * cell.units > WORK_MAX:
+    if None in codes or batch * cell.units * gates * cell.units > WORK_MAX[gates]:
         return None
     if not available():
         return None

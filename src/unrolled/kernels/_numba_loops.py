@@ -43,9 +43,9 @@ def project(z, xt, k, b, kernel, bias):
 
 
 @njit
-def add_product(z, h, b, W):
-    # z += h_b W, with W's rows streamed: the inner loop over j vectorizes
-    r = np.zeros_like(z)
+def add_product(z, r, h, b, W):
+    # z += h_b W (r: scratch for h_b W), with W's rows streamed: the inner loop over j vectorizes
+    r[:] = 0
     for i in range(W.shape[0]):
         hv = h[b, i]
         for j in range(W.shape[1]):
@@ -61,10 +61,11 @@ def simple_rnn(xt, kernel, recurrent, bias, h0, mask, use_mask, code, seq, need_
     h = h0.copy()
     new = np.empty_like(h)
     z = np.empty(U, dtype=h.dtype)
+    r = np.empty(U, dtype=h.dtype)
     for k in range(T):
         for b in range(B):
             project(z, xt, k, b, kernel, bias)
-            add_product(z, h, b, recurrent)
+            add_product(z, r, h, b, recurrent)
             keep = not use_mask or mask[k, b]
             for j in range(U):
                 new[b, j] = act(z[j], code) if keep else h[b, j]
@@ -82,10 +83,11 @@ def lstm(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, code, gate_code, s
     h, c = h0.copy(), c0.copy()
     h_new, c_new = np.empty_like(h), np.empty_like(c)
     z = np.empty(4 * U, dtype=h.dtype)
+    r = np.empty(4 * U, dtype=h.dtype)
     for k in range(T):
         for b in range(B):
             project(z, xt, k, b, kernel, bias)
-            add_product(z, h, b, recurrent)
+            add_product(z, r, h, b, recurrent)
             keep = not use_mask or mask[k, b]
             for j in range(U):
                 if keep:
@@ -115,6 +117,7 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
     new = np.empty_like(h)
     x = np.empty(3 * U, dtype=h.dtype)
     R = np.empty(3 * U, dtype=h.dtype)
+    r = np.empty(3 * U, dtype=h.dtype)
     rh = np.empty((1, U), dtype=h.dtype)
     rhW = np.empty(U, dtype=h.dtype)
     W_zr = recurrent[:, :2 * U]
@@ -125,7 +128,7 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
             keep = not use_mask or mask[k, b]
             if reset_after:
                 R[:] = 0
-                add_product(R, h, b, recurrent)
+                add_product(R, r, h, b, recurrent)
                 for j in range(3 * U):
                     R[j] += b_rec[j]
                 for j in range(2 * U):
@@ -134,13 +137,13 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
                     x[2 * U + j] = act(x[2 * U + j] + x[U + j] * R[2 * U + j], code)
             else:
                 zr = x[:2 * U]
-                add_product(zr, h, b, W_zr)
+                add_product(zr, r[:2 * U], h, b, W_zr)
                 for j in range(2 * U):
                     x[j] = act(x[j], gate_code)                 # z, r
                 for j in range(U):
                     rh[0, j] = x[U + j] * h[b, j]
                 rhW[:] = 0
-                add_product(rhW, rh, 0, W_h)
+                add_product(rhW, r[:U], rh, 0, W_h)
                 for j in range(U):
                     x[2 * U + j] = act(x[2 * U + j] + rhW[j], code)
             for j in range(U):
