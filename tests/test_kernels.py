@@ -24,6 +24,7 @@ from unrolled.layers.rnn import RNN
 # Every test runs twice: on the NumPy kernels and on the compiled (Numba) loops, which serve
 # small shapes whenever Numba is installed. `PATH["numba_runs"]` counts compiled calls.
 PATH = {"name": None, "numba_runs": 0}
+SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
 
 
 @pytest.fixture(autouse=True, params=["numpy", "numba"])
@@ -437,7 +438,8 @@ def test_large_steps_keep_every_thread(monkeypatch):
 def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     monkeypatch.setattr(_numba, "enabled", True)
-        small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
+    monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
     assert _numba.loop_for(small, 4) is not None
     assert _numba.loop_for(large, 4) is None  # 4 * 256 * 1024 multiply-adds a step: BLAS
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
