@@ -18,6 +18,7 @@ from conftest import assert_close
 from unrolled import kernels, layers
 from unrolled.kernels import _numba, _plan, _threads
 from unrolled.kernels import _dispatch
+from unrolled.layers import base
 from unrolled.layers.rnn import RNN
 
 
@@ -29,6 +30,9 @@ SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
 
 @pytest.fixture(autouse=True, params=["numpy", "numba"])
 def kernel_path(request, monkeypatch):
+    # Layers made here leave the auto-naming counters as they were: name-parity tests elsewhere
+    # compare them with Keras's per-session numbering.
+    monkeypatch.setattr(base, "_name_counts", dict(base._name_counts))
     if request.param == "numba":
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         monkeypatch.setattr(_numba, "enabled", True)
