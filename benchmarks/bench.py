@@ -25,7 +25,16 @@ rotating order) until a time budget per grid point is spent; medians are reporte
 to the fastest peer, and each forward's FLOPs over the sgemm throughput measured in the same run
 (a large `np.matmul`) give the fraction of the matrix-multiply limit reached.
 
-The training step (forward + backward) is not measured yet: `MODES` is the place to add it.
+`--mode train` times one training step instead: forward, mean-squared-error loss against a
+fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
+(learning rate 0.01), from the same initial weights for every peer:
+
+- unrolled: `Sequential([Input, layer]).compile(SGD(0.01), "mse")`, then `train_on_batch(x, y)`.
+- torch: `opt.zero_grad(); loss = mse(module(x)[0], y); loss.backward(); opt.step()`.
+- keras-jax: a `jax.jit` of `jax.value_and_grad` over `model.stateless_call` plus the SGD update
+  (the weights stay on the device between steps), the loss copied to the host.
+onnxruntime does not train and is skipped in this mode. The first step's losses are checked
+against unrolled's.
 """
 
 from __future__ import annotations
@@ -85,7 +94,7 @@ def _blocks(a: np.ndarray, order: list[int], n: int, axis: int = 0) -> np.ndarra
     return np.concatenate([parts[i] for i in order], axis=axis)
 
 
-def make_torch(cell, shape, weights, layer):
+def make_torch(cell, shape, weights, layer, module_only: bool = False):
     import torch
 
     batch, timesteps, features, units = shape
@@ -101,6 +110,8 @@ def make_torch(cell, shape, weights, layer):
         for name, value in (("weight_ih_l0", w_ih), ("weight_hh_l0", w_hh), ("bias_ih_l0", b_ih),
                             ("bias_hh_l0", b_hh)):
             getattr(module, name).copy_(torch.from_numpy(np.ascontiguousarray(value)))
+    if module_only:
+        return module
     module.eval()
 
     def run(x):
@@ -202,6 +213,85 @@ def make_onnxruntime(cell, shape, weights, layer):
 
     return run
 
+
+LR = 0.01
+
+
+def make_unrolled_train(cell, shape, weights, layer):
+    import unrolled
+    from unrolled import layers, optimizers
+
+    batch, timesteps, features, units = shape
+    make = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}[cell]
+    model = unrolled.Sequential([unrolled.Input((timesteps, features), batch_size=batch),
+                                 make(units, return_sequences=True)])
+    model.set_weights(weights)
+    model.compile(optimizers.SGD(LR), "mse")
+    y = _target(shape)
+    return lambda x: float(model.train_on_batch(x, y))
+
+
+def make_torch_train(cell, shape, weights, layer):
+    import torch
+
+    module = make_torch(cell, shape, weights, layer, module_only=True)
+    module.train()
+    opt = torch.optim.SGD(module.parameters(), lr=LR)
+    y = torch.from_numpy(_target(shape))
+
+    def run(x):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(module(torch.from_numpy(x))[0], y)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return run
+
+
+def make_keras_jax_train(cell, shape, weights, layer, note: dict):
+    import jax
+    import jax.numpy as jnp
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"Keras runs on {keras.backend.backend()}, not jax")
+    batch, timesteps, features, units = shape
+    make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
+            "gru": keras.layers.GRU}[cell]
+    model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
+                              make(units, return_sequences=True)])
+    model.set_weights(weights)
+    y = jnp.asarray(_target(shape))
+
+    def loss_fn(tv, ntv, x):
+        out, _ = model.stateless_call(tv, ntv, x, training=True)
+        return jnp.mean((out - y) ** 2)
+
+    @jax.jit
+    def step(tv, ntv, x):
+        loss, grads = jax.value_and_grad(loss_fn)(tv, ntv, x)
+        return loss, [w - LR * g for w, g in zip(tv, grads)]
+
+    state = {"tv": [v.value for v in model.trainable_variables],
+             "ntv": [v.value for v in model.non_trainable_variables]}
+
+    def run(x):
+        loss, state["tv"] = step(state["tv"], state["ntv"], x)
+        return float(loss)
+
+    note["keras-jax"] = "jax.jit(value_and_grad(stateless_call) + SGD)"
+    return run
+
+
+def _target(shape: tuple) -> np.ndarray:
+    batch, timesteps, features, units = shape
+    return (np.random.default_rng(2).standard_normal((batch, timesteps, units)) * 0.5
+            ).astype("float32")
+
+
+TRAIN_MAKERS = {"unrolled": make_unrolled_train, "torch": make_torch_train,
+                "keras-jax": make_keras_jax_train}
 
 MAKERS = {"unrolled": make_unrolled, "torch": make_torch, "keras-jax": make_keras_jax,
           "keras-tf": make_keras_tf, "onnxruntime": make_onnxruntime}
@@ -325,6 +415,9 @@ def machine() -> list[str]:
     except OSError:
         pass
     lines.append(f"Python {platform.python_version()}, NumPy {np.__version__}")
+    for env in ("UNROLLED_NUMBA", "UNROLLED_STEP_THREADS"):
+        if env in os.environ:
+            lines.append(f"{env}={os.environ[env]}")
     try:
         config = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
         lines.append(f"BLAS: {config.get('name')} {config.get('version')}")
@@ -338,7 +431,8 @@ def machine() -> list[str]:
 
 def versions() -> list[str]:
     found = []
-    for name in ("torch", "keras", "jax", "tensorflow", "onnxruntime", "onnx"):
+    for name in ("torch", "keras", "jax", "tensorflow", "onnxruntime", "onnx", "numba",
+                 "threadpoolctl"):
         try:
             module = __import__(name)
             found.append(f"{name} {module.__version__}")
@@ -359,16 +453,17 @@ def parse_shapes(text: str) -> list[tuple]:
 
 
 MODES = {
-    # mode -> what one timed call does. "train" (forward + backward through time, the same for
-    # every peer) goes here once unrolled trains.
+    # mode -> what one timed call does
     "forward": "one forward pass, whole output sequence",
+    "train": "one training step: forward, MSE, backward through time, SGD update",
 }
 
 
 def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
-        out: Callable[[str], None] = print) -> dict:
+        out: Callable[[str], None] = print, mode: str = "forward") -> dict:
     budget, least, most = (0.5, 2, 10) if quick else (3.0, 3, 200)
-    out("# unrolled benchmark: forward pass")
+    train = mode == "train"
+    out(f"# unrolled benchmark: {MODES[mode]}")
     for line in machine() + versions():
         out(f"- {line}")
     gemm = sgemm_throughput()
@@ -380,14 +475,20 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
             rng = np.random.default_rng(1)
             x = rng.standard_normal(shape[:3]).astype("float32")
             fns, notes = {}, {}
-            reference = layer(x)
+            reference = None if train else layer(x)
             for peer in peers:
                 try:
-                    maker = MAKERS[peer]
+                    maker = (TRAIN_MAKERS if train else MAKERS).get(peer)
+                    if maker is None:
+                        raise RuntimeError(f"no {mode} mode for this peer")
                     fn = (maker(cell, shape, weights, layer, notes) if peer == "keras-jax"
                           else maker(cell, shape, weights, layer))
                     y = fn(x)
+                    if reference is None:  # train: the first step's loss, unrolled's first
+                        reference = y
                     err = float(np.max(np.abs(np.asarray(y) - reference)))
+                    if train:
+                        err /= max(abs(reference), 1e-12)
                     if err > 1e-3:
                         raise RuntimeError(f"output differs from unrolled's by {err:.2g}")
                     notes.setdefault(peer + " max|diff|", f"{err:.1e}")
@@ -397,13 +498,15 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
             times = interleaved(fns, x, budget, least, most)
             medians = {p: statistics.median(t) for p, t in times.items()}
             fastest_peer = min((t for p, t in medians.items() if p != "unrolled"), default=None)
-            limit = forward_flops(cell, shape) / gemm
+            limit = forward_flops(cell, shape) * (3 if train else 1) / gemm
             row = {"cell": cell, "shape": shape, "medians": medians, "reps": len(times["unrolled"]),
                    "fastest_peer": fastest_peer, "limit": limit, "notes": notes}
             results["rows"].append(row)
             parts = [f"{p} {medians[p] * 1e3:.3f} ms" for p in medians]
             ratio = (f", unrolled / fastest peer = {medians['unrolled'] / fastest_peer:.2f}"
                      if fastest_peer else "")
+            if "torch" in medians:
+                ratio += f", unrolled / torch = {medians['unrolled'] / medians['torch']:.2f}"
             out(f"{cell} {shape}: " + ", ".join(parts) + ratio +
                 f", matmul limit {limit * 1e3:.3f} ms ({limit / medians['unrolled']:.0%} reached)"
                 f", {row['reps']} reps" + (f"; keras-jax via {notes['keras-jax']}"
@@ -416,14 +519,16 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
 def report_tables(results: dict, out: Callable[[str], None] = print) -> None:
     peers = [p for p in PEERS if any(p in r["medians"] for r in results["rows"])]
     out("\n| cell | shape (B,T,F,U) | " + " | ".join(f"{p} ms" for p in peers) +
-        " | unrolled / fastest peer | matmul limit ms | % of limit |")
-    out("|---|---|" + "---|" * len(peers) + "---|---|---|")
+        " | unrolled / fastest peer | unrolled / torch | matmul limit ms | % of limit |")
+    out("|---|---|" + "---|" * len(peers) + "---|---|---|---|")
     for r in results["rows"]:
         cells = [f"{r['medians'][p] * 1e3:.3f}" if p in r["medians"] else "-" for p in peers]
         ratio = (f"{r['medians']['unrolled'] / r['fastest_peer']:.2f}"
                  if r["fastest_peer"] else "-")
+        to_torch = (f"{r['medians']['unrolled'] / r['medians']['torch']:.2f}"
+                    if "torch" in r["medians"] else "-")
         out(f"| {r['cell']} | {r['shape']} | " + " | ".join(cells) +
-            f" | {ratio} | {r['limit'] * 1e3:.3f} | {r['limit'] / r['medians']['unrolled']:.0%} |")
+            f" | {ratio} | {to_torch} | {r['limit'] * 1e3:.3f} | {r['limit'] / r['medians']['unrolled']:.0%} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -436,6 +541,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="batch x timesteps x features x units, comma-separated "
                              "(default: 4x5x1x2,32x100x16x64,128x200x64x256,256x100x256x1024)")
     parser.add_argument("--peers", default=",".join(PEERS), help=",".join(PEERS))
+    parser.add_argument("--mode", default="forward", choices=sorted(MODES),
+                        help="forward (default) or train (one SGD step)")
     parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
     args = parser.parse_args(argv)
@@ -451,7 +558,7 @@ def main(argv: list[str] | None = None) -> int:
         peers.insert(0, "unrolled")
     shapes = parse_shapes(args.shapes) if args.shapes else (SHAPES[:3] if args.quick else SHAPES)
 
-    results = run(cells, shapes, peers, args.quick)
+    results = run(cells, shapes, peers, args.quick, mode=args.mode)
     report_tables(results)
 
     if not args.no_import:

@@ -8,6 +8,7 @@ since they call layers normally and the kernel is what runs.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 
 import numpy as np
@@ -15,8 +16,48 @@ import pytest
 
 from conftest import assert_close
 from unrolled import kernels, layers
-from unrolled.kernels import _plan
+from unrolled.kernels import _numba, _plan, _threads
+from unrolled.kernels import _dispatch
+from unrolled.layers import base
 from unrolled.layers.rnn import RNN
+
+
+# Every test runs twice: on the NumPy kernels and on the compiled (Numba) loops, which serve
+# small shapes whenever Numba is installed. `PATH["numba_runs"]` counts compiled calls.
+PATH = {"name": None, "numba_runs": 0}
+SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
+
+
+@pytest.fixture(autouse=True, params=["numpy", "numba"])
+def kernel_path(request, monkeypatch):
+    # Layers made here leave the auto-naming counters as they were: name-parity tests elsewhere
+    # compare them with Keras's per-session numbering.
+    monkeypatch.setattr(base, "_name_counts", dict(base._name_counts))
+    if request.param == "numba":
+        pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+        monkeypatch.setattr(_numba, "enabled", True)
+        monkeypatch.setattr(_numba, "WORK_MAX", {1: 1 << 40, 3: 1 << 40, 4: 1 << 40})
+        real = _numba.loop_for
+
+        def counting(cell, batch):
+            found = real(cell, batch)
+            if found is not None:
+                PATH["numba_runs"] += 1
+            return found
+
+        monkeypatch.setattr(_numba, "loop_for", counting)
+    else:
+        monkeypatch.setattr(_numba, "enabled", False)
+    PATH["name"] = request.param
+    yield request.param
+    PATH["name"] = None
+
+
+def compiled_applies(rnn):
+    cells = rnn.cell.cells if isinstance(rnn.cell, layers.StackedRNNCells) else [rnn.cell]
+    return all(c.activation in _numba._CODES and
+               getattr(c, "recurrent_activation", _numba.activations.tanh) in _numba._CODES
+               for c in cells)
 
 
 def sizes(rng, max_batch=5, max_time=9, max_features=6, max_units=7):
@@ -65,8 +106,11 @@ def both_ways(rnn, x, states, mask=None, training=False):
     """Run the kernel and the reference loop on the same arguments; they must agree."""
     x_before = x.copy()
     states_before = [np.array(s, copy=True) for s in _leaves(states)]
+    runs = PATH["numba_runs"]
     fast = rnn._run_kernel(x, states, mask, training)
     assert fast is not None, f"no kernel ran for {rnn!r}"
+    if PATH["name"] == "numba" and compiled_applies(rnn):
+        assert PATH["numba_runs"] > runs, "the compiled loop did not run"
     ref = rnn._reference_loop(x, states, mask, training)
     assert all(np.isfinite(leaf).all() for leaf in _leaves(list(ref)) if leaf is not None), (
         "the reference overflowed: this case checks nothing")
@@ -186,7 +230,8 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
     """Long sequences project x U in chunks; force tiny chunks (1..3 steps) to test the seams."""
     for chunk_steps in (1, 2, 3):
         b, t, f, u = 3, 10, 4, 5
-        monkeypatch.setattr(_plan, "CHUNK_BYTES", chunk_steps * b * 6 * 4)
+        monkeypatch.setattr(_plan, "CHUNK_BYTES", 0)
+        monkeypatch.setattr(_plan, "CHUNK_STEPS", chunk_steps)
         x = rng.standard_normal((b, t, f)).astype("float32")
         rnn = built(layers.RNN([make_cell(kind, 6) for kind in CELLS] + [layers.SimpleRNNCell(u, name="kernel_test")],
                                return_sequences=return_sequences, go_backwards=True), x)
@@ -318,3 +363,103 @@ def test_reference_loop_where_no_kernel_applies(rng, monkeypatch, case):
 def test_kernels_registry_lists_exact_classes():
     assert set(kernels.KERNELS) == {layers.SimpleRNNCell, layers.LSTMCell, layers.GRUCell}
     assert _MySimpleCell not in kernels.KERNELS
+
+
+# ------------------------------------------------------------------------ BLAS threads
+
+
+def test_threadpoolctl_finds_numpys_blas():
+    """The per-step thread limit needs threadpoolctl (a dependency) and a BLAS it controls."""
+    assert _threads.blas_controllers(), (
+        "threadpoolctl found no BLAS library: the per-step loop runs on BLAS's default threads")
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
+        rng, monkeypatch, cell_kind, mask_kind):
+    """Forced on for small shapes: during the loop BLAS runs one thread; after it, as before."""
+    monkeypatch.setattr(_numba, "enabled", False)  # the NumPy kernels' loop is the one limited
+    PATH["name"] = "numpy"
+    before = _threads.current_threads()
+    for c in _threads.blas_controllers():  # two threads at least, so the limit changes something
+        c.set_num_threads(max(2, c.get_num_threads()))
+    try:
+        start = _threads.current_threads()
+        monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+        seen = []
+        real = _threads.step_threads
+
+        @contextlib.contextmanager
+        def spy(work):
+            with real(work):
+                seen.append(_threads.current_threads())
+                yield
+
+        monkeypatch.setattr(_dispatch, "step_threads", spy)
+        b, t, f, u = sizes(rng)
+        x = rng.standard_normal((b, t, f)).astype("float32")
+        rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=True), x)
+        both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
+        assert seen and all(n == [1] * len(start) for n in seen), seen
+        assert _threads.current_threads() == start
+    finally:
+        for c, n in zip(_threads.blas_controllers(), before):
+            c.set_num_threads(n)
+
+
+def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
+    monkeypatch.setattr(_numba, "enabled", False)
+    monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+    before = _threads.current_threads()
+
+    def broken(z):
+        raise FloatingPointError("activation failed")
+
+    x = rng.standard_normal((2, 3, 2)).astype("float32")
+    rnn = layers.RNN(layers.SimpleRNNCell(3, name="kernel_test_raise"))
+    rnn(x)
+    rnn.cell.activation = broken
+    with pytest.raises(FloatingPointError):
+        rnn(x)
+    assert _threads.current_threads() == before
+
+
+def test_large_steps_keep_every_thread(monkeypatch):
+    calls = []
+    for c in _threads.blas_controllers():
+        monkeypatch.setattr(c, "set_num_threads", lambda n, c=c: calls.append(n))
+    with _threads.step_threads(_threads.STEP_WORK_MAX + 1):
+        pass
+    with _threads.step_threads(_threads.STEP_WORK_MIN):
+        pass
+    assert calls == []
+
+
+# ------------------------------------------------------------------------ compiled loops
+
+
+def test_compiled_loops_serve_small_shapes_only(monkeypatch):
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
+    assert _numba.loop_for(small, 4) is not None
+    assert _numba.loop_for(large, 4) is None  # 4 * 256 * 1024 multiply-adds a step: BLAS
+    odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
+    assert _numba.loop_for(odd, 4) is None
+    monkeypatch.setattr(_numba, "enabled", False)
+    assert _numba.loop_for(small, 4) is None
+
+
+def test_import_unrolled_imports_no_numba_nor_threadpoolctl():
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np, unrolled\n"
+            "unrolled.layers.SimpleRNN(2)(np.ones((1, 2, 1), 'float32'))\n"
+            "print(sorted(m for m in ('numba', 'threadpoolctl') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**__import__("os").environ, "UNROLLED_NUMBA": "0"})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

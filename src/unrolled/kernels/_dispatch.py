@@ -6,7 +6,9 @@ from typing import Any
 
 import numpy as np
 
+from unrolled.kernels import _numba
 from unrolled.kernels._plan import NO_MASK, Steps
+from unrolled.kernels._threads import step_threads
 from unrolled.kernels.gru import gru
 from unrolled.kernels.lstm import lstm
 from unrolled.kernels.simple_rnn import simple_rnn
@@ -43,7 +45,7 @@ def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, 
         for w in c._weights:
             if w.value.dtype != dtype:
                 return None
-        kernels.append(kernel)
+        kernels.append(_numba.loop_for(c, x.shape[0]) or kernel)
     return cells, kernels
 
 
@@ -77,18 +79,23 @@ def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
     finals = []
     seq = xt
     last_index = len(cells) - 1
-    for i, (cell, kernel) in enumerate(zip(cells, kernels)):
-        entry = per_cell[i]
-        nested = isinstance(entry, (list, tuple))
-        cell_states = [s if s.dtype == dtype else s.astype(dtype)
-                       for s in (entry if nested else (entry,))]
-        need_seq = i < last_index or rnn.return_sequences
-        seq, cell_final = kernel(cell, seq, cell_states, steps, need_seq)
-        if need_seq and (i < last_index or rnn.return_state or (
-                steps.valid is not None and (rnn.zero_output_for_mask or rnn.unroll))):
-            # Don't let a state alias (and keep alive) the sequence buffer it was written in.
-            cell_final[0] = cell_final[0].copy()
-        finals.append(cell_final if nested else cell_final[0])
+    # One BLAS thread for the whole call (projection chunks and step products alike: both are
+    # small products), unless a step's h W is large; see _threads.
+    work = max(x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
+               for c in cells)
+    with step_threads(work):
+        for i, (cell, kernel) in enumerate(zip(cells, kernels)):
+            entry = per_cell[i]
+            nested = isinstance(entry, (list, tuple))
+            cell_states = [s if s.dtype == dtype else s.astype(dtype)
+                           for s in (entry if nested else (entry,))]
+            need_seq = i < last_index or rnn.return_sequences
+            seq, cell_final = kernel(cell, seq, cell_states, steps, need_seq)
+            if need_seq and (i < last_index or rnn.return_state or (
+                    steps.valid is not None and (rnn.zero_output_for_mask or rnn.unroll))):
+                # Don't let a state alias (and keep alive) the sequence buffer it was written in.
+                cell_final[0] = cell_final[0].copy()
+            finals.append(cell_final if nested else cell_final[0])
 
     h_last = cell_final[0]                                          # (batch, units)
     valid = steps.valid

@@ -173,10 +173,12 @@ class RNNCell(Layer):
         return self._recurrent_dropout_mask
 
     def reset_dropout_mask(self) -> None:
-        self._dropout_mask = None
+        if self._dropout_mask is not None:  # RNN resets after every call: skip __setattr__
+            self._dropout_mask = None
 
     def reset_recurrent_dropout_mask(self) -> None:
-        self._recurrent_dropout_mask = None
+        if self._recurrent_dropout_mask is not None:
+            self._recurrent_dropout_mask = None
 
     # ---------------------------------------------------------------- calling
 

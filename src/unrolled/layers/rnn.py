@@ -363,6 +363,33 @@ class RNN(Layer):
                       training: bool = True) -> tuple[Any, dict]:
         """The call for training: the same result as `layer(...)`, plus the cache `backward` needs.
 
+        See `_forward_train`; the step loop runs under `_step_threads`.
+        """
+        batch = int(np.shape(sequences if not isinstance(sequences, (list, tuple))
+                             else np.asarray(sequences))[0])
+        with self._step_threads(batch):
+            return self._forward_train(sequences, initial_state, mask, training)
+
+    def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
+        """Backpropagation through time (see `_backward`), under `_step_threads`."""
+        with self._step_threads(cache["x_shape"][0]):
+            return self._backward(cache, d_result, grads)
+
+    def _step_threads(self, batch: int) -> Any:
+        """Training runs per step, like the kernels: one BLAS thread for the step products when
+        that is faster (unrolled.kernels._threads), the process's setting restored afterwards."""
+        from unrolled.kernels._threads import step_threads
+
+        cells = self.cell.cells if isinstance(self.cell, StackedRNNCells) else [self.cell]
+        work = max((batch * w.shape[0] * w.shape[1] for c in cells
+                    for w in [getattr(c, "recurrent_kernel", None)] if isinstance(w, np.ndarray)),
+                   default=0)
+        return step_threads(work)
+
+    def _forward_train(self, sequences: Any, initial_state: Any = None, mask: Any = None,
+                       training: bool = True) -> tuple[Any, dict]:
+        """The call for training: the same result as `layer(...)`, plus the cache `backward` needs.
+
         It runs the reference loop (one cell step at a time), keeping each step's cell cache,
         states and mask. Returns `(result, cache)`, `result` shaped as `__call__` returns it.
         """
@@ -420,7 +447,7 @@ class RNN(Layer):
                  "stacked": stacked, "output_shape": outputs[-1].shape}
         return result, cache
 
-    def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
+    def _backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         """Backpropagation through time: the gradient of the loss with respect to the input
         sequence, adding every weight's gradient (summed over the timesteps) to `grads`.
 
