@@ -223,23 +223,7 @@ class RNN(Layer):
         if x is None:
             raise TypeError(f"{owner}: missing the input sequence; call layer(x) with x of shape "
                             f"(batch, timesteps, features).")
-        x = _checks.as_float_array(x, "sequences", owner, np.dtype(self.dtype))
-        self._check_sequence_shape(x.shape, owner)
-        batch, timesteps = x.shape[:2]
-        self._maybe_build(x.shape)
-        if isinstance(self.cell, Layer):
-            self.cell.check_input_features(x.shape[-1], "sequences")
-        mask = self._check_mask(mask, batch, timesteps, owner)
-
-        carried = self._carried_states(batch, owner) if self.stateful else None
-        if initial_state is not None:
-            states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
-                                  "initial_state")
-            if not isinstance(states, list):
-                states = [states]
-        else:
-            states = carried if self.stateful else self.get_initial_state(batch)
-
+        x, states, mask = self._prepare(x, initial_state, mask, owner)
         try:
             last, outputs, final = self._loop(x, states, mask, training)
         finally:
@@ -253,6 +237,30 @@ class RNN(Layer):
         if self.return_state:
             return (output, *final)
         return output
+
+    def _prepare(self, x: Any, initial_state: Any, mask: Any,
+                 owner: str) -> tuple[np.ndarray, list, np.ndarray | None]:
+        """Check and convert a call's input, initial states and mask (building on first use).
+
+        Returns `x` as an array of the layer's dtype, the states to start from (the given ones,
+        the carried ones of a stateful layer, or the cell's initial states) and the mask.
+        """
+        x = _checks.as_float_array(x, "sequences", owner, np.dtype(self.dtype))
+        self._check_sequence_shape(x.shape, owner)
+        batch, timesteps = x.shape[:2]
+        self._maybe_build(x.shape)
+        if isinstance(self.cell, Layer):
+            self.cell.check_input_features(x.shape[-1], "sequences")
+        mask = self._check_mask(mask, batch, timesteps, owner)
+        carried = self._carried_states(batch, owner) if self.stateful else None
+        if initial_state is not None:
+            states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
+                                  "initial_state")
+            if not isinstance(states, list):
+                states = [states]
+        else:
+            states = carried if self.stateful else self.get_initial_state(batch)
+        return x, states, mask
 
     def _check_sequence_shape(self, shape: tuple, owner: str) -> None:
         ndim = len(shape)
@@ -394,21 +402,8 @@ class RNN(Layer):
         states and mask. Returns `(result, cache)`, `result` shaped as `__call__` returns it.
         """
         owner = f"{type(self).__name__} '{self.name}'"
-        x = _checks.as_float_array(sequences, "sequences", owner, np.dtype(self.dtype))
-        self._check_sequence_shape(x.shape, owner)
+        x, states, mask = self._prepare(sequences, initial_state, mask, owner)
         batch, timesteps = x.shape[:2]
-        self._maybe_build(x.shape)
-        if isinstance(self.cell, Layer):
-            self.cell.check_input_features(x.shape[-1], "sequences")
-        mask = self._check_mask(mask, batch, timesteps, owner)
-        carried = self._carried_states(batch, owner) if self.stateful else None
-        if initial_state is not None:
-            states = check_states(initial_state, self.cell, batch, np.dtype(self.dtype), owner,
-                                  "initial_state")
-            if not isinstance(states, list):
-                states = [states]
-        else:
-            states = carried if self.stateful else self.get_initial_state(batch)
         from unrolled.training.backprop import forward_step
 
         stacked = isinstance(self.cell, StackedRNNCells)
