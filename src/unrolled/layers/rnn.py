@@ -346,15 +346,8 @@ class RNN(Layer):
             if mask is None:
                 output, states = y, list(new_states)
             else:
-                valid = mask[:, t]                                          # (batch,)
-                if self.zero_output_for_mask:
-                    previous = np.zeros_like(y)
-                elif self.unroll:
-                    previous = output if output is not None else np.zeros_like(y)
-                else:
-                    previous = self._previous_output(states, stacked)
-                output = _where(valid, y, previous)
-                states = _map(lambda new, old: _where(valid, new, old), list(new_states), states)
+                output, states = self._masked_step(mask[:, t], y, new_states, output, states,
+                                                   stacked)
             if rec is not None:
                 rec.end_step(self, output, states)
             if self.return_sequences:
@@ -416,16 +409,8 @@ class RNN(Layer):
                 if mask is None:
                     output, states = y, list(new_states)
                 else:
-                    valid = mask[:, t]                                      # (batch,)
-                    if self.zero_output_for_mask:
-                        previous = np.zeros_like(y)
-                    elif self.unroll:
-                        previous = output if output is not None else np.zeros_like(y)
-                    else:
-                        previous = self._previous_output(states, stacked)
-                    output = _where(valid, y, previous)
-                    states = _map(lambda new, old: _where(valid, new, old), list(new_states),
-                                  states)
+                    output, states = self._masked_step(mask[:, t], y, new_states, output,
+                                                       states, stacked)
                 steps.append({"t": t, "cell": cell_cache, "states_before": before})
                 outputs.append(output)
         finally:
@@ -522,6 +507,24 @@ class RNN(Layer):
         else:
             d_states[0] = d_states[0] + d_prev
         return d_states
+
+    def _masked_step(self, valid: np.ndarray, y: np.ndarray, new_states: Any, output: Any,
+                     states: list, stacked: bool) -> tuple[np.ndarray, list]:
+        """Keras's rule for a step with a mask: per sample, a valid step takes the cell's output
+        and states; a masked one keeps the old states and outputs the previous state's h (zeros
+        with zero_output_for_mask; with unroll, the previous *output*, zeros at the first step).
+
+        valid (batch,); y (batch, units); returns (output, states).
+        """
+        if self.zero_output_for_mask:
+            previous = np.zeros_like(y)
+        elif self.unroll:
+            previous = output if output is not None else np.zeros_like(y)
+        else:
+            previous = self._previous_output(states, stacked)
+        output = _where(valid, y, previous)
+        states = _map(lambda new, old: _where(valid, new, old), list(new_states), states)
+        return output, states
 
     @staticmethod
     def _previous_output(states: list, stacked: bool) -> np.ndarray:
