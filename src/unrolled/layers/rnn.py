@@ -44,6 +44,17 @@ def first_mask(mask: Any) -> Any:
     return mask
 
 
+def the_sequence(sequences: Any, inputs: Any, owner: str) -> Any:
+    """The input of a sequence layer's call, given as `sequences` (Keras 3) or `inputs`."""
+    if sequences is not None and inputs is not None:
+        raise TypeError(f"{owner}: pass the input once, as `sequences` or `inputs`, not both.")
+    x = sequences if inputs is None else inputs
+    if x is None:
+        raise TypeError(f"{owner}: missing the input sequence; call layer(x) with x of shape "
+                        f"(batch, timesteps, features).")
+    return x
+
+
 def _where(step_mask: np.ndarray, new: np.ndarray, old: np.ndarray) -> np.ndarray:
     """Per sample: `new` where the step is valid, `old` where it is masked."""
     keep = step_mask.reshape(step_mask.shape + (1,) * (new.ndim - 1))
@@ -217,12 +228,7 @@ class RNN(Layer):
     def __call__(self, sequences: Any = None, initial_state: Any = None, mask: Any = None,
                  training: bool = False, *, inputs: Any = None) -> Any:
         owner = f"{type(self).__name__} '{self.name}'"
-        if sequences is not None and inputs is not None:
-            raise TypeError(f"{owner}: pass the input once, as `sequences` or `inputs`, not both.")
-        x = sequences if inputs is None else inputs
-        if x is None:
-            raise TypeError(f"{owner}: missing the input sequence; call layer(x) with x of shape "
-                            f"(batch, timesteps, features).")
+        x = the_sequence(sequences, inputs, owner)
         x, states, mask = self._prepare(x, initial_state, mask, owner)
         try:
             last, outputs, final = self._loop(x, states, mask, training)

@@ -13,7 +13,7 @@ import numpy as np
 from unrolled import _checks
 from unrolled.layers._serialization import deserialize_layer, serialize_layer
 from unrolled.layers.base import Layer
-from unrolled.layers.rnn import first_mask
+from unrolled.layers.rnn import first_mask, the_sequence
 
 __all__ = ["TimeDistributed", "Bidirectional"]
 
@@ -398,12 +398,7 @@ class Bidirectional(Layer):
     def __call__(self, sequences: Any = None, initial_state: Any = None, mask: Any = None,
                  training: bool = False, *, inputs: Any = None) -> Any:
         owner = f"Bidirectional '{self.name}'"
-        if sequences is not None and inputs is not None:
-            raise TypeError(f"{owner}: pass the input once, as `sequences` or `inputs`, not both.")
-        x = sequences if inputs is None else inputs
-        if x is None:
-            raise TypeError(f"{owner}: missing the input sequence; call layer(x) with x of shape "
-                            f"(batch, timesteps, features).")
+        x = the_sequence(sequences, inputs, owner)
         x = _checks.as_float_array(x, "sequences", owner, np.dtype(self.dtype))
         if x.ndim != 3:
             raise ValueError(
