@@ -8,6 +8,7 @@ import numpy as np
 
 from unrolled.kernels import _numba
 from unrolled.kernels._plan import NO_MASK, Steps
+from unrolled.kernels import _threads
 from unrolled.kernels._threads import step_threads
 from unrolled.kernels.gru import gru
 from unrolled.kernels.lstm import lstm
@@ -17,7 +18,7 @@ from unrolled.layers.lstm import LSTMCell
 from unrolled.layers.simple_rnn import SimpleRNNCell
 from unrolled.layers.stacked import StackedRNNCells
 
-__all__ = ["run", "KERNELS"]
+__all__ = ["run", "plan_for", "execute", "Plan", "KERNELS"]
 
 # Exact classes only: a subclass may override `call`, and then only the reference loop is right.
 KERNELS: dict[type, Any] = {SimpleRNNCell: simple_rnn, LSTMCell: lstm, GRUCell: gru}
@@ -49,6 +50,58 @@ def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, 
     return cells, kernels
 
 
+class Plan:
+    """What `run` decides for one layer and input shape: the cells, their kernels, the thread
+    limit. `RNN.__call__` keeps the plan of its last plain call (an array of the layer's dtype,
+    no mask, no initial state, not training, not stateful) and reuses it while calls keep that
+    shape, skipping the checks and the kernel choice. Setting any attribute of the layer or its
+    cells drops the plan (`Layer.__setattr__`); so does turning the compiled loops on or off.
+    """
+
+    __slots__ = ("cells", "kernels", "work", "shape", "dtype", "compiled", "states", "single")
+
+    def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
+        self.cells, self.kernels = cells, kernels
+        self.work = max(x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
+                        for c in cells)
+        self.shape, self.dtype = x.shape, x.dtype
+        self.compiled = _numba.enabled
+        self.states: list | None = None
+        self.single = single  # one cell, not a stack: `call` takes the short route
+
+    def call(self, rnn: Any, x: np.ndarray) -> Any:
+        """The layer's return value for `x`, or None when `x` or the settings differ from the
+        plan's (the caller then takes the full path)."""
+        if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
+            return None
+        if self.single and not (_threads.STEP_WORK_MIN < self.work <= _threads.STEP_WORK_MAX):
+            # `execute` for one cell, no mask, no thread limit: at small shapes its generality
+            # is a third of the call.
+            xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
+            if rnn.go_backwards:
+                xt = xt[::-1]
+            seq, final = self.kernels[0](self.cells[0], xt, self.states, NO_MASK,
+                                         rnn.return_sequences)
+            if seq is None:
+                output = final[0]
+            else:
+                if rnn.return_state:
+                    final[0] = final[0].copy()  # not a view that keeps the whole sequence alive
+                output = seq.transpose(1, 0, 2)                     # (batch, timesteps, units)
+            return (output, *final) if rnn.return_state else output
+        last, outputs, final = execute(self, rnn, x, self.states, None)
+        output = outputs if rnn.return_sequences else last
+        return (output, *final) if rnn.return_state else output
+
+
+def plan_for(rnn: Any, x: np.ndarray, training: bool) -> Plan | None:
+    """The kernels for calling `rnn` on `x`, or None when the reference loop must run."""
+    if x.ndim != 3 or x.dtype not in _FLOATS:
+        return None
+    found = _cells_and_kernels(rnn.cell, x, training)
+    return None if found is None else Plan(*found, x, type(rnn.cell) is not StackedRNNCells)
+
+
 def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
         training: bool) -> tuple[np.ndarray, np.ndarray | None, list] | None:
     """`(last, outputs, final)` exactly as `RNN._reference_loop` returns them, or None.
@@ -56,13 +109,13 @@ def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
     None means no kernel applies (a user-written or subclassed cell, float16, training-mode
     dropout, a cell with a recorder) and the caller runs the reference loop.
     """
-    if x.ndim != 3 or x.dtype not in _FLOATS:
-        return None
-    found = _cells_and_kernels(rnn.cell, x, training)
-    if found is None:
-        return None
-    cells, kernels = found
-    dtype = x.dtype
+    plan = plan_for(rnn, x, training)
+    return None if plan is None else execute(plan, rnn, x, states, mask)
+
+
+def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None
+            ) -> tuple[np.ndarray, np.ndarray | None, list]:
+    """Run the plan's kernels over `x` from `states` (read, never written)."""
     backwards = rnn.go_backwards
     xt = x.transpose(1, 0, 2)                                       # (timesteps, batch, features)
     if backwards:
@@ -74,30 +127,16 @@ def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
     else:
         steps = Steps(mask.T[::-1] if backwards else mask.T)        # (timesteps, batch)
 
-    stacked = len(cells) > 1 or type(rnn.cell) is StackedRNNCells
-    per_cell = states if stacked else [states]
-    finals = []
-    seq = xt
-    last_index = len(cells) - 1
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
     # small products), unless a step's h W is large; see _threads.
-    work = max(x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
-               for c in cells)
-    with step_threads(work):
-        for i, (cell, kernel) in enumerate(zip(cells, kernels)):
-            entry = per_cell[i]
-            nested = isinstance(entry, (list, tuple))
-            cell_states = [s if s.dtype == dtype else s.astype(dtype)
-                           for s in (entry if nested else (entry,))]
-            need_seq = i < last_index or rnn.return_sequences
-            seq, cell_final = kernel(cell, seq, cell_states, steps, need_seq)
-            if need_seq and (i < last_index or rnn.return_state or (
-                    steps.valid is not None and (rnn.zero_output_for_mask or rnn.unroll))):
-                # Don't let a state alias (and keep alive) the sequence buffer it was written in.
-                cell_final[0] = cell_final[0].copy()
-            finals.append(cell_final if nested else cell_final[0])
+    if _threads.STEP_WORK_MIN < plan.work <= _threads.STEP_WORK_MAX:
+        with step_threads(plan.work):
+            seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
+    else:
+        seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
 
-    h_last = cell_final[0]                                          # (batch, units)
+    last_final = finals[-1] if stacked else finals
+    h_last = last_final[0] if isinstance(last_final, list) else last_final   # (batch, units)
     valid = steps.valid
     if valid is not None and (rnn.zero_output_for_mask or rnn.unroll):
         # zero_output_for_mask: masked steps output zeros. unroll (Keras's unrolled loop): a
@@ -113,4 +152,29 @@ def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
         outputs = seq.transpose(1, 0, 2)                            # (batch, timesteps, units)
     else:
         last, outputs = h_last, None
-    return last, outputs, finals if stacked else finals[0]
+    return last, outputs, finals
+
+
+def _each_cell(plan: Plan, rnn: Any, xt: np.ndarray, states: list, steps: Steps
+               ) -> tuple[np.ndarray | None, list, bool]:
+    """Each cell's kernel over the sequence the cell below produced: `(seq, finals, stacked)`."""
+    cells, kernels = plan.cells, plan.kernels
+    dtype = xt.dtype
+    stacked = len(cells) > 1 or type(rnn.cell) is StackedRNNCells
+    per_cell = states if stacked else [states]
+    finals = []
+    seq = xt
+    last_index = len(cells) - 1
+    for i, (cell, kernel) in enumerate(zip(cells, kernels)):
+        entry = per_cell[i]
+        nested = isinstance(entry, (list, tuple))
+        cell_states = [s if s.dtype == dtype else s.astype(dtype)
+                       for s in (entry if nested else (entry,))]
+        need_seq = i < last_index or rnn.return_sequences
+        seq, cell_final = kernel(cell, seq, cell_states, steps, need_seq)
+        if need_seq and (i < last_index or rnn.return_state or (
+                steps.valid is not None and (rnn.zero_output_for_mask or rnn.unroll))):
+            # Don't let a state alias (and keep alive) the sequence buffer it was written in.
+            cell_final[0] = cell_final[0].copy()
+        finals.append(cell_final if nested else cell_final[0])
+    return seq, (finals if stacked else finals[0]), stacked

@@ -292,6 +292,14 @@ class Layer:
             weight.assign(value)
             return
         object.__setattr__(self, key, value)
+        # A recurrent layer's kept kernel plan (unrolled.kernels.Plan) depends on its settings
+        # and its cells': any change drops it, here and up the chain of owners.
+        layer: Any = self
+        while layer is not None:
+            found = layer.__dict__
+            if found.get("_plan") is not None:
+                found["_plan"] = None
+            layer = found.get("_parent")
 
     def count_params(self) -> int:
         return int(sum(w.value.size for w in self.weights))

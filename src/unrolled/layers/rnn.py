@@ -227,9 +227,20 @@ class RNN(Layer):
 
     def __call__(self, sequences: Any = None, initial_state: Any = None, mask: Any = None,
                  training: bool = False, *, inputs: Any = None) -> Any:
+        plain = (initial_state is None and mask is None and not training and inputs is None
+                 and type(sequences) is np.ndarray and self._recorder is None)
+        if plain:
+            # A repeat of the last plain call's shape: its kernel plan, without the checks.
+            plan = self.__dict__.get("_plan")
+            if plan is not None:
+                result = plan.call(self, sequences)
+                if result is not None:
+                    return result
         owner = f"{type(self).__name__} '{self.name}'"
         x = the_sequence(sequences, inputs, owner)
         x, states, mask = self._prepare(x, initial_state, mask, owner)
+        if plain and not self.stateful and x is sequences:
+            self._keep_plan(x, states)
         try:
             last, outputs, final = self._loop(x, states, mask, training)
         finally:
@@ -243,6 +254,21 @@ class RNN(Layer):
         if self.return_state:
             return (output, *final)
         return output
+
+    def _keep_plan(self, x: np.ndarray, states: list) -> None:
+        """Keep the kernel plan for plain calls shaped like `x` (see unrolled.kernels.Plan).
+
+        Only while `_run_kernel` is the class's own: an override decides per call.
+        """
+        if "_run_kernel" in self.__dict__ or type(self)._run_kernel is not RNN._run_kernel:
+            return
+        global _kernels
+        if _kernels is None:
+            from unrolled import kernels as _kernels
+        plan = _kernels.plan_for(self, x, False)
+        if plan is not None:
+            plan.states = states  # the cell's zeros: kernels read states, never write them
+        self.__dict__["_plan"] = plan
 
     def _prepare(self, x: Any, initial_state: Any, mask: Any,
                  owner: str) -> tuple[np.ndarray, list, np.ndarray | None]:
