@@ -28,15 +28,18 @@ PATH = {"name": None, "numba_runs": 0}
 SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
 
 
-@pytest.fixture(autouse=True, params=["numpy", "numba"])
+@pytest.fixture(autouse=True, params=["numpy", "numba", "numba_blas"])
 def kernel_path(request, monkeypatch):
     # Layers made here leave the auto-naming counters as they were: name-parity tests elsewhere
     # compare them with Keras's per-session numbering.
     monkeypatch.setattr(base, "_name_counts", dict(base._name_counts))
-    if request.param == "numba":
+    if request.param.startswith("numba"):
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         monkeypatch.setattr(_numba, "enabled", True)
-        monkeypatch.setattr(_numba, "WORK_MAX", {1: 1 << 40, 3: 1 << 40, 4: 1 << 40})
+        # "numba": the small-shape loops at every size; "numba_blas": the BLAS loops at every
+        # size (float32, default activations; the rest runs the NumPy kernels).
+        work_max = 1 << 40 if request.param == "numba" else -1
+        monkeypatch.setattr(_numba, "WORK_MAX", {1: work_max, 3: work_max, 4: work_max})
         real = _numba.loop_for
 
         def counting(cell, batch):
@@ -55,6 +58,11 @@ def kernel_path(request, monkeypatch):
 
 def compiled_applies(rnn):
     cells = rnn.cell.cells if isinstance(rnn.cell, layers.StackedRNNCells) else [rnn.cell]
+    if PATH["name"] == "numba_blas":
+        return rnn.dtype == "float32" and all(
+            c.activation is _numba.activations.tanh and
+            getattr(c, "recurrent_activation", _numba.activations.sigmoid)
+            is _numba.activations.sigmoid for c in cells)
     return all(c.activation in _numba._CODES and
                getattr(c, "recurrent_activation", _numba.activations.tanh) in _numba._CODES
                for c in cells)
@@ -109,7 +117,7 @@ def both_ways(rnn, x, states, mask=None, training=False):
     runs = PATH["numba_runs"]
     fast = rnn._run_kernel(x, states, mask, training)
     assert fast is not None, f"no kernel ran for {rnn!r}"
-    if PATH["name"] == "numba" and compiled_applies(rnn):
+    if PATH["name"].startswith("numba") and compiled_applies(rnn):
         assert PATH["numba_runs"] > runs, "the compiled loop did not run"
     ref = rnn._reference_loop(x, states, mask, training)
     assert all(np.isfinite(leaf).all() for leaf in _leaves(list(ref)) if leaf is not None), (
@@ -444,12 +452,23 @@ def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
     small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
-    assert _numba.loop_for(small, 4) is not None
-    assert _numba.loop_for(large, 4) is None  # 4 * 256 * 1024 multiply-adds a step: BLAS
+    small.build((4, 3))
+    large.build((4, 3))
+    assert "blas" not in _numba.loop_for(small, 4).__qualname__
+    # 4 * 256 * 1024 multiply-adds a step: the loop that hands h W to BLAS
+    assert "blas" in _numba.loop_for(large, 4).__qualname__
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
+    odd.build((4, 3))
     assert _numba.loop_for(odd, 4) is None
+    odd_large = layers.LSTMCell(256, activation="relu", name="kernel_test")
+    odd_large.build((4, 3))
+    assert _numba.loop_for(odd_large, 4) is None  # the BLAS loops: tanh and sigmoid only
+    wide = layers.LSTMCell(256, dtype="float64", name="kernel_test")
+    wide.build((4, 3))
+    assert _numba.loop_for(wide, 4) is None       # ... and float32 only
     monkeypatch.setattr(_numba, "enabled", False)
     assert _numba.loop_for(small, 4) is None
+    assert _numba.loop_for(large, 4) is None
 
 
 def test_import_unrolled_imports_no_numba_nor_threadpoolctl():
@@ -463,3 +482,100 @@ def test_import_unrolled_imports_no_numba_nor_threadpoolctl():
                           env={**__import__("os").environ, "UNROLLED_NUMBA": "0"})
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]", done.stdout
+
+
+# ------------------------------------------------------------------------ kept plans
+
+
+def _reference_call(rnn, x):
+    """What `rnn(x)` must return, from the reference loop (fresh zero states)."""
+    last, outputs, final = rnn._reference_loop(x, rnn.get_initial_state(x.shape[0]), None, False)
+    output = outputs if rnn.return_sequences else last
+    return (output, *final) if rnn.return_state else output
+
+
+def _compare_result(fast, ref, dtype):
+    if isinstance(ref, tuple):
+        assert isinstance(fast, tuple) and len(fast) == len(ref)
+        for k, (a, b) in enumerate(zip(fast, ref)):
+            compare_tree(a, b, f"result[{k}]", dtype)
+    else:
+        compare_tree(fast, ref, "result", dtype)
+
+
+@pytest.mark.parametrize("cell_kind", CELLS + ["stack"])
+@pytest.mark.parametrize("flags", list(itertools.product([False, True], repeat=3)))
+def test_repeated_plain_calls_reuse_the_plan_and_give_the_reference_numbers(
+        rng, monkeypatch, cell_kind, flags):
+    """A plain call (array, no mask/initial state/training) keeps its plan; the next calls of
+    the same shape run it, through its short route, with the reference loop's numbers."""
+    return_sequences, return_state, go_backwards = flags
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    cell = ([make_cell("lstm", u), make_cell("gru", u + 1)] if cell_kind == "stack"
+            else make_cell(cell_kind, u))
+    rnn = built(layers.RNN(cell, return_sequences=return_sequences, return_state=return_state,
+                           go_backwards=go_backwards), x)
+    made = []
+    real = _dispatch.plan_for
+    monkeypatch.setattr(_dispatch, "plan_for", lambda *a: made.append(1) or real(*a))
+    monkeypatch.setattr(kernels, "plan_for", _dispatch.plan_for)
+    rnn.__dict__["_plan"] = None
+    rnn(x)
+    assert rnn._plan is not None and made
+    planned = len(made)
+    for _ in range(2):
+        x2 = rng.standard_normal((b, t, f)).astype("float32")
+        _compare_result(rnn(x2), _reference_call(rnn, x2), "float32")
+    assert len(made) == planned, "a repeated plain call planned again"
+    # The kept zero states are still zeros: no kernel wrote into them.
+    assert all(not leaf.any() for leaf in _leaves(rnn._plan.states))
+
+
+def test_a_plan_follows_weights_and_drops_on_any_setting_change(rng):
+    x = rng.standard_normal((3, 4, 2)).astype("float32")
+    rnn = built(layers.RNN(make_cell("gru", 3), return_sequences=True), x)
+    rnn(x)
+    plan = rnn._plan
+    assert plan is not None
+    rnn.set_weights([w * 0.5 for w in rnn.get_weights()])  # in place: the plan stays, sees them
+    assert rnn._plan is plan
+    _compare_result(rnn(x), _reference_call(rnn, x), "float32")
+    from unrolled import activations
+
+    rnn.cell.activation = activations.relu      # a cell setting: the owner's plan goes
+    assert rnn._plan is None
+    _compare_result(rnn(x), _reference_call(rnn, x), "float32")
+    rnn.go_backwards = True                     # a layer setting: the plan goes
+    assert rnn._plan is None
+    _compare_result(rnn(x), _reference_call(rnn, x), "float32")
+    assert rnn._plan is not None
+    other = rng.standard_normal((5, 4, 2)).astype("float32")  # another shape: planned anew
+    _compare_result(rnn(other), _reference_call(rnn, other), "float32")
+    assert rnn._plan.shape == other.shape
+
+
+def test_no_plan_is_kept_for_calls_that_need_the_full_path(rng):
+    x = rng.standard_normal((3, 4, 2)).astype("float32")
+    for kwargs, rnn_kwargs in [({"mask": np.ones((3, 4), bool)}, {}),
+                               ({"training": True}, {}),
+                               ({}, {"stateful": True})]:
+        rnn = built(layers.RNN(make_cell("lstm", 3), **rnn_kwargs), x)
+        rnn.__dict__.pop("_plan", None)
+        rnn(x, **kwargs)
+        assert rnn.__dict__.get("_plan") is None, (kwargs, rnn_kwargs)
+    rnn = built(layers.RNN(make_cell("lstm", 3)), x)
+    rnn.__dict__.pop("_plan", None)
+    rnn(x.astype("float64"))  # converted to the layer's dtype: not the array it was given
+    assert rnn.__dict__.get("_plan") is None
+    rnn(x.tolist())
+    assert rnn.__dict__.get("_plan") is None
+
+
+def test_an_overridden_run_kernel_is_asked_every_call(rng):
+    x = rng.standard_normal((2, 3, 2)).astype("float32")
+    rnn = built(layers.RNN(make_cell("simple_rnn", 3)), x)
+    rnn._run_kernel = lambda *args: None        # e.g. a test forcing the reference loop
+    rnn(x)
+    rnn(x)
+    assert rnn.__dict__.get("_plan") is None

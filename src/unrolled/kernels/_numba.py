@@ -1,22 +1,29 @@
-"""Compiled whole-sequence loops (Numba), for small shapes, when Numba is installed.
+"""Compiled whole-sequence loops (Numba), when Numba is installed (`pip install unrolled[numba]`).
 
-At small shapes a NumPy kernel's time is Python's: every step is 3 (SimpleRNN) to 12 (GRU)
-NumPy calls of about a microsecond each, whatever their size. These loops run the whole
-sequence, projection included, in one compiled call. They compute what the NumPy kernels
-compute, in the same order per number (projection `x U`, then `+ b`, then `+ h W`), as plain
-loops; tests/test_kernels.py proves them equal to the reference loop.
+Two families, both proven equal to the reference loop by tests/test_kernels.py:
 
-Used automatically when all of these hold:
-- `numba` imports (`pip install unrolled[numba]`) and `UNROLLED_NUMBA` is not "0";
-- one step's `h W` is at most `WORK_MAX[gates]` multiply-adds (above it the NumPy kernel, with
-  BLAS's blocked matmul, wins);
-- the activations are tanh, sigmoid, relu or linear (others run in the NumPy kernel).
+- **Small-shape loops** (`_numba_loops.LOOPS`). At small shapes a NumPy kernel's time is
+  Python's: every step is 3 (SimpleRNN) to 12 (GRU) NumPy calls of about a microsecond each,
+  whatever their size. These loops run the whole sequence, projection included, as plain loops
+  in one compiled call, computing what the NumPy kernels compute in the same order per number
+  (projection `x U`, then `+ b`, then `+ h W`). Used when one step's `h W` is at most
+  `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear.
+- **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for the larger steps, float32, and the default
+  activations (tanh, and sigmoid for the gates). `h W` and the chunked input projection go to
+  BLAS (Numba's `np.dot`, which calls SciPy's sgemm); everything between two products (adding
+  the projection and bias, the activations, the gate arithmetic, the state update and the
+  mask) is one compiled pass per step, with activations that vectorize (see `tanh32`). The NumPy
+  kernel needs 3-12 full passes and NumPy's float32 tanh, which runs one number at a time on
+  CPUs without AVX-512.
 
-Costs, paid once per process: importing Numba (0.5-2 s) on the first small call, and loading
-each compiled loop from Numba's cache (`cache=True`: compiled once per machine and dtype, about
-5-15 s each the very first time, stored next to this file or in Numba's user cache directory).
-`import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call) turns the
-compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
+Everything else (float64 above the small shapes, other activations, Numba or SciPy missing)
+runs the NumPy kernels.
+
+Costs, paid once per process: importing Numba (0.5-2 s) on the first call that could use it, and
+loading each compiled loop from Numba's cache (`cache=True`: compiled once per machine and
+dtype, about 3-15 s each the very first time, stored next to this file or in Numba's user cache
+directory). `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
+turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from unrolled import activations
+from unrolled.kernels._plan import CHUNK_BYTES, CHUNK_STEPS
 
 __all__ = ["available", "loop_for", "WORK_MAX"]
 
@@ -42,11 +50,33 @@ _CODES = {activations.linear: LINEAR, activations.tanh: TANH, activations.sigmoi
           activations.relu: RELU}
 
 _loops: dict[str, Callable] | None = None
+_loops_blas: dict[str, Callable] | None = None
 _failed = False
 # Read once, at the first call that could use a compiled loop; tests and the benchmark flip it.
 enabled: bool | None = None
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
 _classes: tuple = ()
+
+
+_BLAS_CODES = {1: [TANH], 3: [TANH, SIGMOID], 4: [TANH, SIGMOID]}
+_blas: bool | None = None
+
+
+def _blas_available() -> bool:
+    """Whether Numba's `np.dot` can reach BLAS: it uses SciPy's (`pip install unrolled[numba]`)."""
+    global _blas
+    if _blas is None:
+        try:
+            import scipy.linalg.cython_blas  # noqa: F401
+        except ImportError:
+            _blas = False
+        else:
+            _blas = True
+            # A BLAS library loaded after the thread limiter took stock must be limited too.
+            from unrolled.kernels import _threads
+
+            _threads.forget_controllers()
+    return _blas
 
 
 def available() -> bool:
@@ -58,14 +88,14 @@ def available() -> bool:
 
 
 def _compiled() -> dict[str, Callable] | None:
-    global _loops, _failed
+    global _loops, _loops_blas, _failed
     if _loops is None and not _failed:
         try:
             from unrolled.kernels import _numba_loops
         except ImportError:
             _failed = True
         else:
-            _loops = _numba_loops.LOOPS
+            _loops, _loops_blas = _numba_loops.LOOPS, _numba_loops.BLAS_LOOPS
     return _loops
 
 
@@ -77,6 +107,8 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
         from unrolled.layers.lstm import LSTMCell
 
         _classes = (LSTMCell, GRUCell)
+        _BINDERS.update({LSTMCell: _bind_lstm, GRUCell: _bind_gru})
+        _BLAS_BINDERS.update({LSTMCell: _bind_lstm_blas, GRUCell: _bind_gru_blas})
     LSTMCell, GRUCell = _classes
     gates = 1
     codes = [_CODES.get(cell.activation)]
@@ -84,61 +116,136 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
     if kind is LSTMCell or kind is GRUCell:
         gates = 4 if kind is LSTMCell else 3
         codes.append(_CODES.get(cell.recurrent_activation))
-    if None in codes or batch * cell.units * gates * cell.units > WORK_MAX[gates]:
+    if None in codes:
         return None
+    if batch * cell.units * gates * cell.units > WORK_MAX[gates]:
+        # Larger steps: a BLAS loop, for float32 and the default activations only.
+        if (cell.kernel.dtype != np.float32 or codes != _BLAS_CODES[gates]
+                or not all(w.value.flags.c_contiguous for w in cell._weights)
+                or not available() or not _blas_available()):
+            return None
+        return _BLAS_BINDERS[kind if kind is LSTMCell or kind is GRUCell else None](cell)
     if not available():
         return None
-    if kind is LSTMCell:
-        return _lstm
-    if kind is GRUCell:
-        return _gru
-    return _simple_rnn
+    return _BINDERS[kind if kind is LSTMCell or kind is GRUCell else None](cell)
 
 
-def _prepare(cell: Any, xt: np.ndarray, steps: Any, need_seq: bool):
-    T, B = xt.shape[:2]
+# Each binder fetches a cell's weights, biases and activation codes once and returns the kernel
+# `(cell, xt, states, steps, need_seq) -> (seq, final)`. The weights are the cell's own arrays
+# (written in place by set_weights and training, never replaced), so a bound kernel kept in a
+# plan (unrolled.kernels.Plan) sees every update; a change of configuration drops the plan.
+
+
+def _buffers(xt: np.ndarray, steps: Any, need_seq: bool, units: int):
     valid = steps.valid
     mask = _NO_MASK if valid is None else np.ascontiguousarray(valid)
-    seq = np.empty((T if need_seq else 1, B, cell.units), dtype=xt.dtype)
-    return xt, mask, seq
+    seq = np.empty((xt.shape[0] if need_seq else 1, xt.shape[1], units), dtype=xt.dtype)
+    return mask, valid is not None, seq
 
 
-def _bias(bias: Any, width: int, dtype: np.dtype) -> np.ndarray:
+def _zeros_if_none(bias: Any, width: int, dtype: np.dtype) -> np.ndarray:
     return np.zeros(width, dtype=dtype) if bias is None else bias
 
 
-def _simple_rnn(cell, xt, states, steps, need_seq):
-    loops = _loops
-    xt, mask, seq = _prepare(cell, xt, steps, need_seq)
-    U = cell.units
-    h = loops["simple_rnn"](xt, cell.kernel, cell.recurrent_kernel, _bias(cell.bias, U, xt.dtype),
-                            states[0], mask, steps.valid is not None, _CODES[cell.activation],
-                            seq, need_seq)
-    return (seq if need_seq else None), [h]
+def _bind_simple_rnn(cell: Any) -> Callable:
+    loop, U = _loops["simple_rnn"], cell.units
+    weights = (cell.kernel, cell.recurrent_kernel,
+               _zeros_if_none(cell.bias, U, cell.kernel.dtype))
+    code = _CODES[cell.activation]
+
+    def simple_rnn(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        h = loop(xt, *weights, states[0], mask, masked, code, seq, need_seq)
+        return (seq if need_seq else None), [h]
+
+    return simple_rnn
 
 
-def _lstm(cell, xt, states, steps, need_seq):
-    loops = _loops
-    xt, mask, seq = _prepare(cell, xt, steps, need_seq)
-    U = cell.units
-    h, c = loops["lstm"](xt, cell.kernel, cell.recurrent_kernel,
-                         _bias(cell.bias, 4 * U, xt.dtype), states[0], states[1], mask,
-                         steps.valid is not None, _CODES[cell.activation],
-                         _CODES[cell.recurrent_activation], seq, need_seq)
-    return (seq if need_seq else None), [h, c]
+def _bind_lstm(cell: Any) -> Callable:
+    loop, U = _loops["lstm"], cell.units
+    weights = (cell.kernel, cell.recurrent_kernel,
+               _zeros_if_none(cell.bias, 4 * U, cell.kernel.dtype))
+    codes = (_CODES[cell.activation], _CODES[cell.recurrent_activation])
+
+    def lstm(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        h, c = loop(xt, *weights, states[0], states[1], mask, masked, *codes, seq, need_seq)
+        return (seq if need_seq else None), [h, c]
+
+    return lstm
 
 
-def _gru(cell, xt, states, steps, need_seq):
-    loops = _loops
-    xt, mask, seq = _prepare(cell, xt, steps, need_seq)
-    U = cell.units
-    bias = cell.bias
+def _gru_weights(cell: Any) -> tuple:
+    """kernel, recurrent kernel, input bias, recurrent bias (zeros where there is none)."""
+    U, bias, dtype = cell.units, cell.bias, cell.kernel.dtype
     if cell.reset_after:
-        b_in = _bias(None if bias is None else bias[0], 3 * U, xt.dtype)
-        b_rec = _bias(None if bias is None else bias[1], 3 * U, xt.dtype)
+        b_in = _zeros_if_none(None if bias is None else bias[0], 3 * U, dtype)
+        b_rec = _zeros_if_none(None if bias is None else bias[1], 3 * U, dtype)
     else:
-        b_in, b_rec = _bias(bias, 3 * U, xt.dtype), np.zeros(3 * U, dtype=xt.dtype)
-    h = loops["gru"](xt, cell.kernel, cell.recurrent_kernel, b_in, b_rec, states[0], mask,
-                     steps.valid is not None, cell.reset_after, _CODES[cell.activation],
-                     _CODES[cell.recurrent_activation], seq, need_seq)
-    return (seq if need_seq else None), [h]
+        b_in, b_rec = _zeros_if_none(bias, 3 * U, dtype), np.zeros(3 * U, dtype=dtype)
+    return cell.kernel, cell.recurrent_kernel, b_in, b_rec
+
+
+def _bind_gru(cell: Any) -> Callable:
+    loop, U = _loops["gru"], cell.units
+    weights = _gru_weights(cell)
+    reset_after = cell.reset_after
+    codes = (_CODES[cell.activation], _CODES[cell.recurrent_activation])
+
+    def gru(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        h = loop(xt, *weights, states[0], mask, masked, reset_after, *codes, seq, need_seq)
+        return (seq if need_seq else None), [h]
+
+    return gru
+
+
+def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
+    """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan)."""
+    return max(CHUNK_STEPS, CHUNK_BYTES // max(batch * max(gates * cell.units, features) * 4, 1))
+
+
+def _bind_simple_rnn_blas(cell: Any) -> Callable:
+    loop, U = _loops_blas["simple_rnn"], cell.units
+    weights = (cell.kernel, cell.recurrent_kernel,
+               _zeros_if_none(cell.bias, U, cell.kernel.dtype))
+
+    def simple_rnn(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        chunk = _chunk(cell, xt.shape[1], 1, xt.shape[2])
+        h = loop(xt, *weights, states[0], mask, masked, seq, need_seq, chunk)
+        return (seq if need_seq else None), [h]
+
+    return simple_rnn
+
+
+def _bind_lstm_blas(cell: Any) -> Callable:
+    loop, U = _loops_blas["lstm"], cell.units
+    weights = (cell.kernel, cell.recurrent_kernel,
+               _zeros_if_none(cell.bias, 4 * U, cell.kernel.dtype))
+
+    def lstm(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        chunk = _chunk(cell, xt.shape[1], 4, xt.shape[2])
+        h, c = loop(xt, *weights, states[0], states[1], mask, masked, seq, need_seq, chunk)
+        return (seq if need_seq else None), [h, c]
+
+    return lstm
+
+
+def _bind_gru_blas(cell: Any) -> Callable:
+    loop, U = _loops_blas["gru"], cell.units
+    weights = _gru_weights(cell)
+    reset_after = cell.reset_after
+
+    def gru(_cell, xt, states, steps, need_seq):
+        mask, masked, seq = _buffers(xt, steps, need_seq, U)
+        chunk = _chunk(cell, xt.shape[1], 3, xt.shape[2])
+        h = loop(xt, *weights, states[0], mask, masked, reset_after, seq, need_seq, chunk)
+        return (seq if need_seq else None), [h]
+
+    return gru
+
+
+_BINDERS: dict[Any, Callable[[Any], Callable]] = {None: _bind_simple_rnn}
+_BLAS_BINDERS: dict[Any, Callable[[Any], Callable]] = {None: _bind_simple_rnn_blas}

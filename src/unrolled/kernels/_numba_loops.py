@@ -31,26 +31,31 @@ def act(v, code):
 
 @njit
 def project(z, xt, k, b, kernel, bias):
-    # z = x_t U, then + b: the NumPy kernels' order
+    # z = x_t U, then + b: the NumPy kernels' order. Plain index loops, no slices: a slice is an
+    # array object, and at the small shapes these loops serve its cost shows.
     F = xt.shape[2]
-    z[:] = 0
+    n = z.shape[0]
+    for j in range(n):
+        z[j] = 0
     for f in range(F):
         xv = xt[k, b, f]
-        for j in range(z.shape[0]):
+        for j in range(n):
             z[j] += xv * kernel[f, j]
-    for j in range(z.shape[0]):
+    for j in range(n):
         z[j] += bias[j]
 
 
 @njit
 def add_product(z, r, h, b, W):
     # z += h_b W (r: scratch for h_b W), with W's rows streamed: the inner loop over j vectorizes
-    r[:] = 0
+    n = W.shape[1]
+    for j in range(n):
+        r[j] = 0
     for i in range(W.shape[0]):
         hv = h[b, i]
-        for j in range(W.shape[1]):
+        for j in range(n):
             r[j] += hv * W[i, j]
-    for j in range(z.shape[0]):
+    for j in range(n):
         z[j] += r[j]
 
 
@@ -71,8 +76,16 @@ def simple_rnn(xt, kernel, recurrent, bias, h0, mask, use_mask, code, seq, need_
                 new[b, j] = act(z[j], code) if keep else h[b, j]
         h, new = new, h
         if need_seq:
-            seq[k] = h
+            copy_rows(seq, k, h)
     return h
+
+
+@njit
+def copy_rows(seq, k, h):
+    # seq[k] = h, without the slice object
+    for b in range(h.shape[0]):
+        for j in range(h.shape[1]):
+            seq[k, b, j] = h[b, j]
 
 
 @njit
@@ -104,7 +117,7 @@ def lstm(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, code, gate_code, s
         h, h_new = h_new, h
         c, c_new = c_new, c
         if need_seq:
-            seq[k] = h
+            copy_rows(seq, k, h)
     return h, c
 
 
@@ -115,19 +128,21 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
     U = recurrent.shape[0]
     h = h0.copy()
     new = np.empty_like(h)
-    x = np.empty(3 * U, dtype=h.dtype)
-    R = np.empty(3 * U, dtype=h.dtype)
+    x = np.empty(3 * U, dtype=h.dtype)      # x_t U + b_in, then the gates z, r, h~ in place
+    R = np.empty(3 * U, dtype=h.dtype)      # h W (+ b_rec)
     r = np.empty(3 * U, dtype=h.dtype)
-    rh = np.empty((1, U), dtype=h.dtype)
+    rh = np.empty((1, U), dtype=h.dtype)    # r * h  (reset_after=False)
+    W_zr = np.ascontiguousarray(recurrent[:, :2 * U])
+    W_h = np.ascontiguousarray(recurrent[:, 2 * U:])
+    zr = np.empty(2 * U, dtype=h.dtype)
     rhW = np.empty(U, dtype=h.dtype)
-    W_zr = recurrent[:, :2 * U]
-    W_h = recurrent[:, 2 * U:]
     for k in range(T):
         for b in range(B):
             project(x, xt, k, b, kernel, b_in)
             keep = not use_mask or mask[k, b]
             if reset_after:
-                R[:] = 0
+                for j in range(3 * U):
+                    R[j] = 0
                 add_product(R, r, h, b, recurrent)
                 for j in range(3 * U):
                     R[j] += b_rec[j]
@@ -136,14 +151,16 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
                 for j in range(U):
                     x[2 * U + j] = act(x[2 * U + j] + x[U + j] * R[2 * U + j], code)
             else:
-                zr = x[:2 * U]
-                add_product(zr, r[:2 * U], h, b, W_zr)
                 for j in range(2 * U):
-                    x[j] = act(x[j], gate_code)                 # z, r
+                    zr[j] = x[j]
+                add_product(zr, r, h, b, W_zr)
+                for j in range(2 * U):
+                    x[j] = act(zr[j], gate_code)                # z, r
                 for j in range(U):
                     rh[0, j] = x[U + j] * h[b, j]
-                rhW[:] = 0
-                add_product(rhW, r[:U], rh, 0, W_h)
+                for j in range(U):
+                    rhW[j] = 0
+                add_product(rhW, r, rh, 0, W_h)
                 for j in range(U):
                     x[2 * U + j] = act(x[2 * U + j] + rhW[j], code)
             for j in range(U):
@@ -151,8 +168,228 @@ def gru(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, cod
                 new[b, j] = (zv * h[b, j] + (1 - zv) * x[2 * U + j]) if keep else h[b, j]
         h, new = new, h
         if need_seq:
-            seq[k] = h
+            copy_rows(seq, k, h)
     return h
 
 
 LOOPS = {"simple_rnn": simple_rnn, "lstm": lstm, "gru": gru}
+
+
+# ------------------------------------------------------------------------ BLAS loops, float32
+#
+# Above the small shapes the step product `h W` belongs to BLAS (`np.dot` here calls SciPy's
+# BLAS sgemm), and what the compiled loop adds is everything around it: the gate arithmetic in
+# one pass over `(batch, gates*units)` instead of 8-12 NumPy calls, and activations that
+# vectorize. NumPy's float32 tanh runs one number at a time on CPUs without AVX-512 (about 7 ns
+# each on the benchmark machine); `tanh32` and `sigmoid32` below are branch-free, so LLVM runs
+# them 8 lanes wide. Both are within 2 ulp of NumPy's results over the whole float32 range (see
+# tests/test_kernels.py); infinities give the limits and NaN stays NaN.
+
+F32 = np.float32
+_MAGIC = F32(12582912.0)  # 1.5 * 2**23: x + _MAGIC rounds x to an integer held in the low bits
+_MAGIC_BITS = np.int32(np.array(_MAGIC).view(np.int32))
+
+
+@numba.njit(cache=True, inline="always")
+def exp32(x):
+    # exp(x) = 2**n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts so that
+    # n ln 2 is exact), exp(r) by its degree-7 minimax polynomial on |r| <= ln(2)/2 (Cephes's
+    # expf coefficients); 2**n built from its exponent bits.
+    x = min(max(x, F32(-87.33654475)), F32(88.37626266))
+    t = x * F32(1.44269504088896341) + _MAGIC
+    n = t - _MAGIC
+    r = x - n * F32(0.693359375) + n * F32(2.12194440e-4)
+    p = F32(1.9875691500e-4)
+    p = p * r + F32(1.3981999507e-3)
+    p = p * r + F32(8.3334519073e-3)
+    p = p * r + F32(4.1665795894e-2)
+    p = p * r + F32(1.6666665459e-1)
+    p = p * r + F32(5.0000001201e-1)
+    y = p * (r * r) + r + F32(1)
+    k = np.int32(np.float32(t).view(np.int32) - _MAGIC_BITS)
+    return y * np.int32((k + np.int32(127)) << np.int32(23)).view(np.float32)
+
+
+@numba.njit(cache=True, inline="always")
+def tanh32(x):
+    # |x| < 0.625: the odd polynomial x + x^3 P(x^2) (Cephes's tanhf coefficients);
+    # otherwise 1 - 2 / (exp(2|x|) + 1) with the sign of x. |x| is capped at 9, where tanh is
+    # 1 in float32. Both branches are computed and one is selected: no jump, so it vectorizes.
+    a = min(abs(x), F32(9))
+    z = x * x
+    small = ((((F32(-5.70498872745e-3) * z + F32(2.06390887954e-2)) * z
+               - F32(5.37397155531e-2)) * z + F32(1.33314422036e-1)) * z
+             - F32(3.33332819422e-1)) * z * x + x
+    big = F32(1) - F32(2) / (exp32(a + a) + F32(1))
+    big = -big if x < 0 else big
+    return small if a < F32(0.625) else big
+
+
+@numba.njit(cache=True, inline="always")
+def sigmoid32(x):
+    return F32(1) / (F32(1) + exp32(-x))
+
+
+@njit
+def tanh32_array(a, out):
+    """`out = tanh32(a)` for 1-D arrays (the tests compare it with np.tanh)."""
+    for i in range(a.shape[0]):
+        out[i] = tanh32(a[i])
+
+
+@njit
+def sigmoid32_array(a, out):
+    for i in range(a.shape[0]):
+        out[i] = sigmoid32(a[i])
+
+
+@njit
+def _stage(stage, xt, start, stop):
+    # the input rows of steps start..stop-1, time-major, into a contiguous (steps*batch, F)
+    B, F = xt.shape[1], xt.shape[2]
+    for s in range(stop - start):
+        for b in range(B):
+            for f in range(F):
+                stage[s * B + b, f] = xt[start + s, b, f]
+
+
+@njit
+def _keep_rows(new, old, mask, k):
+    # masked samples keep their previous state
+    for b in range(new.shape[0]):
+        if not mask[k, b]:
+            for j in range(new.shape[1]):
+                new[b, j] = old[b, j]
+
+
+@njit
+def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk):
+    """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`, `h W` by BLAS."""
+    T, B, F = xt.shape
+    U = recurrent.shape[0]
+    stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
+    P = np.empty((chunk * B, U), dtype=np.float32)                  # x U + b of a chunk
+    hW = np.empty((B, U), dtype=np.float32)
+    h = h0.copy()
+    new = np.empty_like(h)
+    for start in range(0, T, chunk):
+        stop = min(start + chunk, T)
+        _stage(stage, xt, start, stop)
+        np.dot(stage, kernel, P)                                    # rows past stop: unused
+        for s in range(stop - start):
+            k = start + s
+            np.dot(h, recurrent, hW)                                # h_{t-1} W  (batch, units)
+            for b in range(B):
+                row = s * B + b
+                for j in range(U):
+                    new[b, j] = tanh32((P[row, j] + bias[j]) + hW[b, j])
+            if use_mask:
+                _keep_rows(new, h, mask, k)
+            h, new = new, h
+            if need_seq:
+                copy_rows(seq, k, h)
+    return h
+
+
+@njit
+def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk):
+    """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
+    T, B, F = xt.shape
+    U = recurrent.shape[0]
+    stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
+    P = np.empty((chunk * B, 4 * U), dtype=np.float32)
+    hW = np.empty((B, 4 * U), dtype=np.float32)
+    h, c = h0.copy(), c0.copy()
+    h_new, c_new = np.empty_like(h), np.empty_like(c)
+    for start in range(0, T, chunk):
+        stop = min(start + chunk, T)
+        _stage(stage, xt, start, stop)
+        np.dot(stage, kernel, P)
+        for s in range(stop - start):
+            k = start + s
+            np.dot(h, recurrent, hW)                                # (batch, 4*units)
+            for b in range(B):
+                row = s * B + b
+                for j in range(U):
+                    i = sigmoid32((P[row, j] + bias[j]) + hW[b, j])
+                    f = sigmoid32((P[row, U + j] + bias[U + j]) + hW[b, U + j])
+                    g = tanh32((P[row, 2 * U + j] + bias[2 * U + j]) + hW[b, 2 * U + j])
+                    o = sigmoid32((P[row, 3 * U + j] + bias[3 * U + j]) + hW[b, 3 * U + j])
+                    cv = f * c[b, j] + i * g
+                    c_new[b, j] = cv
+                    h_new[b, j] = o * tanh32(cv)
+            if use_mask:
+                _keep_rows(c_new, c, mask, k)
+                _keep_rows(h_new, h, mask, k)
+            h, h_new = h_new, h
+            c, c_new = c_new, c
+            if need_seq:
+                copy_rows(seq, k, h)
+    return h, c
+
+
+@njit
+def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
+             need_seq, chunk):
+    """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
+    T, B, F = xt.shape
+    U = recurrent.shape[0]
+    stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
+    P = np.empty((chunk * B, 3 * U), dtype=np.float32)
+    h = h0.copy()
+    new = np.empty_like(h)
+    if reset_after:
+        hW = np.empty((B, 3 * U), dtype=np.float32)
+        W_zr = recurrent[:1]                                        # unused
+        W_h = recurrent[:1]
+        zr = np.empty((1, 1), dtype=np.float32)
+        rh = np.empty((1, 1), dtype=np.float32)
+        rhW = np.empty((1, 1), dtype=np.float32)
+    else:
+        hW = np.empty((1, 1), dtype=np.float32)
+        W_zr = np.ascontiguousarray(recurrent[:, :2 * U])
+        W_h = np.ascontiguousarray(recurrent[:, 2 * U:])
+        zr = np.empty((B, 2 * U), dtype=np.float32)                 # h W_zr, then z and r
+        rh = np.empty((B, U), dtype=np.float32)                     # r * h
+        rhW = np.empty((B, U), dtype=np.float32)                    # (r * h) W_h
+    for start in range(0, T, chunk):
+        stop = min(start + chunk, T)
+        _stage(stage, xt, start, stop)
+        np.dot(stage, kernel, P)
+        for s in range(stop - start):
+            k = start + s
+            if reset_after:
+                np.dot(h, recurrent, hW)                            # (batch, 3*units)
+                for b in range(B):
+                    row = s * B + b
+                    for j in range(U):
+                        z = sigmoid32((P[row, j] + b_in[j]) + (hW[b, j] + b_rec[j]))
+                        r = sigmoid32((P[row, U + j] + b_in[U + j])
+                                      + (hW[b, U + j] + b_rec[U + j]))
+                        hh = tanh32((P[row, 2 * U + j] + b_in[2 * U + j])
+                                    + r * (hW[b, 2 * U + j] + b_rec[2 * U + j]))
+                        new[b, j] = z * h[b, j] + (1 - z) * hh
+            else:
+                np.dot(h, W_zr, zr)                                 # (batch, 2*units)
+                for b in range(B):
+                    row = s * B + b
+                    for j in range(2 * U):
+                        zr[b, j] = sigmoid32((P[row, j] + b_in[j]) + zr[b, j])
+                    for j in range(U):
+                        rh[b, j] = zr[b, U + j] * h[b, j]
+                np.dot(rh, W_h, rhW)                                # (r * h) W_h
+                for b in range(B):
+                    row = s * B + b
+                    for j in range(U):
+                        hh = tanh32((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
+                        z = zr[b, j]
+                        new[b, j] = z * h[b, j] + (1 - z) * hh
+            if use_mask:
+                _keep_rows(new, h, mask, k)
+            h, new = new, h
+            if need_seq:
+                copy_rows(seq, k, h)
+    return h
+
+
+BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}

@@ -61,6 +61,14 @@ def blas_controllers() -> list:
     return _controllers
 
 
+def forget_controllers() -> None:
+    """Take stock of the BLAS libraries again at the next limit (one was loaded since)."""
+    global _controllers
+    with _lock:
+        if _depth == 0:
+            _controllers = None
+
+
 @contextlib.contextmanager
 def step_threads(work: int) -> Iterator[None]:
     """Run the body with one BLAS thread when `work` (multiply-adds per step) is in range."""
