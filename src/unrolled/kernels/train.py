@@ -118,6 +118,19 @@ class _Act:
             d[:, s] = activation_vjp(self.fn, z[:, s], y[:, s], d[:, s])
 
 
+_ACTS: dict = {}
+
+
+def _act(fn: Any) -> _Act:
+    """`_Act(fn)`, kept for unrolled's own activations (a user's callables are not kept)."""
+    found = _ACTS.get(fn)
+    if found is None:
+        found = _Act(fn)
+        if getattr(fn, "__module__", None) == activations.__name__:
+            _ACTS[fn] = found
+    return found
+
+
 def _drops(cell: Any) -> bool:
     """Whether the cell applies dropout in training (LSTM and GRU only for 0 < rate < 1)."""
     if type(cell) is SimpleRNNCell:
@@ -259,8 +272,8 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     G = _GATES[type(cell)]
     tape = _Tape()
     tape.kind, tape.cell, tape.T, tape.B, tape.F, tape.U, tape.dtype = kind, cell, T, B, F, U, dtype
-    tape.act = _Act(cell.activation)
-    tape.rec = _Act(cell.recurrent_activation) if kind != "simple" else None
+    tape.act = _act(cell.activation)
+    tape.rec = _act(cell.recurrent_activation) if kind != "simple" else None
     order = list(range(T - 1, -1, -1)) if rnn.go_backwards else list(range(T))
     tape.order = order
 
@@ -333,8 +346,10 @@ def _forward_lstm(tape: _Tape, cell: Any) -> None:
         a = A[k]
         np.copyto(a, P[k])
         if rec.whole:
-            rec.apply(a[:, :2 * U])                                 # i, f
-            rec.apply(a[:, 3 * U:])                                 # o
+            # One call on the contiguous row (a strided view is 2x slower); the candidate's
+            # block is then written again from P.
+            rec.apply(a)                                            # i, f, o
+            np.copyto(a[:, 2 * U:3 * U], P[k][:, 2 * U:3 * U])
         else:
             for g in (0, 1, 3):
                 rec.apply(a[:, g * U:(g + 1) * U])
@@ -374,8 +389,14 @@ def _forward_gru(tape: _Tape, cell: Any, b_rec: np.ndarray | None) -> None:
         else:
             np.matmul(H[k], W_zr, out=R)
             p[:, :2 * U] += R
-        np.copyto(a[:, :2 * U], p[:, :2 * U])
-        rec.on(a[:, :2 * U], 2)                                     # z, r
+        if rec.whole:
+            # One call on the contiguous row (a strided view is 2x slower); the candidate's
+            # block is overwritten below.
+            np.copyto(a, p)
+            rec.apply(a)                                            # z, r
+        else:
+            np.copyto(a[:, :2 * U], p[:, :2 * U])
+            rec.on(a[:, :2 * U], 2)                                 # z, r
         z, r = a[:, :U], a[:, U:2 * U]
         if reset_after:
             np.copyto(RH[k], R[:, 2 * U:])                          # r_h
