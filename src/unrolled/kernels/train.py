@@ -46,6 +46,7 @@ import numpy as np
 
 from unrolled import activations
 from unrolled.kernels._activations import elementwise, in_place
+from unrolled.kernels._threads import step_threads
 from unrolled.layers.gru import GRUCell
 from unrolled.layers.lstm import LSTMCell
 from unrolled.layers.rnn import RNN
@@ -233,8 +234,10 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
     dtype = x.dtype
     if dtype not in _FLOATS or any(w.value.dtype != dtype for w in cell._weights):
         return None
+    T, B, F = x.shape[1], x.shape[0], x.shape[2]
     try:
-        tape = _forward(rnn, cell, x, states, mask)
+        with step_threads(T * B * F * cell.kernel.shape[1]):        # the hoisted projection
+            tape = _forward(rnn, cell, x, states, mask)
     finally:
         for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
             if hasattr(cell, reset):
@@ -456,7 +459,11 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         tape.act.derivative(tape.C[1:], tape.TC, Dc)
     else:
         Dc = None
-    with np.errstate(over="ignore"):
+    # One BLAS thread for the whole-sequence products too, unless they are very large: on a
+    # busy 2-core machine two threads made X^T dZ, (16, 3200) @ (3200, 64), take 87 ms instead
+    # of 0.3 ms (SimpleRNN (32, 100, 16, 64) training: 200 ms, 16 ms with one thread).
+    work = T * B * max(tape.U, tape.F) * G * U
+    with np.errstate(over="ignore"), step_threads(work):
         if tape.kind == "simple":
             d_x = _backward_simple(rnn, tape, d_out, d_states, D, grads)
         elif tape.kind == "lstm":
