@@ -141,7 +141,10 @@ class Loss:
         """The reduced loss (a scalar), or the per-sample values with reduction="none"."""
         y_true, y_pred = self._prepare(y_true, y_pred)
         values = self.fn(y_true, y_pred)                                  # (batch, ...)
-        weight = self._weights(values, sample_weight, mask)
+        return self._reduce(values, self._weights(values, sample_weight, mask))
+
+    def _reduce(self, values: np.ndarray, weight: np.ndarray | None) -> np.ndarray:
+        """The per-sample `values` weighted and reduced as `reduction` says."""
         if weight is not None:
             values = values * weight
         if self.reduction in ("none", None) or values.ndim == 0:
@@ -159,10 +162,14 @@ class Loss:
             raise ValueError(f"{type(self).__name__}: a gradient needs a scalar loss; use a "
                              f"reduction other than 'none'.")
         shape = np.shape(y_pred)
-        loss = self(y_true, y_pred, sample_weight, mask)
+        given = (y_true, y_pred)
         y_true, y_pred_a = self._prepare(y_true, y_pred)
-        values = self.fn(y_true, y_pred_a)
+        values = self.fn(y_true, y_pred_a)                                # (batch, ...)
         weight = self._weights(values, sample_weight, mask)
+        if type(self).__call__ is Loss.__call__:
+            loss = self._reduce(values, weight)                           # as __call__ gives
+        else:  # a subclass computes its value its own way
+            loss = self(*given, sample_weight, mask)
         d_values = np.ones_like(values) if weight is None else weight     # (batch, ...)
         if self.reduction != "sum":
             divisor = self._divisor(values, weight)

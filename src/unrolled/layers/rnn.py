@@ -15,6 +15,7 @@ from unrolled.layers.stacked import StackedRNNCells, _output_size
 __all__ = ["RNN", "first_mask"]
 
 _kernels: Any = None  # unrolled.kernels, imported on the first call (it imports the cells)
+_train: Any = None  # unrolled.kernels.train, imported on the first forward_train
 
 
 def _map(fn: Callable, *trees: Any) -> Any:
@@ -396,16 +397,26 @@ class RNN(Layer):
                       training: bool = True) -> tuple[Any, dict]:
         """The call for training: the same result as `layer(...)`, plus the cache `backward` needs.
 
-        See `_forward_train`; the step loop runs under `_step_threads`.
+        A built-in cell runs the whole-sequence training kernel (unrolled.kernels.train) when
+        it applies, else `_forward_train`, the per-step reference; both under `_step_threads`.
         """
+        global _train
+        if _train is None:
+            from unrolled.kernels import train as _train
         batch = int(np.shape(sequences if not isinstance(sequences, (list, tuple))
                              else np.asarray(sequences))[0])
         with self._step_threads(batch):
+            fast = _train.forward(self, sequences, initial_state, mask, training)
+            if fast is not None:
+                return fast
             return self._forward_train(sequences, initial_state, mask, training)
 
     def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
-        """Backpropagation through time (see `_backward`), under `_step_threads`."""
+        """Backpropagation through time (see `_backward`, or the training kernel's backward
+        for a cache its forward made), under `_step_threads`."""
         with self._step_threads(cache["x_shape"][0]):
+            if "train_tape" in cache:
+                return _train.backward(self, cache, d_result, grads)
             return self._backward(cache, d_result, grads)
 
     def _step_threads(self, batch: int) -> Any:

@@ -1,0 +1,672 @@
+"""Whole-sequence training kernels: forward with a tape, and BPTT, for the built-in cells.
+
+`RNN.forward_train` / `RNN.backward` run these for an RNN whose cell is exactly SimpleRNNCell,
+LSTMCell or GRUCell (both `reset_after` forms); `RNN._forward_train` / `RNN._backward`, the
+readable per-step reference (one `cell.backward_step` per timestep), run for everything else.
+tests/test_train_kernels.py proves the two give the same result, input gradient, weight
+gradients, `d_initial_state` and `step_grads` for every option.
+
+What is stored (processing order k = 0..T-1, time-major, one allocation each per call)::
+
+    X   (T, batch, features)        the input, reversed with go_backwards
+    P   (T, batch, G*units)         pre-activations: x_t U + b (one matmul for all steps), then
+                                    plus each step's recurrent term
+    A   (T, batch, G*units)         post-activation gates (G = 1 SimpleRNN, 4 LSTM, 3 GRU)
+    H   (T+1, batch, units)         states h_0 .. h_T (masked steps carry h over); C for LSTM
+    TC  (T, batch, units)           LSTM: act(c_t)
+    RH  (T, batch, units)           GRU: r_h = (h W + b_rec)[h block] (reset_after) or r * h
+                                    (reset_after=False)
+
+The backward walks k = T-1 .. 0 writing each step's pre-activation gradient `dZ_k` into a
+`(T, batch, G*units)` buffer (the step's only products are `dZ_k W^T` and, for
+reset_after=False, `d_a W_h^T`), then once for the whole sequence::
+
+    dW += H[:-1]^T dZ      (units, T*batch) @ (T*batch, G*units)
+    dU += X^T dZ           (features, T*batch) @ (T*batch, G*units)
+    db += dZ summed over steps and batch
+    dX  = dZ U^T           (T*batch, G*units) @ (G*units, features)
+
+Activation derivatives are computed once for all steps from the stored P and A. Softmax-like
+activations (which mix a gate's units) take their vector-Jacobian product per step.
+
+Falls back (returns None) for: user-written or subclassed cells, StackedRNNCells, training with
+dropout or recurrent dropout, a trace recorder attached, float16 or non-float dtypes, an
+activation with no known derivative (the reference then raises its clear error), and RNN
+subclasses that override the loop's methods. `ENABLED = False` (or `UNROLLED_TRAIN_KERNEL=0` in
+the environment) forces the reference everywhere, for testing and measuring.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from unrolled import activations
+from unrolled.kernels._activations import elementwise, in_place
+from unrolled.kernels._threads import step_threads
+from unrolled.layers.gru import GRUCell
+from unrolled.layers.lstm import LSTMCell
+from unrolled.layers.rnn import RNN
+from unrolled.layers.simple_rnn import SimpleRNNCell
+from unrolled.training.derivatives import _ELEMENTWISE, activation_vjp
+
+__all__ = ["forward", "backward", "ENABLED"]
+
+ENABLED = os.environ.get("UNROLLED_TRAIN_KERNEL", "1") != "0"
+
+_GATES = {SimpleRNNCell: 1, LSTMCell: 4, GRUCell: 3}
+_FLOATS = (np.dtype("float32"), np.dtype("float64"))
+_ALONG_AXIS = ("softmax", "log_softmax")  # derivatives mixing a gate's units: vjp per step
+# RNN methods whose override means the layer's loop is not the one these kernels reproduce.
+_LOOP_METHODS = ("_forward_train", "_backward", "_masked_step", "_previous_output",
+                 "_add_to_previous_output", "get_initial_state")
+
+
+# ------------------------------------------------------------------ activations
+
+class _Act:
+    """An activation as the kernels use it: in place forward, derivative for all steps at once."""
+
+    __slots__ = ("fn", "name", "apply", "whole", "per_step")
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+        self.name = activations.serialize(fn)
+        self.apply = in_place(fn)
+        self.whole = elementwise(fn)         # may run on several gate blocks at once
+        self.per_step = self.name in _ALONG_AXIS
+
+    @staticmethod
+    def supported(fn: Any) -> bool:
+        try:
+            name = activations.serialize(fn)
+        except TypeError:
+            return False
+        return name in _ELEMENTWISE or name in _ALONG_AXIS
+
+    def on(self, a: np.ndarray, blocks: int) -> None:
+        """Apply in place to `a` (batch, blocks*units), each block alone unless elementwise."""
+        if self.whole or blocks == 1:
+            self.apply(a)
+            return
+        width = a.shape[1] // blocks
+        for g in range(blocks):
+            self.apply(a[:, g * width:(g + 1) * width])
+
+    def derivative(self, z: np.ndarray, y: np.ndarray, out: np.ndarray) -> None:
+        """`out = act'(z)` for every step at once, written from whichever of z, y = act(z) is
+        simpler (ones for a per-step vjp activation, which `vjp_step` then applies)."""
+        name = self.name
+        if name == "tanh":
+            np.multiply(y, y, out=out)
+            np.subtract(1, out, out=out)                            # 1 - y^2
+        elif name == "sigmoid":
+            np.subtract(1, y, out=out)
+            out *= y                                                # y (1 - y)
+        elif name == "linear" or self.per_step:
+            out.fill(1)
+        else:
+            out[...] = _ELEMENTWISE[name](z, y)
+
+    def vjp_step(self, z: np.ndarray, y: np.ndarray, d: np.ndarray, blocks: int) -> None:
+        """Softmax-like: overwrite `d` (batch, blocks*units) with each block's vjp."""
+        width = d.shape[1] // blocks
+        for g in range(blocks):
+            s = slice(g * width, (g + 1) * width)
+            d[:, s] = activation_vjp(self.fn, z[:, s], y[:, s], d[:, s])
+
+
+_ACTS: dict = {}
+
+
+def _act(fn: Any) -> _Act:
+    """`_Act(fn)`, kept for unrolled's own activations (a user's callables are not kept)."""
+    found = _ACTS.get(fn)
+    if found is None:
+        found = _Act(fn)
+        if getattr(fn, "__module__", None) == activations.__name__:
+            _ACTS[fn] = found
+    return found
+
+
+def _drops(cell: Any) -> bool:
+    """Whether the cell applies dropout in training (LSTM and GRU only for 0 < rate < 1)."""
+    if type(cell) is SimpleRNNCell:
+        return cell.dropout > 0 or cell.recurrent_dropout > 0
+    return 0 < cell.dropout < 1 or 0 < cell.recurrent_dropout < 1
+
+
+def applies(rnn: Any, training: bool) -> bool:
+    """Whether the training kernel runs for this layer (else the reference per-step path)."""
+    if not ENABLED:
+        return False
+    cell = rnn.cell
+    if type(cell) not in _GATES or cell._recorder is not None or rnn._recorder is not None:
+        return False
+    if training and _drops(cell):
+        return False
+    if np.dtype(rnn.dtype) not in _FLOATS:
+        return False
+    cls = type(rnn)
+    if any(getattr(cls, m) is not getattr(RNN, m) for m in _LOOP_METHODS):
+        return False
+    acts = [cell.activation] + ([cell.recurrent_activation] if type(cell) is not SimpleRNNCell
+                                else [])
+    return all(_Act.supported(a) for a in acts)
+
+
+# ------------------------------------------------------------------ the tape
+
+class _Tape:
+    """Everything one training forward keeps for its backward (see the module docstring)."""
+
+    __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
+                 "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype")
+
+
+class _StepGrads(Sequence):
+    """`cache["step_grads"]` as the reference lists it, built on access from the backward's
+    buffers: step k's `{"t", "output": d_y, "states": [d_h, (d_c)]}`, zero on masked samples."""
+
+    def __init__(self, tape: _Tape, d_out: np.ndarray, d_states: list):
+        self._tape, self._d_out, self._d_states = tape, d_out, d_states
+
+    def __len__(self) -> int:
+        return self._tape.T
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        tape = self._tape
+        k = range(tape.T)[k]
+        out = self._d_out[k]
+        states = [d[k + 1] for d in self._d_states]
+        if tape.valid is not None:
+            inv = tape.inv[k]
+            out = np.where(inv, 0, out).astype(out.dtype, copy=False)
+            states = [np.where(inv, 0, s).astype(s.dtype, copy=False) for s in states]
+        return {"t": tape.order[k], "output": out, "states": states}
+
+
+class _Steps(Sequence):
+    """`cache["steps"]` for the kernel path: step k's `{"t", "cell": {...}}`, the cell values the
+    reference records (x_t, h_prev, z, h, gates ...) as views of the tape. On a masked sample
+    the states are the carried ones (the reference keeps the cell's discarded output there)."""
+
+    def __init__(self, tape: _Tape):
+        self._tape = tape
+
+    def __len__(self) -> int:
+        return self._tape.T
+
+    def __getitem__(self, k: Any) -> Any:
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        tape = self._tape
+        k = range(tape.T)[k]
+        U = tape.U
+        cell = {"x_t": tape.X[k], "h_prev": tape.H[k], "h": tape.H[k + 1]}
+        if tape.kind == "simple":
+            cell.update(z=tape.P[k], h=tape.A[k])
+        elif tape.kind == "lstm":
+            a = tape.A[k]
+            cell.update(c_prev=tape.C[k], c=tape.C[k + 1], z=tape.P[k], i=a[:, :U],
+                        f=a[:, U:2 * U], g=a[:, 2 * U:3 * U], o=a[:, 3 * U:])
+        else:
+            a = tape.A[k]
+            cell.update(z=a[:, :U], r=a[:, U:2 * U], hh=a[:, 2 * U:])
+        return {"t": tape.order[k], "cell": cell}
+
+
+# ------------------------------------------------------------------ forward
+
+def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
+            training: bool) -> tuple[Any, dict] | None:
+    """`(result, cache)` exactly as `RNN._forward_train` returns them, or None (no kernel)."""
+    if not applies(rnn, training):
+        return None
+    owner = f"{type(rnn).__name__} '{rnn.name}'"
+    x, states, mask = rnn._prepare(sequences, initial_state, mask, owner)
+    cell = rnn.cell
+    dtype = x.dtype
+    if dtype not in _FLOATS or any(w.value.dtype != dtype for w in cell._weights):
+        return None
+    T, B, F = x.shape[1], x.shape[0], x.shape[2]
+    try:
+        with step_threads(T * B * F * cell.kernel.shape[1]):        # the hoisted projection
+            tape = _forward(rnn, cell, x, states, mask)
+    finally:
+        for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
+            if hasattr(cell, reset):
+                getattr(cell, reset)()
+
+    T, H = tape.T, tape.H
+    valid = tape.valid
+    keep = None
+    if valid is not None and (rnn.zero_output_for_mask or rnn.unroll):
+        # zero_output_for_mask: masked steps output zeros. unroll: a masked step repeats the
+        # previous output, zeros before the first valid step (RNN._masked_step).
+        keep = valid if rnn.zero_output_for_mask else np.logical_or.accumulate(valid, axis=0)
+    final = [H[T].copy()] + ([tape.C[T].copy()] if tape.kind == "lstm" else [])
+    if rnn.stateful:
+        rnn.states = [np.array(s) for s in final]
+    if rnn.return_sequences:
+        output = np.ascontiguousarray(H[1:].transpose(1, 0, 2))    # (batch, timesteps, units)
+        if keep is not None:
+            np.copyto(output, 0, where=~keep.T[:, :, None])
+    else:
+        output = H[T].copy()                                        # (batch, units)
+        if keep is not None:
+            np.copyto(output, 0, where=~keep[-1][:, None])
+    result = (output, *final) if rnn.return_state else output
+    cache = {"x_shape": x.shape, "mask": mask, "steps": _Steps(tape), "final": final,
+             "stacked": False, "output_shape": (tape.B, tape.U), "train_tape": tape}
+    return result, cache
+
+
+def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray | None) -> _Tape:
+    B, T, F = x.shape
+    U = cell.units
+    dtype = x.dtype
+    kind = {SimpleRNNCell: "simple", LSTMCell: "lstm", GRUCell: "gru"}[type(cell)]
+    G = _GATES[type(cell)]
+    tape = _Tape()
+    tape.kind, tape.cell, tape.T, tape.B, tape.F, tape.U, tape.dtype = kind, cell, T, B, F, U, dtype
+    tape.act = _act(cell.activation)
+    tape.rec = _act(cell.recurrent_activation) if kind != "simple" else None
+    order = list(range(T - 1, -1, -1)) if rnn.go_backwards else list(range(T))
+    tape.order = order
+
+    X = np.empty((T, B, F), dtype=dtype)                            # processing order
+    xt = x.transpose(1, 0, 2)
+    np.copyto(X, xt[::-1] if rnn.go_backwards else xt)
+    tape.X = X
+    if mask is not None and not mask.all():
+        valid = mask.T[::-1] if rnn.go_backwards else mask.T        # (timesteps, batch)
+        tape.valid = np.ascontiguousarray(valid)
+        tape.keep = tape.valid[:, :, None]                          # (timesteps, batch, 1)
+        tape.inv = ~tape.keep
+        tape.masked = tape.inv.any(axis=(1, 2)).tolist()
+    else:
+        tape.valid = tape.inv = tape.keep = None
+        tape.masked = [False] * T
+
+    bias = cell.bias
+    if kind == "gru" and bias is not None and cell.reset_after:
+        b_in, b_rec = bias[0], bias[1]
+    else:
+        b_in, b_rec = bias, None
+    P = np.empty((T, B, G * U), dtype=dtype)                        # pre-activations
+    np.matmul(X.reshape(T * B, F), cell.kernel, out=P.reshape(T * B, G * U))  # all x_t U at once
+    if b_in is not None:
+        P += b_in
+    A = np.empty_like(P)                                            # post-activation gates
+    H = np.empty((T + 1, B, U), dtype=dtype)                        # h_0 .. h_T
+    np.copyto(H[0], states[0])
+    tape.P, tape.A, tape.H = P, A, H
+    tape.C = tape.TC = tape.RH = None
+    with np.errstate(over="ignore"):
+        if kind == "simple":
+            _forward_simple(tape, cell)
+        elif kind == "lstm":
+            tape.C = np.empty((T + 1, B, U), dtype=dtype)
+            np.copyto(tape.C[0], states[1])
+            tape.TC = np.empty((T, B, U), dtype=dtype)
+            _forward_lstm(tape, cell)
+        else:
+            tape.RH = np.empty((T, B, U), dtype=dtype)
+            _forward_gru(tape, cell, b_rec)
+    return tape
+
+
+def _forward_simple(tape: _Tape, cell: Any) -> None:
+    P, A, H, inv, masked, act = tape.P, tape.A, tape.H, tape.inv, tape.masked, tape.act
+    W = cell.recurrent_kernel
+    hW = np.empty((tape.B, tape.U), dtype=tape.dtype)
+    for k in range(tape.T):
+        np.matmul(H[k], W, out=hW)                                  # h_{t-1} W
+        P[k] += hW                                                  # z  (batch, units)
+        np.copyto(A[k], P[k])
+        act.on(A[k], 1)                                             # act(z)
+        np.copyto(H[k + 1], A[k])
+        if masked[k]:
+            np.copyto(H[k + 1], H[k], where=inv[k])                 # masked: keep h_{t-1}
+
+
+def _forward_lstm(tape: _Tape, cell: Any) -> None:
+    P, A, H, C, TC = tape.P, tape.A, tape.H, tape.C, tape.TC
+    inv, masked, act, rec = tape.inv, tape.masked, tape.act, tape.rec
+    U = tape.U
+    W = cell.recurrent_kernel
+    hW = np.empty((tape.B, 4 * U), dtype=tape.dtype)
+    ig = np.empty((tape.B, U), dtype=tape.dtype)
+    for k in range(tape.T):
+        np.matmul(H[k], W, out=hW)
+        P[k] += hW                                                  # z  (batch, 4*units)
+        a = A[k]
+        np.copyto(a, P[k])
+        if rec.whole:
+            # One call on the contiguous row (a strided view is 2x slower); the candidate's
+            # block is then written again from P.
+            rec.apply(a)                                            # i, f, o
+            np.copyto(a[:, 2 * U:3 * U], P[k][:, 2 * U:3 * U])
+        else:
+            for g in (0, 1, 3):
+                rec.apply(a[:, g * U:(g + 1) * U])
+        act.apply(a[:, 2 * U:3 * U])                                # g, the candidate
+        i, f, g, o = a[:, :U], a[:, U:2 * U], a[:, 2 * U:3 * U], a[:, 3 * U:]
+        c = C[k + 1]
+        np.multiply(f, C[k], out=c)
+        np.multiply(i, g, out=ig)
+        c += ig                                                     # c_t = f c_{t-1} + i g
+        np.copyto(TC[k], c)
+        act.apply(TC[k])                                            # act(c_t)
+        np.multiply(o, TC[k], out=H[k + 1])                         # h_t = o act(c_t)
+        if masked[k]:
+            np.copyto(H[k + 1], H[k], where=inv[k])
+            np.copyto(c, C[k], where=inv[k])
+
+
+def _forward_gru(tape: _Tape, cell: Any, b_rec: np.ndarray | None) -> None:
+    P, A, H, RH = tape.P, tape.A, tape.H, tape.RH
+    inv, masked, act, rec = tape.inv, tape.masked, tape.act, tape.rec
+    U, B, dtype = tape.U, tape.B, tape.dtype
+    W = cell.recurrent_kernel
+    reset_after = cell.reset_after
+    if reset_after:
+        R = np.empty((B, 3 * U), dtype=dtype)                       # h_{t-1} W + b_rec
+    else:
+        W_zr, W_h = np.ascontiguousarray(W[:, :2 * U]), np.ascontiguousarray(W[:, 2 * U:])
+        R = np.empty((B, 2 * U), dtype=dtype)                       # h_{t-1} W_zr
+    tmp = np.empty((B, U), dtype=dtype)
+    for k in range(tape.T):
+        p, a = P[k], A[k]
+        if reset_after:
+            np.matmul(H[k], W, out=R)
+            if b_rec is not None:
+                R += b_rec
+            p[:, :2 * U] += R[:, :2 * U]
+        else:
+            np.matmul(H[k], W_zr, out=R)
+            p[:, :2 * U] += R
+        if rec.whole:
+            # One call on the contiguous row (a strided view is 2x slower); the candidate's
+            # block is overwritten below.
+            np.copyto(a, p)
+            rec.apply(a)                                            # z, r
+        else:
+            np.copyto(a[:, :2 * U], p[:, :2 * U])
+            rec.on(a[:, :2 * U], 2)                                 # z, r
+        z, r = a[:, :U], a[:, U:2 * U]
+        if reset_after:
+            np.copyto(RH[k], R[:, 2 * U:])                          # r_h
+            np.multiply(r, RH[k], out=tmp)                          # r * r_h
+        else:
+            np.multiply(r, H[k], out=RH[k])                         # r * h_{t-1}
+            np.matmul(RH[k], W_h, out=tmp)                          # (r * h_{t-1}) W_h
+        p[:, 2 * U:] += tmp                                         # a, the candidate's input
+        hh = a[:, 2 * U:]
+        np.copyto(hh, p[:, 2 * U:])
+        act.apply(hh)                                               # hh = act(a)
+        h = H[k + 1]
+        np.multiply(z, H[k], out=h)                                 # z h_{t-1}
+        np.subtract(1, z, out=tmp)
+        tmp *= hh
+        h += tmp                                                    # + (1 - z) hh
+        if masked[k]:
+            np.copyto(h, H[k], where=inv[k])
+
+
+# ------------------------------------------------------------------ backward
+
+def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
+    """BPTT over the tape `forward` kept: returns dL/dx `(batch, timesteps, features)`, adds
+    the weight gradients to `grads` and sets `cache["d_initial_state"]` and
+    `cache["step_grads"]` as `RNN._backward` does."""
+    tape: _Tape = cache["train_tape"]
+    T, B, U, dtype = tape.T, tape.B, tape.U, tape.dtype
+    n_states = 2 if tape.kind == "lstm" else 1
+    if rnn.return_state:
+        d_output, *d_final = d_result
+    else:
+        d_output, d_final = d_result, [None] * n_states
+    d_out = np.zeros((T, B, U), dtype=dtype)                        # gradient on each output
+    if d_output is not None:
+        d_output = np.asarray(d_output)
+        if rnn.return_sequences:
+            np.copyto(d_out, d_output.transpose(1, 0, 2))
+        else:
+            np.copyto(d_out[T - 1], d_output)
+    d_states = []                                                   # (T+1, batch, units) each:
+    for d in d_final:                                               # [k+1] reaches step k's new
+        buf = np.empty((T + 1, B, U), dtype=dtype)                  # state, [0] the initial one
+        if d is None:
+            buf[T] = 0
+        else:
+            np.copyto(buf[T], np.asarray(d))
+        d_states.append(buf)
+
+    G = _GATES[type(tape.cell)]
+    D = np.empty((T, B, G * U), dtype=dtype)                        # act'(pre-activation)
+    blocks = _blocks(tape)
+    for sl, act in blocks:
+        act.derivative(tape.P[:, :, sl], tape.A[:, :, sl], D[:, :, sl])
+    if tape.kind == "lstm":
+        Dc = np.empty((T, B, U), dtype=dtype)                       # act'(c_t)
+        tape.act.derivative(tape.C[1:], tape.TC, Dc)
+    else:
+        Dc = None
+    # One BLAS thread for the whole-sequence products too, unless they are very large: on a
+    # busy 2-core machine two threads made X^T dZ, (16, 3200) @ (3200, 64), take 87 ms instead
+    # of 0.3 ms (SimpleRNN (32, 100, 16, 64) training: 200 ms, 16 ms with one thread).
+    work = T * B * max(tape.U, tape.F) * G * U
+    with np.errstate(over="ignore"), step_threads(work):
+        if tape.kind == "simple":
+            d_x = _backward_simple(rnn, tape, d_out, d_states, D, grads)
+        elif tape.kind == "lstm":
+            d_x = _backward_lstm(rnn, tape, d_out, d_states, D, Dc, grads)
+        else:
+            d_x = _backward_gru(rnn, tape, d_out, d_states, D, grads)
+    cache["d_initial_state"] = [d[0].copy() for d in d_states]
+    cache["step_grads"] = _StepGrads(tape, d_out, d_states)
+    return d_x
+
+
+def _blocks(tape: _Tape) -> list:
+    """(columns, activation) for each gate block of the pre-activation."""
+    U = tape.U
+    if tape.kind == "simple":
+        return [(slice(0, U), tape.act)]
+    if tape.kind == "lstm":
+        return [(slice(0, 2 * U), tape.rec), (slice(2 * U, 3 * U), tape.act),
+                (slice(3 * U, 4 * U), tape.rec)]
+    return [(slice(0, 2 * U), tape.rec), (slice(2 * U, 3 * U), tape.act)]
+
+
+class _Rule:
+    """The masked-step rule read backwards, per step (RNN._backward)."""
+
+    def __init__(self, rnn: Any, tape: _Tape, d_out: np.ndarray):
+        self.tape, self.d_out = tape, d_out
+        self.pass_total = not (rnn.zero_output_for_mask or rnn.unroll)
+        self.unroll = rnn.unroll and not rnn.zero_output_for_mask
+        self.gh = np.empty((tape.B, tape.U), dtype=tape.dtype)      # dL/dh_t, all of it
+        self.ghz = np.empty_like(self.gh)                           # the same, masked rows zero
+
+    def into(self, k: int, d_h_new: np.ndarray) -> np.ndarray:
+        """dL/dh_t that the cell's step k sees: d_output + d_new_state, zero on masked rows."""
+        np.add(d_h_new, self.d_out[k], out=self.gh)
+        if not self.tape.masked[k]:
+            return self.gh
+        np.copyto(self.ghz, self.gh)
+        np.copyto(self.ghz, 0, where=self.tape.inv[k])
+        return self.ghz
+
+    def carry(self, k: int, d_h_prev: np.ndarray, d_h_new: np.ndarray) -> None:
+        """Masked rows of step k: the states' gradient passes to step k-1 (plus the output's,
+        which was the previous state's h, or the previous output's with unroll)."""
+        if not self.tape.masked[k]:
+            return
+        inv = self.tape.inv[k]
+        np.copyto(d_h_prev, self.gh if self.pass_total else d_h_new, where=inv)
+        if self.unroll and k > 0:
+            np.add(self.d_out[k - 1], self.d_out[k], out=self.d_out[k - 1], where=inv)
+
+
+def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray:
+    """dU += X^T dZ and dX = dZ U^T, one matmul each; returns dX `(batch, timesteps, features)`
+    in time order."""
+    T, B, F = tape.T, tape.B, tape.F
+    cell = tape.cell
+    flat = dZx.reshape(T * B, -1)                                   # (T*batch, G*units)
+    grads.add(cell, "kernel", tape.X.reshape(T * B, F).T @ flat)    # (features, G*units)
+    d_xt = (flat @ cell.kernel.T).reshape(T, B, F)                  # processing order
+    d_x = d_xt.transpose(1, 0, 2)
+    if tape.order[0] != 0:                                          # go_backwards
+        d_x = d_x[:, ::-1]
+    return np.ascontiguousarray(d_x)                                # (batch, timesteps, features)
+
+
+def _backward_simple(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: np.ndarray,
+                     grads: Any) -> np.ndarray:
+    T, B, U = tape.T, tape.B, tape.U
+    cell = tape.cell
+    W_T = np.ascontiguousarray(cell.recurrent_kernel.T)
+    dH = d_states[0]
+    dZ = np.empty((T, B, U), dtype=tape.dtype)
+    rule = _Rule(rnn, tape, d_out)
+    act = tape.act
+    for k in range(T - 1, -1, -1):
+        dh = rule.into(k, dH[k + 1])
+        dz = dZ[k]
+        np.multiply(dh, D[k], out=dz)                               # dz = dh act'(z)
+        if act.per_step:                                            # (D is 1 there)
+            act.vjp_step(tape.P[k], tape.A[k], dz, 1)
+        np.matmul(dz, W_T, out=dH[k])                               # dh_{t-1} = dz W^T
+        rule.carry(k, dH[k], dH[k + 1])
+    flat = dZ.reshape(T * B, U)
+    d_x = _weight_grads(tape, dZ, grads)
+    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)  # (units, units)
+    if cell.bias is not None:
+        grads.add(cell, "bias", flat.sum(axis=0))                   # (units,)
+    return d_x
+
+
+def _backward_lstm(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: np.ndarray,
+                   Dc: np.ndarray, grads: Any) -> np.ndarray:
+    T, B, U = tape.T, tape.B, tape.U
+    cell = tape.cell
+    A, C, TC, inv, masked = tape.A, tape.C, tape.TC, tape.inv, tape.masked
+    W_T = np.ascontiguousarray(cell.recurrent_kernel.T)
+    dH, dC = d_states
+    dZ = np.empty((T, B, 4 * U), dtype=tape.dtype)
+    dc = np.empty((B, U), dtype=tape.dtype)
+    rule = _Rule(rnn, tape, d_out)
+    act, rec = tape.act, tape.rec
+    for k in range(T - 1, -1, -1):
+        dh = rule.into(k, dH[k + 1])
+        a = A[k]
+        i, f, g, o = a[:, :U], a[:, U:2 * U], a[:, 2 * U:3 * U], a[:, 3 * U:]
+        np.multiply(dh, o, out=dc)                                  # dh o
+        if act.per_step:
+            dc[...] = activation_vjp(act.fn, C[k + 1], TC[k], dc)
+        else:
+            dc *= Dc[k]                                             # dh o act'(c)
+        if masked[k]:
+            np.add(dc, dC[k + 1], out=dc, where=tape.keep[k])      # + dc from step t+1 (valid)
+        else:
+            dc += dC[k + 1]
+        dz = dZ[k]
+        np.multiply(dc, g, out=dz[:, :U])                           # di
+        np.multiply(dc, C[k], out=dz[:, U:2 * U])                   # df
+        np.multiply(dc, i, out=dz[:, 2 * U:3 * U])                  # dg
+        np.multiply(dh, TC[k], out=dz[:, 3 * U:])                   # do
+        dz *= D[k]                                                  # through the gates
+        if act.per_step:
+            act.vjp_step(tape.P[k][:, 2 * U:3 * U], g, dz[:, 2 * U:3 * U], 1)
+        if rec.per_step:
+            for s in (slice(0, U), slice(U, 2 * U), slice(3 * U, 4 * U)):
+                rec.vjp_step(tape.P[k][:, s], a[:, s], dz[:, s], 1)
+        np.matmul(dz, W_T, out=dH[k])                               # dh_{t-1} = dz W^T
+        np.multiply(dc, f, out=dC[k])                               # dc_{t-1} = dc f
+        if masked[k]:
+            np.copyto(dC[k], dC[k + 1], where=inv[k])
+        rule.carry(k, dH[k], dH[k + 1])
+    flat = dZ.reshape(T * B, 4 * U)
+    d_x = _weight_grads(tape, dZ, grads)
+    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)
+    if cell.bias is not None:
+        grads.add(cell, "bias", flat.sum(axis=0))                   # (4*units,)
+    return d_x
+
+
+def _backward_gru(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: np.ndarray,
+                  grads: Any) -> np.ndarray:
+    T, B, U, dtype = tape.T, tape.B, tape.U, tape.dtype
+    cell = tape.cell
+    A, H, RH, P = tape.A, tape.H, tape.RH, tape.P
+    W = cell.recurrent_kernel
+    reset_after = cell.reset_after
+    dH = d_states[0]
+    dZx = np.empty((T, B, 3 * U), dtype=dtype)                      # d (x_t U + b_in) blocks
+    tmp = np.empty((B, U), dtype=dtype)
+    if reset_after:
+        W_T = np.ascontiguousarray(W.T)
+        dZh = np.empty((T, B, 3 * U), dtype=dtype)                  # d (h W + b_rec) blocks
+    else:
+        W_zr_T = np.ascontiguousarray(W[:, :2 * U].T)
+        W_h_T = np.ascontiguousarray(W[:, 2 * U:].T)
+        d_rh = np.empty((B, U), dtype=dtype)
+    rule = _Rule(rnn, tape, d_out)
+    act, rec = tape.act, tape.rec
+    for k in range(T - 1, -1, -1):
+        dh = rule.into(k, dH[k + 1])
+        a, d, dz = A[k], D[k], dZx[k]
+        z, r, hh = a[:, :U], a[:, U:2 * U], a[:, 2 * U:]
+        np.subtract(H[k], hh, out=dz[:, :U])
+        dz[:, :U] *= dh                                             # d_z = dh (h_{t-1} - hh)
+        d_a = dz[:, 2 * U:]
+        np.subtract(1, z, out=d_a)
+        d_a *= dh                                                   # d_hh = dh (1 - z)
+        d_a *= d[:, 2 * U:]                                         # d_a = d_hh act'(a)
+        if act.per_step:                                            # (d is 1 there)
+            act.vjp_step(P[k][:, 2 * U:], hh, d_a, 1)
+        if reset_after:
+            np.multiply(d_a, RH[k], out=dz[:, U:2 * U])             # d_r = d_a r_h
+        else:
+            np.matmul(d_a, W_h_T, out=d_rh)                         # d(r h) = d_a W_h^T
+            np.multiply(d_rh, H[k], out=dz[:, U:2 * U])             # d_r = d(r h) h_{t-1}
+        dz[:, :2 * U] *= d[:, :2 * U]                               # through sigma
+        if rec.per_step:
+            rec.vjp_step(P[k][:, :2 * U], a[:, :2 * U], dz[:, :2 * U], 2)
+        if reset_after:
+            dzh = dZh[k]
+            np.copyto(dzh[:, :2 * U], dz[:, :2 * U])
+            np.multiply(d_a, r, out=dzh[:, 2 * U:])                 # d r_h = d_a r
+            np.matmul(dzh, W_T, out=dH[k])
+        else:
+            np.matmul(dz[:, :2 * U], W_zr_T, out=dH[k])
+            np.multiply(d_rh, r, out=tmp)
+            dH[k] += tmp                                            # + d(r h) r
+        np.multiply(dh, z, out=tmp)
+        dH[k] += tmp                                                # + dh z
+        rule.carry(k, dH[k], dH[k + 1])
+    flat_x = dZx.reshape(T * B, 3 * U)
+    H_prev = H[:-1].reshape(T * B, U)
+    d_x = _weight_grads(tape, dZx, grads)
+    if reset_after:
+        flat_h = dZh.reshape(T * B, 3 * U)
+        grads.add(cell, "recurrent_kernel", H_prev.T @ flat_h)      # (units, 3*units)
+        if cell.bias is not None:
+            grads.add(cell, "bias", np.stack([flat_x.sum(axis=0), flat_h.sum(axis=0)]))
+    else:
+        d_rec = np.empty((U, 3 * U), dtype=dtype)
+        np.matmul(H_prev.T, flat_x[:, :2 * U], out=d_rec[:, :2 * U])
+        np.matmul(RH.reshape(T * B, U).T, flat_x[:, 2 * U:], out=d_rec[:, 2 * U:])
+        grads.add(cell, "recurrent_kernel", d_rec)
+        if cell.bias is not None:
+            grads.add(cell, "bias", flat_x.sum(axis=0))             # (3*units,)
+    return d_x

@@ -1,0 +1,288 @@
+"""The whole-sequence training kernel (unrolled.kernels.train) against the per-step reference.
+
+For every built-in cell and a grid of options, the same layer is trained one step both ways
+(`train.ENABLED` off forces `RNN._forward_train` / `RNN._backward`): the forward result, dL/dx,
+every weight gradient, `d_initial_state` and `step_grads` must agree to 1e-6 (float32) or
+1e-12 (float64). The reference itself is checked against JAX and finite differences in
+tests/test_backward*.py. Then: the cases the kernel does not cover take the reference path.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unrolled import layers
+from unrolled.kernels import train
+from unrolled.training import Grads, gradients
+
+B, T, F, U = 4, 6, 3, 5
+
+CELLS = {
+    "simple": lambda **kw: layers.SimpleRNN(U, **kw),
+    "lstm": lambda **kw: layers.LSTM(U, **kw),
+    "gru": lambda **kw: layers.GRU(U, **kw),
+    "gru_before": lambda **kw: layers.GRU(U, reset_after=False, **kw),
+}
+
+OPTIONS = {
+    "plain": {},
+    "sequences": {"return_sequences": True},
+    "backwards": {"go_backwards": True, "return_sequences": True},
+    "backwards_last": {"go_backwards": True},
+    "mask": {"return_sequences": True, "mask": True},
+    "mask_last": {"mask": True},
+    "mask_zero_output": {"return_sequences": True, "mask": True, "zero_output_for_mask": True},
+    "mask_zero_output_last": {"mask": True, "zero_output_for_mask": True},
+    "mask_unroll": {"return_sequences": True, "mask": True, "unroll": True},
+    "mask_unroll_backwards": {"return_sequences": True, "mask": True, "unroll": True,
+                              "go_backwards": True},
+    "mask_backwards_state": {"mask": True, "go_backwards": True, "return_state": True},
+    "state": {"return_state": True, "return_sequences": True},
+    "initial_state": {"initial_state": True, "return_state": True},
+    "no_bias": {"use_bias": False, "return_sequences": True, "mask": True},
+    "unroll_nomask": {"unroll": True, "return_sequences": True},
+}
+
+ACTIVATIONS = [
+    {"activation": "relu"},
+    {"activation": "selu"},
+    {"activation": "linear"},
+    {"activation": "softsign"},
+    {"activation": "softmax"},
+]
+GATED_ACTIVATIONS = [
+    {"recurrent_activation": "hard_sigmoid"},
+    {"recurrent_activation": "softmax", "activation": "elu"},
+    {"recurrent_activation": "tanh", "activation": "sigmoid"},
+]
+
+
+def _flat(tree):
+    if isinstance(tree, (list, tuple)):
+        return [leaf for item in tree for leaf in _flat(item)]
+    return [tree]
+
+
+def _mask(rng):
+    """Some of everything: a full row, a fully masked row, pre-padding, a fully masked step."""
+    mask = rng.random((B, T)) > 0.3
+    mask[0] = True
+    mask[1] = False
+    mask[2, :3] = False
+    mask[2, 3:] = True
+    mask[:, 2] = False
+    return mask
+
+
+def _randomize(layer, rng, scale=0.6):
+    layer.set_weights([rng.normal(size=w.shape) * scale for w in layer.get_weights()])
+
+
+def _one_step(layer, x, d_seed, use_kernel, monkeypatch, **call):
+    """forward_train + backward with a cotangent on every output; everything to compare."""
+    monkeypatch.setattr(train, "ENABLED", use_kernel)
+    result, cache = layer.forward_train(x, **call)
+    assert ("train_tape" in cache) == use_kernel
+    drng = np.random.default_rng(d_seed)
+    flat = _flat(result)
+    d_flat = [drng.normal(size=r.shape).astype(r.dtype) for r in flat]
+    d_result = tuple(d_flat) if isinstance(result, tuple) else d_flat[0]
+    grads = Grads()
+    d_x = layer.backward(cache, d_result, grads)
+    step_grads = [(s["t"], s["output"], _flat(s["states"])) for s in cache["step_grads"]]
+    return {"result": flat, "d_x": [d_x], "grads": grads.for_weights(layer.trainable_weights),
+            "d_initial_state": _flat(cache["d_initial_state"]),
+            "step_outputs": [s[1] for s in step_grads],
+            "step_states": [leaf for s in step_grads for leaf in s[2]],
+            "step_t": [s[0] for s in step_grads]}
+
+
+def _compare(kernel, reference, tol):
+    assert kernel["step_t"] == reference["step_t"]
+    for key in ("result", "d_x", "grads", "d_initial_state", "step_outputs", "step_states"):
+        a, b = kernel[key], reference[key]
+        assert len(a) == len(b), key
+        for i, (p, q) in enumerate(zip(a, b)):
+            assert p.shape == q.shape, (key, i, p.shape, q.shape)
+            assert p.dtype == q.dtype, (key, i, p.dtype, q.dtype)
+            np.testing.assert_allclose(p, q, rtol=tol, atol=tol, err_msg=f"{key}[{i}]")
+
+
+def _check(make, options, rng, monkeypatch, dtype="float32"):
+    options = dict(options)
+    use_mask = options.pop("mask", False)
+    use_h0 = options.pop("initial_state", False)
+    layer = make(dtype=dtype, **options)
+    x = rng.normal(size=(B, T, F)).astype(dtype)
+    layer(x)
+    _randomize(layer, rng)
+    call = {"training": True}
+    if use_mask:
+        call["mask"] = _mask(rng)
+    if use_h0:
+        n = len(layer.state_size)
+        call["initial_state"] = [rng.normal(size=(B, U)).astype(dtype) for _ in range(n)]
+    seed = int(rng.integers(1 << 30))
+    kernel = _one_step(layer, x, seed, True, monkeypatch, **call)
+    reference = _one_step(layer, x, seed, False, monkeypatch, **call)
+    _compare(kernel, reference, 1e-6 if dtype == "float32" else 1e-12)
+
+
+@pytest.mark.parametrize("option", list(OPTIONS))
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_kernel_equals_reference(cell, option, rng, monkeypatch):
+    _check(CELLS[cell], OPTIONS[option], rng, monkeypatch)
+
+
+@pytest.mark.parametrize("option", ["plain", "mask", "mask_unroll_backwards", "initial_state",
+                                    "mask_zero_output", "no_bias"])
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_kernel_equals_reference_float64(cell, option, rng, monkeypatch):
+    _check(CELLS[cell], OPTIONS[option], rng, monkeypatch, dtype="float64")
+
+
+@pytest.mark.parametrize("acts", ACTIVATIONS, ids=lambda a: "-".join(a.values()))
+@pytest.mark.parametrize("cell", ["simple", "lstm", "gru", "gru_before"])
+def test_activations(cell, acts, rng, monkeypatch):
+    _check(CELLS[cell], {**acts, "return_sequences": True, "mask": True}, rng, monkeypatch,
+           dtype="float64")
+
+
+@pytest.mark.parametrize("acts", GATED_ACTIVATIONS, ids=lambda a: "-".join(a.values()))
+@pytest.mark.parametrize("cell", ["lstm", "gru", "gru_before"])
+def test_gate_activations(cell, acts, rng, monkeypatch):
+    _check(CELLS[cell], {**acts, "return_sequences": True}, rng, monkeypatch, dtype="float64")
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_generic_rnn_wrapper(cell, rng, monkeypatch):
+    """RNN(cell) takes the kernel too (the layer classes are not special)."""
+    cells = {"simple": layers.SimpleRNNCell, "lstm": layers.LSTMCell, "gru": layers.GRUCell,
+             "gru_before": lambda u, **kw: layers.GRUCell(u, reset_after=False, **kw)}
+
+    def make(**kw):
+        dtype = kw.pop("dtype")
+        return layers.RNN(cells[cell](U, dtype=dtype), dtype=dtype, **kw)
+
+    _check(make, {"return_sequences": True, "mask": True, "return_state": True}, rng,
+           monkeypatch)
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_stateful_two_steps(cell, rng, monkeypatch):
+    """A stateful layer carries the kernel's final states into the next call, as the reference."""
+    layer = CELLS[cell](stateful=True, return_sequences=True, dtype="float64")
+    xs = [rng.normal(size=(B, T, F)) for _ in range(2)]
+    layer(xs[0])
+    _randomize(layer, rng)
+    runs = []
+    for use_kernel in (True, False):
+        layer.reset_state()
+        runs.append([_one_step(layer, x, 7, use_kernel, monkeypatch, training=True) for x in xs])
+        runs[-1].append([np.array(s) for s in layer.states])
+    for k, r in zip(runs[0][:2], runs[1][:2]):
+        _compare(k, r, 1e-12)
+    for a, b in zip(runs[0][2], runs[1][2]):
+        np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert np.abs(runs[0][0]["result"][0] - runs[0][1]["result"][0]).max() > 0
+
+
+def test_dropout_inactive_outside_training_takes_kernel(rng, monkeypatch):
+    layer = layers.LSTM(U, dropout=0.3, recurrent_dropout=0.2, return_sequences=True,
+                        dtype="float64")
+    x = rng.normal(size=(B, T, F))
+    layer(x)
+    kernel = _one_step(layer, x, 3, True, monkeypatch, training=False)
+    reference = _one_step(layer, x, 3, False, monkeypatch, training=False)
+    _compare(kernel, reference, 1e-12)
+
+
+def test_gradients_report_through_kernel(rng, monkeypatch):
+    """unrolled.gradients reads dL/dh_t from step_grads: the same with the kernel."""
+    layer = layers.GRU(U, return_sequences=True, go_backwards=True, dtype="float64")
+    x = rng.normal(size=(B, T, F))
+    y = rng.normal(size=(B, T, U))
+    mask = _mask(rng)
+    reports = []
+    for use_kernel in (True, False):
+        monkeypatch.setattr(train, "ENABLED", use_kernel)
+        reports.append(gradients(layer, x, y, "mse", mask=mask))
+    k, r = reports
+    np.testing.assert_allclose(k.hidden[layer.name], r.hidden[layer.name], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(k.inputs, r.inputs, rtol=1e-12, atol=1e-12)
+    for name in r.weights:
+        np.testing.assert_allclose(k.weights[name], r.weights[name], rtol=1e-12, atol=1e-12)
+
+
+def test_steps_view_matches_reference_cell_values(rng, monkeypatch):
+    """cache["steps"][k]["cell"] gives the reference's recorded values (unmasked run)."""
+    layer = layers.LSTM(U, go_backwards=True, dtype="float64")
+    x = rng.normal(size=(B, T, F))
+    layer(x)
+    monkeypatch.setattr(train, "ENABLED", True)
+    _, fast = layer.forward_train(x)
+    monkeypatch.setattr(train, "ENABLED", False)
+    _, slow = layer.forward_train(x)
+    assert len(fast["steps"]) == len(slow["steps"]) == T
+    for a, b in zip(fast["steps"], slow["steps"]):
+        assert a["t"] == b["t"]
+        for key in ("x_t", "h_prev", "c_prev", "z", "i", "f", "g", "o", "c", "h"):
+            np.testing.assert_allclose(a["cell"][key], b["cell"][key], rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------ what falls back
+
+def _takes_kernel(layer, x, **call):
+    _, cache = layer.forward_train(x, **call)
+    return "train_tape" in cache
+
+
+def test_fallbacks(rng, monkeypatch):
+    monkeypatch.setattr(train, "ENABLED", True)
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    assert _takes_kernel(layers.GRU(U), x)
+
+    class MyCell(layers.SimpleRNNCell):  # a subclass may change `call`
+        pass
+
+    assert not _takes_kernel(layers.RNN(MyCell(U)), x)
+    assert not _takes_kernel(layers.LSTM(U, dropout=0.2), x, training=True)
+    assert not _takes_kernel(layers.GRU(U, recurrent_dropout=0.2), x, training=True)
+    assert not _takes_kernel(layers.SimpleRNN(U, dropout=0.2), x, training=True)
+    assert not _takes_kernel(layers.SimpleRNN(U, dtype="float16"), x.astype("float16"))
+    stacked = layers.RNN([layers.SimpleRNNCell(U), layers.GRUCell(U)])
+    assert not _takes_kernel(stacked, x)
+
+    traced = layers.SimpleRNN(U)
+    traced(x)
+    traced.cell._recorder = object()
+    try:
+        assert not _takes_kernel(traced, x)
+    finally:
+        traced.cell._recorder = None
+    assert _takes_kernel(traced, x)
+
+    class MyRNN(layers.RNN):  # overrides the loop: only the reference is right
+        def _masked_step(self, *args):
+            return super()._masked_step(*args)
+
+    assert not _takes_kernel(MyRNN(layers.SimpleRNNCell(U)), x)
+
+    monkeypatch.setattr(train, "ENABLED", False)
+    assert not _takes_kernel(layers.GRU(U), x)
+
+
+def test_unknown_activation_falls_back_to_reference_error(rng, monkeypatch):
+    """An activation without a derivative: the reference runs and says how to add one."""
+    monkeypatch.setattr(train, "ENABLED", True)
+
+    def cube(z):
+        return z ** 3
+
+    layer = layers.SimpleRNN(U, activation=cube)
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    y, cache = layer.forward_train(x)
+    assert "train_tape" not in cache
+    with pytest.raises(NotImplementedError, match="cube"):
+        layer.backward(cache, np.ones_like(y), Grads())
