@@ -15,7 +15,9 @@ import numpy as np
 
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 
-njit = numba.njit(cache=True, nogil=True)
+# error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
+# check and a raise, which would keep the loops from vectorizing.
+njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
 
 @numba.njit(cache=True, inline="always")
