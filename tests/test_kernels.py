@@ -395,6 +395,7 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
     try:
         start = _threads.current_threads()
         monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+        monkeypatch.setattr(_threads, "MODE", "1")  # limit whatever the machine's load
         seen = []
         real = _threads.step_threads
 
@@ -419,6 +420,7 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
 def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     monkeypatch.setattr(_numba, "enabled", False)
     monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+    monkeypatch.setattr(_threads, "MODE", "1")
     before = _threads.current_threads()
 
     def broken(z):
@@ -433,10 +435,26 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     assert _threads.current_threads() == before
 
 
+@pytest.mark.parametrize("load, cores, limited", [(0.8, 2, False), (1.2, 2, True),
+                                                   (3.0, 2, True), (2.5, 4, False)])
+def test_the_limit_applies_while_no_core_is_idle(monkeypatch, load, cores, limited):
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "_busy", (0.0, False))
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (load, load, load))
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
+    work = 2 * _threads.STEP_WORK_MIN
+    assert _threads.limits(work) is limited
+    monkeypatch.setattr(_threads, "MODE", "1")
+    assert _threads.limits(work)
+    monkeypatch.setattr(_threads, "MODE", "0")
+    assert not _threads.limits(work)
+
+
 def test_large_steps_keep_every_thread(monkeypatch):
     calls = []
     for c in _threads.blas_controllers():
         monkeypatch.setattr(c, "set_num_threads", lambda n, c=c: calls.append(n))
+    monkeypatch.setattr(_threads, "MODE", "1")
     with _threads.step_threads(_threads.STEP_WORK_MAX + 1):
         pass
     with _threads.step_threads(_threads.STEP_WORK_MIN):

@@ -74,7 +74,7 @@ class Plan:
         plan's (the caller then takes the full path)."""
         if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
             return None
-        if self.single and not (_threads.STEP_WORK_MIN < self.work <= _threads.STEP_WORK_MAX):
+        if self.single and not _threads.limits(self.work):
             # `execute` for one cell, no mask, no thread limit: at small shapes its generality
             # is a third of the call.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
@@ -129,7 +129,7 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
 
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
     # small products), unless a step's h W is large; see _threads.
-    if _threads.STEP_WORK_MIN < plan.work <= _threads.STEP_WORK_MAX:
+    if _threads.limits(plan.work):
         with step_threads(plan.work):
             seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
     else:

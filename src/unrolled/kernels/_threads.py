@@ -1,26 +1,33 @@
-"""One BLAS thread for a kernel call whose per-step products are small.
+"""One BLAS thread for a kernel call whose per-step products are small, while the machine is busy.
 
 Each step of a kernel multiplies `h_{t-1} W`, `(batch, units) @ (units, gates*units)`: one small
 matrix product per timestep. OpenBLAS splits any product above `m*n*k = 262144` over all its
 threads and joins them again at the end of the call, so a 100-step loop pays 100 thread
-hand-offs. On a 2-vCPU machine (benchmarks/RESULTS.md) one thread was faster for every per-step
-product measured, from 1.3x to 5x, because a hand-off waits for the other thread's timeslice
-whenever the machine has other work. Only a step product of more than `STEP_WORK_MAX`
-multiply-adds keeps every thread: there one step takes milliseconds, long enough for a second
-core to pay on an idle machine.
+hand-offs. When every core has work, a hand-off waits for the other thread's timeslice: on a
+busy 2-vCPU machine (load 2.5-5, benchmarks/RESULTS.md) one thread was faster for every
+per-step product measured, from 1.3x to 5x, and whole calls up to 35x. When a core is idle the
+second thread pays instead: LSTM (32, 100, 16, 64) took 8.7 ms with two threads and 13.5 ms with
+one at load 0.8.
+
+So the limit applies only while the machine is busy: when the 1-minute load average (which
+counts this process's own running thread) leaves less than one core idle (`busy`, read at most
+twice a second). Only a step product of more than `STEP_WORK_MAX` multiply-adds always keeps
+every thread: there one step takes milliseconds, long enough for a second core to pay.
 
 The hoisted input projection is chunked (one step, or 64 KiB, at a time: the memory budget), so
 its products are small as well, and it runs under the same limit. Measured at SimpleRNN
-(128, 200, 64, 256): 0.41 s with one thread for the steps and two for 1 MiB projection chunks,
-3.6 s with 64 KiB chunks on two threads, 0.18-0.24 s with one thread for everything (another
-process busy on the second vCPU). Toggling per chunk would also cost a switch per chunk.
+(128, 200, 64, 256) on the busy machine: 0.41 s with one thread for the steps and two for 1 MiB
+projection chunks, 3.6 s with 64 KiB chunks on two threads, 0.18-0.24 s with one thread for
+everything. Toggling per chunk would also cost a switch per chunk.
 
-`step_threads(work)` is a context manager around a whole kernel call (`_dispatch.run`) and
+`step_threads(work)` is a context manager around a whole kernel call (`_dispatch.execute`) and
 around the training loops (`RNN.forward_train`/`backward`): it sets the BLAS libraries NumPy
-uses (found by threadpoolctl) to one thread and restores their own counts in `finally`, so the
-process's setting is the same after a call as before it, error or not. Without threadpoolctl
-it does nothing.
-`UNROLLED_STEP_THREADS=0` in the environment turns the limiting off (for measuring it).
+and the compiled loops use (found by threadpoolctl) to one thread and restores their own counts
+in `finally`, so the process's setting is the same after a call as before it, error or not.
+Without threadpoolctl it does nothing.
+
+`UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (limit whatever
+the load), `0` (never limit; for measuring it).
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
+import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
+__all__ = ["step_threads", "limits", "busy", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -38,7 +46,12 @@ STEP_WORK_MIN = 4 * 65536
 # Above this many multiply-adds per step (e.g. (256, 1024) @ (1024, 512)) every thread is kept.
 STEP_WORK_MAX = 1 << 27
 
+# "auto", "1" or "0" (see above); tests set it directly.
+MODE = os.environ.get("UNROLLED_STEP_THREADS", "auto")
+BUSY_CHECK_SECONDS = 0.5
+
 _controllers: list | None = None
+_busy = (0.0, False)  # (when it was read, whether the machine was busy)
 _lock = threading.Lock()
 _depth = 0          # nested or concurrent limited loops: only the outermost restores
 _saved: list = []
@@ -49,7 +62,7 @@ def blas_controllers() -> list:
     global _controllers
     if _controllers is None:
         found: list = []
-        if os.environ.get("UNROLLED_STEP_THREADS", "1") != "0":
+        if MODE != "0":
             try:
                 import threadpoolctl
             except ImportError:
@@ -69,10 +82,30 @@ def forget_controllers() -> None:
             _controllers = None
 
 
+def busy() -> bool:
+    """Whether no core is idle: the 1-minute load average is within one of the core count."""
+    global _busy
+    now = time.monotonic()
+    if now - _busy[0] > BUSY_CHECK_SECONDS:
+        try:
+            load = os.getloadavg()[0]
+        except (AttributeError, OSError):  # no load average (Windows): assume busy, as before
+            load = float("inf")
+        _busy = (now, load > (os.cpu_count() or 1) - 1)
+    return _busy[1]
+
+
+def limits(work: int) -> bool:
+    """Whether a call whose steps do `work` multiply-adds each runs with one BLAS thread."""
+    if not STEP_WORK_MIN < work <= STEP_WORK_MAX or MODE == "0":
+        return False
+    return MODE == "1" or busy()
+
+
 @contextlib.contextmanager
 def step_threads(work: int) -> Iterator[None]:
-    """Run the body with one BLAS thread when `work` (multiply-adds per step) is in range."""
-    if not STEP_WORK_MIN < work <= STEP_WORK_MAX or not blas_controllers():
+    """Run the body with one BLAS thread when `limits(work)`."""
+    if not limits(work) or not blas_controllers():
         yield
         return
     global _depth, _saved
