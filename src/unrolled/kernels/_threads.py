@@ -80,6 +80,17 @@ def forget_controllers() -> None:
     with _lock:
         if _depth == 0:
             _controllers = None
+        elif _controllers is not None:
+            # Loaded inside a limit (a compiled loop's first call): limit it now as well, and
+            # restore it with the others.
+            known = {c.filepath for c in _controllers}
+            _controllers = None
+            for c in blas_controllers():
+                if c.filepath not in known:
+                    n = c.get_num_threads()
+                    _saved.append((c, n))
+                    if n != 1:
+                        c.set_num_threads(1)
 
 
 def busy() -> bool:

@@ -59,6 +59,7 @@ ENABLED = os.environ.get("UNROLLED_TRAIN_KERNEL", "1") != "0"
 
 _GATES = {SimpleRNNCell: 1, LSTMCell: 4, GRUCell: 3}
 _FLOATS = (np.dtype("float32"), np.dtype("float64"))
+_NO_MASK = np.ones((1, 1), dtype=np.bool_)  # the compiled loops' `valid` when nothing is masked
 _ALONG_AXIS = ("softmax", "log_softmax")  # derivatives mixing a gate's units: vjp per step
 # RNN methods whose override means the layer's loop is not the one these kernels reproduce.
 _LOOP_METHODS = ("_forward_train", "_backward", "_masked_step", "_previous_output",
@@ -139,6 +140,25 @@ def _drops(cell: Any) -> bool:
     return 0 < cell.dropout < 1 or 0 < cell.recurrent_dropout < 1
 
 
+def _compiled(cell: Any, dtype: np.dtype) -> Any:
+    """The compiled loops (unrolled.kernels._numba_train) for this cell, or None: float32, the
+    default activations (tanh; sigmoid gates), C-contiguous weights, Numba and SciPy's BLAS
+    available and not turned off (UNROLLED_NUMBA=0 / `_numba.enabled = False`)."""
+    if dtype != np.float32 or cell.activation is not activations.tanh:
+        return None
+    if type(cell) is not SimpleRNNCell and cell.recurrent_activation is not activations.sigmoid:
+        return None
+    if not all(w.value.flags.c_contiguous for w in cell._weights):
+        return None
+    from unrolled.kernels import _numba
+
+    if not (_numba.available() and _numba._blas_available()):
+        return None
+    from unrolled.kernels import _numba_train
+
+    return _numba_train
+
+
 def applies(rnn: Any, training: bool) -> bool:
     """Whether the training kernel runs for this layer (else the reference per-step path)."""
     if not ENABLED:
@@ -164,7 +184,7 @@ class _Tape:
     """Everything one training forward keeps for its backward (see the module docstring)."""
 
     __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
-                 "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype")
+                 "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled")
 
 
 class _StepGrads(Sequence):
@@ -308,6 +328,10 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     np.copyto(H[0], states[0])
     tape.P, tape.A, tape.H = P, A, H
     tape.C = tape.TC = tape.RH = None
+    tape.compiled = _compiled(cell, dtype)
+    if tape.compiled is not None:
+        _forward_compiled(tape, cell, b_rec, states)
+        return tape
     with np.errstate(over="ignore"):
         if kind == "simple":
             _forward_simple(tape, cell)
@@ -320,6 +344,26 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
             tape.RH = np.empty((T, B, U), dtype=dtype)
             _forward_gru(tape, cell, b_rec)
     return tape
+
+
+def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: list) -> None:
+    """The per-step loop compiled (float32, tanh/sigmoid): the same tape, one pass per step."""
+    nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
+    valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
+    W = cell.recurrent_kernel
+    if tape.kind == "simple":
+        nb.simple_forward(tape.P, tape.A, tape.H, W, valid, use_mask)
+    elif tape.kind == "lstm":
+        tape.C = np.empty((T + 1, B, U), dtype=tape.dtype)
+        np.copyto(tape.C[0], states[1])
+        tape.TC = np.empty((T, B, U), dtype=tape.dtype)
+        nb.lstm_forward(tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask)
+    else:
+        tape.RH = np.empty((T, B, U), dtype=tape.dtype)
+        if b_rec is None:
+            b_rec = np.zeros(3 * U, dtype=tape.dtype)
+        nb.gru_forward(tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
+                       cell.reset_after)
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
@@ -450,6 +494,13 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         d_states.append(buf)
 
     G = _GATES[type(tape.cell)]
+    work = T * B * max(tape.U, tape.F) * G * U
+    if tape.compiled is not None:
+        with np.errstate(over="ignore"), step_threads(work):
+            d_x = _backward_compiled(rnn, tape, d_out, d_states, grads)
+        cache["d_initial_state"] = [d[0].copy() for d in d_states]
+        cache["step_grads"] = _StepGrads(tape, d_out, d_states)
+        return d_x
     D = np.empty((T, B, G * U), dtype=dtype)                        # act'(pre-activation)
     blocks = _blocks(tape)
     for sl, act in blocks:
@@ -462,7 +513,6 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     # One BLAS thread for the whole-sequence products too, unless they are very large: on a
     # busy 2-core machine two threads made X^T dZ, (16, 3200) @ (3200, 64), take 87 ms instead
     # of 0.3 ms (SimpleRNN (32, 100, 16, 64) training: 200 ms, 16 ms with one thread).
-    work = T * B * max(tape.U, tape.F) * G * U
     with np.errstate(over="ignore"), step_threads(work):
         if tape.kind == "simple":
             d_x = _backward_simple(rnn, tape, d_out, d_states, D, grads)
@@ -547,11 +597,18 @@ def _backward_simple(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D
             act.vjp_step(tape.P[k], tape.A[k], dz, 1)
         np.matmul(dz, W_T, out=dH[k])                               # dh_{t-1} = dz W^T
         rule.carry(k, dH[k], dH[k + 1])
-    flat = dZ.reshape(T * B, U)
+    return _grads(tape, dZ, grads)
+
+
+def _grads(tape: _Tape, dZ: np.ndarray, grads: Any) -> np.ndarray:
+    """SimpleRNN and LSTM: all weight gradients from dZ `(T, batch, G*units)`; returns dX."""
+    T, B, U = tape.T, tape.B, tape.U
+    cell = tape.cell
+    flat = dZ.reshape(T * B, -1)                                    # (T*batch, G*units)
     d_x = _weight_grads(tape, dZ, grads)
-    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)  # (units, units)
+    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)  # (units, G*units)
     if cell.bias is not None:
-        grads.add(cell, "bias", flat.sum(axis=0))                   # (units,)
+        grads.add(cell, "bias", flat.sum(axis=0))                   # (G*units,)
     return d_x
 
 
@@ -595,12 +652,7 @@ def _backward_lstm(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: 
         if masked[k]:
             np.copyto(dC[k], dC[k + 1], where=inv[k])
         rule.carry(k, dH[k], dH[k + 1])
-    flat = dZ.reshape(T * B, 4 * U)
-    d_x = _weight_grads(tape, dZ, grads)
-    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)
-    if cell.bias is not None:
-        grads.add(cell, "bias", flat.sum(axis=0))                   # (4*units,)
-    return d_x
+    return _grads(tape, dZ, grads)
 
 
 def _backward_gru(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: np.ndarray,
@@ -654,6 +706,15 @@ def _backward_gru(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: n
         np.multiply(dh, z, out=tmp)
         dH[k] += tmp                                                # + dh z
         rule.carry(k, dH[k], dH[k + 1])
+    return _grads_gru(tape, dZx, dZh if reset_after else None, grads)
+
+
+def _grads_gru(tape: _Tape, dZx: np.ndarray, dZh: np.ndarray | None, grads: Any) -> np.ndarray:
+    """GRU: all weight gradients from dZx (and dZh with reset_after); returns dX."""
+    T, B, U = tape.T, tape.B, tape.U
+    cell = tape.cell
+    H, RH = tape.H, tape.RH
+    reset_after = cell.reset_after
     flat_x = dZx.reshape(T * B, 3 * U)
     H_prev = H[:-1].reshape(T * B, U)
     d_x = _weight_grads(tape, dZx, grads)
@@ -663,10 +724,37 @@ def _backward_gru(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: n
         if cell.bias is not None:
             grads.add(cell, "bias", np.stack([flat_x.sum(axis=0), flat_h.sum(axis=0)]))
     else:
-        d_rec = np.empty((U, 3 * U), dtype=dtype)
+        d_rec = np.empty((U, 3 * U), dtype=tape.dtype)
         np.matmul(H_prev.T, flat_x[:, :2 * U], out=d_rec[:, :2 * U])
         np.matmul(RH.reshape(T * B, U).T, flat_x[:, 2 * U:], out=d_rec[:, 2 * U:])
         grads.add(cell, "recurrent_kernel", d_rec)
         if cell.bias is not None:
             grads.add(cell, "bias", flat_x.sum(axis=0))             # (3*units,)
     return d_x
+
+
+def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
+                       grads: Any) -> np.ndarray:
+    """The per-step loop compiled (unrolled.kernels._numba_train), then the same whole-sequence
+    weight-gradient products as the NumPy kernel."""
+    nb, T, B, U, dtype = tape.compiled, tape.T, tape.B, tape.U, tape.dtype
+    cell = tape.cell
+    valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
+    pass_total = not (rnn.zero_output_for_mask or rnn.unroll)
+    unroll = rnn.unroll and not rnn.zero_output_for_mask
+    rule = (valid, use_mask, pass_total, unroll)
+    dH = d_states[0]
+    W = cell.recurrent_kernel
+    if tape.kind == "gru":
+        dZx = np.empty((T, B, 3 * U), dtype=dtype)
+        dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
+        nb.gru_backward(tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
+                        dZx if dZh is None else dZh, *rule, cell.reset_after)
+        return _grads_gru(tape, dZx, dZh, grads)
+    W_T = np.ascontiguousarray(W.T)
+    dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
+    if tape.kind == "simple":
+        nb.simple_backward(tape.A, W_T, d_out, dH, dZ, *rule)
+    else:
+        nb.lstm_backward(tape.A, tape.C, tape.TC, W_T, d_out, dH, d_states[1], dZ, *rule)
+    return _grads(tape, dZ, grads)
