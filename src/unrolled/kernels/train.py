@@ -154,9 +154,31 @@ def _compiled(cell: Any, dtype: np.dtype) -> Any:
 
     if not (_numba.available() and _numba._blas_available()):
         return None
+    global _scipy_warm
+    if not _scipy_warm:
+        _warm_blas(scipy_too=True)
+        _scipy_warm = True
     from unrolled.kernels import _numba_train
 
     return _numba_train
+
+
+_numpy_warm = _scipy_warm = False
+
+
+def _warm_blas(scipy_too: bool) -> None:
+    """One (512, 512) product on NumPy's OpenBLAS, and on SciPy's (the compiled loops'
+    `np.dot`) with `scipy_too`. Measured on the 2-core benchmark machine, one BLAS thread: in a
+    process whose OpenBLAS has only run smaller products, each `(128, 256) @ (256, 256)` takes
+    1.5-1.75 ms, (256, 25600) @ (25600, 256) 288 ms and (25600, 256) @ (256, 64) 83 ms; after
+    one product this large, 0.43, 98 and 25 ms, for the rest of the process. About 13 ms each,
+    once."""
+    a = np.ones((512, 512), dtype=np.float32)
+    np.matmul(a, a)
+    if scipy_too:
+        import scipy.linalg.blas
+
+        scipy.linalg.blas.sgemm(1.0, a, a)
 
 
 def applies(rnn: Any, training: bool) -> bool:
@@ -255,6 +277,10 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
     if dtype not in _FLOATS or any(w.value.dtype != dtype for w in cell._weights):
         return None
     T, B, F = x.shape[1], x.shape[0], x.shape[2]
+    global _numpy_warm
+    if not _numpy_warm:
+        _warm_blas(scipy_too=False)
+        _numpy_warm = True
     try:
         with step_threads(T * B * F * cell.kernel.shape[1]):        # the hoisted projection
             tape = _forward(rnn, cell, x, states, mask)
@@ -566,13 +592,35 @@ class _Rule:
             np.add(self.d_out[k - 1], self.d_out[k], out=self.d_out[k - 1], where=inv)
 
 
+_CHUNK_ROWS = 128
+
+
+def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows.
+
+    With n <= 256 and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs this
+    product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took 336 ms,
+    and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or 1024 is
+    as fast whole as in pieces. So narrow, tall products go in 128-row pieces."""
+    rows, n = b.shape
+    if n > 256 or rows < 64 * _CHUNK_ROWS:
+        return a.T @ b
+    out = a[:_CHUNK_ROWS].T @ b[:_CHUNK_ROWS]                     # (m, n)
+    part = np.empty_like(out)
+    for start in range(_CHUNK_ROWS, rows, _CHUNK_ROWS):
+        stop = min(start + _CHUNK_ROWS, rows)
+        np.matmul(a[start:stop].T, b[start:stop], out=part)
+        out += part
+    return out
+
+
 def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray:
     """dU += X^T dZ and dX = dZ U^T, one matmul each; returns dX `(batch, timesteps, features)`
     in time order."""
     T, B, F = tape.T, tape.B, tape.F
     cell = tape.cell
     flat = dZx.reshape(T * B, -1)                                   # (T*batch, G*units)
-    grads.add(cell, "kernel", tape.X.reshape(T * B, F).T @ flat)    # (features, G*units)
+    grads.add(cell, "kernel", _at_b(tape.X.reshape(T * B, F), flat))  # (features, G*units)
     d_xt = (flat @ cell.kernel.T).reshape(T, B, F)                  # processing order
     d_x = d_xt.transpose(1, 0, 2)
     if tape.order[0] != 0:                                          # go_backwards
@@ -606,7 +654,7 @@ def _grads(tape: _Tape, dZ: np.ndarray, grads: Any) -> np.ndarray:
     cell = tape.cell
     flat = dZ.reshape(T * B, -1)                                    # (T*batch, G*units)
     d_x = _weight_grads(tape, dZ, grads)
-    grads.add(cell, "recurrent_kernel", tape.H[:-1].reshape(T * B, U).T @ flat)  # (units, G*units)
+    grads.add(cell, "recurrent_kernel", _at_b(tape.H[:-1].reshape(T * B, U), flat))
     if cell.bias is not None:
         grads.add(cell, "bias", flat.sum(axis=0))                   # (G*units,)
     return d_x
@@ -720,13 +768,13 @@ def _grads_gru(tape: _Tape, dZx: np.ndarray, dZh: np.ndarray | None, grads: Any)
     d_x = _weight_grads(tape, dZx, grads)
     if reset_after:
         flat_h = dZh.reshape(T * B, 3 * U)
-        grads.add(cell, "recurrent_kernel", H_prev.T @ flat_h)      # (units, 3*units)
+        grads.add(cell, "recurrent_kernel", _at_b(H_prev, flat_h))  # (units, 3*units)
         if cell.bias is not None:
             grads.add(cell, "bias", np.stack([flat_x.sum(axis=0), flat_h.sum(axis=0)]))
     else:
         d_rec = np.empty((U, 3 * U), dtype=tape.dtype)
-        np.matmul(H_prev.T, flat_x[:, :2 * U], out=d_rec[:, :2 * U])
-        np.matmul(RH.reshape(T * B, U).T, flat_x[:, 2 * U:], out=d_rec[:, 2 * U:])
+        d_rec[:, :2 * U] = _at_b(H_prev, flat_x[:, :2 * U])
+        d_rec[:, 2 * U:] = _at_b(RH.reshape(T * B, U), flat_x[:, 2 * U:])
         grads.add(cell, "recurrent_kernel", d_rec)
         if cell.bias is not None:
             grads.add(cell, "bias", flat_x.sum(axis=0))             # (3*units,)
