@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
+import time
 
 import numpy as np
 import pytest
@@ -440,6 +442,7 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
 def test_the_limit_applies_while_no_core_is_idle(monkeypatch, load, cores, limited):
     monkeypatch.setattr(_threads, "MODE", "auto")
     monkeypatch.setattr(_threads, "_busy", (0.0, False))
+    monkeypatch.setattr(_threads, "others_cores", lambda: None)   # no /proc/stat reading
     monkeypatch.setattr(_threads.os, "getloadavg", lambda: (load, load, load))
     monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
     work = 2 * _threads.STEP_WORK_MIN
@@ -448,6 +451,27 @@ def test_the_limit_applies_while_no_core_is_idle(monkeypatch, load, cores, limit
     assert _threads.limits(work)
     monkeypatch.setattr(_threads, "MODE", "0")
     assert not _threads.limits(work)
+
+
+@pytest.mark.parametrize("others, cores, limited", [(0.1, 2, False), (0.7, 2, True),
+                                                     (1.0, 2, True), (2.2, 4, False)])
+def test_other_processes_cpu_time_decides_first(monkeypatch, others, cores, limited):
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "_busy", (0.0, False))
+    monkeypatch.setattr(_threads, "others_cores", lambda: others)
+    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # not read
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
+    assert _threads.limits(2 * _threads.STEP_WORK_MIN) is limited
+
+
+def test_others_cores_reads_proc_stat(monkeypatch):
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat")
+    monkeypatch.setattr(_threads, "_stat", None)
+    assert _threads.others_cores() is None                      # the first reading
+    time.sleep(0.06)
+    others = _threads.others_cores()
+    assert others is not None and 0 <= others <= (os.cpu_count() or 1)
 
 
 def test_large_steps_keep_every_thread(monkeypatch):

@@ -9,9 +9,10 @@ per-step product measured, from 1.3x to 5x, and whole calls up to 35x. When a co
 second thread pays instead: LSTM (32, 100, 16, 64) took 8.7 ms with two threads and 13.5 ms with
 one at load 0.8.
 
-So the limit applies only while the machine is busy: when the 1-minute load average (which
-counts this process's own running thread) leaves less than one core idle (`busy`, read at most
-twice a second). Only a step product of more than `STEP_WORK_MAX` multiply-adds always keeps
+So the limit applies only while the machine is busy: when the other processes' CPU time since
+the previous reading (`others_cores`, Linux) or else the 1-minute load average (which counts
+this process's own running thread) leaves less than one core idle (`busy`, read at most twice a
+second). Only a step product of more than `STEP_WORK_MAX` multiply-adds always keeps
 every thread: there one step takes milliseconds, long enough for a second core to pay.
 
 The hoisted input projection is chunked (one step, or 64 KiB, at a time: the memory budget), so
@@ -94,16 +95,53 @@ def forget_controllers() -> None:
 
 
 def busy() -> bool:
-    """Whether no core is idle: the 1-minute load average is within one of the core count."""
+    """Whether no core is idle besides this process's: other processes used more than
+    `cores - 1.5` cores since the previous reading (Linux, `others_cores`), else the 1-minute
+    load average (which counts this process) is within one of the core count."""
     global _busy
     now = time.monotonic()
     if now - _busy[0] > BUSY_CHECK_SECONDS:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average (Windows): assume busy, as before
-            load = float("inf")
-        _busy = (now, load > (os.cpu_count() or 1) - 1)
+        cores = os.cpu_count() or 1
+        others = others_cores()
+        if others is not None:
+            _busy = (now, others > cores - 1.5)
+        else:
+            try:
+                load = os.getloadavg()[0]
+            except (AttributeError, OSError):  # no load average (Windows): assume busy
+                load = float("inf")
+            _busy = (now, load > cores - 1)
     return _busy[1]
+
+
+_stat: tuple | None = None  # (when, CPU seconds busy on all cores, this process's CPU seconds)
+
+
+def others_cores() -> float | None:
+    """Cores' worth of CPU time other processes used since the previous reading: the busy time
+    of all cores in /proc/stat (steal included) less this process's own. None without
+    /proc/stat, on the first reading, or within 50 ms of the previous one.
+
+    The 1-minute load average lags by about a minute: measured on the 2-core machine, a training
+    step began under the one-thread limit at load 1.3 while the other core had been idle for
+    seconds (torch on two threads: 1.0 s, unrolled 1.9 s), and a start of another process
+    leaves two threads on for as long (one (128, 200, 64, 256) LSTM step: 3 s)."""
+    global _stat
+    try:
+        with open("/proc/stat", "rb") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        return None
+    now, ours = time.monotonic(), time.process_time()
+    used = (sum(ticks) - ticks[3] - ticks[4]) / hz              # all but idle and iowait
+    previous = _stat
+    if previous is not None and now - previous[0] < 0.05:
+        return None
+    _stat = (now, used, ours)
+    if previous is None:
+        return None
+    return max(0.0, (used - previous[1]) - (ours - previous[2])) / (now - previous[0])
 
 
 def limits(work: int) -> bool:
