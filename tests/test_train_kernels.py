@@ -318,3 +318,49 @@ def test_unknown_activation_falls_back_to_reference_error(rng, monkeypatch):
     assert "train_tape" not in cache
     with pytest.raises(NotImplementedError, match="cube"):
         layer.backward(cache, np.ones_like(y), Grads())
+
+
+@pytest.mark.parametrize("cell", list(CELLS))
+def test_input_gradient_skipped_on_request(cell, rng, monkeypatch):
+    """cache["input_grad"] = False (a training step's first layer): no dL/dx, the same weight
+    gradients and states' gradients."""
+    monkeypatch.setattr(train, "ENABLED", True)
+    layer = CELLS[cell](return_sequences=True)
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    layer(x)
+    d = rng.normal(size=(B, T, U)).astype("float32")
+    runs = []
+    for need in (True, False):
+        _, cache = layer.forward_train(x, training=True)
+        if not need:
+            cache["input_grad"] = False
+        grads = Grads()
+        d_x = layer.backward(cache, d, grads)
+        assert (d_x is None) == (not need)
+        runs.append((grads.for_weights(layer.trainable_weights), cache["d_initial_state"]))
+    for a, b in zip(_flat(runs[0]), _flat(runs[1])):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
+    """Model.backward(input_grads=False) gives the same weight gradients, and no input's."""
+    import unrolled
+
+    monkeypatch.setattr(train, "ENABLED", True)
+    model = unrolled.Sequential([unrolled.Input((T, F)), layers.GRU(U, return_sequences=True),
+                                 layers.LSTM(U)])
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    model(x)
+    d = rng.normal(size=(B, U)).astype("float32")
+    results = []
+    for need in (True, False):
+        _, cache = model.forward_train(x)
+        grads = Grads()
+        d_x = model.backward(cache, d, grads, input_grads=need)
+        assert (d_x is None) == (not need)
+        results.append(grads.for_weights(model.trainable_weights))
+        (first, first_cache), (second, second_cache) = cache["layers"]
+        assert first_cache.get("input_grad", True) == need      # the GRU reads the model input
+        assert second_cache.get("input_grad", True)             # the LSTM reads the GRU's output
+    for a, b in zip(*results):
+        np.testing.assert_array_equal(a, b)

@@ -206,7 +206,8 @@ class _Tape:
     """Everything one training forward keeps for its backward (see the module docstring)."""
 
     __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
-                 "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled")
+                 "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled",
+                 "need_dx")
 
 
 class _StepGrads(Sequence):
@@ -498,6 +499,7 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     `cache["step_grads"]` as `RNN._backward` does."""
     tape: _Tape = cache["train_tape"]
     T, B, U, dtype = tape.T, tape.B, tape.U, tape.dtype
+    tape.need_dx = cache.get("input_grad", True)    # False: a training step's first layer
     n_states = 2 if tape.kind == "lstm" else 1
     if rnn.return_state:
         d_output, *d_final = d_result
@@ -614,13 +616,15 @@ def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return out
 
 
-def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray:
+def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray | None:
     """dU += X^T dZ and dX = dZ U^T, one matmul each; returns dX `(batch, timesteps, features)`
-    in time order."""
+    in time order (None when the cache said no one needs it)."""
     T, B, F = tape.T, tape.B, tape.F
     cell = tape.cell
     flat = dZx.reshape(T * B, -1)                                   # (T*batch, G*units)
     grads.add(cell, "kernel", _at_b(tape.X.reshape(T * B, F), flat))  # (features, G*units)
+    if not tape.need_dx:
+        return None
     d_xt = (flat @ cell.kernel.T).reshape(T, B, F)                  # processing order
     d_x = d_xt.transpose(1, 0, 2)
     if tape.order[0] != 0:                                          # go_backwards

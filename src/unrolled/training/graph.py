@@ -71,9 +71,14 @@ def graph_forward(graph: Any, values: list, training: bool = True, masks: list |
     return outputs, tape, output_masks
 
 
-def graph_backward(graph: Any, tape: list, d_outputs: list, grads: Grads) -> list:
-    """Gradients for the graph's inputs (None where an input takes none, such as token ids)."""
+def graph_backward(graph: Any, tape: list, d_outputs: list, grads: Grads,
+                   input_grads: bool = True) -> list:
+    """Gradients for the graph's inputs (None where an input takes none, such as token ids).
+
+    `input_grads=False` (a training step, which only needs the weights' gradients): a layer
+    whose inputs are all graph inputs finds `cache["input_grad"] = False` and may skip dL/dx."""
     d_of: dict[int, Any] = {}
+    graph_inputs = {id(t) for t in graph.inputs}
 
     def add(tensor: Any, d: Any) -> None:
         if d is None:
@@ -93,6 +98,8 @@ def graph_backward(graph: Any, tape: list, d_outputs: list, grads: Grads) -> lis
             d_result = _pack(outputs, flat_d)
         else:
             d_result = flat_d[0]
+        if not input_grads and all(id(t) in graph_inputs for t in flatten(node.first_arg)):
+            cache["input_grad"] = False
         d_first = node.layer.backward(cache, d_result, grads)
         first = node.first_arg
         if isinstance(first, (list, tuple)):

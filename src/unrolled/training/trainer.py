@@ -154,12 +154,16 @@ class Trainer:
                         "output_masks": out_masks,
                         "layers": [(node.layer, cache) for node, cache, _ in tape]}
 
-    def backward(self, cache: dict, d_outputs: Any, grads: Grads) -> Any:
-        """Gradients for the model's inputs; weight gradients are added to `grads`."""
+    def backward(self, cache: dict, d_outputs: Any, grads: Grads,
+                 input_grads: bool = True) -> Any:
+        """Gradients for the model's inputs (None each with `input_grads=False`, which may
+        skip them); weight gradients are added to `grads`."""
         from unrolled.training.graph import graph_backward
 
         flat = [d_outputs] if cache["n_outputs"] == 1 else list(d_outputs)
-        d_inputs = graph_backward(cache["network"], cache["tape"], flat, grads)
+        d_inputs = graph_backward(cache["network"], cache["tape"], flat, grads, input_grads)
+        if not input_grads:
+            return [None] * len(d_inputs) if len(d_inputs) > 1 else None
         return d_inputs[0] if len(d_inputs) == 1 else d_inputs
 
     def _regularization(self, grads: Grads | None) -> float:
@@ -211,7 +215,7 @@ class Trainer:
         masks = cache["output_masks"]
         loss, d_preds = self._loss(ys, preds, sample_weight, masks)
         grads = Grads()
-        self.backward(cache, d_preds[0] if n == 1 else d_preds, grads)
+        self.backward(cache, d_preds[0] if n == 1 else d_preds, grads, input_grads=False)
         loss = loss + self._regularization(grads)
         weights = self.trainable_weights
         self.optimizer.apply(grads.for_weights(weights), weights)
