@@ -6,9 +6,10 @@ every weight gradient, `d_initial_state` and `step_grads` must agree to 1e-6 (fl
 1e-12 (float64). The reference itself is checked against JAX and finite differences in
 tests/test_backward*.py. Then: the cases the kernel does not cover take the reference path.
 
-Every test runs twice (the `train_path` fixture): on the NumPy kernel, and with the compiled
+Every test runs three times (the `train_path` fixture): on the NumPy kernel, with the compiled
 per-step loops (unrolled.kernels._numba_train) turned on, which serve float32 layers with the
-default activations (tanh; sigmoid gates); everything else runs the NumPy kernel on both runs.
+default activations (tanh; sigmoid gates; everything else runs the NumPy kernel), and with
+those loops run in blocks of batch rows on threads ("compiled_rows": 3 blocks of 4 rows).
 """
 
 from __future__ import annotations
@@ -17,19 +18,26 @@ import numpy as np
 import pytest
 
 from unrolled import activations, layers
-from unrolled.kernels import _numba, train
+from unrolled.kernels import _numba, _threads, train
 from unrolled.training import Grads, gradients
 
 B, T, F, U = 4, 6, 3, 5
 PATH = {"name": None}
 
 
-@pytest.fixture(autouse=True, params=["numpy", "compiled"])
+@pytest.fixture(autouse=True, params=["numpy", "compiled", "compiled_rows"])
 def train_path(request, monkeypatch):
-    if request.param == "compiled":
+    compiled = request.param.startswith("compiled")
+    if compiled:
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
-    monkeypatch.setattr(_numba, "enabled", request.param == "compiled")
+    monkeypatch.setattr(_numba, "enabled", compiled)
+    if request.param == "compiled_rows":
+        monkeypatch.setattr(train, "ROW_BLOCK_MIN", 1)
+        monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
+        monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
+        monkeypatch.setattr(_threads, "MODE", "auto")
+        monkeypatch.setattr(_threads, "busy", lambda: False)
     PATH["name"] = request.param
     yield request.param
     PATH["name"] = None
@@ -38,7 +46,7 @@ def train_path(request, monkeypatch):
 def _expect_compiled(layer) -> bool:
     """Whether the training kernel should run its compiled loops for this layer."""
     cell = layer.cell
-    return (PATH["name"] == "compiled" and layer.dtype == "float32"
+    return (PATH["name"].startswith("compiled") and layer.dtype == "float32"
             and cell.activation is activations.tanh
             and getattr(cell, "recurrent_activation", activations.sigmoid) is activations.sigmoid)
 
@@ -109,7 +117,10 @@ def _one_step(layer, x, d_seed, use_kernel, monkeypatch, **call):
     result, cache = layer.forward_train(x, **call)
     assert ("train_tape" in cache) == use_kernel
     if use_kernel:
-        assert (cache["train_tape"].compiled is not None) == _expect_compiled(layer)
+        tape = cache["train_tape"]
+        assert (tape.compiled is not None) == _expect_compiled(layer)
+        if tape.compiled is not None:
+            assert tape.parts == (3 if PATH["name"] == "compiled_rows" else 1)
     drng = np.random.default_rng(d_seed)
     flat = _flat(result)
     d_flat = [drng.normal(size=r.shape).astype(r.dtype) for r in flat]

@@ -41,9 +41,9 @@ ONE = F32(1)
 # ------------------------------------------------------------------ forward
 
 @njit
-def _keep(new, old, valid, k):
+def _keep(new, old, valid, k, b0, b1):
     # masked samples keep their previous state
-    for b in range(new.shape[0]):
+    for b in range(b0, b1):
         if not valid[k, b]:
             n, o = new[b], old[b]
             for j in range(n.shape[0]):
@@ -51,14 +51,14 @@ def _keep(new, old, valid, k):
 
 
 @njit
-def simple_forward(P, A, H, W, valid, use_mask):
+def simple_forward(P, A, H, W, valid, use_mask, b0, b1):
     """P holds x_t U + b on entry; per step z = P[k] + h W (kept in P), h = tanh(z)."""
-    T, B, U = P.shape
-    hW = np.empty((B, U), dtype=np.float32)
+    T, U = P.shape[0], P.shape[2]
+    hW = np.empty((b1 - b0, U), dtype=np.float32)
     for k in range(T):
-        np.dot(H[k], W, hW)                                         # h_{t-1} W  (batch, units)
-        for b in range(B):
-            p, hw, a, h = P[k, b], hW[b], A[k, b], H[k + 1, b]
+        np.dot(H[k, b0:b1], W, hW)                                  # h_{t-1} W  (batch, units)
+        for b in range(b0, b1):
+            p, hw, a, h = P[k, b], hW[b - b0], A[k, b], H[k + 1, b]
             for j in range(U):
                 p[j] += hw[j]                                       # z
             for j in range(U):
@@ -66,19 +66,19 @@ def simple_forward(P, A, H, W, valid, use_mask):
             for j in range(U):
                 h[j] = a[j]
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k)
+            _keep(H[k + 1], H[k], valid, k, b0, b1)
 
 
 @njit
-def lstm_forward(P, A, H, C, TC, W, valid, use_mask):
+def lstm_forward(P, A, H, C, TC, W, valid, use_mask, b0, b1):
     """Gates [i|f|g|o]; c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
-    T, B, G = P.shape
+    T, G = P.shape[0], P.shape[2]
     U = G // 4
-    hW = np.empty((B, G), dtype=np.float32)
+    hW = np.empty((b1 - b0, G), dtype=np.float32)
     for k in range(T):
-        np.dot(H[k], W, hW)                                         # (batch, 4*units)
-        for b in range(B):
-            p, hw, a = P[k, b], hW[b], A[k, b]
+        np.dot(H[k, b0:b1], W, hW)                                  # (batch, 4*units)
+        for b in range(b0, b1):
+            p, hw, a = P[k, b], hW[b - b0], A[k, b]
             for j in range(G):
                 p[j] += hw[j]                                       # z
             for j in range(2 * U):
@@ -97,8 +97,8 @@ def lstm_forward(P, A, H, C, TC, W, valid, use_mask):
             for j in range(U):
                 h[j] = a[3 * U + j] * tc[j]                         # o tanh(c_t)
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k)
-            _keep(C[k + 1], C[k], valid, k)
+            _keep(H[k + 1], H[k], valid, k, b0, b1)
+            _keep(C[k + 1], C[k], valid, k, b0, b1)
 
 
 @njit
@@ -113,13 +113,14 @@ def _gru_candidate(P, A, H, k, b, U):
 
 
 @njit
-def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after):
+def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, b0, b1):
     """Gates [z|r|hh]; h_t = z h_{t-1} + (1 - z) hh. P holds x_t U + b_in on entry.
 
     reset_after: hh = tanh(P_h + r (h W_h + b_rec_h)), RH = h W_h + b_rec_h;
     else:        hh = tanh(P_h + (r h) W_h),          RH = r h."""
-    T, B, G = P.shape
+    T, G = P.shape[0], P.shape[2]
     U = G // 3
+    B = b1 - b0
     if reset_after:
         R = np.empty((B, G), dtype=np.float32)                      # h W + b_rec
         W_zr = W[:1]                                                # unused
@@ -132,9 +133,9 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after):
         rhW = np.empty((B, U), dtype=np.float32)                    # (r h) W_h
     for k in range(T):
         if reset_after:
-            np.dot(H[k], W, R)
-            for b in range(B):
-                p, a, r_, rh = P[k, b], A[k, b], R[b], RH[k, b]
+            np.dot(H[k, b0:b1], W, R)
+            for b in range(b0, b1):
+                p, a, r_, rh = P[k, b], A[k, b], R[b - b0], RH[k, b]
                 for j in range(G):
                     r_[j] += b_rec[j]
                 for j in range(2 * U):
@@ -147,23 +148,23 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after):
                     p[2 * U + j] += a[U + j] * rh[j]                # + r r_h
                 _gru_candidate(P, A, H, k, b, U)
         else:
-            np.dot(H[k], W_zr, R)
-            for b in range(B):
-                p, a, r_, rh, h_prev = P[k, b], A[k, b], R[b], RH[k, b], H[k, b]
+            np.dot(H[k, b0:b1], W_zr, R)
+            for b in range(b0, b1):
+                p, a, r_, rh, h_prev = P[k, b], A[k, b], R[b - b0], RH[k, b], H[k, b]
                 for j in range(2 * U):
                     p[j] += r_[j]
                 for j in range(2 * U):
                     a[j] = sigmoid32(p[j])                          # z, r
                 for j in range(U):
                     rh[j] = a[U + j] * h_prev[j]                    # r h_{t-1}
-            np.dot(RH[k], W_h, rhW)
-            for b in range(B):
-                p, rw = P[k, b], rhW[b]
+            np.dot(RH[k, b0:b1], W_h, rhW)
+            for b in range(b0, b1):
+                p, rw = P[k, b], rhW[b - b0]
                 for j in range(U):
                     p[2 * U + j] += rw[j]                           # + (r h) W_h
                 _gru_candidate(P, A, H, k, b, U)
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k)
+            _keep(H[k + 1], H[k], valid, k, b0, b1)
 
 
 # ------------------------------------------------------------------ backward
@@ -185,9 +186,9 @@ def _dh(dH, d_out, dh, k, b, real):
 
 
 @njit
-def _carry(dH, d_out, valid, k, pass_total, unroll):
-    B, U = dH.shape[1], dH.shape[2]
-    for b in range(B):
+def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
+    U = dH.shape[2]
+    for b in range(b0, b1):
         if not valid[k, b]:
             new, prev, out = dH[k, b], dH[k + 1, b], d_out[k, b]
             if pass_total:
@@ -203,28 +204,29 @@ def _carry(dH, d_out, valid, k, pass_total, unroll):
 
 
 @njit
-def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll):
-    T, B, U = A.shape
+def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, b0, b1):
+    T, U = A.shape[0], A.shape[2]
     dh = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
-        for b in range(B):
+        for b in range(b0, b1):
             _dh(dH, d_out, dh, k, b, not use_mask or valid[k, b])
             a, dz = A[k, b], dZ[k, b]
             for j in range(U):
                 dz[j] = dh[j] * (ONE - a[j] * a[j])                 # dz = dh tanh'(z)
-        np.dot(dZ[k], W_T, dH[k])                                   # dh_{t-1} = dz W^T
+        np.dot(dZ[k, b0:b1], W_T, dH[k, b0:b1])                     # dh_{t-1} = dz W^T
         if use_mask:
-            _carry(dH, d_out, valid, k, pass_total, unroll)
+            _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
 
 @njit
-def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll):
-    T, B, G = A.shape
+def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll,
+                  b0, b1):
+    T, G = A.shape[0], A.shape[2]
     U = G // 4
     dh = np.empty(U, dtype=np.float32)
     dc = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
-        for b in range(B):
+        for b in range(b0, b1):
             a, dz, dc_prev, dc_next = A[k, b], dZ[k, b], dC[k, b], dC[k + 1, b]
             if use_mask and not valid[k, b]:
                 for j in range(G):
@@ -250,20 +252,21 @@ def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total,
                 dz[3 * U + j] = dh[j] * tc[j] * ((ONE - o) * o)     # do
             for j in range(U):
                 dc_prev[j] = dc[j] * a[U + j]                       # dc_{t-1} = dc f
-        np.dot(dZ[k], W_T, dH[k])                                   # dh_{t-1} = dz W^T
+        np.dot(dZ[k, b0:b1], W_T, dH[k, b0:b1])                     # dh_{t-1} = dz W^T
         if use_mask:
-            _carry(dH, d_out, valid, k, pass_total, unroll)
+            _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
 
 @njit
 def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, unroll,
-                 reset_after):
+                 reset_after, b0, b1):
     """dZx: gradients of the input-side pre-activations [z|r|a] (x_t U + b_in);
     dZh (reset_after): of h W + b_rec, whose candidate block is d_a r."""
-    T, B, G = A.shape
+    T, G = A.shape[0], A.shape[2]
     U = G // 3
+    B = b1 - b0
     dh = np.empty(U, dtype=np.float32)
-    dhz = np.empty((B, U), dtype=np.float32)                        # dh z
+    dhz = np.empty((B, U), dtype=np.float32)                        # dh z (rows from b0)
     if reset_after:
         W_T = np.ascontiguousarray(W.T)
         W_zr_T = W_T[:1]                                            # unused
@@ -279,9 +282,9 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         da = np.empty((B, U), dtype=np.float32)                     # d_a
         d_rh = np.empty((B, U), dtype=np.float32)                   # d (r h) = d_a W_h^T
     for k in range(T - 1, -1, -1):
-        for b in range(B):
+        for b in range(b0, b1):
             _dh(dH, d_out, dh, k, b, not use_mask or valid[k, b])
-            a, dzx, h_prev, d_hz = A[k, b], dZx[k, b], H[k, b], dhz[b]
+            a, dzx, h_prev, d_hz = A[k, b], dZx[k, b], H[k, b], dhz[b - b0]
             for j in range(U):
                 z = a[j]
                 dzx[j] = dh[j] * (h_prev[j] - a[2 * U + j]) * ((ONE - z) * z)   # d_z
@@ -300,31 +303,31 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
                 for j in range(U):
                     dzh[2 * U + j] = dzx[2 * U + j] * a[U + j]      # d r_h = d_a r
             else:
-                zr_b, da_b = zr[b], da[b]
+                zr_b, da_b = zr[b - b0], da[b - b0]
                 for j in range(U):
                     zr_b[j] = dzx[j]
                 for j in range(U):
                     da_b[j] = dzx[2 * U + j]
         if reset_after:
-            np.dot(dZh[k], W_T, dH[k])
+            np.dot(dZh[k, b0:b1], W_T, dH[k, b0:b1])
         else:
             np.dot(da, W_h_T, d_rh)                                 # d (r h) = d_a W_h^T
-            for b in range(B):
-                a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b]
+            for b in range(b0, b1):
+                a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b - b0]
                 for j in range(U):
                     r = a[U + j]
                     dzx[U + j] = drh[j] * h_prev[j] * ((ONE - r) * r)           # d_r
-                zr_b = zr[b]
+                zr_b = zr[b - b0]
                 for j in range(U):
                     zr_b[U + j] = dzx[U + j]
-            np.dot(zr, W_zr_T, dH[k])
-            for b in range(B):
-                a, drh, dhk = A[k, b], d_rh[b], dH[k, b]
+            np.dot(zr, W_zr_T, dH[k, b0:b1])
+            for b in range(b0, b1):
+                a, drh, dhk = A[k, b], d_rh[b - b0], dH[k, b]
                 for j in range(U):
                     dhk[j] += drh[j] * a[U + j]                     # + d(r h) r
-        for b in range(B):
-            dhk, d_hz = dH[k, b], dhz[b]
+        for b in range(b0, b1):
+            dhk, d_hz = dH[k, b], dhz[b - b0]
             for j in range(U):
                 dhk[j] += d_hz[j]                                   # + dh z
         if use_mask:
-            _carry(dH, d_out, valid, k, pass_total, unroll)
+            _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)

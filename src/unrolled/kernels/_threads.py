@@ -39,7 +39,7 @@ import threading
 import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "limits", "busy", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
+__all__ = ["step_threads", "one_thread", "limits", "busy", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -157,6 +157,23 @@ def step_threads(work: int) -> Iterator[None]:
     if not limits(work) or not blas_controllers():
         yield
         return
+    with _one():
+        yield
+
+
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run the body with one BLAS thread whatever the load: for loops that run on several
+    Python threads at once, each calling BLAS (unrolled.kernels.train's batch blocks)."""
+    if MODE == "0" or not blas_controllers():
+        yield
+        return
+    with _one():
+        yield
+
+
+@contextlib.contextmanager
+def _one() -> Iterator[None]:
     global _depth, _saved
     with _lock:
         if _depth == 0:

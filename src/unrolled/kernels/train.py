@@ -46,6 +46,7 @@ import numpy as np
 
 from unrolled import activations
 from unrolled.kernels._activations import elementwise, in_place
+from unrolled.kernels import _threads
 from unrolled.kernels._threads import step_threads
 from unrolled.layers.gru import GRUCell
 from unrolled.layers.lstm import LSTMCell
@@ -207,7 +208,7 @@ class _Tape:
 
     __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
                  "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled",
-                 "need_dx")
+                 "need_dx", "parts")
 
 
 class _StepGrads(Sequence):
@@ -378,19 +379,60 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
+    tape.parts = _row_blocks(B, T * B * _GATES[type(cell)] * U * U)
     if tape.kind == "simple":
-        nb.simple_forward(tape.P, tape.A, tape.H, W, valid, use_mask)
+        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask), B, tape.parts)
     elif tape.kind == "lstm":
         tape.C = np.empty((T + 1, B, U), dtype=tape.dtype)
         np.copyto(tape.C[0], states[1])
         tape.TC = np.empty((T, B, U), dtype=tape.dtype)
-        nb.lstm_forward(tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask)
+        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask),
+                 B, tape.parts)
     else:
         tape.RH = np.empty((T, B, U), dtype=tape.dtype)
         if b_rec is None:
             b_rec = np.zeros(3 * U, dtype=tape.dtype)
-        nb.gru_forward(tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
-                       cell.reset_after)
+        _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
+                                  cell.reset_after), B, tape.parts)
+
+
+# Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
+# separate threads (they release the GIL), each with one BLAS thread: no hand-off per step, as
+# a BLAS product split over threads pays. Only while a core is idle (`_threads.busy`), and for
+# sequences with at least this many recurrent multiply-adds (a thread start costs ~0.1 ms).
+ROW_BLOCK_WORK_MIN = 1 << 24
+ROW_BLOCK_MIN = 8                                                   # rows per block, at least
+_pool: Any = None
+
+
+def _row_blocks(B: int, work: int) -> int:
+    """How many row blocks the compiled loops run at once (1: on this thread only)."""
+    cores = os.cpu_count() or 1
+    if (cores < 2 or _threads.MODE != "auto" or B < 2 * ROW_BLOCK_MIN
+            or work < ROW_BLOCK_WORK_MIN or _threads.busy()):
+        return 1
+    return min(cores, B // ROW_BLOCK_MIN)
+
+
+def _by_rows(fn: Any, args: tuple, B: int, parts: int) -> None:
+    """`fn(*args, b0, b1)` over `parts` blocks of rows, all but the first on the pool's threads."""
+    if parts <= 1:
+        fn(*args, 0, B)
+        return
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
+                                   thread_name_prefix="unrolled-rows")
+    bounds = [B * i // parts for i in range(parts + 1)]
+    with _threads.one_thread():
+        futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, parts)]
+        try:
+            fn(*args, bounds[0], bounds[1])
+        finally:
+            for future in futures:
+                future.result()
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
@@ -800,13 +842,15 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
     if tape.kind == "gru":
         dZx = np.empty((T, B, 3 * U), dtype=dtype)
         dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
-        nb.gru_backward(tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
-                        dZx if dZh is None else dZh, *rule, cell.reset_after)
+        _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
+                                   dZx if dZh is None else dZh, *rule, cell.reset_after),
+                 B, tape.parts)
         return _grads_gru(tape, dZx, dZh, grads)
     W_T = np.ascontiguousarray(W.T)
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
-        nb.simple_backward(tape.A, W_T, d_out, dH, dZ, *rule)
+        _by_rows(nb.simple_backward, (tape.A, W_T, d_out, dH, dZ, *rule), B, tape.parts)
     else:
-        nb.lstm_backward(tape.A, tape.C, tape.TC, W_T, d_out, dH, d_states[1], dZ, *rule)
+        _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W_T, d_out, dH, d_states[1], dZ,
+                                    *rule), B, tape.parts)
     return _grads(tape, dZ, grads)
