@@ -1,44 +1,44 @@
-"""One BLAS thread for a kernel call whose per-step products are small, while the machine is busy.
+"""How many BLAS threads a kernel call's per-step products get: one, or BLAS's own count.
 
 Each step of a kernel multiplies `h_{t-1} W`, `(batch, units) @ (units, gates*units)`: one small
 matrix product per timestep. OpenBLAS splits any product above `m*n*k = 262144` over all its
 threads and joins them again at the end of the call, so a 100-step loop pays 100 thread
-hand-offs. When every core has work, a hand-off waits for the other thread's timeslice: on a
-busy 2-vCPU machine (load 2.5-5, benchmarks/RESULTS.md) one thread was faster for every
-per-step product measured, from 1.3x to 5x, and whole calls up to 35x. When a core is idle the
-second thread pays instead: LSTM (32, 100, 16, 64) took 8.7 ms with two threads and 13.5 ms with
-one at load 0.8.
+hand-offs. Whether they pay depends on the shape and on what else the machine is doing, and
+the measurements disagree from one hour to the next on a shared machine
+(benchmarks/RESULTS.md): on a busy 2-vCPU machine one thread was faster for every per-step
+product measured, 1.3x to 5x, whole calls up to 35x; with one other process running, two
+threads made SimpleRNN (128, 200, 64, 256) 2.8x faster than one (161 vs 450 ms); with an
+idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 
-So the limit applies only while the machine is busy: when the 1-minute load average (which
-counts this process's own running thread) leaves less than one core idle (`busy`, read at most
-twice a second). Only a step product of more than `STEP_WORK_MAX` multiply-adds always keeps
-every thread: there one step takes milliseconds, long enough for a second core to pay.
+So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
+kernels) both settings are timed on real calls, two each, and then the faster by its recent
+median is used; every `EXPLORE_EVERY`-th call tries the other one again, so the choice follows
+the machine's load. Products of more than `STEP_WORK_MAX` multiply-adds a step always keep
+every thread (a step takes milliseconds there), and below `STEP_WORK_MIN` OpenBLAS uses one
+thread by itself.
 
-The hoisted input projection is chunked (one step, or 64 KiB, at a time: the memory budget), so
-its products are small as well, and it runs under the same limit. Measured at SimpleRNN
-(128, 200, 64, 256) on the busy machine: 0.41 s with one thread for the steps and two for 1 MiB
-projection chunks, 3.6 s with 64 KiB chunks on two threads, 0.18-0.24 s with one thread for
-everything. Toggling per chunk would also cost a switch per chunk.
+`step_threads(work, key)` is a context manager around a whole kernel call
+(`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
+libraries NumPy and the compiled loops use (found by threadpoolctl) to one thread and restores
+their own counts in `finally`, so the process's setting is the same after a call as before it,
+error or not. Without threadpoolctl it does nothing. Thread counts do not change the results:
+BLAS splits a product's output between threads, never a sum.
 
-`step_threads(work)` is a context manager around a whole kernel call (`_dispatch.execute`) and
-around the training loops (`RNN.forward_train`/`backward`): it sets the BLAS libraries NumPy
-and the compiled loops use (found by threadpoolctl) to one thread and restores their own counts
-in `finally`, so the process's setting is the same after a call as before it, error or not.
-Without threadpoolctl it does nothing.
-
-`UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (limit whatever
-the load), `0` (never limit; for measuring it).
+`UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (always one
+thread in range), `0` (never limit; for measuring it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "limits", "busy", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
+__all__ = ["step_threads", "in_range", "ThreadChoice", "STEP_WORK_MIN", "STEP_WORK_MAX",
+           "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -48,10 +48,11 @@ STEP_WORK_MAX = 1 << 27
 
 # "auto", "1" or "0" (see above); tests set it directly.
 MODE = os.environ.get("UNROLLED_STEP_THREADS", "auto")
-BUSY_CHECK_SECONDS = 0.5
+EXPLORE_EVERY = 20   # in auto mode, every 20th call of a kind tries the slower setting again
+KEEP = 5             # timings kept per setting
 
 _controllers: list | None = None
-_busy = (0.0, False)  # (when it was read, whether the machine was busy)
+_choices: dict = {}  # kind of call -> ThreadChoice
 _lock = threading.Lock()
 _depth = 0          # nested or concurrent limited loops: only the outermost restores
 _saved: list = []
@@ -82,32 +83,68 @@ def forget_controllers() -> None:
             _controllers = None
 
 
-def busy() -> bool:
-    """Whether no core is idle: the 1-minute load average is within one of the core count."""
-    global _busy
-    now = time.monotonic()
-    if now - _busy[0] > BUSY_CHECK_SECONDS:
-        try:
-            load = os.getloadavg()[0]
-        except (AttributeError, OSError):  # no load average (Windows): assume busy, as before
-            load = float("inf")
-        _busy = (now, load > (os.cpu_count() or 1) - 1)
-    return _busy[1]
+def in_range(work: int) -> bool:
+    """Whether a step of `work` multiply-adds is one whose thread count is chosen (see above)."""
+    return STEP_WORK_MIN < work <= STEP_WORK_MAX and MODE != "0"
 
 
-def limits(work: int) -> bool:
-    """Whether a call whose steps do `work` multiply-adds each runs with one BLAS thread."""
-    if not STEP_WORK_MIN < work <= STEP_WORK_MAX or MODE == "0":
-        return False
-    return MODE == "1" or busy()
+class ThreadChoice:
+    """One BLAS thread or all of them, for one kind of call, learned from its own timings."""
+
+    __slots__ = ("times", "calls")
+
+    def __init__(self) -> None:
+        self.times: dict[bool, list[float]] = {True: [], False: []}   # limited? -> seconds
+        self.calls = 0
+
+    def pick(self) -> bool:
+        """Whether the next call runs with one thread."""
+        self.calls += 1
+        one, every = self.times[True], self.times[False]
+        if len(one) < 2 or len(every) < 2:
+            return len(one) <= len(every)                           # try both, alternately
+        faster = statistics.median(one) <= statistics.median(every)
+        return (not faster) if self.calls % EXPLORE_EVERY == 0 else faster
+
+    def record(self, limited: bool, seconds: float) -> None:
+        kept = self.times[limited]
+        kept.append(seconds)
+        del kept[:-KEEP]
+
+
+def _choice(key: Any) -> ThreadChoice:
+    found = _choices.get(key)
+    if found is None:
+        if len(_choices) > 512:
+            _choices.clear()
+        found = _choices[key] = ThreadChoice()
+    return found
 
 
 @contextlib.contextmanager
-def step_threads(work: int) -> Iterator[None]:
-    """Run the body with one BLAS thread when `limits(work)`."""
-    if not limits(work) or not blas_controllers():
+def step_threads(work: int, key: Any = None) -> Iterator[None]:
+    """Run the body with one BLAS thread or all of them, as chosen for calls of kind `key`
+    (default: all calls of `work` multiply-adds a step) whose steps do `work` each."""
+    if not in_range(work) or not blas_controllers():
         yield
         return
+    if MODE == "1":
+        with _one_thread():
+            yield
+        return
+    choice = _choice((work,) if key is None else key)
+    limited = choice.pick()
+    start = time.perf_counter()
+    if limited:
+        with _one_thread():
+            yield
+    else:
+        yield
+    choice.record(limited, time.perf_counter() - start)
+
+
+@contextlib.contextmanager
+def _one_thread() -> Iterator[None]:
     global _depth, _saved
     with _lock:
         if _depth == 0:
