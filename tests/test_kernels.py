@@ -488,9 +488,9 @@ def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
     small.build((4, 3))
     large.build((4, 3))
-    assert "blas" not in _numba.loop_for(small, 4).__qualname__
+    assert _numba.loop_for(small, 4).__qualname__ == "lstm"
     # 4 * 256 * 1024 multiply-adds a step: the loop that hands h W to BLAS
-    assert "blas" in _numba.loop_for(large, 4).__qualname__
+    assert _numba.loop_for(large, 4).__qualname__ == "lstm_blas"
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
     odd.build((4, 3))
     assert _numba.loop_for(odd, 4) is None
