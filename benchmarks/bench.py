@@ -445,8 +445,8 @@ def status(field):
 layer, _ = bench.unrolled_weights({cell!r}, {shape!r})
 batch, timesteps, features, units = {shape!r}
 rng = np.random.default_rng(1)
-layer(rng.standard_normal((batch, 1, features), dtype=np.float32))  # compiles, same kernel
 x = rng.standard_normal((batch, timesteps, features), dtype=np.float32)
+layer(x)  # warm-up: compiles and plans; its output is freed before the measured call
 with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from the current RSS
     f.write("5")
 before = status("VmRSS")
@@ -460,8 +460,8 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
 
     Measured in a fresh interpreter as the growth of the process's resident memory from just
     before one call to its peak during the call (Linux: the peak is reset through
-    /proc/self/clear_refs, then read as VmHWM), after a one-step call of the same batch has
-    compiled the loops, with the input and weights already in memory. Unlike tracemalloc this
+    /proc/self/clear_refs, then read as VmHWM), after a warm-up call (compiling the loops and
+    planning) whose output is freed, with the input and weights already in memory. Unlike tracemalloc this
     sees the compiled loops' buffers too. Peak bytes = that growth + input + weights.
     """
     weights = sum(w.value.nbytes for w in layer.weights)
