@@ -153,11 +153,14 @@ def _gru_weights(cell: Any) -> tuple:
     return cell.kernel, cell.recurrent_kernel, b_in, b_rec
 
 
-def _chunk(cell: Any, batch: int, gates: int, features: int, into_output: bool) -> int:
+def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
     """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan).
-    A projection written into the output rows (`into_output`) needs only its staged input."""
-    width = features if into_output else max(gates * cell.units, features)
-    return max(CHUNK_STEPS, CHUNK_BYTES // max(batch * width * 4, 1))
+
+    The same size when the projection goes into the output rows: a larger chunk would be a
+    larger product, and above 262144 multiply-adds OpenBLAS splits it over its threads, which
+    at features=16 was 2-10x slower than one thread on the shared benchmark machine.
+    """
+    return max(CHUNK_STEPS, CHUNK_BYTES // max(batch * max(gates * cell.units, features) * 4, 1))
 
 
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
@@ -176,8 +179,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
 
     def kernel(_cell, xt, states, steps, need_seq):
         mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        chunk = (_chunk(cell, xt.shape[1], gates, xt.shape[2], kind == "simple_rnn" and need_seq),
-                 ) if blas else ()
+        chunk = (_chunk(cell, xt.shape[1], gates, xt.shape[2]),) if blas else ()
         final = loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq, *chunk)
         return (seq if need_seq else None), (list(final) if isinstance(final, tuple) else [final])
 
