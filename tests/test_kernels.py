@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import os
-import time
 
 import numpy as np
 import pytest
@@ -402,8 +400,8 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
         real = _threads.step_threads
 
         @contextlib.contextmanager
-        def spy(work):
-            with real(work):
+        def spy(work, key=None):
+            with real(work, key):
                 seen.append(_threads.current_threads())
                 yield
 
@@ -437,41 +435,35 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     assert _threads.current_threads() == before
 
 
-@pytest.mark.parametrize("load, cores, limited", [(0.8, 2, False), (1.2, 2, True),
-                                                   (3.0, 2, True), (2.5, 4, False)])
-def test_the_limit_applies_while_no_core_is_idle(monkeypatch, load, cores, limited):
+def test_the_thread_setting_is_chosen_by_timing_both():
+    choice = _threads.ThreadChoice()
+    tried = []
+    for _ in range(4):                  # both settings, alternately, twice each
+        limited = choice.pick()
+        tried.append(limited)
+        choice.record(limited, 1.0 if limited else 3.0)
+    assert sorted(tried) == [False, False, True, True]
+    picks = [choice.pick() for _ in range(2 * _threads.EXPLORE_EVERY)]
+    assert picks.count(False) == 2      # the slower setting, tried again every EXPLORE_EVERY
+    for _ in range(_threads.KEEP):      # the machine changes: one thread becomes slow
+        choice.record(True, 9.0)
+    assert choice.pick() is False
+
+
+def test_auto_mode_times_real_calls_and_restores_the_setting(monkeypatch):
+    if not _threads.blas_controllers():
+        pytest.fail("threadpoolctl found no BLAS library")
     monkeypatch.setattr(_threads, "MODE", "auto")
-    monkeypatch.setattr(_threads, "_busy", (0.0, False))
-    monkeypatch.setattr(_threads, "others_cores", lambda: None)   # no /proc/stat reading
-    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (load, load, load))
-    monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
-    work = 2 * _threads.STEP_WORK_MIN
-    assert _threads.limits(work) is limited
-    monkeypatch.setattr(_threads, "MODE", "1")
-    assert _threads.limits(work)
-    monkeypatch.setattr(_threads, "MODE", "0")
-    assert not _threads.limits(work)
-
-
-@pytest.mark.parametrize("others, cores, limited", [(0.1, 2, False), (0.7, 2, True),
-                                                     (1.0, 2, True), (2.2, 4, False)])
-def test_other_processes_cpu_time_decides_first(monkeypatch, others, cores, limited):
-    monkeypatch.setattr(_threads, "MODE", "auto")
-    monkeypatch.setattr(_threads, "_busy", (0.0, False))
-    monkeypatch.setattr(_threads, "others_cores", lambda: others)
-    monkeypatch.setattr(_threads.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # not read
-    monkeypatch.setattr(_threads.os, "cpu_count", lambda: cores)
-    assert _threads.limits(2 * _threads.STEP_WORK_MIN) is limited
-
-
-def test_others_cores_reads_proc_stat(monkeypatch):
-    if not os.path.exists("/proc/stat"):
-        pytest.skip("no /proc/stat")
-    monkeypatch.setattr(_threads, "_stat", None)
-    assert _threads.others_cores() is None                      # the first reading
-    time.sleep(0.06)
-    others = _threads.others_cores()
-    assert others is not None and 0 <= others <= (os.cpu_count() or 1)
+    monkeypatch.setattr(_threads, "_choices", {})
+    before = _threads.current_threads()
+    seen = []
+    for _ in range(6):
+        with _threads.step_threads(2 * _threads.STEP_WORK_MIN, key="test"):
+            seen.append(_threads.current_threads())
+    assert _threads.current_threads() == before
+    choice = _threads._choices["test"]
+    assert len(choice.times[True]) >= 2 and len(choice.times[False]) >= 2
+    assert [1] * len(before) in seen and before in seen
 
 
 def test_large_steps_keep_every_thread(monkeypatch):
@@ -496,9 +488,9 @@ def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
     small.build((4, 3))
     large.build((4, 3))
-    assert "blas" not in _numba.loop_for(small, 4).__qualname__
+    assert _numba.loop_for(small, 4).__qualname__ == "lstm"
     # 4 * 256 * 1024 multiply-adds a step: the loop that hands h W to BLAS
-    assert "blas" in _numba.loop_for(large, 4).__qualname__
+    assert _numba.loop_for(large, 4).__qualname__ == "lstm_blas"
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
     odd.build((4, 3))
     assert _numba.loop_for(odd, 4) is None

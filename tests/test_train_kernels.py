@@ -37,7 +37,8 @@ def train_path(request, monkeypatch):
         monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
         monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
         monkeypatch.setattr(_threads, "MODE", "auto")
-        monkeypatch.setattr(_threads, "busy", lambda: False)
+        monkeypatch.setattr(_threads, "in_range", lambda work: True)
+        monkeypatch.setattr(_threads, "limited", lambda: False)
     PATH["name"] = request.param
     yield request.param
     PATH["name"] = None

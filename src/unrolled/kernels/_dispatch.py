@@ -74,8 +74,8 @@ class Plan:
         plan's (the caller then takes the full path)."""
         if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
             return None
-        if self.single and not _threads.limits(self.work):
-            # `execute` for one cell, no mask, no thread limit: at small shapes its generality
+        if self.single and not _threads.in_range(self.work):
+            # `execute` for one cell, no mask, no thread choice: at small shapes its generality
             # is a third of the call.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
             if rnn.go_backwards:
@@ -129,8 +129,8 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
 
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
     # small products), unless a step's h W is large; see _threads.
-    if _threads.limits(plan.work):
-        with step_threads(plan.work):
+    if _threads.in_range(plan.work):
+        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells))):
             seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
     else:
         seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)

@@ -107,30 +107,25 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
         from unrolled.layers.lstm import LSTMCell
 
         _classes = (LSTMCell, GRUCell)
-        _BINDERS.update({LSTMCell: _bind_lstm, GRUCell: _bind_gru})
-        _BLAS_BINDERS.update({LSTMCell: _bind_lstm_blas, GRUCell: _bind_gru_blas})
     LSTMCell, GRUCell = _classes
-    gates = 1
+    kind, gates = "simple_rnn", 1
     codes = [_CODES.get(cell.activation)]
-    kind = type(cell)
-    if kind is LSTMCell or kind is GRUCell:
-        gates = 4 if kind is LSTMCell else 3
+    if type(cell) is LSTMCell or type(cell) is GRUCell:
+        kind, gates = ("lstm", 4) if type(cell) is LSTMCell else ("gru", 3)
         codes.append(_CODES.get(cell.recurrent_activation))
     if None in codes:
         return None
-    if batch * cell.units * gates * cell.units > WORK_MAX[gates]:
-        # Larger steps: a BLAS loop, for float32 and the default activations only.
-        if (cell.kernel.dtype != np.float32 or codes != _BLAS_CODES[gates]
-                or not all(w.value.flags.c_contiguous for w in cell._weights)
-                or not available() or not _blas_available()):
-            return None
-        return _BLAS_BINDERS[kind if kind is LSTMCell or kind is GRUCell else None](cell)
-    if not available():
+    blas = batch * cell.units * gates * cell.units > WORK_MAX[gates]
+    # Larger steps: a BLAS loop, for float32 and the default activations only.
+    if blas and (cell.kernel.dtype != np.float32 or codes != _BLAS_CODES[gates]
+                 or not all(w.value.flags.c_contiguous for w in cell._weights)):
         return None
-    return _BINDERS[kind if kind is LSTMCell or kind is GRUCell else None](cell)
+    if not available() or (blas and not _blas_available()):
+        return None
+    return _bind(cell, kind, gates, blas)
 
 
-# Each binder fetches a cell's weights, biases and activation codes once and returns the kernel
+# `_bind` fetches a cell's weights, biases and activation codes once and returns the kernel
 # `(cell, xt, states, steps, need_seq) -> (seq, final)`. The weights are the cell's own arrays
 # (written in place by set_weights and training, never replaced), so a bound kernel kept in a
 # plan (unrolled.kernels.Plan) sees every update; a change of configuration drops the plan.
@@ -147,34 +142,6 @@ def _zeros_if_none(bias: Any, width: int, dtype: np.dtype) -> np.ndarray:
     return np.zeros(width, dtype=dtype) if bias is None else bias
 
 
-def _bind_simple_rnn(cell: Any) -> Callable:
-    loop, U = _loops["simple_rnn"], cell.units
-    weights = (cell.kernel, cell.recurrent_kernel,
-               _zeros_if_none(cell.bias, U, cell.kernel.dtype))
-    code = _CODES[cell.activation]
-
-    def simple_rnn(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        h = loop(xt, *weights, states[0], mask, masked, code, seq, need_seq)
-        return (seq if need_seq else None), [h]
-
-    return simple_rnn
-
-
-def _bind_lstm(cell: Any) -> Callable:
-    loop, U = _loops["lstm"], cell.units
-    weights = (cell.kernel, cell.recurrent_kernel,
-               _zeros_if_none(cell.bias, 4 * U, cell.kernel.dtype))
-    codes = (_CODES[cell.activation], _CODES[cell.recurrent_activation])
-
-    def lstm(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        h, c = loop(xt, *weights, states[0], states[1], mask, masked, *codes, seq, need_seq)
-        return (seq if need_seq else None), [h, c]
-
-    return lstm
-
-
 def _gru_weights(cell: Any) -> tuple:
     """kernel, recurrent kernel, input bias, recurrent bias (zeros where there is none)."""
     U, bias, dtype = cell.units, cell.bias, cell.kernel.dtype
@@ -186,66 +153,35 @@ def _gru_weights(cell: Any) -> tuple:
     return cell.kernel, cell.recurrent_kernel, b_in, b_rec
 
 
-def _bind_gru(cell: Any) -> Callable:
-    loop, U = _loops["gru"], cell.units
-    weights = _gru_weights(cell)
-    reset_after = cell.reset_after
-    codes = (_CODES[cell.activation], _CODES[cell.recurrent_activation])
-
-    def gru(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        h = loop(xt, *weights, states[0], mask, masked, reset_after, *codes, seq, need_seq)
-        return (seq if need_seq else None), [h]
-
-    return gru
-
-
 def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
-    """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan)."""
+    """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan).
+
+    The same size when the projection goes into the output rows: a larger chunk would be a
+    larger product, and above 262144 multiply-adds OpenBLAS splits it over its threads, which
+    at features=16 was 2-10x slower than one thread on the shared benchmark machine.
+    """
     return max(CHUNK_STEPS, CHUNK_BYTES // max(batch * max(gates * cell.units, features) * 4, 1))
 
 
-def _bind_simple_rnn_blas(cell: Any) -> Callable:
-    loop, U = _loops_blas["simple_rnn"], cell.units
-    weights = (cell.kernel, cell.recurrent_kernel,
-               _zeros_if_none(cell.bias, U, cell.kernel.dtype))
+def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
+    """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
+    mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk: BLAS
+    loops])` and returns the final states."""
+    loop, U = (_loops_blas if blas else _loops)[kind], cell.units
+    if kind == "gru":
+        weights, flags = _gru_weights(cell), (cell.reset_after,)
+    else:
+        weights = (cell.kernel, cell.recurrent_kernel,
+                   _zeros_if_none(cell.bias, gates * U, cell.kernel.dtype))
+        flags = ()
+    codes = () if blas else (_CODES[cell.activation],) + (
+        (_CODES[cell.recurrent_activation],) if gates > 1 else ())
 
-    def simple_rnn(_cell, xt, states, steps, need_seq):
+    def kernel(_cell, xt, states, steps, need_seq):
         mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        chunk = _chunk(cell, xt.shape[1], 1, xt.shape[2])
-        h = loop(xt, *weights, states[0], mask, masked, seq, need_seq, chunk)
-        return (seq if need_seq else None), [h]
+        chunk = (_chunk(cell, xt.shape[1], gates, xt.shape[2]),) if blas else ()
+        final = loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq, *chunk)
+        return (seq if need_seq else None), (list(final) if isinstance(final, tuple) else [final])
 
-    return simple_rnn
-
-
-def _bind_lstm_blas(cell: Any) -> Callable:
-    loop, U = _loops_blas["lstm"], cell.units
-    weights = (cell.kernel, cell.recurrent_kernel,
-               _zeros_if_none(cell.bias, 4 * U, cell.kernel.dtype))
-
-    def lstm(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        chunk = _chunk(cell, xt.shape[1], 4, xt.shape[2])
-        h, c = loop(xt, *weights, states[0], states[1], mask, masked, seq, need_seq, chunk)
-        return (seq if need_seq else None), [h, c]
-
-    return lstm
-
-
-def _bind_gru_blas(cell: Any) -> Callable:
-    loop, U = _loops_blas["gru"], cell.units
-    weights = _gru_weights(cell)
-    reset_after = cell.reset_after
-
-    def gru(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        chunk = _chunk(cell, xt.shape[1], 3, xt.shape[2])
-        h = loop(xt, *weights, states[0], mask, masked, reset_after, seq, need_seq, chunk)
-        return (seq if need_seq else None), [h]
-
-    return gru
-
-
-_BINDERS: dict[Any, Callable[[Any], Callable]] = {None: _bind_simple_rnn}
-_BLAS_BINDERS: dict[Any, Callable[[Any], Callable]] = {None: _bind_simple_rnn_blas}
+    kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
+    return kernel

@@ -266,30 +266,47 @@ def _keep_rows(new, old, mask, k):
 
 @njit
 def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk):
-    """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`, `h W` by BLAS."""
+    """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`, `h W` by BLAS.
+
+    With `need_seq` the projection `x_t U` of a chunk of steps is written straight into the
+    output rows, and each step turns its row into `h_t` in place: no buffer for it.
+    """
     T, B, F = xt.shape
     U = recurrent.shape[0]
+    chunk = min(chunk, T)
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
-    P = np.empty((chunk * B, U), dtype=np.float32)                  # x U + b of a chunk
+    P = np.empty((1 if need_seq else chunk * B, U), dtype=np.float32)  # x U of a chunk
     hW = np.empty((B, U), dtype=np.float32)
     h = h0.copy()
     new = np.empty_like(h)
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
+        m = stop - start
         _stage(stage, xt, start, stop)
-        np.dot(stage, kernel, P)                                    # rows past stop: unused
-        for s in range(stop - start):
+        if need_seq:
+            np.dot(stage[:m * B], kernel, seq[start:stop].reshape(m * B, U))
+        else:
+            np.dot(stage, kernel, P)                                # rows past stop: unused
+        for s in range(m):
             k = start + s
             np.dot(h, recurrent, hW)                                # h_{t-1} W  (batch, units)
-            for b in range(B):
-                row = s * B + b
-                for j in range(U):
-                    new[b, j] = tanh32((P[row, j] + bias[j]) + hW[b, j])
-            if use_mask:
-                _keep_rows(new, h, mask, k)
-            h, new = new, h
             if need_seq:
-                copy_rows(seq, k, h)
+                out = seq[k]                                        # x_t U, becoming h_t
+                for b in range(B):
+                    for j in range(U):
+                        out[b, j] = tanh32((out[b, j] + bias[j]) + hW[b, j])
+            else:
+                out = new
+                for b in range(B):
+                    row = s * B + b
+                    for j in range(U):
+                        out[b, j] = tanh32((P[row, j] + bias[j]) + hW[b, j])
+            if use_mask:
+                _keep_rows(out, h, mask, k)
+            if need_seq:
+                h = out
+            else:
+                h, new = new, h
     return h
 
 

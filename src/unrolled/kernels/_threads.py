@@ -1,45 +1,44 @@
-"""One BLAS thread for a kernel call whose per-step products are small, while the machine is busy.
+"""How many BLAS threads a kernel call's per-step products get: one, or BLAS's own count.
 
 Each step of a kernel multiplies `h_{t-1} W`, `(batch, units) @ (units, gates*units)`: one small
 matrix product per timestep. OpenBLAS splits any product above `m*n*k = 262144` over all its
 threads and joins them again at the end of the call, so a 100-step loop pays 100 thread
-hand-offs. When every core has work, a hand-off waits for the other thread's timeslice: on a
-busy 2-vCPU machine (load 2.5-5, benchmarks/RESULTS.md) one thread was faster for every
-per-step product measured, from 1.3x to 5x, and whole calls up to 35x. When a core is idle the
-second thread pays instead: LSTM (32, 100, 16, 64) took 8.7 ms with two threads and 13.5 ms with
-one at load 0.8.
+hand-offs. Whether they pay depends on the shape and on what else the machine is doing, and
+the measurements disagree from one hour to the next on a shared machine
+(benchmarks/RESULTS.md): on a busy 2-vCPU machine one thread was faster for every per-step
+product measured, 1.3x to 5x, whole calls up to 35x; with one other process running, two
+threads made SimpleRNN (128, 200, 64, 256) 2.8x faster than one (161 vs 450 ms); with an
+idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 
-So the limit applies only while the machine is busy: when the other processes' CPU time since
-the previous reading (`others_cores`, Linux) or else the 1-minute load average (which counts
-this process's own running thread) leaves less than one core idle (`busy`, read at most twice a
-second). Only a step product of more than `STEP_WORK_MAX` multiply-adds always keeps
-every thread: there one step takes milliseconds, long enough for a second core to pay.
+So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
+kernels) both settings are timed on real calls, two each, and then the faster by its recent
+median is used; every `EXPLORE_EVERY`-th call tries the other one again, so the choice follows
+the machine's load. Products of more than `STEP_WORK_MAX` multiply-adds a step always keep
+every thread (a step takes milliseconds there), and below `STEP_WORK_MIN` OpenBLAS uses one
+thread by itself.
 
-The hoisted input projection is chunked (one step, or 64 KiB, at a time: the memory budget), so
-its products are small as well, and it runs under the same limit. Measured at SimpleRNN
-(128, 200, 64, 256) on the busy machine: 0.41 s with one thread for the steps and two for 1 MiB
-projection chunks, 3.6 s with 64 KiB chunks on two threads, 0.18-0.24 s with one thread for
-everything. Toggling per chunk would also cost a switch per chunk.
+`step_threads(work, key)` is a context manager around a whole kernel call
+(`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
+libraries NumPy and the compiled loops use (found by threadpoolctl) to one thread and restores
+their own counts in `finally`, so the process's setting is the same after a call as before it,
+error or not. Without threadpoolctl it does nothing. Thread counts do not change the results:
+BLAS splits a product's output between threads, never a sum.
 
-`step_threads(work)` is a context manager around a whole kernel call (`_dispatch.execute`) and
-around the training loops (`RNN.forward_train`/`backward`): it sets the BLAS libraries NumPy
-and the compiled loops use (found by threadpoolctl) to one thread and restores their own counts
-in `finally`, so the process's setting is the same after a call as before it, error or not.
-Without threadpoolctl it does nothing.
-
-`UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (limit whatever
-the load), `0` (never limit; for measuring it).
+`UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (always one
+thread in range), `0` (never limit; for measuring it).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import statistics
 import threading
 import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "one_thread", "limits", "busy", "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
+__all__ = ["step_threads", "one_thread", "limited", "in_range", "ThreadChoice", "STEP_WORK_MIN",
+           "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -49,10 +48,11 @@ STEP_WORK_MAX = 1 << 27
 
 # "auto", "1" or "0" (see above); tests set it directly.
 MODE = os.environ.get("UNROLLED_STEP_THREADS", "auto")
-BUSY_CHECK_SECONDS = 0.5
+EXPLORE_EVERY = 20   # in auto mode, every 20th call of a kind tries the slower setting again
+KEEP = 5             # timings kept per setting
 
 _controllers: list | None = None
-_busy = (0.0, False)  # (when it was read, whether the machine was busy)
+_choices: dict = {}  # kind of call -> ThreadChoice
 _lock = threading.Lock()
 _depth = 0          # nested or concurrent limited loops: only the outermost restores
 _saved: list = []
@@ -94,86 +94,84 @@ def forget_controllers() -> None:
                         c.set_num_threads(1)
 
 
-def busy() -> bool:
-    """Whether no core is idle besides this process's: other processes used more than
-    `cores - 1.5` cores since the previous reading (Linux, `others_cores`), else the 1-minute
-    load average (which counts this process) is within one of the core count."""
-    global _busy
-    now = time.monotonic()
-    if now - _busy[0] > BUSY_CHECK_SECONDS:
-        cores = os.cpu_count() or 1
-        others = others_cores()
-        if others is not None:
-            _busy = (now, others > cores - 1.5)
-        else:
-            try:
-                load = os.getloadavg()[0]
-            except (AttributeError, OSError):  # no load average (Windows): assume busy
-                load = float("inf")
-            _busy = (now, load > cores - 1)
-    return _busy[1]
+def in_range(work: int) -> bool:
+    """Whether a step of `work` multiply-adds is one whose thread count is chosen (see above)."""
+    return STEP_WORK_MIN < work <= STEP_WORK_MAX and MODE != "0"
 
 
-_stat: tuple | None = None  # (when, CPU seconds busy on all cores, this process's CPU seconds)
+class ThreadChoice:
+    """One BLAS thread or all of them, for one kind of call, learned from its own timings."""
+
+    __slots__ = ("times", "calls")
+
+    def __init__(self) -> None:
+        self.times: dict[bool, list[float]] = {True: [], False: []}   # limited? -> seconds
+        self.calls = 0
+
+    def pick(self) -> bool:
+        """Whether the next call runs with one thread."""
+        self.calls += 1
+        one, every = self.times[True], self.times[False]
+        if len(one) < 2 or len(every) < 2:
+            return len(one) <= len(every)                           # try both, alternately
+        faster = statistics.median(one) <= statistics.median(every)
+        return (not faster) if self.calls % EXPLORE_EVERY == 0 else faster
+
+    def record(self, limited: bool, seconds: float) -> None:
+        kept = self.times[limited]
+        kept.append(seconds)
+        del kept[:-KEEP]
 
 
-def others_cores() -> float | None:
-    """Cores' worth of CPU time other processes used since the previous reading: the busy time
-    of all cores in /proc/stat (steal included) less this process's own. None without
-    /proc/stat, on the first reading, or within 50 ms of the previous one.
-
-    The 1-minute load average lags by about a minute: measured on the 2-core machine, a training
-    step began under the one-thread limit at load 1.3 while the other core had been idle for
-    seconds (torch on two threads: 1.0 s, unrolled 1.9 s), and a start of another process
-    leaves two threads on for as long (one (128, 200, 64, 256) LSTM step: 3 s)."""
-    global _stat
-    try:
-        with open("/proc/stat", "rb") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        hz = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, AttributeError):
-        return None
-    now, ours = time.monotonic(), time.process_time()
-    used = (sum(ticks) - ticks[3] - ticks[4]) / hz              # all but idle and iowait
-    previous = _stat
-    if previous is not None and now - previous[0] < 0.05:
-        return None
-    _stat = (now, used, ours)
-    if previous is None:
-        return None
-    return max(0.0, (used - previous[1]) - (ours - previous[2])) / (now - previous[0])
-
-
-def limits(work: int) -> bool:
-    """Whether a call whose steps do `work` multiply-adds each runs with one BLAS thread."""
-    if not STEP_WORK_MIN < work <= STEP_WORK_MAX or MODE == "0":
-        return False
-    return MODE == "1" or busy()
+def _choice(key: Any) -> ThreadChoice:
+    found = _choices.get(key)
+    if found is None:
+        if len(_choices) > 512:
+            _choices.clear()
+        found = _choices[key] = ThreadChoice()
+    return found
 
 
 @contextlib.contextmanager
-def step_threads(work: int) -> Iterator[None]:
-    """Run the body with one BLAS thread when `limits(work)`."""
-    if not limits(work) or not blas_controllers():
+def step_threads(work: int, key: Any = None) -> Iterator[None]:
+    """Run the body with one BLAS thread or all of them, as chosen for calls of kind `key`
+    (default: all calls of `work` multiply-adds a step) whose steps do `work` each."""
+    if not in_range(work) or not blas_controllers():
         yield
         return
-    with _one():
+    if MODE == "1":
+        with _one_thread():
+            yield
+        return
+    choice = _choice((work,) if key is None else key)
+    limited = choice.pick()
+    start = time.perf_counter()
+    if limited:
+        with _one_thread():
+            yield
+    else:
         yield
+    choice.record(limited, time.perf_counter() - start)
+
+
+def limited() -> bool:
+    """Whether a one-thread limit is in force now (this or another thread's)."""
+    return _depth > 0
 
 
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
-    """Run the body with one BLAS thread whatever the load: for loops that run on several
-    Python threads at once, each calling BLAS (unrolled.kernels.train's batch blocks)."""
+    """One BLAS thread for the body, whatever was chosen: for loops running on several Python
+    threads at once, each calling BLAS (unrolled.kernels.train's blocks of batch rows)."""
     if MODE == "0" or not blas_controllers():
         yield
         return
-    with _one():
+    with _one_thread():
         yield
 
 
 @contextlib.contextmanager
-def _one() -> Iterator[None]:
+def _one_thread() -> Iterator[None]:
     global _depth, _saved
     with _lock:
         if _depth == 0:

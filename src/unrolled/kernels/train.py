@@ -283,9 +283,15 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
     if not _numpy_warm:
         _warm_blas(scipy_too=False)
         _numpy_warm = True
+    compiled = _compiled(cell, dtype)
     try:
-        with step_threads(T * B * F * cell.kernel.shape[1]):        # the hoisted projection
-            tape = _forward(rnn, cell, x, states, mask)
+        if compiled is not None:
+            # The thread choice made around the whole call (RNN.forward_train) stands: not
+            # limited, the compiled loops run blocks of rows on threads (`_row_blocks`).
+            tape = _forward(rnn, cell, x, states, mask, compiled)
+        else:
+            with step_threads(T * B * F * cell.kernel.shape[1]):    # the hoisted projection
+                tape = _forward(rnn, cell, x, states, mask, None)
     finally:
         for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
             if hasattr(cell, reset):
@@ -315,7 +321,8 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
     return result, cache
 
 
-def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray | None) -> _Tape:
+def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
+             compiled: Any) -> _Tape:
     B, T, F = x.shape
     U = cell.units
     dtype = x.dtype
@@ -356,7 +363,7 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     np.copyto(H[0], states[0])
     tape.P, tape.A, tape.H = P, A, H
     tape.C = tape.TC = tape.RH = None
-    tape.compiled = _compiled(cell, dtype)
+    tape.compiled = compiled
     if tape.compiled is not None:
         _forward_compiled(tape, cell, b_rec, states)
         return tape
@@ -379,7 +386,8 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
-    tape.parts = _row_blocks(B, T * B * _GATES[type(cell)] * U * U)
+    G = _GATES[type(cell)]
+    tape.parts = _row_blocks(B, B * G * U * U, T * B * G * U * U)
     if tape.kind == "simple":
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask), B, tape.parts)
     elif tape.kind == "lstm":
@@ -398,18 +406,21 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
 
 # Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
 # separate threads (they release the GIL), each with one BLAS thread: no hand-off per step, as
-# a BLAS product split over threads pays. Only while a core is idle (`_threads.busy`), and for
-# sequences with at least this many recurrent multiply-adds (a thread start costs ~0.1 ms).
+# a BLAS product split over threads pays. This is what "every thread" means for them when the
+# thread choice around the call (unrolled.kernels._threads, timed per layer and phase) did not
+# limit BLAS, for step products it chooses for (`in_range`) and sequences with at least this
+# many recurrent multiply-adds (a thread start costs ~0.1 ms).
 ROW_BLOCK_WORK_MIN = 1 << 24
 ROW_BLOCK_MIN = 8                                                   # rows per block, at least
 _pool: Any = None
 
 
-def _row_blocks(B: int, work: int) -> int:
+def _row_blocks(B: int, step_work: int, work: int) -> int:
     """How many row blocks the compiled loops run at once (1: on this thread only)."""
     cores = os.cpu_count() or 1
     if (cores < 2 or _threads.MODE != "auto" or B < 2 * ROW_BLOCK_MIN
-            or work < ROW_BLOCK_WORK_MIN or _threads.busy()):
+            or work < ROW_BLOCK_WORK_MIN or not _threads.in_range(step_work)
+            or _threads.limited()):
         return 1
     return min(cores, B // ROW_BLOCK_MIN)
 
@@ -566,7 +577,7 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     G = _GATES[type(tape.cell)]
     work = T * B * max(tape.U, tape.F) * G * U
     if tape.compiled is not None:
-        with np.errstate(over="ignore"), step_threads(work):
+        with np.errstate(over="ignore"):                            # (threads: RNN.backward)
             d_x = _backward_compiled(rnn, tape, d_out, d_states, grads)
         cache["d_initial_state"] = [d[0].copy() for d in d_states]
         cache["step_grads"] = _StepGrads(tape, d_out, d_states)

@@ -414,21 +414,22 @@ class RNN(Layer):
     def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         """Backpropagation through time (see `_backward`, or the training kernel's backward
         for a cache its forward made), under `_step_threads`."""
-        with self._step_threads(cache["x_shape"][0]):
+        with self._step_threads(cache["x_shape"][0], "backward"):
             if "train_tape" in cache:
                 return _train.backward(self, cache, d_result, grads)
             return self._backward(cache, d_result, grads)
 
-    def _step_threads(self, batch: int) -> Any:
+    def _step_threads(self, batch: int, phase: str = "forward") -> Any:
         """Training runs per step, like the kernels: one BLAS thread for the step products when
-        that is faster (unrolled.kernels._threads), the process's setting restored afterwards."""
+        that is faster (unrolled.kernels._threads, which times each `phase` of this layer
+        separately), the process's setting restored afterwards."""
         from unrolled.kernels._threads import step_threads
 
         cells = self.cell.cells if isinstance(self.cell, StackedRNNCells) else [self.cell]
         work = max((batch * w.shape[0] * w.shape[1] for c in cells
                     for w in [getattr(c, "recurrent_kernel", None)] if isinstance(w, np.ndarray)),
                    default=0)
-        return step_threads(work)
+        return step_threads(work, (id(self), batch, phase))
 
     def _forward_train(self, sequences: Any, initial_state: Any = None, mask: Any = None,
                        training: bool = True) -> tuple[Any, dict]:
