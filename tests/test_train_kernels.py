@@ -39,6 +39,7 @@ def train_path(request, monkeypatch):
         monkeypatch.setattr(_threads, "MODE", "auto")
         monkeypatch.setattr(_threads, "in_range", lambda work: True)
         monkeypatch.setattr(_threads, "limited", lambda: False)
+        monkeypatch.setattr(train, "idle_core", lambda: True)
     PATH["name"] = request.param
     yield request.param
     PATH["name"] = None
@@ -376,3 +377,12 @@ def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
         assert second_cache.get("input_grad", True)             # the LSTM reads the GRU's output
     for a, b in zip(*results):
         np.testing.assert_array_equal(a, b)
+
+
+def test_idle_core_reads_the_machine(monkeypatch):
+    """idle_core: False at the first reading; later a bool from /proc/stat (where there is one)."""
+    monkeypatch.setattr(train, "_stat", None)
+    monkeypatch.setattr(train, "_idle", (0.0, True))
+    assert train.idle_core() is False
+    monkeypatch.setattr(train, "_idle", (0.0, False))
+    assert isinstance(train.idle_core(), bool)

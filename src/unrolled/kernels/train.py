@@ -38,7 +38,9 @@ the environment) forces the reference everywhere, for testing and measuring.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -286,9 +288,10 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
     compiled = _compiled(cell, dtype)
     try:
         if compiled is not None:
-            # The thread choice made around the whole call (RNN.forward_train) stands: not
-            # limited, the compiled loops run blocks of rows on threads (`_row_blocks`).
-            tape = _forward(rnn, cell, x, states, mask, compiled)
+            # Not limited by the choice around the call (RNN.forward_train), the compiled
+            # loops run blocks of rows on threads while a core is idle (`_row_blocks`).
+            with _threads_for_compiled():
+                tape = _forward(rnn, cell, x, states, mask, compiled)
         else:
             with step_threads(T * B * F * cell.kernel.shape[1]):    # the hoisted projection
                 tape = _forward(rnn, cell, x, states, mask, None)
@@ -420,9 +423,53 @@ def _row_blocks(B: int, step_work: int, work: int) -> int:
     cores = os.cpu_count() or 1
     if (cores < 2 or _threads.MODE != "auto" or B < 2 * ROW_BLOCK_MIN
             or work < ROW_BLOCK_WORK_MIN or not _threads.in_range(step_work)
-            or _threads.limited()):
+            or _threads.limited() or not idle_core()):
         return 1
     return min(cores, B // ROW_BLOCK_MIN)
+
+
+_stat: tuple | None = None      # (when, CPU seconds busy on all cores, this process's CPU seconds)
+_idle = (0.0, False)            # (when read, whether a core was idle)
+
+
+def idle_core() -> bool:
+    """Whether other processes left a core idle since the previous reading (at most twice a
+    second): all cores' busy time in /proc/stat, less this process's own CPU time, under
+    `cores - 1.5` cores. False without /proc/stat, and at the first reading.
+
+    The thread choice around the call (unrolled.kernels._threads) tries both settings now and
+    then; on the busy 2-core machine an all-threads try of a training step cost 2x (LSTM
+    (32, 100, 16, 64): 43 ms instead of 21) because the weight-gradient products and the row
+    blocks then compete with the other process for its core. So the compiled path reads the
+    machine too, and keeps one thread while no core is idle."""
+    global _stat, _idle
+    now = time.monotonic()
+    if now - _idle[0] <= 0.5:
+        return _idle[1]
+    try:
+        with open("/proc/stat", "rb") as f:
+            ticks = [int(v) for v in f.readline().split()[1:9]]
+        hz = os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, AttributeError):
+        _idle = (now, False)
+        return False
+    ours = time.process_time()
+    used = (sum(ticks) - ticks[3] - ticks[4]) / hz                  # all but idle and iowait
+    previous, _stat = _stat, (now, used, ours)
+    idle = False
+    if previous is not None:
+        others = max(0.0, (used - previous[1]) - (ours - previous[2])) / (now - previous[0])
+        idle = others < (os.cpu_count() or 1) - 1.5
+    _idle = (now, idle)
+    return idle
+
+
+def _threads_for_compiled() -> Any:
+    """One BLAS thread for a compiled training call unless a core is idle (`idle_core`); the
+    row blocks then take the idle core and the weight-gradient products every thread."""
+    if _threads.limited() or _threads.MODE != "auto" or idle_core():
+        return contextlib.nullcontext()
+    return _threads.one_thread()
 
 
 def _by_rows(fn: Any, args: tuple, B: int, parts: int) -> None:
@@ -577,7 +624,7 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     G = _GATES[type(tape.cell)]
     work = T * B * max(tape.U, tape.F) * G * U
     if tape.compiled is not None:
-        with np.errstate(over="ignore"):                            # (threads: RNN.backward)
+        with np.errstate(over="ignore"), _threads_for_compiled():
             d_x = _backward_compiled(rnn, tape, d_out, d_states, grads)
         cache["d_initial_state"] = [d[0].copy() for d in d_states]
         cache["step_grads"] = _StepGrads(tape, d_out, d_states)
