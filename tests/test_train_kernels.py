@@ -381,6 +381,8 @@ def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
 
 def test_idle_core_reads_the_machine(monkeypatch):
     """idle_core: False at the first reading; later a bool from /proc/stat (where there is one)."""
+    if PATH["name"] == "compiled_rows":
+        pytest.skip("this path replaces idle_core")
     monkeypatch.setattr(train, "_stat", None)
     monkeypatch.setattr(train, "_idle", (0.0, True))
     assert train.idle_core() is False
