@@ -23,6 +23,7 @@ from unrolled.training import Grads, gradients
 
 B, T, F, U = 4, 6, 3, 5
 PATH = {"name": None}
+_REAL_IDLE_CORE = train.idle_core
 
 
 @pytest.fixture(autouse=True, params=["numpy", "compiled", "compiled_rows"])
@@ -326,7 +327,7 @@ def test_unknown_activation_falls_back_to_reference_error(rng, monkeypatch):
         return z ** 3
 
     layer = layers.SimpleRNN(U, activation=cube)
-    x = rng.normal(size=(B, T, F)).astype("float32")
+    x = (0.1 * rng.normal(size=(B, T, F))).astype("float32")  # small: cubes stay finite
     y, cache = layer.forward_train(x)
     assert "train_tape" not in cache
     with pytest.raises(NotImplementedError, match="cube"):
@@ -379,12 +380,37 @@ def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_idle_core_reads_the_machine(monkeypatch):
-    """idle_core: False at the first reading; later a bool from /proc/stat (where there is one)."""
-    if PATH["name"] == "compiled_rows":
-        pytest.skip("this path replaces idle_core")
+def test_idle_core_counts_only_other_processes(monkeypatch):
+    """idle_core: other processes' CPU time between two readings of /proc/stat (this process's
+    own time taken out) under cores - 1.5 means a core is idle; the first reading says no."""
+    import io
+    from types import SimpleNamespace
+
+    monkeypatch.setattr(train, "idle_core", _REAL_IDLE_CORE)  # one path replaces it
+    clock = {"now": 100.0, "ours": 10.0, "busy": 0.0}          # seconds
+
+    def fake_open(path, mode="r"):
+        assert path == "/proc/stat"
+        ticks = round(clock["busy"] * 100)                      # user nice system idle iowait ...
+        return io.BytesIO(f"cpu {ticks} 0 0 900000 7 0 0 0 0 0\n".encode())
+
+    monkeypatch.setattr(train, "open", fake_open, raising=False)
+    monkeypatch.setattr(train, "time", SimpleNamespace(monotonic=lambda: clock["now"],
+                                                       process_time=lambda: clock["ours"]))
+    monkeypatch.setattr(train, "os", SimpleNamespace(sysconf=lambda name: 100,
+                                                     cpu_count=lambda: 2))
     monkeypatch.setattr(train, "_stat", None)
     monkeypatch.setattr(train, "_idle", (0.0, True))
-    assert train.idle_core() is False
-    monkeypatch.setattr(train, "_idle", (0.0, False))
-    assert isinstance(train.idle_core(), bool)
+    assert train.idle_core() is False                           # nothing to compare with yet
+
+    def second(others, ours=1.0):                               # one second of work
+        clock["now"] += 1.0
+        clock["ours"] += ours
+        clock["busy"] += others + ours
+        return train.idle_core()
+
+    assert second(others=0.3) is True                           # 0.3 of a core elsewhere
+    assert second(others=1.0) is False                          # another process on a core
+    clock["now"] += 0.2                                         # within half a second the
+    assert train.idle_core() is False                           # last answer stands
+    assert second(others=0.0, ours=2.0) is True                 # only this process is busy

@@ -12,8 +12,8 @@ idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) both settings are timed on real calls, two each, and then the faster by its recent
-median is used; every `EXPLORE_EVERY`-th call tries the other one again, so the choice follows
-the machine's load. Products of more than `STEP_WORK_MAX` multiply-adds a step always keep
+median is used; every `EXPLORE_EVERY`-th call (times how many times slower it was) tries the
+other one again, so the choice follows the machine's load at a cost of about 5%. Products of more than `STEP_WORK_MAX` multiply-adds a step always keep
 every thread (a step takes milliseconds there), and below `STEP_WORK_MIN` OpenBLAS uses one
 thread by itself.
 
@@ -114,8 +114,14 @@ class ThreadChoice:
         one, every = self.times[True], self.times[False]
         if len(one) < 2 or len(every) < 2:
             return len(one) <= len(every)                           # try both, alternately
-        faster = statistics.median(one) <= statistics.median(every)
-        return (not faster) if self.calls % EXPLORE_EVERY == 0 else faster
+        t_one, t_every = statistics.median(one), statistics.median(every)
+        faster = t_one <= t_every
+        # The slower setting is tried again every EXPLORE_EVERY calls, spaced out further in
+        # proportion to how much slower it was: trying costs at most about 1/EXPLORE_EVERY of
+        # the time, even when that setting is ten times slower.
+        ratio = max(t_one, t_every) / max(min(t_one, t_every), 1e-9)
+        period = EXPLORE_EVERY * max(1, min(int(ratio), 50))
+        return (not faster) if self.calls % period == 0 else faster
 
     def record(self, limited: bool, seconds: float) -> None:
         kept = self.times[limited]
