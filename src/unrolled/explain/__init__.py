@@ -8,6 +8,14 @@ from a trace; they need matplotlib and Pillow, imported only when used.
 
 from unrolled.explain._text import Explanation, explain
 from unrolled.explain._trace import Step, Trace, trace
-from unrolled.explain.gradients import GradientFlow, gradient_flow
 
 __all__ = ["explain", "trace", "gradient_flow", "Explanation", "Trace", "Step", "GradientFlow"]
+
+
+def __getattr__(name: str):
+    # gradient_flow draws (it is a Diagram): loaded on first use, keeping `import unrolled` fast.
+    if name in ("gradient_flow", "GradientFlow"):
+        from unrolled.explain import gradients
+
+        return getattr(gradients, name)
+    raise AttributeError(f"module 'unrolled.explain' has no attribute {name!r}")
