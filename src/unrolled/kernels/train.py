@@ -213,34 +213,8 @@ class _Tape:
                  "need_dx", "parts")
 
 
-class _StepGrads(Sequence):
-    """`cache["step_grads"]` as the reference lists it, built on access from the backward's
-    buffers: step k's `{"t", "output": d_y, "states": [d_h, (d_c)]}`, zero on masked samples."""
-
-    def __init__(self, tape: _Tape, d_out: np.ndarray, d_states: list):
-        self._tape, self._d_out, self._d_states = tape, d_out, d_states
-
-    def __len__(self) -> int:
-        return self._tape.T
-
-    def __getitem__(self, k: Any) -> Any:
-        if isinstance(k, slice):
-            return [self[i] for i in range(*k.indices(len(self)))]
-        tape = self._tape
-        k = range(tape.T)[k]
-        out = self._d_out[k]
-        states = [d[k + 1] for d in self._d_states]
-        if tape.valid is not None:
-            inv = tape.inv[k]
-            out = np.where(inv, 0, out).astype(out.dtype, copy=False)
-            states = [np.where(inv, 0, s).astype(s.dtype, copy=False) for s in states]
-        return {"t": tape.order[k], "output": out, "states": states}
-
-
-class _Steps(Sequence):
-    """`cache["steps"]` for the kernel path: step k's `{"t", "cell": {...}}`, the cell values the
-    reference records (x_t, h_prev, z, h, gates ...) as views of the tape. On a masked sample
-    the states are the carried ones (the reference keeps the cell's discarded output there)."""
+class _PerStep(Sequence):
+    """A list with one entry per step, each built on access from the tape (`_step(k)`)."""
 
     def __init__(self, tape: _Tape):
         self._tape = tape
@@ -251,8 +225,38 @@ class _Steps(Sequence):
     def __getitem__(self, k: Any) -> Any:
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
+        return self._step(range(self._tape.T)[k])
+
+    def _step(self, k: int) -> Any:
+        raise NotImplementedError
+
+
+class _StepGrads(_PerStep):
+    """`cache["step_grads"]` as the reference lists it, built on access from the backward's
+    buffers: step k's `{"t", "output": d_y, "states": [d_h, (d_c)]}`, zero on masked samples."""
+
+    def __init__(self, tape: _Tape, d_out: np.ndarray, d_states: list):
+        super().__init__(tape)
+        self._d_out, self._d_states = d_out, d_states
+
+    def _step(self, k: int) -> Any:
         tape = self._tape
-        k = range(tape.T)[k]
+        out = self._d_out[k]
+        states = [d[k + 1] for d in self._d_states]
+        if tape.valid is not None:
+            inv = tape.inv[k]
+            out = np.where(inv, 0, out).astype(out.dtype, copy=False)
+            states = [np.where(inv, 0, s).astype(s.dtype, copy=False) for s in states]
+        return {"t": tape.order[k], "output": out, "states": states}
+
+
+class _Steps(_PerStep):
+    """`cache["steps"]` for the kernel path: step k's `{"t", "cell": {...}}`, the cell values the
+    reference records (x_t, h_prev, z, h, gates ...) as views of the tape. On a masked sample
+    the states are the carried ones (the reference keeps the cell's discarded output there)."""
+
+    def _step(self, k: int) -> Any:
+        tape = self._tape
         U = tape.U
         cell = {"x_t": tape.X[k], "h_prev": tape.H[k], "h": tape.H[k + 1]}
         if tape.kind == "simple":
