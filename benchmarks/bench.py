@@ -151,19 +151,28 @@ def torch_best_threads(fn: Callable, x: np.ndarray, note: dict) -> Callable:
     return run
 
 
-def make_keras_jax(cell, shape, weights, layer, note: dict):
-    import jax
+def _keras_model(cell: str, shape: tuple, weights: list) -> Any:
+    """The Keras peer: `Sequential([Input, SimpleRNN/LSTM/GRU(units, return_sequences=True)])`
+    with the given weights, on whichever backend Keras runs."""
     import keras
 
-    if keras.backend.backend() != "jax":
-        raise RuntimeError(f"Keras runs on {keras.backend.backend()}, not jax")
     batch, timesteps, features, units = shape
     make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
             "gru": keras.layers.GRU}[cell]
     model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
                               make(units, return_sequences=True)])
     model.set_weights(weights)
-    x = np.zeros((batch, timesteps, features), dtype="float32")
+    return model
+
+
+def make_keras_jax(cell, shape, weights, layer, note: dict):
+    import jax
+    import keras
+
+    if keras.backend.backend() != "jax":
+        raise RuntimeError(f"Keras runs on {keras.backend.backend()}, not jax")
+    model = _keras_model(cell, shape, weights)
+    x = np.zeros(shape[:3], dtype="float32")                # (batch, timesteps, features)
 
     def run_predict(x):
         return np.asarray(model.predict_on_batch(x))
@@ -198,12 +207,7 @@ def make_keras_tf(cell, shape, weights, layer):
                            "per process)")
     import tensorflow  # noqa: F401
 
-    batch, timesteps, features, units = shape
-    make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-            "gru": keras.layers.GRU}[cell]
-    model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
-                              make(units, return_sequences=True)])
-    model.set_weights(weights)
+    model = _keras_model(cell, shape, weights)
     return lambda x: np.asarray(model.predict_on_batch(x))
 
 
@@ -286,12 +290,7 @@ def make_keras_jax_train(cell, shape, weights, layer, note: dict):
 
     if keras.backend.backend() != "jax":
         raise RuntimeError(f"Keras runs on {keras.backend.backend()}, not jax")
-    batch, timesteps, features, units = shape
-    make = {"simple_rnn": keras.layers.SimpleRNN, "lstm": keras.layers.LSTM,
-            "gru": keras.layers.GRU}[cell]
-    model = keras.Sequential([keras.Input((timesteps, features), batch_size=batch),
-                              make(units, return_sequences=True)])
-    model.set_weights(weights)
+    model = _keras_model(cell, shape, weights)
     y = jnp.asarray(_target(shape))
 
     def loss_fn(tv, ntv, x):
