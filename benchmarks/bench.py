@@ -178,7 +178,7 @@ def make_keras_jax(cell, shape, weights, layer, note: dict):
         return np.asarray(model.predict_on_batch(x))
 
     routes = {}
-    if units < 1024:  # at the largest shape one call takes seconds: time the jitted call only
+    if shape[3] < 1024:  # the largest shape's calls take seconds: time the jitted call only
         routes["predict_on_batch"] = run_predict
     for fn in routes.values():  # first: predict may donate the variables' buffers
         fn(x)
