@@ -49,6 +49,8 @@ import numpy as np
 from unrolled import activations
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels import _threads
+from unrolled.kernels._dispatch import _FLOATS
+from unrolled.kernels._numba import _NO_MASK  # the compiled loops' `valid` when nothing is masked
 from unrolled.kernels._threads import step_threads
 from unrolled.layers.gru import GRUCell
 from unrolled.layers.lstm import LSTMCell
@@ -61,8 +63,6 @@ __all__ = ["forward", "backward", "ENABLED"]
 ENABLED = os.environ.get("UNROLLED_TRAIN_KERNEL", "1") != "0"
 
 _GATES = {SimpleRNNCell: 1, LSTMCell: 4, GRUCell: 3}
-_FLOATS = (np.dtype("float32"), np.dtype("float64"))
-_NO_MASK = np.ones((1, 1), dtype=np.bool_)  # the compiled loops' `valid` when nothing is masked
 _ALONG_AXIS = ("softmax", "log_softmax")  # derivatives mixing a gate's units: vjp per step
 # RNN methods whose override means the layer's loop is not the one these kernels reproduce.
 _LOOP_METHODS = ("_forward_train", "_backward", "_masked_step", "_previous_output",
