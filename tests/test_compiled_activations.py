@@ -1,13 +1,16 @@
-"""The compiled loops' float32 tanh and sigmoid (unrolled.kernels._numba_loops) against NumPy.
+"""The compiled loops' own float32 tanh, sigmoid and step product (unrolled.kernels._numba_loops)
+against NumPy.
 
-The BLAS loops use their own vectorizable tanh and sigmoid; the kernel tests compare whole
-layers with the reference loop, and this file checks the functions themselves over the whole
-float32 range, limits and NaN included.
+The BLAS loops use their own vectorizable tanh and sigmoid and, for weights that fit the caches,
+their own matrix product `gemm_nt`; the kernel tests compare whole layers with the reference
+loop, and this file checks the functions themselves: the activations over the whole float32
+range, limits and NaN included, the product at every remainder of its blocks.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 def test_compiled_tanh_and_sigmoid_are_within_two_ulp_of_numpy():
     from unrolled.kernels import _numba_loops
@@ -38,3 +41,20 @@ def test_compiled_tanh_and_sigmoid_are_within_two_ulp_of_numpy():
     assert np.isnan(out[0])
     _numba_loops.sigmoid32_array(nan, out[:1])
     assert np.isnan(out[0])
+
+
+@pytest.mark.parametrize("M", [1, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("N", [1, 2, 3, 7, 64])
+@pytest.mark.parametrize("K", [1, 5, 8, 17, 64])
+def test_gemm_nt_is_a_times_b_transposed(M, N, K):
+    from unrolled.kernels import _numba_loops
+
+    rng = np.random.default_rng(M * 10_000 + N * 100 + K)
+    a = rng.standard_normal((M, K)).astype("float32")
+    bt = rng.standard_normal((N, K)).astype("float32")
+    out = np.full((M, N), np.nan, dtype="float32")
+    _numba_loops.gemm_nt(a, bt, out)
+    exact = a.astype("float64") @ bt.astype("float64").T
+    # float32 sums of K products in some order: within K roundings of the largest partial sum
+    bound = K * np.finfo("float32").eps * (np.abs(a).astype("float64") @ np.abs(bt).T)
+    assert np.all(np.abs(out - exact) <= bound + 1e-30), np.max(np.abs(out - exact) - bound)

@@ -26,9 +26,10 @@ from unrolled.layers.rnn import RNN
 # small shapes whenever Numba is installed. `PATH["numba_runs"]` counts compiled calls.
 PATH = {"name": None, "numba_runs": 0}
 SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
+ROW_PARTS = _threads.parts
 
 
-@pytest.fixture(autouse=True, params=["numpy", "numba", "numba_blas"])
+@pytest.fixture(autouse=True, params=["numpy", "numba", "numba_blas", "numba_blas_rows"])
 def kernel_path(request, monkeypatch):
     # Layers made here leave the auto-naming counters as they were: name-parity tests elsewhere
     # compare them with Keras's per-session numbering.
@@ -37,9 +38,14 @@ def kernel_path(request, monkeypatch):
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         monkeypatch.setattr(_numba, "enabled", True)
         # "numba": the small-shape loops at every size; "numba_blas": the BLAS loops at every
-        # size (float32, default activations; the rest runs the NumPy kernels).
+        # size (float32, default activations; the rest runs the NumPy kernels), step products
+        # by their own gemm_nt; "numba_blas_rows": the same with BLAS's products, in two blocks
+        # of rows at once.
         work_max = 1 << 40 if request.param == "numba" else -1
         monkeypatch.setattr(_numba, "WORK_MAX", {1: work_max, 3: work_max, 4: work_max})
+        if request.param == "numba_blas_rows":
+            monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+            monkeypatch.setattr(_threads, "parts", lambda: 2)
         real = _numba.loop_for
 
         def counting(cell, batch):
@@ -58,7 +64,7 @@ def kernel_path(request, monkeypatch):
 
 def compiled_applies(rnn):
     cells = rnn.cell.cells if isinstance(rnn.cell, layers.StackedRNNCells) else [rnn.cell]
-    if PATH["name"] == "numba_blas":
+    if PATH["name"].startswith("numba_blas"):
         return rnn.dtype == "float32" and all(
             c.activation is _numba.activations.tanh and
             getattr(c, "recurrent_activation", _numba.activations.sigmoid)
@@ -400,8 +406,8 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
         real = _threads.step_threads
 
         @contextlib.contextmanager
-        def spy(work, key=None):
-            with real(work, key):
+        def spy(work, key=None, parts=1):
+            with real(work, key, parts):
                 seen.append(_threads.current_threads())
                 yield
 
@@ -435,20 +441,22 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     assert _threads.current_threads() == before
 
 
-def test_the_thread_setting_is_chosen_by_timing_both():
-    choice = _threads.ThreadChoice()
+def test_the_thread_setting_is_chosen_by_timing_each():
+    ONE, ALL, ROWS = _threads.ONE, _threads.ALL, _threads.ROWS
+    cost = {ONE: 1.0, ALL: 3.0, ROWS: 6.0}
+    choice = _threads.ThreadChoice((ONE, ALL, ROWS))
     tried = []
-    for _ in range(4):                  # both settings, alternately, twice each
-        limited = choice.pick()
-        tried.append(limited)
-        choice.record(limited, 1.0 if limited else 3.0)
-    assert sorted(tried) == [False, False, True, True]
-    picks = [choice.pick() for _ in range(2 * 3 * _threads.EXPLORE_EVERY)]
-    # the slower setting (3x slower) is tried again every 3 * EXPLORE_EVERY calls
-    assert picks.count(False) == 2
+    for _ in range(6):                  # each setting in turn, twice each
+        setting = choice.pick()
+        tried.append(setting)
+        choice.record(setting, cost[setting])
+    assert sorted(tried) == sorted([ONE, ALL, ROWS] * 2)
+    picks = [choice.pick() for _ in range(6 * 3 * _threads.EXPLORE_EVERY)]
+    # a setting k times slower is tried again every k * EXPLORE_EVERY calls
+    assert picks.count(ALL) == 6 and picks.count(ROWS) == 3, picks
     for _ in range(_threads.KEEP):      # the machine changes: one thread becomes slow
-        choice.record(True, 9.0)
-    assert choice.pick() is False
+        choice.record(ONE, 9.0)
+    assert choice.pick() == ALL
 
 
 def test_auto_mode_times_real_calls_and_restores_the_setting(monkeypatch):
@@ -456,15 +464,18 @@ def test_auto_mode_times_real_calls_and_restores_the_setting(monkeypatch):
         pytest.fail("threadpoolctl found no BLAS library")
     monkeypatch.setattr(_threads, "MODE", "auto")
     monkeypatch.setattr(_threads, "_choices", {})
+    monkeypatch.setattr(_threads, "parts", ROW_PARTS)
     before = _threads.current_threads()
     seen = []
-    for _ in range(6):
-        with _threads.step_threads(2 * _threads.STEP_WORK_MIN, key="test"):
-            seen.append(_threads.current_threads())
-    assert _threads.current_threads() == before
+    for _ in range(8):
+        with _threads.step_threads(2 * _threads.STEP_WORK_MIN, key="test", parts=2):
+            seen.append((_threads.current_threads(), _threads.parts()))
+    assert _threads.current_threads() == before and _threads.parts() == 1
     choice = _threads._choices["test"]
-    assert len(choice.times[True]) >= 2 and len(choice.times[False]) >= 2
-    assert [1] * len(before) in seen and before in seen
+    # the first call is not timed (it also loads compiled loops); then each setting twice
+    assert all(len(choice.times[s]) >= 2 for s in (_threads.ONE, _threads.ALL, _threads.ROWS))
+    one = [1] * len(before)
+    assert (one, 1) in seen and (before, 1) in seen and (one, 2) in seen, seen
 
 
 def test_large_steps_keep_every_thread(monkeypatch):
@@ -614,3 +625,22 @@ def test_an_overridden_run_kernel_is_asked_every_call(rng):
     rnn(x)
     rnn(x)
     assert rnn.__dict__.get("_plan") is None
+
+
+def test_row_blocks_are_offered_for_compiled_loops_with_enough_work(monkeypatch):
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    x = np.zeros((32, 100, 16), dtype="float32")
+    rnn = layers.LSTM(64, name="kernel_test_rows")
+    rnn.build(x.shape)
+    plan = _dispatch.plan_for(rnn, x, training=False)
+    assert plan.kernels[0].__qualname__ == "lstm_blas" and plan.parts == 2
+    assert _threads.chooses(plan.work, plan.parts)
+    # too few rows for two blocks of ROW_BLOCK_MIN, or too little work: one block
+    assert _dispatch.plan_for(rnn, x[:8], training=False).parts == 1
+    assert _dispatch.plan_for(rnn, x[:, :1], training=False).parts == 1
+    monkeypatch.setattr(_numba, "enabled", False)  # the NumPy kernels run on one thread
+    assert _dispatch.plan_for(rnn, x, training=False).parts == 1

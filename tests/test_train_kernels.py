@@ -34,7 +34,7 @@ def train_path(request, monkeypatch):
         pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
     monkeypatch.setattr(_numba, "enabled", compiled)
     if request.param == "compiled_rows":
-        monkeypatch.setattr(train, "ROW_BLOCK_MIN", 1)
+        monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
         monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
         monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
         monkeypatch.setattr(_threads, "MODE", "auto")

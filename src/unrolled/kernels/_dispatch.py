@@ -58,12 +58,17 @@ class Plan:
     cells drops the plan (`Layer.__setattr__`); so does turning the compiled loops on or off.
     """
 
-    __slots__ = ("cells", "kernels", "work", "shape", "dtype", "compiled", "states", "single")
+    __slots__ = ("cells", "kernels", "work", "parts", "shape", "dtype", "compiled", "states",
+                 "single")
 
     def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
         self.cells, self.kernels = cells, kernels
-        self.work = max(x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
-                        for c in cells)
+        step_works = [x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
+                      for c in cells]
+        self.work = max(step_works)
+        # blocks of rows at once: only when every kernel is a compiled loop that can
+        self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
+                      if all(getattr(k, "rows", False) for k in kernels) else 1)
         self.shape, self.dtype = x.shape, x.dtype
         self.compiled = _numba.enabled
         self.states: list | None = None
@@ -74,7 +79,7 @@ class Plan:
         plan's (the caller then takes the full path)."""
         if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
             return None
-        if self.single and not _threads.in_range(self.work):
+        if self.single and not _threads.chooses(self.work, self.parts):
             # `execute` for one cell, no mask, no thread choice: at small shapes its generality
             # is a third of the call.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
@@ -128,9 +133,10 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
         steps = Steps(mask.T[::-1] if backwards else mask.T)        # (timesteps, batch)
 
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
-    # small products), unless a step's h W is large; see _threads.
-    if _threads.in_range(plan.work):
-        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells))):
+    # small products), every thread, or blocks of rows on threads: timed per kind of call; see
+    # _threads.
+    if _threads.chooses(plan.work, plan.parts):
+        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells)), plan.parts):
             seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
     else:
         seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)

@@ -34,6 +34,7 @@ from typing import Any, Callable
 import numpy as np
 
 from unrolled import activations
+from unrolled.kernels import _threads
 from unrolled.kernels._plan import CHUNK_BYTES, CHUNK_STEPS
 
 __all__ = ["available", "loop_for", "WORK_MAX"]
@@ -44,6 +45,12 @@ __all__ = ["available", "loop_for", "WORK_MAX"]
 # 5.8-6x at (4, 2), 2.1-2.7x at (16, 16), 0.85-1.0x at (32, 32). A SimpleRNN step is only 3
 # NumPy calls, a gated step 10-12, so the compiled loop pays longer for gated cells.
 WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
+
+# The BLAS loops multiply `h W` with their own `gemm_nt` (see _numba_loops) while the recurrent
+# kernel is at most this many bytes, and call BLAS above: gemm_nt measured 1.3-1.9x OpenBLAS's
+# one-thread speed with weights up to (256, 1024) and 0.55x at (1024, 4096), where they no longer
+# stay in the caches.
+OWN_GEMM_BYTES = 4 << 20
 
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
 _CODES = {activations.linear: LINEAR, activations.tanh: TANH, activations.sigmoid: SIGMOID,
@@ -73,8 +80,6 @@ def _blas_available() -> bool:
         else:
             _blas = True
             # A BLAS library loaded after the thread limiter took stock must be limited too.
-            from unrolled.kernels import _threads
-
             _threads.forget_controllers()
     return _blas
 
@@ -165,8 +170,8 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
-    mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk: BLAS
-    loops])` and returns the final states."""
+    mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own, b0,
+    b1: BLAS loops])` and returns the final states (of rows b0..b1-1: BLAS loops)."""
     loop, U = (_loops_blas if blas else _loops)[kind], cell.units
     if kind == "gru":
         weights, flags = _gru_weights(cell), (cell.reset_after,)
@@ -177,11 +182,31 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     codes = () if blas else (_CODES[cell.activation],) + (
         (_CODES[cell.recurrent_activation],) if gates > 1 else ())
 
-    def kernel(_cell, xt, states, steps, need_seq):
-        mask, masked, seq = _buffers(xt, steps, need_seq, U)
-        chunk = (_chunk(cell, xt.shape[1], gates, xt.shape[2]),) if blas else ()
-        final = loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq, *chunk)
-        return (seq if need_seq else None), (list(final) if isinstance(final, tuple) else [final])
+    if not blas:
+        def kernel(_cell, xt, states, steps, need_seq):
+            mask, masked, seq = _buffers(xt, steps, need_seq, U)
+            final = loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq)
+            return (seq if need_seq else None), (list(final) if isinstance(final, tuple)
+                                                 else [final])
+    else:
+        own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
 
+        def kernel(_cell, xt, states, steps, need_seq):
+            mask, masked, seq = _buffers(xt, steps, need_seq, U)
+            B = xt.shape[1]
+            blocks = min(_threads.parts(), B)
+            chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
+            finals = _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq,
+                                             need_seq, chunk, own), B, blocks)
+            if blocks == 1:
+                final = finals[0]
+                final = list(final) if isinstance(final, tuple) else [final]
+            elif isinstance(finals[0], tuple):
+                final = [np.concatenate(parts) for parts in zip(*finals)]
+            else:
+                final = [np.concatenate(finals)]
+            return (seq if need_seq else None), final
+
+        kernel.rows = True  # runs blocks of rows at once when the thread choice says so
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel

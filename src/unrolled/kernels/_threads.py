@@ -1,4 +1,5 @@
-"""How many BLAS threads a kernel call's per-step products get: one, or BLAS's own count.
+"""How a kernel call uses the machine's cores: one BLAS thread, BLAS's own count, or blocks of
+batch rows on threads of their own.
 
 Each step of a kernel multiplies `h_{t-1} W`, `(batch, units) @ (units, gates*units)`: one small
 matrix product per timestep. OpenBLAS splits any product above `m*n*k = 262144` over all its
@@ -10,22 +11,30 @@ product measured, 1.3x to 5x, whole calls up to 35x; with one other process runn
 threads made SimpleRNN (128, 200, 64, 256) 2.8x faster than one (161 vs 450 ms); with an
 idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 
-So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
-kernels) both settings are timed on real calls, two each, and then the faster by its recent
-median is used; every `EXPLORE_EVERY`-th call (times how many times slower it was) tries the
-other one again, so the choice follows the machine's load at a cost of about 5%. Products of more than `STEP_WORK_MAX` multiply-adds a step always keep
-every thread (a step takes milliseconds there), and below `STEP_WORK_MIN` OpenBLAS uses one
-thread by itself.
+The compiled loops have a third way (`ROWS`): batch rows never meet in a recurrent layer, so
+the batch can be cut into blocks that run the whole sequence at once on separate threads, each
+with one BLAS thread (`by_rows`), with one hand-off per call instead of one per step.
 
-`step_threads(work, key)` is a context manager around a whole kernel call
+So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
+kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
+not timed: it also loads compiled loops), and then the fastest by its recent median is used;
+every `EXPLORE_EVERY`-th call (times how many times slower it was) tries another one again, so
+the choice follows the machine's load at a cost of about 5% per other setting. One or all BLAS
+threads are on offer for steps of `STEP_WORK_MIN` to `STEP_WORK_MAX` multiply-adds (above, a
+step takes milliseconds and keeps every thread; below, OpenBLAS uses one thread by itself);
+`ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
+`ROW_BLOCK_MIN` rows a block (`row_parts`).
+
+`step_threads(work, key, parts)` is a context manager around a whole kernel call
 (`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
 libraries NumPy and the compiled loops use (found by threadpoolctl) to one thread and restores
 their own counts in `finally`, so the process's setting is the same after a call as before it,
 error or not. Without threadpoolctl it does nothing. Thread counts do not change the results:
-BLAS splits a product's output between threads, never a sum.
+BLAS splits a product's output between threads, never a sum. Row blocks can move a row's
+numbers by a float rounding: a product with fewer rows may sum in another order.
 
 `UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (always one
-thread in range), `0` (never limit; for measuring it).
+thread in range, no row blocks), `0` (never limit, no row blocks; for measuring it).
 """
 
 from __future__ import annotations
@@ -37,8 +46,9 @@ import threading
 import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "one_thread", "limited", "in_range", "ThreadChoice", "STEP_WORK_MIN",
-           "STEP_WORK_MAX", "blas_controllers"]
+__all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "by_rows",
+           "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "STEP_WORK_MIN", "STEP_WORK_MAX",
+           "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -99,65 +109,138 @@ def in_range(work: int) -> bool:
     return STEP_WORK_MIN < work <= STEP_WORK_MAX and MODE != "0"
 
 
+ONE, ALL, ROWS = "one", "all", "rows"
+"""The settings a call can run under: one BLAS thread; BLAS's own thread count; or the batch
+split into blocks of rows run at once on separate threads (compiled loops only), each with one
+BLAS thread."""
+
+# Blocks of rows (`ROWS`) are tried for calls with at least this many recurrent multiply-adds in
+# all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
+ROW_WORK_MIN = 1 << 22
+ROW_BLOCK_MIN = 8
+
+
 class ThreadChoice:
-    """One BLAS thread or all of them, for one kind of call, learned from its own timings."""
+    """Which setting (`ONE`, `ALL`, `ROWS`) one kind of call runs under, learned from its own
+    timings: each option is tried twice, then the fastest by recent median is used, and each
+    other option is tried again every `EXPLORE_EVERY` calls times how many times slower it was
+    (at most 50), so that trying costs about 1/EXPLORE_EVERY of the time per other option."""
 
     __slots__ = ("times", "calls")
 
-    def __init__(self) -> None:
-        self.times: dict[bool, list[float]] = {True: [], False: []}   # limited? -> seconds
+    def __init__(self, options: tuple = (ONE, ALL)) -> None:
+        self.times: dict[str, list[float]] = {o: [] for o in options}   # setting -> seconds
         self.calls = 0
 
-    def pick(self) -> bool:
-        """Whether the next call runs with one thread."""
+    def pick(self) -> str:
+        """The setting of the next call."""
         self.calls += 1
-        one, every = self.times[True], self.times[False]
-        if len(one) < 2 or len(every) < 2:
-            return len(one) <= len(every)                           # try both, alternately
-        t_one, t_every = statistics.median(one), statistics.median(every)
-        faster = t_one <= t_every
-        # The slower setting is tried again every EXPLORE_EVERY calls, spaced out further in
-        # proportion to how much slower it was: trying costs at most about 1/EXPLORE_EVERY of
-        # the time, even when that setting is ten times slower.
-        ratio = max(t_one, t_every) / max(min(t_one, t_every), 1e-9)
-        period = EXPLORE_EVERY * max(1, min(int(ratio), 50))
-        return (not faster) if self.calls % period == 0 else faster
+        untried = min(self.times, key=lambda o: len(self.times[o]))
+        if len(self.times[untried]) < 2:
+            return untried                                          # each in turn, twice
+        medians = {o: statistics.median(t) for o, t in self.times.items()}
+        best = min(medians, key=medians.__getitem__)
+        for offset, (o, m) in enumerate(medians.items()):
+            ratio = m / max(medians[best], 1e-9)
+            period = EXPLORE_EVERY * max(1, min(int(ratio), 50))
+            if o != best and (self.calls + offset) % period == 0:   # offset: never two at once
+                return o
+        return best
 
-    def record(self, limited: bool, seconds: float) -> None:
-        kept = self.times[limited]
+    def record(self, setting: str, seconds: float) -> None:
+        kept = self.times[setting]
         kept.append(seconds)
         del kept[:-KEEP]
 
 
-def _choice(key: Any) -> ThreadChoice:
+def _choice(key: Any, options: tuple) -> ThreadChoice:
     found = _choices.get(key)
-    if found is None:
+    if found is None or tuple(found.times) != options:
         if len(_choices) > 512:
             _choices.clear()
-        found = _choices[key] = ThreadChoice()
+        found = _choices[key] = ThreadChoice(options)
     return found
 
 
+def row_parts(batch: int, call_work: int) -> int:
+    """How many blocks of rows a call of `batch` rows and `call_work` recurrent multiply-adds
+    may be split into (1: not at all)."""
+    cores = os.cpu_count() or 1
+    if cores < 2 or MODE != "auto" or batch < 2 * ROW_BLOCK_MIN or call_work < ROW_WORK_MIN:
+        return 1
+    return min(cores, batch // ROW_BLOCK_MIN)
+
+
+def chooses(work: int, parts: int = 1) -> bool:
+    """Whether a call whose steps do `work` multiply-adds, splittable into `parts` blocks of
+    rows, runs under a timed choice (`step_threads`)."""
+    return in_range(work) or (parts > 1 and MODE == "auto")
+
+
+_local = threading.local()
+
+
+def parts() -> int:
+    """How many blocks of rows the compiled loop called now on this thread should run at once
+    (set by `step_threads` when it chose `ROWS`; 1 otherwise)."""
+    return getattr(_local, "parts", 1)
+
+
 @contextlib.contextmanager
-def step_threads(work: int, key: Any = None) -> Iterator[None]:
-    """Run the body with one BLAS thread or all of them, as chosen for calls of kind `key`
-    (default: all calls of `work` multiply-adds a step) whose steps do `work` each."""
-    if not in_range(work) or not blas_controllers():
+def step_threads(work: int, key: Any = None, parts: int = 1) -> Iterator[None]:
+    """Run the body under the setting chosen for calls of kind `key` (default: all calls of
+    `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
+    body's compiled loops read `parts()`)."""
+    if not chooses(work, parts) or not blas_controllers():
         yield
         return
     if MODE == "1":
         with _one_thread():
             yield
         return
-    choice = _choice((work,) if key is None else key)
-    limited = choice.pick()
+    options = ((ONE, ALL) if in_range(work) else (ALL,)) + ((ROWS,) if parts > 1 else ())
+    choice = _choice((work, parts) if key is None else key, options)
+    first = choice.calls == 0
+    setting = choice.pick()
     start = time.perf_counter()
-    if limited:
-        with _one_thread():
-            yield
-    else:
+    if setting == ALL:
         yield
-    choice.record(limited, time.perf_counter() - start)
+    else:
+        with _one_thread():
+            if setting != ROWS:
+                yield
+            else:
+                _local.parts = parts
+                try:
+                    yield
+                finally:
+                    _local.parts = 1
+    if not first:       # a kind's first call also loads compiled loops and touches new memory
+        choice.record(setting, time.perf_counter() - start)
+
+
+_pool: Any = None
+
+
+def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
+    """`[fn(*args, b0, b1) for each block]` over `blocks` blocks of the `rows` rows, all but the
+    first on a pool's threads (the compiled loops release the GIL), each with one BLAS thread."""
+    if blocks <= 1:
+        return [fn(*args, 0, rows)]
+    global _pool
+    if _pool is None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
+                                   thread_name_prefix="unrolled-rows")
+    bounds = [rows * i // blocks for i in range(blocks + 1)]
+    with one_thread():
+        futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
+        try:
+            first = fn(*args, bounds[0], bounds[1])
+        finally:
+            rest = [future.result() for future in futures]
+    return [first, *rest]
 
 
 def limited() -> bool:

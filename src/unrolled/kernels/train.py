@@ -418,18 +418,17 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
 # limit BLAS, for step products it chooses for (`in_range`) and sequences with at least this
 # many recurrent multiply-adds (a thread start costs ~0.1 ms).
 ROW_BLOCK_WORK_MIN = 1 << 24
-ROW_BLOCK_MIN = 8                                                   # rows per block, at least
-_pool: Any = None
+_by_rows = _threads.by_rows
 
 
 def _row_blocks(B: int, step_work: int, work: int) -> int:
     """How many row blocks the compiled loops run at once (1: on this thread only)."""
     cores = os.cpu_count() or 1
-    if (cores < 2 or _threads.MODE != "auto" or B < 2 * ROW_BLOCK_MIN
+    if (cores < 2 or _threads.MODE != "auto" or B < 2 * _threads.ROW_BLOCK_MIN
             or work < ROW_BLOCK_WORK_MIN or not _threads.in_range(step_work)
             or _threads.limited() or not idle_core()):
         return 1
-    return min(cores, B // ROW_BLOCK_MIN)
+    return min(cores, B // _threads.ROW_BLOCK_MIN)
 
 
 _stat: tuple | None = None      # (when, CPU seconds busy on all cores, this process's CPU seconds)
@@ -474,27 +473,6 @@ def _threads_for_compiled() -> Any:
     if _threads.limited() or _threads.MODE != "auto" or idle_core():
         return contextlib.nullcontext()
     return _threads.one_thread()
-
-
-def _by_rows(fn: Any, args: tuple, B: int, parts: int) -> None:
-    """`fn(*args, b0, b1)` over `parts` blocks of rows, all but the first on the pool's threads."""
-    if parts <= 1:
-        fn(*args, 0, B)
-        return
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
-                                   thread_name_prefix="unrolled-rows")
-    bounds = [B * i // parts for i in range(parts + 1)]
-    with _threads.one_thread():
-        futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, parts)]
-        try:
-            fn(*args, bounds[0], bounds[1])
-        finally:
-            for future in futures:
-                future.result()
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
