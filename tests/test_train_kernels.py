@@ -34,6 +34,8 @@ def train_path(request, monkeypatch):
         pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
     monkeypatch.setattr(_numba, "enabled", compiled)
     if request.param == "compiled_rows":
+        # blocks of rows, and BLAS for the step products (gemm_nt on the other compiled path)
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
         monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
         monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
         monkeypatch.setattr(train.os, "cpu_count", lambda: 3)

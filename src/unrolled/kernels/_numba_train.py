@@ -1,8 +1,9 @@
 """Compiled (Numba) loops for the training kernel (unrolled.kernels.train): forward with tape, BPTT.
 
-Float32 and the default activations only (tanh; sigmoid for the gates). Every matrix product
-stays in BLAS (`np.dot` here calls SciPy's sgemm): each step's `h_{t-1} W` in the forward and
-`dZ_t W^T` in the backward. What these loops replace is everything between two products: the
+Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W`
+in the forward and `dZ_t W^T` in the backward is `_numba_loops.gemm_nt` while the weights fit
+the caches (`own`, as in the forward kernels' BLAS loops), else BLAS (`np.dot` here calls
+SciPy's sgemm). What these loops replace is everything between two products: the
 NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step (adding the
 recurrent term, the activations one gate block at a time, the state update, the gate
 derivatives, the mask rules), plus whole-sequence passes for the activation derivatives. Here
@@ -28,7 +29,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from unrolled.kernels._numba_loops import sigmoid32, tanh32
+from unrolled.kernels._numba_loops import _product, _transposed, sigmoid32, tanh32
 
 # error_model="numpy": a division by zero gives inf/nan as NumPy does, instead of a check that
 # keeps LLVM from vectorizing the loops.
@@ -51,12 +52,13 @@ def _keep(new, old, valid, k, b0, b1):
 
 
 @njit
-def simple_forward(P, A, H, W, valid, use_mask, b0, b1):
+def simple_forward(P, A, H, W, valid, use_mask, own, b0, b1):
     """P holds x_t U + b on entry; per step z = P[k] + h W (kept in P), h = tanh(z)."""
     T, U = P.shape[0], P.shape[2]
     hW = np.empty((b1 - b0, U), dtype=np.float32)
+    Wt = _transposed(W, own)
     for k in range(T):
-        np.dot(H[k, b0:b1], W, hW)                                  # h_{t-1} W  (batch, units)
+        _product(H[k, b0:b1], W, Wt, hW, own)                       # h_{t-1} W  (batch, units)
         for b in range(b0, b1):
             p, hw, a, h = P[k, b], hW[b - b0], A[k, b], H[k + 1, b]
             for j in range(U):
@@ -70,13 +72,14 @@ def simple_forward(P, A, H, W, valid, use_mask, b0, b1):
 
 
 @njit
-def lstm_forward(P, A, H, C, TC, W, valid, use_mask, b0, b1):
+def lstm_forward(P, A, H, C, TC, W, valid, use_mask, own, b0, b1):
     """Gates [i|f|g|o]; c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
     T, G = P.shape[0], P.shape[2]
     U = G // 4
     hW = np.empty((b1 - b0, G), dtype=np.float32)
+    Wt = _transposed(W, own)
     for k in range(T):
-        np.dot(H[k, b0:b1], W, hW)                                  # (batch, 4*units)
+        _product(H[k, b0:b1], W, Wt, hW, own)                       # (batch, 4*units)
         for b in range(b0, b1):
             p, hw, a = P[k, b], hW[b - b0], A[k, b]
             for j in range(G):
@@ -113,7 +116,7 @@ def _gru_candidate(P, A, H, k, b, U):
 
 
 @njit
-def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, b0, b1):
+def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1):
     """Gates [z|r|hh]; h_t = z h_{t-1} + (1 - z) hh. P holds x_t U + b_in on entry.
 
     reset_after: hh = tanh(P_h + r (h W_h + b_rec_h)), RH = h W_h + b_rec_h;
@@ -123,17 +126,20 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, b0, b1):
     B = b1 - b0
     if reset_after:
         R = np.empty((B, G), dtype=np.float32)                      # h W + b_rec
-        W_zr = W[:1]                                                # unused
-        W_h = W[:1]
+        W_zr = W_h = W[:1]                                          # unused
         rhW = np.empty((1, 1), dtype=np.float32)
+        Wt = _transposed(W, own)
+        W_zrt = W_ht = Wt
     else:
         R = np.empty((B, 2 * U), dtype=np.float32)                  # h W_zr
         W_zr = np.ascontiguousarray(W[:, :2 * U])
         W_h = np.ascontiguousarray(W[:, 2 * U:])
         rhW = np.empty((B, U), dtype=np.float32)                    # (r h) W_h
+        Wt = W[:1]                                                  # unused
+        W_zrt, W_ht = _transposed(W_zr, own), _transposed(W_h, own)
     for k in range(T):
         if reset_after:
-            np.dot(H[k, b0:b1], W, R)
+            _product(H[k, b0:b1], W, Wt, R, own)
             for b in range(b0, b1):
                 p, a, r_, rh = P[k, b], A[k, b], R[b - b0], RH[k, b]
                 for j in range(G):
@@ -148,7 +154,7 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, b0, b1):
                     p[2 * U + j] += a[U + j] * rh[j]                # + r r_h
                 _gru_candidate(P, A, H, k, b, U)
         else:
-            np.dot(H[k, b0:b1], W_zr, R)
+            _product(H[k, b0:b1], W_zr, W_zrt, R, own)
             for b in range(b0, b1):
                 p, a, r_, rh, h_prev = P[k, b], A[k, b], R[b - b0], RH[k, b], H[k, b]
                 for j in range(2 * U):
@@ -157,7 +163,7 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, b0, b1):
                     a[j] = sigmoid32(p[j])                          # z, r
                 for j in range(U):
                     rh[j] = a[U + j] * h_prev[j]                    # r h_{t-1}
-            np.dot(RH[k, b0:b1], W_h, rhW)
+            _product(RH[k, b0:b1], W_h, W_ht, rhW, own)
             for b in range(b0, b1):
                 p, rw = P[k, b], rhW[b - b0]
                 for j in range(U):
@@ -204,8 +210,9 @@ def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
 
 
 @njit
-def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, b0, b1):
+def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, own, b0, b1):
     T, U = A.shape[0], A.shape[2]
+    W = _transposed(W_T, own)                                       # for gemm_nt
     dh = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
         for b in range(b0, b1):
@@ -213,16 +220,17 @@ def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, 
             a, dz = A[k, b], dZ[k, b]
             for j in range(U):
                 dz[j] = dh[j] * (ONE - a[j] * a[j])                 # dz = dh tanh'(z)
-        np.dot(dZ[k, b0:b1], W_T, dH[k, b0:b1])                     # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
 
 @njit
 def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll,
-                  b0, b1):
+                  own, b0, b1):
     T, G = A.shape[0], A.shape[2]
     U = G // 4
+    W = _transposed(W_T, own)                                       # for gemm_nt
     dh = np.empty(U, dtype=np.float32)
     dc = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
@@ -252,14 +260,14 @@ def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total,
                 dz[3 * U + j] = dh[j] * tc[j] * ((ONE - o) * o)     # do
             for j in range(U):
                 dc_prev[j] = dc[j] * a[U + j]                       # dc_{t-1} = dc f
-        np.dot(dZ[k, b0:b1], W_T, dH[k, b0:b1])                     # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
 
 @njit
 def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, unroll,
-                 reset_after, b0, b1):
+                 reset_after, own, b0, b1):
     """dZx: gradients of the input-side pre-activations [z|r|a] (x_t U + b_in);
     dZh (reset_after): of h W + b_rec, whose candidate block is d_a r."""
     T, G = A.shape[0], A.shape[2]
@@ -269,15 +277,14 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
     dhz = np.empty((B, U), dtype=np.float32)                        # dh z (rows from b0)
     if reset_after:
         W_T = np.ascontiguousarray(W.T)
-        W_zr_T = W_T[:1]                                            # unused
-        W_h_T = W_T[:1]
+        W_zr_T = W_h_T = W_zr = W_h = W_T[:1]                       # unused
         zr = np.empty((1, 1), dtype=np.float32)
         da = np.empty((1, 1), dtype=np.float32)
         d_rh = np.empty((1, 1), dtype=np.float32)
     else:
         W_T = W[:1]                                                 # unused
-        W_zr_T = np.ascontiguousarray(W[:, :2 * U].T)
-        W_h_T = np.ascontiguousarray(W[:, 2 * U:].T)
+        W_zr, W_h = np.ascontiguousarray(W[:, :2 * U]), np.ascontiguousarray(W[:, 2 * U:])
+        W_zr_T, W_h_T = np.ascontiguousarray(W_zr.T), np.ascontiguousarray(W_h.T)
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # dz of z and r
         da = np.empty((B, U), dtype=np.float32)                     # d_a
         d_rh = np.empty((B, U), dtype=np.float32)                   # d (r h) = d_a W_h^T
@@ -309,9 +316,9 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
                 for j in range(U):
                     da_b[j] = dzx[2 * U + j]
         if reset_after:
-            np.dot(dZh[k, b0:b1], W_T, dH[k, b0:b1])
+            _product(dZh[k, b0:b1], W_T, W, dH[k, b0:b1], own)
         else:
-            np.dot(da, W_h_T, d_rh)                                 # d (r h) = d_a W_h^T
+            _product(da, W_h_T, W_h, d_rh, own)                     # d (r h) = d_a W_h^T
             for b in range(b0, b1):
                 a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b - b0]
                 for j in range(U):
@@ -320,7 +327,7 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
                 zr_b = zr[b - b0]
                 for j in range(U):
                     zr_b[U + j] = dzx[U + j]
-            np.dot(zr, W_zr_T, dH[k, b0:b1])
+            _product(zr, W_zr_T, W_zr, dH[k, b0:b1], own)
             for b in range(b0, b1):
                 a, drh, dhk = A[k, b], d_rh[b - b0], dH[k, b]
                 for j in range(U):

@@ -48,7 +48,7 @@ import numpy as np
 
 from unrolled import activations
 from unrolled.kernels._activations import elementwise, in_place
-from unrolled.kernels import _threads
+from unrolled.kernels import _numba, _threads
 from unrolled.kernels._dispatch import _FLOATS
 from unrolled.kernels._numba import _NO_MASK  # the compiled loops' `valid` when nothing is masked
 from unrolled.kernels._threads import step_threads
@@ -153,8 +153,6 @@ def _compiled(cell: Any, dtype: np.dtype) -> Any:
         return None
     if not all(w.value.flags.c_contiguous for w in cell._weights):
         return None
-    from unrolled.kernels import _numba
-
     if not (_numba.available() and _numba._blas_available()):
         return None
     global _scipy_warm
@@ -395,20 +393,22 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     W = cell.recurrent_kernel
     G = _GATES[type(cell)]
     tape.parts = _row_blocks(B, B * G * U * U, T * B * G * U * U)
+    own = _own_product(W)
     if tape.kind == "simple":
-        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask), B, tape.parts)
+        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
+                 tape.parts)
     elif tape.kind == "lstm":
         tape.C = np.empty((T + 1, B, U), dtype=tape.dtype)
         np.copyto(tape.C[0], states[1])
         tape.TC = np.empty((T, B, U), dtype=tape.dtype)
-        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask),
-                 B, tape.parts)
+        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask,
+                                   own), B, tape.parts)
     else:
         tape.RH = np.empty((T, B, U), dtype=tape.dtype)
         if b_rec is None:
             b_rec = np.zeros(3 * U, dtype=tape.dtype)
         _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
-                                  cell.reset_after), B, tape.parts)
+                                  cell.reset_after, own), B, tape.parts)
 
 
 # Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
@@ -419,6 +419,11 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
 # many recurrent multiply-adds (a thread start costs ~0.1 ms).
 ROW_BLOCK_WORK_MIN = 1 << 24
 _by_rows = _threads.by_rows
+
+
+def _own_product(W: np.ndarray) -> bool:
+    """Whether the compiled loops multiply by `W` with their own gemm_nt (see _numba)."""
+    return W.nbytes <= _numba.OWN_GEMM_BYTES
 
 
 def _row_blocks(B: int, step_work: int, work: int) -> int:
@@ -883,14 +888,15 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
         dZx = np.empty((T, B, 3 * U), dtype=dtype)
         dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
         _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
-                                   dZx if dZh is None else dZh, *rule, cell.reset_after),
-                 B, tape.parts)
+                                   dZx if dZh is None else dZh, *rule, cell.reset_after,
+                                   _own_product(W)), B, tape.parts)
         return _grads_gru(tape, dZx, dZh, grads)
     W_T = np.ascontiguousarray(W.T)
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
-        _by_rows(nb.simple_backward, (tape.A, W_T, d_out, dH, dZ, *rule), B, tape.parts)
+        _by_rows(nb.simple_backward, (tape.A, W_T, d_out, dH, dZ, *rule, _own_product(W)), B,
+                 tape.parts)
     else:
         _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W_T, d_out, dH, d_states[1], dZ,
-                                    *rule), B, tape.parts)
+                                    *rule, _own_product(W)), B, tape.parts)
     return _grads(tape, dZ, grads)
