@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import numbers
 import re
 from typing import Any, Iterable
@@ -20,6 +19,8 @@ def snake_case(name: str) -> str:
 
 def closest(name: str, options: Iterable[str]) -> str:
     """' Did you mean "x"?' when a close option exists, else ''."""
+    import difflib  # only on the error path; not needed at import
+
     match = difflib.get_close_matches(name, list(options), n=1, cutoff=0.6)
     return f' Did you mean "{match[0]}"?' if match else ""
 

@@ -9,11 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-_global_rng = np.random.default_rng()
+# Made on first use: creating it imports numpy.random, which defining the layer classes does
+# not need.
+_global_rng: np.random.Generator | None = None
 
 
 def make_default_seed() -> int:
     """An integer seed in [1, 10**9], drawn from the package's generator."""
+    global _global_rng
+    if _global_rng is None:
+        _global_rng = np.random.default_rng()
     return int(_global_rng.integers(1, 10**9, endpoint=True))
 
 

@@ -6,16 +6,20 @@ and keeps every intermediate value. `diagrams`, `animation` and `page` draw from
 from a trace; they need matplotlib and Pillow, imported only when used.
 """
 
-from unrolled.explain._text import Explanation, explain
-from unrolled.explain._trace import Step, Trace, trace
+from unrolled import _lazy
 
 __all__ = ["explain", "trace", "gradient_flow", "Explanation", "Trace", "Step", "GradientFlow"]
 
+# Public names and their modules, imported on first use (PEP 562). gradient_flow draws (it is a
+# Diagram); none of this is needed by `import unrolled`.
+_NAMES = {
+    "explain": "unrolled.explain._text:explain",
+    "Explanation": "unrolled.explain._text:Explanation",
+    "trace": "unrolled.explain._trace:trace",
+    "Trace": "unrolled.explain._trace:Trace",
+    "Step": "unrolled.explain._trace:Step",
+    "gradient_flow": "unrolled.explain.gradients:gradient_flow",
+    "GradientFlow": "unrolled.explain.gradients:GradientFlow",
+}
 
-def __getattr__(name: str):
-    # gradient_flow draws (it is a Diagram): loaded on first use, keeping `import unrolled` fast.
-    if name in ("gradient_flow", "GradientFlow"):
-        from unrolled.explain import gradients
-
-        return getattr(gradients, name)
-    raise AttributeError(f"module 'unrolled.explain' has no attribute {name!r}")
+__getattr__, __dir__ = _lazy.attach(__name__, globals(), _NAMES, ("_text", "_trace"))

@@ -6,9 +6,17 @@ outputs)` runs them on arrays. Both model kinds share `predict`, `summary`, `lay
 of a Keras 3 `.keras` file's config.json.
 """
 
-from unrolled.layers.input_layer import Input, InputLayer
-from unrolled.models.model import Model
-from unrolled.models.node import SymbolicTensor
-from unrolled.models.sequential import Sequential
+from unrolled import _lazy
+
+# Public names and their modules, imported on first use (PEP 562).
+_NAMES = {
+    "Input": "unrolled.layers.input_layer:Input",
+    "InputLayer": "unrolled.layers.input_layer:InputLayer",
+    "Model": "unrolled.models.model:Model",
+    "SymbolicTensor": "unrolled.models.node:SymbolicTensor",
+    "Sequential": "unrolled.models.sequential:Sequential",
+}
 
 __all__ = ["Input", "InputLayer", "Model", "Sequential", "SymbolicTensor"]
+
+__getattr__, __dir__ = _lazy.attach(__name__, globals(), _NAMES, ("model", "node", "sequential"))
