@@ -9,12 +9,15 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   (projection `x U`, then `+ b`, then `+ h W`). Used when one step's `h W` is at most
   `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear.
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for the larger steps, float32, and the default
-  activations (tanh, and sigmoid for the gates). `h W` and the chunked input projection go to
-  BLAS (Numba's `np.dot`, which calls SciPy's sgemm); everything between two products (adding
-  the projection and bias, the activations, the gate arithmetic, the state update and the
-  mask) is one compiled pass per step, with activations that vectorize (see `tanh32`). The NumPy
-  kernel needs 3-12 full passes and NumPy's float32 tanh, which runs one number at a time on
-  CPUs without AVX-512.
+  activations (tanh, and sigmoid for the gates). While the recurrent kernel is at most
+  `OWN_GEMM_BYTES`, `h W` is the loops' own `gemm_nt` (faster than OpenBLAS at these small
+  products), and SimpleRNN and LSTM fold the input projection into it (`[h | x_t] [W; U]`);
+  above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
+  SciPy's sgemm). Everything between two products (adding the projection and bias, the
+  activations, the gate arithmetic, the state update and the mask) is one compiled pass per
+  step, with activations that vectorize (see `tanh32`). The NumPy kernel needs 3-12 full passes
+  and NumPy's float32 tanh, which runs one number at a time on CPUs without AVX-512. Blocks of
+  batch rows can run at once on threads (`_threads.ROWS`).
 
 Everything else (float64 above the small shapes, other activations, Numba or SciPy missing)
 runs the NumPy kernels.
