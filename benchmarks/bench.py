@@ -238,7 +238,12 @@ def make_onnxruntime(cell, shape, weights, layer):
         inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
     model.ir_version = min(model.ir_version, 10)
-    session = onnxruntime.InferenceSession(model.SerializeToString(),
+    options = onnxruntime.SessionOptions()
+    # ORT's intra-op threads otherwise keep spinning after `run` returns, and in an
+    # interleaved run they hold a core through the next peer's sample (unrolled's blocks of
+    # rows measured 8.5 ms instead of 4.4 after an ORT sample). They still spin during a run.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
                                            providers=["CPUExecutionProvider"])
 
     def run(x):
@@ -398,24 +403,30 @@ def forward_flops(cell: str, shape: tuple) -> float:
 # ------------------------------------------------------------------------ import time and memory
 
 
-IMPORTS = {"unrolled": "import unrolled", "numpy": "import numpy", "torch": "import torch",
+# `import unrolled` loads its modules on first use of a name, so the second line is what a
+# user pays before building a layer (numpy included).
+IMPORTS = {"unrolled": "import unrolled",
+           "unrolled, then unrolled.layers.LSTM": "import unrolled; unrolled.layers.LSTM",
+           "numpy": "import numpy", "torch": "import torch",
            "keras (jax)": "import keras", "tensorflow": "import tensorflow",
            "onnxruntime": "import onnxruntime"}
 
 
 def import_time(statement: str, reps: int = 3) -> float | None:
-    """Median seconds of `statement` in a fresh interpreter (None when it fails)."""
+    """Median seconds of `statement` in a fresh interpreter (None when it fails), after one
+    untimed run that writes the bytecode caches, as an installed package has them."""
     code = ("import time; t = time.perf_counter(); " + statement +
             "; print(time.perf_counter() - t)")
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     times = []
-    for _ in range(reps):
+    for _ in range(reps + 1):
         done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                               env=env)
         if done.returncode != 0:
             return None
         times.append(float(done.stdout.strip().splitlines()[-1]))
-    return statistics.median(times)
+    return statistics.median(times[1:])
 
 
 def memory_budget(cell: str, shape: tuple, layer: Any) -> int:
@@ -640,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
     report_tables(results)
 
     if not args.no_import:
-        print("\n| import | seconds (fresh interpreter, median of 3) |\n|---|---|")
+        print("\n| import | seconds (fresh interpreter, bytecode cached, median of 3) |\n|---|---|")
         for name, statement in IMPORTS.items():
             t = import_time(statement)
             print(f"| {name} | {'not importable' if t is None else f'{t:.3f}'} |")
