@@ -50,10 +50,13 @@ __all__ = ["available", "loop_for", "WORK_MAX"]
 WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 
 # The BLAS loops multiply `h W` with their own `gemm_nt` (see _numba_loops) while the recurrent
-# kernel is at most this many bytes, and call BLAS above: gemm_nt measured 1.3-1.9x OpenBLAS's
-# one-thread speed with weights up to (256, 1024) and 0.55x at (1024, 4096), where they no longer
-# stay in the caches.
-OWN_GEMM_BYTES = 4 << 20
+# kernel is at most this many bytes, and call BLAS above. gemm_nt measured 1.3-1.9x OpenBLAS's
+# one-thread speed at (8..128, 64..256) @ (.., 64..1024), the same speed at (128, 256) @
+# (256, 1024), and 0.55x at (256, 1024) @ (1024, 4096). It needs the weights transposed, a copy
+# made at each call (they change in place when trained); above 2 MiB that copy would be a
+# visible part of a call's memory (the forward pass's budget is input + output + weights + one
+# step's scratch).
+OWN_GEMM_BYTES = 2 << 20
 
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
 _CODES = {activations.linear: LINEAR, activations.tanh: TANH, activations.sigmoid: SIGMOID,
