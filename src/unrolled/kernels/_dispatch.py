@@ -66,7 +66,7 @@ class Plan:
         step_works = [x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
                       for c in cells]
         self.work = max(step_works)
-        # blocks of rows at once: only when every kernel is a compiled loop that can
+        # blocks of rows at once: only when every kernel is a compiled loop that runs them
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
         self.shape, self.dtype = x.shape, x.dtype
