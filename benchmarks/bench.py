@@ -21,7 +21,8 @@ returning the whole output sequence `(batch, timesteps, units)` as a NumPy array
 - onnxruntime: an ONNX RNN/LSTM/GRU node built with `onnx.helper` (time-major X, as ORT's CPU
   kernels require layout=0; the transpose of the input is inside the timed call).
 
-Method: after warm-up calls, the peers run round-robin (one sample each per repetition, in a
+Method: after warm-up calls (for unrolled, enough for its timed thread choice to try each
+setting twice), the peers run round-robin (one sample each per repetition, in a
 rotating order) until a time budget per grid point is spent. A sample is as many back-to-back
 calls as fill about 20 ms (one at large shapes), timed together and divided: the time per call
 of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
@@ -545,6 +546,9 @@ MODES = {
 }
 
 
+SETTLE_CALLS = 7  # one untimed first call, then up to three settings twice each
+
+
 def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
         out: Callable[[str], None] = print, mode: str = "forward") -> dict:
     budget, least, most = (0.5, 2, 10) if quick else (3.0, 3, 200)
@@ -580,6 +584,12 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
                     notes.setdefault(peer + " max|diff|", f"{err:.1e}")
                     if peer == "torch":  # after the check: in train mode each call is a step
                         fn = torch_best_threads(fn, x, notes)
+                    if peer == "unrolled":
+                        # its timed thread choice (unrolled/kernels/_threads.py) tries each
+                        # setting twice before it settles, as torch's and keras-jax's best
+                        # settings are chosen during their warm-up
+                        for _ in range(SETTLE_CALLS):
+                            fn(x)
                     fns[peer] = fn
                 except Exception as error:  # noqa: BLE001 - a missing peer is reported
                     results["skipped"][peer] = f"{type(error).__name__}: {error}"
