@@ -17,9 +17,12 @@ with one BLAS thread (`by_rows`), with one hand-off per call instead of one per 
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
-not timed: it also loads compiled loops), and then the fastest by its recent median is used;
-every `EXPLORE_EVERY`-th call (times how many times slower it was) tries another one again, so
-the choice follows the machine's load at a cost of about 5% per other setting. One or all BLAS
+not timed: it also loads compiled loops), and then the fastest by the best of its last `KEEP`
+timings is used (other work on the machine only ever slows a call down, so the best timing is
+the setting's own speed, while a median would need three undisturbed timings of a setting that
+is tried once in 20 calls or fewer); every `EXPLORE_EVERY`-th call (times how many times
+slower it was) tries another one again, so the choice follows the machine's load at a cost of
+about 5% per other setting. One or all BLAS
 threads are on offer for steps of `STEP_WORK_MIN` to `STEP_WORK_MAX` multiply-adds (above, a
 step takes milliseconds and keeps every thread; below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
@@ -41,7 +44,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import statistics
 import threading
 import time
 from typing import Any, Iterator
@@ -122,9 +124,10 @@ ROW_BLOCK_MIN = 8
 
 class ThreadChoice:
     """Which setting (`ONE`, `ALL`, `ROWS`) one kind of call runs under, learned from its own
-    timings: each option is tried twice, then the fastest by recent median is used, and each
-    other option is tried again every `EXPLORE_EVERY` calls times how many times slower it was
-    (at most 50), so that trying costs about 1/EXPLORE_EVERY of the time per other option."""
+    timings: each option is tried twice, then the fastest by its best recent timing is used,
+    and each other option is tried again every `EXPLORE_EVERY` calls times how many times
+    slower it was (at most 50), so that trying costs about 1/EXPLORE_EVERY of the time per
+    other option."""
 
     __slots__ = ("times", "calls")
 
@@ -138,10 +141,10 @@ class ThreadChoice:
         untried = min(self.times, key=lambda o: len(self.times[o]))
         if len(self.times[untried]) < 2:
             return untried                                          # each in turn, twice
-        medians = {o: statistics.median(t) for o, t in self.times.items()}
-        best = min(medians, key=medians.__getitem__)
-        for offset, (o, m) in enumerate(medians.items()):
-            ratio = m / max(medians[best], 1e-9)
+        fastest = {o: min(t) for o, t in self.times.items()}
+        best = min(fastest, key=fastest.__getitem__)
+        for offset, (o, m) in enumerate(fastest.items()):
+            ratio = m / max(fastest[best], 1e-9)
             period = EXPLORE_EVERY * max(1, min(int(ratio), 50))
             if o != best and (self.calls + offset) % period == 0:   # offset: never two at once
                 return o
