@@ -237,12 +237,35 @@ def sigmoid32(x):
     return F32(1) / (F32(1) + exp32(-x))
 
 
+# The forward BLAS loops use a cheaper tanh still: a rational function, with no exp. On 8 192
+# numbers tanh32_fast took 8.1-9.5 us against tanh32's 21.2 us, within 5 ulp of NumPy's tanh
+# (3e-7 absolute; tests/test_compiled_activations.py). The same construction for sigmoid,
+# 0.5 tanh(x/2) + 0.5, was hardly faster than sigmoid32 (11.3 against 12.9 us) and loses the
+# relative accuracy of tiny results, so the gates keep sigmoid32. The training loops keep
+# tanh32 as well.
+_TANH_P = (F32(1.0), F32(0.13381394743919373), F32(0.003496025688946247),
+           F32(2.0616251276805997e-05), F32(1.3364518380853951e-08))
+_TANH_Q = (F32(1.0), F32(0.4671471118927002), F32(0.025878649204969406),
+           F32(0.0003286349237896502), F32(7.780609507790359e-07))
+
+
+@numba.njit(cache=True, inline="always")
+def tanh32_fast(x):
+    # x P(x^2) / Q(x^2), P and Q of degree 4, fitted to tanh on [0, 9] by weighted least squares
+    # on the relative error; |x| is clamped at 9, where tanh is 1 in float32. NaN stays NaN.
+    a = min(max(x, F32(-9)), F32(9))
+    z = a * a
+    p = (((_TANH_P[4] * z + _TANH_P[3]) * z + _TANH_P[2]) * z + _TANH_P[1]) * z + _TANH_P[0]
+    q = (((_TANH_Q[4] * z + _TANH_Q[3]) * z + _TANH_Q[2]) * z + _TANH_Q[1]) * z + _TANH_Q[0]
+    return min(max(a * p / q, F32(-1)), F32(1))                     # the fit reaches 1 + 1 ulp
+
+
 @numba.njit(cache=True, inline="always")
 def lstm_unit(zi, zf, zg, zo, c_prev):
     """One LSTM unit from its four pre-activations: `(c_t, h_t)`."""
-    i, f, g, o = sigmoid32(zi), sigmoid32(zf), tanh32(zg), sigmoid32(zo)
+    i, f, g, o = sigmoid32(zi), sigmoid32(zf), tanh32_fast(zg), sigmoid32(zo)
     c = f * c_prev + i * g
-    return c, o * tanh32(c)
+    return c, o * tanh32_fast(c)
 
 
 @njit_fused
@@ -256,6 +279,12 @@ def tanh32_array(a, out):
 def sigmoid32_array(a, out):
     for i in range(a.shape[0]):
         out[i] = sigmoid32(a[i])
+
+
+@njit_fused
+def tanh32_fast_array(a, out):
+    for i in range(a.shape[0]):
+        out[i] = tanh32_fast(a[i])
 
 
 # The step product. OpenBLAS packs both operands and runs kernels tuned for tall products; at
@@ -402,7 +431,7 @@ def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_
         gemm_nt(hx, WK, z)                                          # x_t U + h_{t-1} W
         for b in range(B):
             for j in range(U):
-                new[b, j] = tanh32(z[b, j] + bias[j])
+                new[b, j] = tanh32_fast(z[b, j] + bias[j])
         if use_mask:
             _keep_rows(new, h, mask, k, b0)
         h, new = new, h
@@ -483,13 +512,13 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
                 out = seq[k]                                        # x_t U, becoming h_t
                 for b in range(B):
                     for j in range(U):
-                        out[b, j] = tanh32((out[b, j] + bias[j]) + hW[b, j])
+                        out[b, j] = tanh32_fast((out[b, j] + bias[j]) + hW[b, j])
             else:
                 out = new
                 for b in range(B):
                     row = s * B + b
                     for j in range(U):
-                        out[b, j] = tanh32((P[row, j] + bias[j]) + hW[b, j])
+                        out[b, j] = tanh32_fast((P[row, j] + bias[j]) + hW[b, j])
             if use_mask:
                 _keep_rows(out, h, mask, k, b0)
             if direct:
@@ -579,7 +608,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
                         z = sigmoid32((P[row, j] + b_in[j]) + (hW[b, j] + b_rec[j]))
                         r = sigmoid32((P[row, U + j] + b_in[U + j])
                                       + (hW[b, U + j] + b_rec[U + j]))
-                        hh = tanh32((P[row, 2 * U + j] + b_in[2 * U + j])
+                        hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j])
                                     + r * (hW[b, 2 * U + j] + b_rec[2 * U + j]))
                         new[b, j] = z * h[b, j] + (1 - z) * hh
             else:
@@ -594,7 +623,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
                 for b in range(B):
                     row = s * B + b
                     for j in range(U):
-                        hh = tanh32((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
+                        hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
                         z = zr[b, j]
                         new[b, j] = z * h[b, j] + (1 - z) * hh
             if use_mask:
