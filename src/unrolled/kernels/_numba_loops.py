@@ -381,6 +381,15 @@ def _keep_rows(new, old, mask, k, b0):
                 new[b, j] = old[b, j]
 
 
+@njit
+def _end_step(new, old, mask, use_mask, k, b0, seq, out):
+    # the end of step k for one state: masked rows keep `old`; with `out`, seq[k, rows] = new
+    if use_mask:
+        _keep_rows(new, old, mask, k, b0)
+    if out:
+        copy_rows(seq, k, new, b0)
+
+
 # With weights that fit the caches (`own`), SimpleRNN and LSTM need no projection pass either:
 # each step is one gemm_nt of `[h_{t-1} | x_t]` against the stacked, transposed `[W; U]`, so
 # `x_t U + h_{t-1} W` comes out of one product whose sums run over units + features (a small
@@ -432,11 +441,8 @@ def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_
         for b in range(B):
             for j in range(U):
                 new[b, j] = tanh32_fast(z[b, j] + bias[j])
-        if use_mask:
-            _keep_rows(new, h, mask, k, b0)
+        _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
         h, new = new, h
-        if need_seq:
-            copy_rows(seq, k, h, b0)
     return h
 
 
@@ -459,13 +465,10 @@ def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_se
                     z[b, j] + bias[j], z[b, U + j] + bias[U + j],
                     z[b, 2 * U + j] + bias[2 * U + j], z[b, 3 * U + j] + bias[3 * U + j],
                     c[b, j])
-        if use_mask:
-            _keep_rows(c_new, c, mask, k, b0)
-            _keep_rows(h_new, h, mask, k, b0)
+        _end_step(c_new, c, mask, use_mask, k, b0, seq, False)
+        _end_step(h_new, h, mask, use_mask, k, b0, seq, need_seq)
         h, h_new = h_new, h
         c, c_new = c_new, c
-        if need_seq:
-            copy_rows(seq, k, h, b0)
     return h, c
 
 
@@ -560,13 +563,10 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
                         (P[row, U + j] + bias[U + j]) + hW[b, U + j],
                         (P[row, 2 * U + j] + bias[2 * U + j]) + hW[b, 2 * U + j],
                         (P[row, 3 * U + j] + bias[3 * U + j]) + hW[b, 3 * U + j], c[b, j])
-            if use_mask:
-                _keep_rows(c_new, c, mask, k, b0)
-                _keep_rows(h_new, h, mask, k, b0)
+            _end_step(c_new, c, mask, use_mask, k, b0, seq, False)
+            _end_step(h_new, h, mask, use_mask, k, b0, seq, need_seq)
             h, h_new = h_new, h
             c, c_new = c_new, c
-            if need_seq:
-                copy_rows(seq, k, h, b0)
     return h, c
 
 
@@ -626,11 +626,8 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
                         hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
                         z = zr[b, j]
                         new[b, j] = z * h[b, j] + (1 - z) * hh
-            if use_mask:
-                _keep_rows(new, h, mask, k, b0)
+            _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
             h, new = new, h
-            if need_seq:
-                copy_rows(seq, k, h, b0)
     return h
 
 
