@@ -210,9 +210,10 @@ def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
 
 
 @njit
-def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, own, b0, b1):
+def simple_backward(A, W, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, own, b0,
+                    b1):
+    """W_T: W's transpose, for BLAS (unused with `own`: gemm_nt takes W itself)."""
     T, U = A.shape[0], A.shape[2]
-    W = _transposed(W_T, own)                                       # for gemm_nt
     dh = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
         for b in range(b0, b1):
@@ -226,11 +227,11 @@ def simple_backward(A, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, 
 
 
 @njit
-def lstm_backward(A, C, TC, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll,
+def lstm_backward(A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll,
                   own, b0, b1):
+    """W_T as in simple_backward."""
     T, G = A.shape[0], A.shape[2]
     U = G // 4
-    W = _transposed(W_T, own)                                       # for gemm_nt
     dh = np.empty(U, dtype=np.float32)
     dc = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
@@ -276,15 +277,15 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
     dh = np.empty(U, dtype=np.float32)
     dhz = np.empty((B, U), dtype=np.float32)                        # dh z (rows from b0)
     if reset_after:
-        W_T = np.ascontiguousarray(W.T)
-        W_zr_T = W_h_T = W_zr = W_h = W_T[:1]                       # unused
+        W_T = _transposed(W, not own)                               # for BLAS
+        W_zr_T = W_h_T = W_zr = W_h = W[:1]                         # unused
         zr = np.empty((1, 1), dtype=np.float32)
         da = np.empty((1, 1), dtype=np.float32)
         d_rh = np.empty((1, 1), dtype=np.float32)
     else:
         W_T = W[:1]                                                 # unused
         W_zr, W_h = np.ascontiguousarray(W[:, :2 * U]), np.ascontiguousarray(W[:, 2 * U:])
-        W_zr_T, W_h_T = np.ascontiguousarray(W_zr.T), np.ascontiguousarray(W_h.T)
+        W_zr_T, W_h_T = _transposed(W_zr, not own), _transposed(W_h, not own)   # for BLAS
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # dz of z and r
         da = np.empty((B, U), dtype=np.float32)                     # d_a
         d_rh = np.empty((B, U), dtype=np.float32)                   # d (r h) = d_a W_h^T

@@ -891,12 +891,12 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
                                    _own_product(W)), B, tape.parts)
         return _grads_gru(tape, dZx, dZh, grads)
-    W_T = np.ascontiguousarray(W.T)
+    own = _own_product(W)
+    W_T = W if own else np.ascontiguousarray(W.T)       # gemm_nt takes W itself; BLAS W^T
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
-        _by_rows(nb.simple_backward, (tape.A, W_T, d_out, dH, dZ, *rule, _own_product(W)), B,
-                 tape.parts)
+        _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, tape.parts)
     else:
-        _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W_T, d_out, dH, d_states[1], dZ,
-                                    *rule, _own_product(W)), B, tape.parts)
+        _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH, d_states[1], dZ,
+                                    *rule, own), B, tape.parts)
     return _grads(tape, dZ, grads)
