@@ -1,10 +1,10 @@
-"""The compiled loops' own float32 tanh, sigmoid and step product (unrolled.kernels._numba_loops)
-against NumPy.
+"""The compiled loops' own float32 tanh, sigmoid and step product (unrolled.kernels._numba_loops,
+_numba_panels) against NumPy.
 
 The BLAS loops use their own vectorizable tanh and sigmoid and, for weights that fit the caches,
-their own matrix product `gemm_nt`; the kernel tests compare whole layers with the reference
-loop, and this file checks the functions themselves: the activations over the whole float32
-range, limits and NaN included, the product at every remainder of its blocks.
+their own matrix product (`_numba_panels.panel_product`); the kernel tests compare whole layers
+with the reference loop, and this file checks the functions themselves: the activations over the
+whole float32 range, limits and NaN included, the product at every remainder of its blocks.
 """
 
 from __future__ import annotations
@@ -43,21 +43,74 @@ def test_compiled_tanh_and_sigmoid_are_within_two_ulp_of_numpy():
     assert np.isnan(out[0])
 
 
+def _within_float32_sums(out, a, w):
+    # float32 sums of K products: within K roundings of the sum of the products' sizes
+    exact = a.astype("float64") @ w.astype("float64")
+    bound = a.shape[1] * np.finfo("float32").eps * (np.abs(a).astype("float64") @ np.abs(w))
+    excess = np.abs(out - exact) - bound
+    assert np.all(excess <= 1e-30), np.max(excess)
+
+
 @pytest.mark.parametrize("M", [1, 3, 4, 5, 8, 33])
-@pytest.mark.parametrize("N", [1, 2, 3, 7, 64])
-@pytest.mark.parametrize("K", [1, 5, 8, 17, 64])
-def test_gemm_nt_is_a_times_b_transposed(M, N, K):
-    from unrolled.kernels import _numba_loops
+@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64])
+@pytest.mark.parametrize("K", [1, 5, 17, 64])
+def test_panel_product_is_a_times_w(M, N, K):
+    """Every remainder of the 4-row blocks and the 16-column panels; nothing written past N."""
+    from unrolled.kernels import _numba_panels
 
     rng = np.random.default_rng(M * 10_000 + N * 100 + K)
     a = rng.standard_normal((M, K)).astype("float32")
-    bt = rng.standard_normal((N, K)).astype("float32")
+    w = rng.standard_normal((K, N)).astype("float32")
+    panels = _numba_panels.packed(w)
+    assert panels.shape == (-(-N // 16), K, 16)
+    out = np.full((M, N + 3), np.nan, dtype="float32")
+    _numba_panels.panel_product(a, panels, out[:, :N])          # rows of a wider array
+    _within_float32_sums(out[:, :N], a, w)
+    assert np.isnan(out[:, N:]).all()
     out = np.full((M, N), np.nan, dtype="float32")
-    _numba_loops.gemm_nt(a, bt, out)
-    exact = a.astype("float64") @ bt.astype("float64").T
-    # float32 sums of K products in some order: within K roundings of the largest partial sum
-    bound = K * np.finfo("float32").eps * (np.abs(a).astype("float64") @ np.abs(bt).T)
-    assert np.all(np.abs(out - exact) <= bound + 1e-30), np.max(np.abs(out - exact) - bound)
+    _numba_panels.panel_product(a, panels, out)                 # contiguous
+    _within_float32_sums(out, a, w)
+
+
+def test_stacked_panels_multiply_h_and_x_at_once():
+    from unrolled.kernels import _numba_panels
+
+    rng = np.random.default_rng(5)
+    W, U = (rng.standard_normal(s).astype("float32") for s in [(24, 40), (3, 40)])
+    h, x = (rng.standard_normal(s).astype("float32") for s in [(6, 24), (6, 3)])
+    out = np.empty((6, 40), dtype="float32")
+    _numba_panels.panel_product(np.hstack([h, x]), _numba_panels.packed_stack(W, U), out)
+    _within_float32_sums(out, np.hstack([h, x]), np.vstack([W, U]))
+
+
+def test_panel_source_is_what_the_generator_writes():
+    """src/unrolled/kernels/_panel_source.py is generated; edit tools/generate_panel_product.py."""
+    import importlib.util
+    import pathlib
+
+    root = pathlib.Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location(
+        "generate_panel_product", root / "tools" / "generate_panel_product.py")
+    generator = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(generator)
+    assert generator.TARGET.read_text() == generator.source(), (
+        "run `python tools/generate_panel_product.py` after changing the generator")
+
+
+def test_panel_product_is_vectorized_and_numba_setting_restored():
+    """The SLP vectorizer was on while it compiled: its machine code multiplies packed floats
+    (`..ps` instructions; without SLP it is scalar `..ss`, 10x slower). Numba's own setting is
+    back to what the environment says. (Numba cannot show the code of a function loaded from
+    its cache, so this compiles a fresh one the same way.)"""
+    import os
+    import re
+
+    from unrolled.kernels import _numba_panels
+
+    asm = "\n".join(_numba_panels._compiled(cache=False).inspect_asm().values())
+    packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
+    assert len(packed) >= 16, f"panel_product is not vectorized ({len(packed)} packed products)"
+    assert _numba_panels.config.SLP_VECTORIZE == int(os.environ.get("NUMBA_SLP_VECTORIZE", "0"))
 
 
 def test_fast_tanh_of_the_forward_loops_is_within_five_ulp_of_numpy():

@@ -10,8 +10,8 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear.
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for the larger steps, float32, and the default
   activations (tanh, and sigmoid for the gates). While the recurrent kernel is at most
-  `OWN_GEMM_BYTES`, `h W` is the loops' own `gemm_nt` (faster than OpenBLAS at these small
-  products), and SimpleRNN and LSTM fold the input projection into it (`[h | x_t] [W; U]`);
+  `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
+  OpenBLAS), and SimpleRNN and LSTM fold the input projection into it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
   SciPy's sgemm). Everything between two products (adding the projection and bias, the
   activations, the gate arithmetic, the state update and the mask) is one compiled pass per
@@ -50,13 +50,13 @@ __all__ = ["available", "loop_for", "WORK_MAX"]
 # NumPy calls, a gated step 10-12, so the compiled loop pays longer for gated cells.
 WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 
-# The BLAS loops multiply `h W` with their own `gemm_nt` (see _numba_loops) while the recurrent
-# kernel is at most this many bytes, and call BLAS above. gemm_nt measured 1.3-1.9x OpenBLAS's
-# one-thread speed at (8..128, 64..256) @ (.., 64..1024), the same speed at (128, 256) @
-# (256, 1024), and 0.55x at (256, 1024) @ (1024, 4096). It needs the weights transposed, a copy
-# made at each call (they change in place when trained); above 2 MiB that copy would be a
-# visible part of a call's memory (the forward pass's budget is input + output + weights + one
-# step's scratch).
+# The BLAS loops multiply `h W` with their own panel product (see _numba_panels) while the
+# recurrent kernel is at most this many bytes, and call BLAS above. The panel product measured
+# 36-39 GFLOP/s on one thread against OpenBLAS's 12-36 at step shapes up to (128, 1024) @
+# (1024, 4096). It needs the weights copied into panels, once per call (they change in place
+# when trained); above 2 MiB that copy would be a visible part of a call's memory (the forward
+# pass's budget is input + output + weights + one step's scratch), and packing one panel per
+# step instead cost more than the product gained.
 OWN_GEMM_BYTES = 2 << 20
 
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3

@@ -14,6 +14,7 @@ import numba
 import numpy as np
 
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
+from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack, panel_product
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
 # check and a raise, which would keep the loops from vectorizing.
@@ -289,76 +290,28 @@ def tanh32_fast_array(a, out):
 
 # The step product. OpenBLAS packs both operands and runs kernels tuned for tall products; at
 # the step shapes of most recurrent layers, `(batch, units) @ (units, gates*units)` with a batch
-# of 8 to 64, that reaches 12-19 GFLOP/s of one core's ~35 on the benchmark machine (AMD EPYC
-# Zen 1). `gemm_nt` below multiplies by the transposed weights, `out[i, j] = a[i] . bt[j]`:
-# blocks of 4 rows by 2 columns, 8 running sums whose inner loop over `k` LLVM vectorizes once
-# it may reassociate the sums (`fastmath`: reassoc, and contract for fused multiply-adds). It
-# measured 23-31 GFLOP/s on one thread at (8..128, 64..256) @ (.., 64..1024), 1.3-1.9x
-# OpenBLAS's one-thread speed, the same at (128, 256) @ (256, 1024), and half of it once the
-# weights outgrow the caches ((256, 1024) @ (1024, 4096)): the loops take it while the weights
-# are at most `_numba.OWN_GEMM_BYTES` and call BLAS above that. Like BLAS it sums in its own
-# order, so results move by float32 rounding (about 1e-7 relative) against the NumPy kernels.
-
-
-@numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"reassoc", "contract"})
-def gemm_nt(a, bt, out):
-    """`out = a @ bt.T` for float32 `a (M, K)`, `bt (N, K)`, `out (M, N)`, all C-contiguous."""
-    M, K = a.shape
-    N = bt.shape[0]
-    M4, N2 = M - M % 4, N - N % 2
-    zero = F32(0)
-    for i in range(0, M4, 4):
-        for j in range(0, N2, 2):
-            s00 = s01 = s10 = s11 = s20 = s21 = s30 = s31 = zero
-            for k in range(K):
-                w0, w1 = bt[j, k], bt[j + 1, k]
-                v = a[i, k]
-                s00 += v * w0
-                s01 += v * w1
-                v = a[i + 1, k]
-                s10 += v * w0
-                s11 += v * w1
-                v = a[i + 2, k]
-                s20 += v * w0
-                s21 += v * w1
-                v = a[i + 3, k]
-                s30 += v * w0
-                s31 += v * w1
-            out[i, j], out[i, j + 1] = s00, s01
-            out[i + 1, j], out[i + 1, j + 1] = s10, s11
-            out[i + 2, j], out[i + 2, j + 1] = s20, s21
-            out[i + 3, j], out[i + 3, j + 1] = s30, s31
-        for j in range(N2, N):
-            s0 = s1 = s2 = s3 = zero
-            for k in range(K):
-                w = bt[j, k]
-                s0 += a[i, k] * w
-                s1 += a[i + 1, k] * w
-                s2 += a[i + 2, k] * w
-                s3 += a[i + 3, k] * w
-            out[i, j], out[i + 1, j], out[i + 2, j], out[i + 3, j] = s0, s1, s2, s3
-    for i in range(M4, M):
-        for j in range(N):
-            s = zero
-            for k in range(K):
-                s += a[i, k] * bt[j, k]
-            out[i, j] = s
+# of 8 to 64, that reaches 12-19 GFLOP/s of one core's ~38 on the benchmark machine (AMD EPYC
+# Zen 1). While the recurrent kernel is at most `_numba.OWN_GEMM_BYTES` (`own`), the loops copy
+# it into panels once per call and multiply by `_numba_panels.panel_product` (36-39 GFLOP/s on
+# one thread from (16, 80) @ (80, 256) to (128, 1024) @ (1024, 4096)). Above that, a packed
+# copy would break the forward pass's memory budget, and the products go to BLAS. Each of the
+# panel product's sums runs over k in order, so results move by float32 rounding (about 1e-7
+# relative) against BLAS's.
 
 
 @njit
-def _product(h, W, Wt, out, own):
-    # out = h W: by gemm_nt on the transposed weights Wt when `own`, else by BLAS
+def _packed_if(W, own):
+    # W in panels for panel_product when `own`, else a placeholder (BLAS takes the products)
+    return packed(W) if own else np.empty((1, 1, WIDTH), dtype=np.float32)
+
+
+@njit
+def _product(h, W, panels, out, own):
+    # out = h W: by panel_product on W's panels when `own`, else by BLAS
     if own:
-        gemm_nt(h, Wt, out)
+        panel_product(h, panels, out)
     else:
         np.dot(h, W, out)
-
-
-@njit
-def _transposed(W, own):
-    # W.T, contiguous, for gemm_nt: copied at every call (the weights change in place when
-    # trained or set); a placeholder when BLAS takes the products
-    return np.ascontiguousarray(W.T) if own else np.empty((1, 1), dtype=np.float32)
 
 
 @njit
@@ -391,23 +344,10 @@ def _end_step(new, old, mask, use_mask, k, b0, seq, out):
 
 
 # With weights that fit the caches (`own`), SimpleRNN and LSTM need no projection pass either:
-# each step is one gemm_nt of `[h_{t-1} | x_t]` against the stacked, transposed `[W; U]`, so
+# each step is one panel product of `[h_{t-1} | x_t]` against the stacked `[W; U]`, so
 # `x_t U + h_{t-1} W` comes out of one product whose sums run over units + features (a small
 # product of its own, `(rows, features) @ (features, gates*units)`, ran at 8 GFLOP/s in
 # OpenBLAS: a third of an LSTM (32, 64) step).
-
-
-@njit
-def _stacked_t(W, K):
-    # [W; K]^T, contiguous: (gates*units, units + features)
-    N, Uw, F = W.shape[1], W.shape[0], K.shape[0]
-    out = np.empty((N, Uw + F), dtype=np.float32)
-    for j in range(N):
-        for i in range(Uw):
-            out[j, i] = W[i, j]
-        for f in range(F):
-            out[j, Uw + f] = K[f, j]
-    return out
 
 
 @njit
@@ -427,17 +367,17 @@ def _load_hx(hx, h, xt, k, b0):
 
 @njit_fused
 def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, b0, b1):
-    """SimpleRNN with tanh, one gemm_nt a step: `h = tanh([h | x_t] [W; U] + b)`."""
+    """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    WK = _stacked_t(recurrent, kernel)
+    WK = packed_stack(recurrent, kernel)
     hx = np.empty((B, U + F), dtype=np.float32)
     h = h0[b0:b1].copy()
     new = np.empty_like(h)
     z = np.empty((B, U), dtype=np.float32)
     for k in range(T):
         _load_hx(hx, h, xt, k, b0)
-        gemm_nt(hx, WK, z)                                          # x_t U + h_{t-1} W
+        panel_product(hx, WK, z)                                    # x_t U + h_{t-1} W
         for b in range(B):
             for j in range(U):
                 new[b, j] = tanh32_fast(z[b, j] + bias[j])
@@ -448,17 +388,17 @@ def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_
 
 @njit_fused
 def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, b0, b1):
-    """LSTM with tanh and sigmoid, one gemm_nt a step; gates [i|f|c|o]."""
+    """LSTM with tanh and sigmoid, one panel product a step; gates [i|f|c|o]."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    WK = _stacked_t(recurrent, kernel)
+    WK = packed_stack(recurrent, kernel)
     hx = np.empty((B, U + F), dtype=np.float32)
     h, c = h0[b0:b1].copy(), c0[b0:b1].copy()
     h_new, c_new = np.empty_like(h), np.empty_like(c)
     z = np.empty((B, 4 * U), dtype=np.float32)
     for k in range(T):
         _load_hx(hx, h, xt, k, b0)
-        gemm_nt(hx, WK, z)                                          # (rows, 4*units)
+        panel_product(hx, WK, z)                                    # (rows, 4*units)
         for b in range(B):
             for j in range(U):
                 c_new[b, j], h_new[b, j] = lstm_unit(
@@ -474,7 +414,7 @@ def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_se
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
 # so blocks of rows can run on separate threads (unrolled.kernels._threads.by_rows) writing
-# disjoint rows of `seq`; it returns the final states of its rows. `own`: gemm_nt for the step
+# disjoint rows of `seq`; it returns the final states of its rows. `own`: the panel product for the step
 # products (see above), else BLAS.
 
 
@@ -582,15 +522,17 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     h = h0[b0:b1].copy()
     new = np.empty_like(h)
     if reset_after:
-        Wt = _transposed(recurrent, own)
+        Wp = _packed_if(recurrent, own)
         hW = np.empty((B, 3 * U), dtype=np.float32)
-        W_zr = W_h = W_zrt = W_ht = recurrent[:1]                   # unused
+        W_zr = W_h = recurrent[:1]                                  # unused
+        W_zrp = W_hp = Wp
         zr = rh = rhW = np.empty((1, 1), dtype=np.float32)
     else:
-        Wt = hW = np.empty((1, 1), dtype=np.float32)                # unused
+        hW = np.empty((1, 1), dtype=np.float32)                     # unused
         W_zr = np.ascontiguousarray(recurrent[:, :2 * U])
         W_h = np.ascontiguousarray(recurrent[:, 2 * U:])
-        W_zrt, W_ht = _transposed(W_zr, own), _transposed(W_h, own)
+        Wp = W_zrp = _packed_if(W_zr, own)
+        W_hp = _packed_if(W_h, own)
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # h W_zr, then z and r
         rh = np.empty((B, U), dtype=np.float32)                     # r * h
         rhW = np.empty((B, U), dtype=np.float32)                    # (r * h) W_h
@@ -601,7 +543,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                _product(h, recurrent, Wt, hW, own)                 # (rows, 3*units)
+                _product(h, recurrent, Wp, hW, own)            # (rows, 3*units)
                 for b in range(B):
                     row = s * B + b
                     for j in range(U):
@@ -612,14 +554,14 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
                                     + r * (hW[b, 2 * U + j] + b_rec[2 * U + j]))
                         new[b, j] = z * h[b, j] + (1 - z) * hh
             else:
-                _product(h, W_zr, W_zrt, zr, own)                   # (rows, 2*units)
+                _product(h, W_zr, W_zrp, zr, own)              # (rows, 2*units)
                 for b in range(B):
                     row = s * B + b
                     for j in range(2 * U):
                         zr[b, j] = sigmoid32((P[row, j] + b_in[j]) + zr[b, j])
                     for j in range(U):
                         rh[b, j] = zr[b, U + j] * h[b, j]
-                _product(rh, W_h, W_ht, rhW, own)                   # (r * h) W_h
+                _product(rh, W_h, W_hp, rhW, own)              # (r * h) W_h
                 for b in range(B):
                     row = s * B + b
                     for j in range(U):

@@ -1,9 +1,9 @@
 """Compiled (Numba) loops for the training kernel (unrolled.kernels.train): forward with tape, BPTT.
 
 Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W`
-in the forward and `dZ_t W^T` in the backward is `_numba_loops.gemm_nt` while the weights fit
-the caches (`own`, as in the forward kernels' BLAS loops), else BLAS (`np.dot` here calls
-SciPy's sgemm). What these loops replace is everything between two products: the
+in the forward and `dZ_t W^T` in the backward is the panel product (`_numba_panels`, on W or
+W^T copied into panels once per call) while the weights fit the caches (`own`, as in the
+forward kernels' BLAS loops), else BLAS (`np.dot` here calls SciPy's sgemm). What these loops replace is everything between two products: the
 NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step (adding the
 recurrent term, the activations one gate block at a time, the state update, the gate
 derivatives, the mask rules), plus whole-sequence passes for the activation derivatives. Here
@@ -29,7 +29,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from unrolled.kernels._numba_loops import _product, _transposed, sigmoid32, tanh32
+from unrolled.kernels._numba_loops import _packed_if, _product, sigmoid32, tanh32
+
+
+@numba.njit(cache=True, nogil=True)
+def _transposed(W, needed):
+    # W.T, contiguous, where BLAS takes the backward's products; else a placeholder
+    return np.ascontiguousarray(W.T) if needed else np.empty((1, 1), dtype=np.float32)
 
 # error_model="numpy": a division by zero gives inf/nan as NumPy does, instead of a check that
 # keeps LLVM from vectorizing the loops.
@@ -56,9 +62,9 @@ def simple_forward(P, A, H, W, valid, use_mask, own, b0, b1):
     """P holds x_t U + b on entry; per step z = P[k] + h W (kept in P), h = tanh(z)."""
     T, U = P.shape[0], P.shape[2]
     hW = np.empty((b1 - b0, U), dtype=np.float32)
-    Wt = _transposed(W, own)
+    Wp = _packed_if(W, own)
     for k in range(T):
-        _product(H[k, b0:b1], W, Wt, hW, own)                       # h_{t-1} W  (batch, units)
+        _product(H[k, b0:b1], W, Wp, hW, own)                       # h_{t-1} W  (batch, units)
         for b in range(b0, b1):
             p, hw, a, h = P[k, b], hW[b - b0], A[k, b], H[k + 1, b]
             for j in range(U):
@@ -77,9 +83,9 @@ def lstm_forward(P, A, H, C, TC, W, valid, use_mask, own, b0, b1):
     T, G = P.shape[0], P.shape[2]
     U = G // 4
     hW = np.empty((b1 - b0, G), dtype=np.float32)
-    Wt = _transposed(W, own)
+    Wp = _packed_if(W, own)
     for k in range(T):
-        _product(H[k, b0:b1], W, Wt, hW, own)                       # (batch, 4*units)
+        _product(H[k, b0:b1], W, Wp, hW, own)                       # (batch, 4*units)
         for b in range(b0, b1):
             p, hw, a = P[k, b], hW[b - b0], A[k, b]
             for j in range(G):
@@ -128,18 +134,18 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
         R = np.empty((B, G), dtype=np.float32)                      # h W + b_rec
         W_zr = W_h = W[:1]                                          # unused
         rhW = np.empty((1, 1), dtype=np.float32)
-        Wt = _transposed(W, own)
-        W_zrt = W_ht = Wt
+        Wp = _packed_if(W, own)
+        W_zrp = W_hp = Wp
     else:
         R = np.empty((B, 2 * U), dtype=np.float32)                  # h W_zr
         W_zr = np.ascontiguousarray(W[:, :2 * U])
         W_h = np.ascontiguousarray(W[:, 2 * U:])
         rhW = np.empty((B, U), dtype=np.float32)                    # (r h) W_h
-        Wt = W[:1]                                                  # unused
-        W_zrt, W_ht = _transposed(W_zr, own), _transposed(W_h, own)
+        Wp = W_zrp = _packed_if(W_zr, own)
+        W_hp = _packed_if(W_h, own)
     for k in range(T):
         if reset_after:
-            _product(H[k, b0:b1], W, Wt, R, own)
+            _product(H[k, b0:b1], W, Wp, R, own)
             for b in range(b0, b1):
                 p, a, r_, rh = P[k, b], A[k, b], R[b - b0], RH[k, b]
                 for j in range(G):
@@ -154,7 +160,7 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
                     p[2 * U + j] += a[U + j] * rh[j]                # + r r_h
                 _gru_candidate(P, A, H, k, b, U)
         else:
-            _product(H[k, b0:b1], W_zr, W_zrt, R, own)
+            _product(H[k, b0:b1], W_zr, W_zrp, R, own)
             for b in range(b0, b1):
                 p, a, r_, rh, h_prev = P[k, b], A[k, b], R[b - b0], RH[k, b], H[k, b]
                 for j in range(2 * U):
@@ -163,7 +169,7 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
                     a[j] = sigmoid32(p[j])                          # z, r
                 for j in range(U):
                     rh[j] = a[U + j] * h_prev[j]                    # r h_{t-1}
-            _product(RH[k, b0:b1], W_h, W_ht, rhW, own)
+            _product(RH[k, b0:b1], W_h, W_hp, rhW, own)
             for b in range(b0, b1):
                 p, rw = P[k, b], rhW[b - b0]
                 for j in range(U):
@@ -212,16 +218,17 @@ def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
 @njit
 def simple_backward(A, W, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, own, b0,
                     b1):
-    """W_T: W's transpose, for BLAS (unused with `own`: gemm_nt takes W itself)."""
+    """W_T: W's transpose, contiguous, for BLAS (unused with `own`: W^T is packed here)."""
     T, U = A.shape[0], A.shape[2]
     dh = np.empty(U, dtype=np.float32)
+    W_Tp = _packed_if(W.T, own)
     for k in range(T - 1, -1, -1):
         for b in range(b0, b1):
             _dh(dH, d_out, dh, k, b, not use_mask or valid[k, b])
             a, dz = A[k, b], dZ[k, b]
             for j in range(U):
                 dz[j] = dh[j] * (ONE - a[j] * a[j])                 # dz = dh tanh'(z)
-        _product(dZ[k, b0:b1], W_T, W, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
@@ -232,6 +239,7 @@ def lstm_backward(A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_tot
     """W_T as in simple_backward."""
     T, G = A.shape[0], A.shape[2]
     U = G // 4
+    W_Tp = _packed_if(W.T, own)
     dh = np.empty(U, dtype=np.float32)
     dc = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
@@ -261,7 +269,7 @@ def lstm_backward(A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_tot
                 dz[3 * U + j] = dh[j] * tc[j] * ((ONE - o) * o)     # do
             for j in range(U):
                 dc_prev[j] = dc[j] * a[U + j]                       # dc_{t-1} = dc f
-        _product(dZ[k, b0:b1], W_T, W, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
@@ -278,7 +286,8 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
     dhz = np.empty((B, U), dtype=np.float32)                        # dh z (rows from b0)
     if reset_after:
         W_T = _transposed(W, not own)                               # for BLAS
-        W_zr_T = W_h_T = W_zr = W_h = W[:1]                         # unused
+        W_Tp = W_zr_Tp = W_h_Tp = _packed_if(W.T, own)
+        W_zr_T = W_h_T = W[:1]                                      # unused
         zr = np.empty((1, 1), dtype=np.float32)
         da = np.empty((1, 1), dtype=np.float32)
         d_rh = np.empty((1, 1), dtype=np.float32)
@@ -286,6 +295,8 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         W_T = W[:1]                                                 # unused
         W_zr, W_h = np.ascontiguousarray(W[:, :2 * U]), np.ascontiguousarray(W[:, 2 * U:])
         W_zr_T, W_h_T = _transposed(W_zr, not own), _transposed(W_h, not own)   # for BLAS
+        W_zr_Tp, W_h_Tp = _packed_if(W_zr.T, own), _packed_if(W_h.T, own)
+        W_Tp = W_zr_Tp
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # dz of z and r
         da = np.empty((B, U), dtype=np.float32)                     # d_a
         d_rh = np.empty((B, U), dtype=np.float32)                   # d (r h) = d_a W_h^T
@@ -317,9 +328,9 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
                 for j in range(U):
                     da_b[j] = dzx[2 * U + j]
         if reset_after:
-            _product(dZh[k, b0:b1], W_T, W, dH[k, b0:b1], own)
+            _product(dZh[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)
         else:
-            _product(da, W_h_T, W_h, d_rh, own)                     # d (r h) = d_a W_h^T
+            _product(da, W_h_T, W_h_Tp, d_rh, own)                     # d (r h) = d_a W_h^T
             for b in range(b0, b1):
                 a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b - b0]
                 for j in range(U):
@@ -328,7 +339,7 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
                 zr_b = zr[b - b0]
                 for j in range(U):
                     zr_b[U + j] = dzx[U + j]
-            _product(zr, W_zr_T, W_zr, dH[k, b0:b1], own)
+            _product(zr, W_zr_T, W_zr_Tp, dH[k, b0:b1], own)
             for b in range(b0, b1):
                 a, drh, dhk = A[k, b], d_rh[b - b0], dH[k, b]
                 for j in range(U):

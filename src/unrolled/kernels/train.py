@@ -422,7 +422,7 @@ _by_rows = _threads.by_rows
 
 
 def _own_product(W: np.ndarray) -> bool:
-    """Whether the compiled loops multiply by `W` with their own gemm_nt (see _numba)."""
+    """Whether the compiled loops multiply by `W` with their own panel product (see _numba)."""
     return W.nbytes <= _numba.OWN_GEMM_BYTES
 
 
@@ -892,7 +892,7 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
                                    _own_product(W)), B, tape.parts)
         return _grads_gru(tape, dZx, dZh, grads)
     own = _own_product(W)
-    W_T = W if own else np.ascontiguousarray(W.T)       # gemm_nt takes W itself; BLAS W^T
+    W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
         _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, tape.parts)

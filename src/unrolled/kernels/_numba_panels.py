@@ -1,0 +1,102 @@
+"""The step product `h W` by packed panels: the compiled loops' matrix product.
+
+`W (K, N)` is copied into panels of `WIDTH` columns, `panels[p, k, c] = W[k, WIDTH p + c]`
+(zeros past the last column), so that one panel is a contiguous (K, WIDTH) block. The product
+(`panel_product`, whose body tools/generate_panel_product.py writes into `_panel_source.py`)
+runs each panel against blocks of `ROWS` rows of `h`, keeping the ROWS x WIDTH sums in vector
+registers for the whole loop over k: per k, `ROWS` broadcasts and WIDTH/8 vector loads feed
+ROWS*WIDTH/8 fused multiply-adds. Each sum runs over k in order, as a plain dot product would.
+
+LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
+by default (it miscompiled some code, numba/numba#8852). It is switched on while this one
+function compiles, below, and off again: the function has a single signature and is compiled
+when this module is imported, or loaded from Numba's cache, so no other code is compiled with
+it. tests/test_compiled_activations.py checks the product against a float64 product at every
+remainder of rows and columns.
+
+Measured on the benchmark machine (AMD EPYC Zen 1, one thread; `benchmarks/RESULTS.md`): 36-39
+GFLOP/s from (16, 80) @ (80, 256) to (128, 1024) @ (1024, 4096), against 24-35 for the loops'
+dot-product kernel it replaced (blocks of 4 rows by 2 columns, vectorized along k) and
+31-34 for OpenBLAS on one thread.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import numba
+import numpy as np
+from numba.core import config
+
+from unrolled.kernels import _panel_source
+
+ROWS, WIDTH = _panel_source.ROWS, _panel_source.WIDTH
+
+njit = numba.njit(cache=True, nogil=True, error_model="numpy")
+
+
+@contextlib.contextmanager
+def _slp_vectorizer():
+    # Numba reads the setting whenever it builds an optimization pipeline; setting it in its
+    # config module is the supported way besides the environment variable.
+    old = config.SLP_VECTORIZE
+    config.SLP_VECTORIZE = 1
+    try:
+        yield
+    finally:
+        config.SLP_VECTORIZE = old
+
+
+# `a` and `out` C-contiguous, or any layout (rows of a larger array, as the training loops pass).
+_SIGNATURES = [numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1], numba.float32[:, ::1]),
+               numba.void(numba.float32[:, :], numba.float32[:, :, ::1], numba.float32[:, :])]
+
+
+
+def _compiled(cache: bool = True):
+    """`panel_product` compiled for `_SIGNATURES` (or loaded from Numba's cache) with SLP on."""
+    with _slp_vectorizer():
+        return numba.njit(_SIGNATURES, cache=cache, nogil=True, error_model="numpy",
+                          fastmath={"contract"})(_panel_source.panel_product)
+
+
+panel_product = _compiled()
+
+
+@njit
+def panel_count(n):
+    return (n + WIDTH - 1) // WIDTH
+
+
+@njit
+def pack(panels, W, k0):
+    """`panels[p, k0 + k, c] = W[k, WIDTH p + c]`, zero past W's last column."""
+    K, N = W.shape
+    full = N // WIDTH
+    for p in range(full):
+        for k in range(K):
+            for c in range(WIDTH):
+                panels[p, k0 + k, c] = W[k, WIDTH * p + c]
+    if full < panels.shape[0]:
+        for k in range(K):
+            for c in range(WIDTH):
+                j = WIDTH * full + c
+                panels[full, k0 + k, c] = W[k, j] if j < N else 0
+
+
+@njit
+def packed(W):
+    """All of W (K, N) in panels: (ceil(N / WIDTH), K, WIDTH)."""
+    panels = np.empty((panel_count(W.shape[1]), W.shape[0], WIDTH), dtype=np.float32)
+    pack(panels, W, 0)
+    return panels
+
+
+@njit
+def packed_stack(W, U):
+    """`[W; U]` (W's rows, then U's) in panels, for `[h | x] [W; U]` in one product."""
+    panels = np.empty((panel_count(W.shape[1]), W.shape[0] + U.shape[0], WIDTH),
+                      dtype=np.float32)
+    pack(panels, W, 0)
+    pack(panels, U, W.shape[0])
+    return panels

@@ -1,0 +1,103 @@
+"""Writes src/unrolled/kernels/_panel_source.py, the body of the compiled panel product.
+
+The product keeps a block of ROWS x WIDTH running sums in named local variables, so that LLVM
+holds them in vector registers for the whole loop over k. Numba has no way to say "a fixed-size
+block of registers" except by naming every one, hence a generator rather than 100 lines typed by
+hand. Run it after changing ROWS, WIDTH or the template:
+
+    python tools/generate_panel_product.py
+
+tests/test_compiled_activations.py checks that the file in the tree is what this writes.
+"""
+
+from __future__ import annotations
+
+import pathlib
+import sys
+
+ROWS, WIDTH = 4, 16
+TARGET = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels/_panel_source.py"
+
+HEADER = f'''"""The body of `_numba_panels.panel_product`, written by tools/generate_panel_product.py.
+
+Do not edit: change the generator and run it again. See unrolled.kernels._numba_panels.
+"""
+
+import numpy as np
+
+ROWS, WIDTH = {ROWS}, {WIDTH}
+_ZERO = np.float32(0)
+
+
+def panel_product(a, panels, out):
+    """`out = a @ W` for `a (M, K)` and W (K, N) packed in `panels (ceil(N / {WIDTH}), K, {WIDTH})`.
+
+    `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order. The last panel, when
+    N is not a multiple of {WIDTH}, is summed into `tail` and copied: a store that depends on the
+    column inside the block would keep LLVM from vectorizing the block (3x slower).
+    """
+    M, K = a.shape
+    n = out.shape[1]
+    M4 = M - M % {ROWS}
+    P = panels.shape[0]
+    full = n // {WIDTH}
+    for p in range(full):
+        j = {WIDTH} * p
+'''
+
+TAIL = f'''    if full < P:
+        p = full
+        j = {WIDTH} * p
+        width = n - j
+        tail = np.empty(({ROWS}, {WIDTH}), dtype=np.float32)
+'''
+
+
+def _block(rows: int, indent: str, row: str, target) -> list[str]:
+    """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
+    names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
+    lines = [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
+    lines.append(indent + "for k in range(K):")
+    inner = indent + "    "
+    lines += [f"{inner}w{c} = panels[p, k, {c}]" for c in range(WIDTH)]
+    for r in range(rows):
+        lines.append(f"{inner}v = a[{_at(row, r)}, k]")
+        lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
+    for r in range(rows):
+        lines += [f"{indent}{target(r, c)} = {names[r][c]}" for c in range(WIDTH)]
+    return lines
+
+
+def _at(row: str, r: int) -> str:
+    return f"{row} + {r}" if r else row
+
+
+def _copy_tail(rows: int, indent: str) -> list[str]:
+    return [f"{indent}for c in range(width):"] + [
+        f"{indent}    out[{_at('i', r)}, j + c] = tail[{r}, c]" for r in range(rows)]
+
+
+def source() -> str:
+    lines = [HEADER.rstrip("\n")]
+    to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
+    to_tail = lambda r, c: f"tail[{r}, {c}]"  # noqa: E731
+    lines.append(f"        for i in range(0, M4, {ROWS}):")
+    lines += _block(ROWS, " " * 12, "i", to_out)
+    lines.append("        for i in range(M4, M):")
+    lines += _block(1, " " * 12, "i", to_out)
+    lines.append(TAIL.rstrip("\n"))
+    lines.append(f"        for i in range(0, M4, {ROWS}):")
+    lines += _block(ROWS, " " * 12, "i", to_tail) + _copy_tail(ROWS, " " * 12)
+    lines.append("        for i in range(M4, M):")
+    lines += _block(1, " " * 12, "i", to_tail) + _copy_tail(1, " " * 12)
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    TARGET.write_text(source())
+    print(f"wrote {TARGET}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
