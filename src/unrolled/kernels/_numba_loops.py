@@ -511,9 +511,45 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
 
 
 @njit_fused
+def gru_fused(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, b0, b1):
+    """GRU with reset_after, no projection pass: per step `[h | x_t] [W_zr; U_zr]` for the
+    gates z and r in one panel product, and `h W_h`, `x_t U_h` apart (the candidate needs
+    them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`)."""
+    T, F = xt.shape[0], xt.shape[2]
+    B, U = b1 - b0, recurrent.shape[0]
+    P_zr = packed_stack(recurrent[:, :2 * U], kernel[:, :2 * U])
+    P_Wh, P_Uh = packed(recurrent[:, 2 * U:]), packed(kernel[:, 2 * U:])
+    b_zr = b_in[:2 * U] + b_rec[:2 * U]
+    hx = np.empty((B, U + F), dtype=np.float32)
+    h_part, x_part = hx[:, :U], hx[:, U:]
+    h = h0[b0:b1].copy()
+    new = np.empty_like(h)
+    zr = np.empty((B, 2 * U), dtype=np.float32)
+    hW = np.empty((B, U), dtype=np.float32)
+    xU = np.empty((B, U), dtype=np.float32)
+    for k in range(T):
+        _load_hx(hx, h, xt, k, b0)
+        panel_product(hx, P_zr, zr)                                 # x_t U_zr + h W_zr
+        panel_product(h_part, P_Wh, hW)
+        panel_product(x_part, P_Uh, xU)
+        for b in range(B):
+            for j in range(U):
+                z = sigmoid32(zr[b, j] + b_zr[j])
+                r = sigmoid32(zr[b, U + j] + b_zr[U + j])
+                hh = tanh32_fast((xU[b, j] + b_in[2 * U + j]) + r * (hW[b, j] + b_rec[2 * U + j]))
+                new[b, j] = z * h[b, j] + (1 - z) * hh
+        _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
+        h, new = new, h
+    return h
+
+
+@njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
              need_seq, chunk, own, b0, b1):
     """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
+    if own and reset_after:
+        return gru_fused(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq,
+                         b0, b1)
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
