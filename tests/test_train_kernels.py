@@ -6,10 +6,12 @@ every weight gradient, `d_initial_state` and `step_grads` must agree to 1e-6 (fl
 1e-12 (float64). The reference itself is checked against JAX and finite differences in
 tests/test_backward*.py. Then: the cases the kernel does not cover take the reference path.
 
-Every test runs three times (the `train_path` fixture): on the NumPy kernel, with the compiled
+Every test runs four times (the `train_path` fixture): on the NumPy kernel, with the compiled
 per-step loops (unrolled.kernels._numba_train) turned on, which serve float32 layers with the
-default activations (tanh; sigmoid gates; everything else runs the NumPy kernel), and with
-those loops run in blocks of batch rows on threads ("compiled_rows": 3 blocks of 4 rows).
+default activations (tanh; sigmoid gates; everything else runs the NumPy kernel) and multiply
+by their own panel product; with those loops run in blocks of batch rows on threads
+("compiled_rows": 3 blocks of 4 rows, panel products whatever the weights' size); and with
+BLAS's products, as for weights over `_numba.OWN_GEMM_BYTES` on one thread ("compiled_blas").
 """
 
 from __future__ import annotations
@@ -26,21 +28,23 @@ PATH = {"name": None}
 _REAL_IDLE_CORE = train.idle_core
 
 
-@pytest.fixture(autouse=True, params=["numpy", "compiled", "compiled_rows"])
+@pytest.fixture(autouse=True, params=["numpy", "compiled", "compiled_rows", "compiled_blas"])
 def train_path(request, monkeypatch):
     compiled = request.param.startswith("compiled")
     if compiled:
         pytest.importorskip("numba", reason="the compiled loops are an optional extra")
         pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
     monkeypatch.setattr(_numba, "enabled", compiled)
+    if request.param == "compiled_blas":
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
     if request.param == "compiled_rows":
-        # blocks of rows, and BLAS for the step products (gemm_nt on the other compiled path)
+        # blocks of rows, which take the panel products even for weights over OWN_GEMM_BYTES
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
         monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
         monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
         monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
         monkeypatch.setattr(_threads, "MODE", "auto")
-        monkeypatch.setattr(_threads, "in_range", lambda work: True)
+        monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
         monkeypatch.setattr(_threads, "limited", lambda: False)
         monkeypatch.setattr(train, "idle_core", lambda: True)
     PATH["name"] = request.param
@@ -416,3 +420,14 @@ def test_idle_core_counts_only_other_processes(monkeypatch):
     clock["now"] += 0.2                                         # within half a second the
     assert train.idle_core() is False                           # last answer stands
     assert second(others=0.0, ours=2.0) is True                 # only this process is busy
+
+
+def test_row_blocks_take_the_panel_product_whatever_the_weights_size():
+    """On one thread, weights over OWN_GEMM_BYTES go to BLAS (which then has every core); in row
+    blocks each block has one thread, and the panel product is faster there at every size."""
+    big = np.zeros((max(_numba.OWN_GEMM_BYTES, 0) // 4 + 1,), dtype="float32")
+    assert not train._own_product(big, 1)
+    assert train._own_product(big, 2)
+    if _numba.OWN_GEMM_BYTES >= 1024:
+        small = np.zeros((16, 16), dtype="float32")
+        assert train._own_product(small, 1) and train._own_product(small, 2)

@@ -393,7 +393,7 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     W = cell.recurrent_kernel
     G = _GATES[type(cell)]
     tape.parts = _row_blocks(B, B * G * U * U, T * B * G * U * U)
-    own = _own_product(W)
+    own = _own_product(W, tape.parts)
     if tape.kind == "simple":
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
                  tape.parts)
@@ -412,25 +412,33 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
 
 
 # Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
-# separate threads (they release the GIL), each with one BLAS thread: no hand-off per step, as
-# a BLAS product split over threads pays. This is what "every thread" means for them when the
-# thread choice around the call (unrolled.kernels._threads, timed per layer and phase) did not
-# limit BLAS, for step products it chooses for (`in_range`) and sequences with at least this
-# many recurrent multiply-adds (a thread start costs ~0.1 ms).
+# separate threads (they release the GIL): no hand-off per step, as a BLAS product split over
+# threads pays. This is what "every thread" means for them when the thread choice around the
+# call (unrolled.kernels._threads, timed per layer and phase) did not limit BLAS, for steps of
+# more than STEP_WORK_MIN multiply-adds and sequences with at least this many (a thread start
+# costs ~0.1 ms).
 ROW_BLOCK_WORK_MIN = 1 << 24
 _by_rows = _threads.by_rows
 
 
-def _own_product(W: np.ndarray) -> bool:
-    """Whether the compiled loops multiply by `W` with their own panel product (see _numba)."""
-    return W.nbytes <= _numba.OWN_GEMM_BYTES
+def _own_product(W: np.ndarray, parts: int) -> bool:
+    """Whether the compiled loops multiply by `W` with their own panel product (see _numba).
+
+    Always in row blocks: there each block's products run on one thread, where the panel
+    product beats OpenBLAS at every size measured. A training step is not held to the forward
+    pass's memory budget, and each block's packed copy of W (and of W^T for the backward) is
+    small next to the tape. LSTM (256, 100, 256, 1024): 13.2 s a step with BLAS on two
+    threads, 11.8 s in two row blocks with panels. On one thread, weights over
+    `_numba.OWN_GEMM_BYTES` go to BLAS, which then has every core.
+    """
+    return W.nbytes <= _numba.OWN_GEMM_BYTES or parts > 1
 
 
 def _row_blocks(B: int, step_work: int, work: int) -> int:
     """How many row blocks the compiled loops run at once (1: on this thread only)."""
     cores = os.cpu_count() or 1
     if (cores < 2 or _threads.MODE != "auto" or B < 2 * _threads.ROW_BLOCK_MIN
-            or work < ROW_BLOCK_WORK_MIN or not _threads.in_range(step_work)
+            or work < ROW_BLOCK_WORK_MIN or step_work <= _threads.STEP_WORK_MIN
             or _threads.limited() or not idle_core()):
         return 1
     return min(cores, B // _threads.ROW_BLOCK_MIN)
@@ -889,9 +897,9 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
         dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
         _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
-                                   _own_product(W)), B, tape.parts)
+                                   _own_product(W, tape.parts)), B, tape.parts)
         return _grads_gru(tape, dZx, dZh, grads)
-    own = _own_product(W)
+    own = _own_product(W, tape.parts)
     W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
