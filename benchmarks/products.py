@@ -19,11 +19,12 @@ from threadpoolctl import threadpool_limits
 from unrolled.kernels import _numba_panels
 
 SHAPES = [  # (M, K, N): what the step is
-    (16, 80, 256, "LSTM (32, 100, 16, 64), half batch, [h | x] [W; U]"),
-    (16, 64, 192, "GRU (32, 100, 16, 64), half batch, h W"),
-    (16, 80, 64, "SimpleRNN (32, 100, 16, 64), half batch, [h | x] [W; U]"),
+    (16, 80, 256, "LSTM (32, 100, 16, 64), half batch, h and x_t in one product"),
+    (16, 80, 128, "GRU (32, 100, 16, 64), half batch, gates z and r from h and x_t"),
+    (16, 80, 64, "SimpleRNN (32, 100, 16, 64), half batch, h and x_t in one product"),
     (64, 320, 1024, "LSTM (128, 200, 64, 256), half batch"),
-    (64, 256, 768, "GRU (128, 200, 64, 256), half batch, h W"),
+    (64, 320, 512, "GRU (128, 200, 64, 256), half batch, gates z and r from h and x_t"),
+    (64, 256, 256, "GRU (128, 200, 64, 256), half batch, the candidate's h W_h"),
     (128, 1024, 4096, "LSTM (256, 100, 256, 1024), half batch"),
 ]
 

@@ -451,12 +451,30 @@ def test_the_thread_setting_is_chosen_by_timing_each():
         tried.append(setting)
         choice.record(setting, cost[setting])
     assert sorted(tried) == sorted([ONE, ALL, ROWS] * 2)
-    picks = [choice.pick() for _ in range(6 * 3 * _threads.EXPLORE_EVERY)]
-    # a setting k times slower is tried again every k * EXPLORE_EVERY calls
-    assert picks.count(ALL) == 6 and picks.count(ROWS) == 3, picks
+    n = 1000
+    picks = [choice.pick() for _ in range(n)]
+    # a setting r times slower is tried again every (r - 1) / EXPLORE_SHARE calls
+    for setting in (ALL, ROWS):
+        period = _threads.explore_period(cost[setting])
+        assert period == int((cost[setting] - 1) / _threads.EXPLORE_SHARE)
+        assert abs(picks.count(setting) - n / period) <= 1, (setting, picks.count(setting))
     for _ in range(_threads.KEEP):      # the machine changes: one thread becomes slow
         choice.record(ONE, 9.0)
     assert choice.pick() == ALL
+
+
+def test_a_near_tie_is_tried_again_within_a_few_calls():
+    ONE, ROWS = _threads.ONE, _threads.ROWS
+    choice = _threads.ThreadChoice((ONE, ROWS))
+    for _ in range(4):
+        setting = choice.pick()
+        choice.record(setting, {ONE: 5.3, ROWS: 6.0}[setting])   # another process on a core
+    picks = [choice.pick() for _ in range(2 * _threads.EXPLORE_MIN)]
+    assert ROWS in picks
+    choice.record(ROWS, 2.8)                                    # ... and it has gone
+    assert choice.pick() == ROWS
+    assert _threads.explore_period(1.0) == _threads.EXPLORE_MIN
+    assert _threads.explore_period(1e9) == _threads.EXPLORE_MAX
 
 
 def test_auto_mode_times_real_calls_and_restores_the_setting(monkeypatch):

@@ -20,9 +20,9 @@ kernels) each setting on offer is timed on real calls, two each (a kind's very f
 not timed: it also loads compiled loops), and then the fastest by the best of its last `KEEP`
 timings is used (other work on the machine only ever slows a call down, so the best timing is
 the setting's own speed, while a median would need three undisturbed timings of a setting that
-is tried once in 50 calls or fewer); every `EXPLORE_EVERY`-th call (times how many times
-slower it was) tries another one again, so the choice follows the machine's load at a cost of
-about 2% per other setting. One or all BLAS threads are on offer for steps of `STEP_WORK_MIN`
+is tried once in a while); a setting r times slower than the best is tried again every
+`explore_period(r)` calls, (r - 1) / 2% of them, so the choice follows the machine's load at a
+cost of about 2% per other setting, and a near tie is retried within a few calls. One or all BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
@@ -43,6 +43,7 @@ thread in range, no row blocks), `0` (never limit, no row blocks; for measuring 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -60,9 +61,15 @@ STEP_WORK_MAX = 1 << 27
 
 # "auto", "1" or "0" (see above); tests set it directly.
 MODE = os.environ.get("UNROLLED_STEP_THREADS", "auto")
-# In auto mode, every 50th call of a kind tries another setting again. At 20 the tries cost
-# 9% at LSTM (32, 100, 16, 64), where row blocks took 4.2 ms and the other two settings 7.9.
-EXPLORE_EVERY = 50
+# In auto mode a slower setting is tried again now and then, so that a change of the machine
+# (another process taking a core, or leaving it) is seen. A try of a setting r times slower
+# than the best costs r - 1 calls' time; it comes every (r - 1) / EXPLORE_SHARE calls, so the
+# tries cost about EXPLORE_SHARE of the time per other setting, and a near tie is retried
+# within a few calls (on the shared benchmark machine row blocks took 2.8 ms or 6 ms a call at
+# LSTM (32, 100, 16, 64) as another process came and went, against 5.3 ms on one thread; a
+# fixed period of 50 calls kept the one-thread setting long after row blocks were fast again).
+EXPLORE_SHARE = 0.02
+EXPLORE_MIN, EXPLORE_MAX = 5, 2500   # calls between tries of one setting
 KEEP = 5             # timings kept per setting
 
 _controllers: list | None = None
@@ -124,12 +131,16 @@ ROW_WORK_MIN = 1 << 22
 ROW_BLOCK_MIN = 8
 
 
+def explore_period(ratio: float) -> int:
+    """Calls between tries of a setting `ratio` times slower than the best (see EXPLORE_SHARE)."""
+    return int(min(EXPLORE_MAX, max(EXPLORE_MIN, math.ceil((ratio - 1) / EXPLORE_SHARE))))
+
+
 class ThreadChoice:
     """Which setting (`ONE`, `ALL`, `ROWS`) one kind of call runs under, learned from its own
     timings: each option is tried twice, then the fastest by its best recent timing is used,
-    and each other option is tried again every `EXPLORE_EVERY` calls times how many times
-    slower it was (at most 50), so that trying costs about 1/EXPLORE_EVERY of the time per
-    other option."""
+    and each other option is tried again every `explore_period(how many times slower)` calls,
+    so that trying costs about EXPLORE_SHARE of the time per other option."""
 
     __slots__ = ("times", "calls")
 
@@ -146,8 +157,7 @@ class ThreadChoice:
         fastest = {o: min(t) for o, t in self.times.items()}
         best = min(fastest, key=fastest.__getitem__)
         for offset, (o, m) in enumerate(fastest.items()):
-            ratio = m / max(fastest[best], 1e-9)
-            period = EXPLORE_EVERY * max(1, min(int(ratio), 50))
+            period = explore_period(m / max(fastest[best], 1e-9))
             if o != best and (self.calls + offset) % period == 0:   # offset: never two at once
                 return o
         return best
