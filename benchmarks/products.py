@@ -41,7 +41,8 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    print("| step product (M, K) @ (K, N) | what | OpenBLAS 1 thread GFLOP/s | panel product GFLOP/s | ratio |")
+    print("| step product (M, K) @ (K, N) | what | OpenBLAS 1 thread GFLOP/s "
+          "| panel product GFLOP/s | ratio |")
     print("|---|---|---|---|---|")
     with threadpool_limits(1):
         for M, K, N, what in SHAPES:

@@ -16,7 +16,8 @@ import pathlib
 import sys
 
 ROWS, WIDTH = 4, 16
-TARGET = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels/_panel_source.py"
+TARGET = (pathlib.Path(__file__).resolve().parents[1]
+          / "src/unrolled/kernels/_panel_source.py")
 
 HEADER = f'''"""The body of `_numba_panels.panel_product`, written by tools/generate_panel_product.py.
 

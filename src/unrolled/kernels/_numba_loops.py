@@ -414,8 +414,8 @@ def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_se
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
 # so blocks of rows can run on separate threads (unrolled.kernels._threads.by_rows) writing
-# disjoint rows of `seq`; it returns the final states of its rows. `own`: the panel product for the step
-# products (see above), else BLAS.
+# disjoint rows of `seq`; it returns the final states of its rows. `own`: the panel product
+# for the step products (see above), else BLAS.
 
 
 @njit_fused

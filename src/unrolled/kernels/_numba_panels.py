@@ -9,15 +9,16 @@ ROWS*WIDTH/8 fused multiply-adds. Each sum runs over k in order, as a plain dot 
 
 LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
 by default (it miscompiled some code, numba/numba#8852). It is switched on while this one
-function compiles, below, and off again: the function has a single signature and is compiled
-when this module is imported, or loaded from Numba's cache, so no other code is compiled with
-it. tests/test_compiled_activations.py checks the product against a float64 product at every
-remainder of rows and columns.
+function compiles, below, and back off: the function is compiled for its two signatures (C
+arrays, and arrays of any layout) when this module is imported, or loaded from Numba's cache,
+so no other code is compiled with it. tests/test_compiled_activations.py checks the product
+against a float64 product at every remainder of rows and columns, and that it is vectorized.
 
-Measured on the benchmark machine (AMD EPYC Zen 1, one thread; `benchmarks/RESULTS.md`): 36-39
-GFLOP/s from (16, 80) @ (80, 256) to (128, 1024) @ (1024, 4096), against 24-35 for the loops'
-dot-product kernel it replaced (blocks of 4 rows by 2 columns, vectorized along k) and
-31-34 for OpenBLAS on one thread.
+Measured on the benchmark machine (AMD EPYC Zen 1, one thread; `python
+benchmarks/products.py`, figures in benchmarks/RESULTS.md): 30-38 GFLOP/s at the step shapes
+of the benchmark grid, from (16, 80) @ (80, 64) to (128, 1024) @ (1024, 4096); OpenBLAS on one
+thread does 11-35 there, and the dot-product kernel this replaced (blocks of 4 rows by 2
+columns, vectorized along k) did 20-35.
 """
 
 from __future__ import annotations
@@ -50,7 +51,6 @@ def _slp_vectorizer():
 # `a` and `out` C-contiguous, or any layout (rows of a larger array, as the training loops pass).
 _SIGNATURES = [numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1], numba.float32[:, ::1]),
                numba.void(numba.float32[:, :], numba.float32[:, :, ::1], numba.float32[:, :])]
-
 
 
 def _compiled(cache: bool = True):

@@ -2,9 +2,9 @@
 
 Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W`
 in the forward and `dZ_t W^T` in the backward is the panel product (`_numba_panels`, on W or
-W^T copied into panels once per call) while the weights fit the caches (`own`, as in the
-forward kernels' BLAS loops), else BLAS (`np.dot` here calls SciPy's sgemm). What these loops replace is everything between two products: the
-NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step (adding the
+W^T copied into panels once per call) while the weights fit the caches or the rows run in
+blocks (`own`, see train._own_product), else BLAS (`np.dot` here calls SciPy's sgemm). What
+these loops replace is everything between two products: the NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step (adding the
 recurrent term, the activations one gate block at a time, the state update, the gate
 derivatives, the mask rules), plus whole-sequence passes for the activation derivatives. Here
 each step is one pass, with `tanh32`/`sigmoid32` (within 2 ulp of NumPy's, and vectorized), and

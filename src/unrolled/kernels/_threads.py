@@ -22,7 +22,8 @@ timings is used (other work on the machine only ever slows a call down, so the b
 the setting's own speed, while a median would need three undisturbed timings of a setting that
 is tried once in a while); a setting r times slower than the best is tried again every
 `explore_period(r)` calls, (r - 1) / 2% of them, so the choice follows the machine's load at a
-cost of about 2% per other setting, and a near tie is retried within a few calls. One or all BLAS threads are on offer for steps of `STEP_WORK_MIN`
+cost of about 2% per other setting, and a near tie is retried within a few calls. One or all
+BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
