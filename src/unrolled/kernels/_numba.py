@@ -52,7 +52,7 @@ WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 
 # The BLAS loops multiply `h W` with their own panel product (see _numba_panels) while the
 # recurrent kernel is at most this many bytes, and call BLAS above. The panel product measured
-# 36-39 GFLOP/s on one thread against OpenBLAS's 12-36 at step shapes up to (128, 1024) @
+# 30-38 GFLOP/s on one thread against OpenBLAS's 11-35 at step shapes up to (128, 1024) @
 # (1024, 4096). It needs the weights copied into panels, once per call (they change in place
 # when trained); above 2 MiB that copy would be a visible part of a call's memory (the forward
 # pass's budget is input + output + weights + one step's scratch), and packing one panel per

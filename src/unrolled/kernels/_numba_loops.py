@@ -290,10 +290,10 @@ def tanh32_fast_array(a, out):
 
 # The step product. OpenBLAS packs both operands and runs kernels tuned for tall products; at
 # the step shapes of most recurrent layers, `(batch, units) @ (units, gates*units)` with a batch
-# of 8 to 64, that reaches 12-19 GFLOP/s of one core's ~38 on the benchmark machine (AMD EPYC
+# of 8 to 64, that reaches 11-25 GFLOP/s of one core's ~38 on the benchmark machine (AMD EPYC
 # Zen 1). While the recurrent kernel is at most `_numba.OWN_GEMM_BYTES` (`own`), the loops copy
-# it into panels once per call and multiply by `_numba_panels.panel_product` (36-39 GFLOP/s on
-# one thread from (16, 80) @ (80, 256) to (128, 1024) @ (1024, 4096)). Above that, a packed
+# it into panels once per call and multiply by `_numba_panels.panel_product` (30-38 GFLOP/s on
+# one thread at the benchmark grid's step shapes, benchmarks/products.py). Above that, a packed
 # copy would break the forward pass's memory budget, and the products go to BLAS. Each of the
 # panel product's sums runs over k in order, so results move by float32 rounding (about 1e-7
 # relative) against BLAS's.
