@@ -557,18 +557,16 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     P = np.empty((chunk * B, 3 * U), dtype=np.float32)
     h = h0[b0:b1].copy()
     new = np.empty_like(h)
-    if reset_after:
-        Wp = _packed_if(recurrent, own)
+    if reset_after:                                                 # own: gru_fused, above
         hW = np.empty((B, 3 * U), dtype=np.float32)
         W_zr = W_h = recurrent[:1]                                  # unused
-        W_zrp = W_hp = Wp
+        W_zrp = W_hp = np.empty((1, 1, WIDTH), dtype=np.float32)    # unused
         zr = rh = rhW = np.empty((1, 1), dtype=np.float32)
     else:
         hW = np.empty((1, 1), dtype=np.float32)                     # unused
         W_zr = np.ascontiguousarray(recurrent[:, :2 * U])
         W_h = np.ascontiguousarray(recurrent[:, 2 * U:])
-        Wp = W_zrp = _packed_if(W_zr, own)
-        W_hp = _packed_if(W_h, own)
+        W_zrp, W_hp = _packed_if(W_zr, own), _packed_if(W_h, own)
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # h W_zr, then z and r
         rh = np.empty((B, U), dtype=np.float32)                     # r * h
         rhW = np.empty((B, U), dtype=np.float32)                    # (r * h) W_h
@@ -579,7 +577,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                _product(h, recurrent, Wp, hW, own)            # (rows, 3*units)
+                np.dot(h, recurrent, hW)                            # (rows, 3*units)
                 for b in range(B):
                     row = s * B + b
                     for j in range(U):
