@@ -2,11 +2,12 @@
 
 Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W`
 in the forward and `dZ_t W^T` in the backward is the panel product (`_numba_panels`, on W or
-W^T copied into panels once per call) while the weights fit the caches or the rows run in
-blocks (`own`, see train._own_product), else BLAS (`np.dot` here calls SciPy's sgemm). What
-these loops replace is everything between two products: the NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step (adding the
-recurrent term, the activations one gate block at a time, the state update, the gate
-derivatives, the mask rules), plus whole-sequence passes for the activation derivatives. Here
+W^T copied into panels once per call and row block) while the weights fit the caches or the
+rows run in blocks (`own`, see train._own_product), else BLAS (`np.dot` here calls SciPy's
+sgemm). What these loops replace is everything between two products: the NumPy kernel spends
+8-15 full passes over `(batch, gates*units)` arrays per step (adding the recurrent term, the
+activations one gate block at a time, the state update, the gate derivatives, the mask
+rules), plus whole-sequence passes for the activation derivatives. Here
 each step is one pass, with `tanh32`/`sigmoid32` (within 2 ulp of NumPy's, and vectorized), and
 the derivatives `1 - y^2`, `y (1 - y)` are taken from the stored gates inside that pass.
 
@@ -228,7 +229,7 @@ def simple_backward(A, W, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unrol
             a, dz = A[k, b], dZ[k, b]
             for j in range(U):
                 dz[j] = dh[j] * (ONE - a[j] * a[j])                 # dz = dh tanh'(z)
-        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)        # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
@@ -269,7 +270,7 @@ def lstm_backward(A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_tot
                 dz[3 * U + j] = dh[j] * tc[j] * ((ONE - o) * o)     # do
             for j in range(U):
                 dc_prev[j] = dc[j] * a[U + j]                       # dc_{t-1} = dc f
-        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)           # dh_{t-1} = dz W^T
+        _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)        # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
 
@@ -330,7 +331,7 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         if reset_after:
             _product(dZh[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)
         else:
-            _product(da, W_h_T, W_h_Tp, d_rh, own)                     # d (r h) = d_a W_h^T
+            _product(da, W_h_T, W_h_Tp, d_rh, own)                  # d (r h) = d_a W_h^T
             for b in range(b0, b1):
                 a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b - b0]
                 for j in range(U):
