@@ -25,7 +25,7 @@ from unrolled.training import Grads, gradients
 
 B, T, F, U = 4, 6, 3, 5
 PATH = {"name": None}
-_REAL_IDLE_CORE = train.idle_core
+_REAL_PARTS = _threads.parts
 
 
 @pytest.fixture(autouse=True, params=["numpy", "compiled", "compiled_rows", "compiled_blas"])
@@ -38,15 +38,10 @@ def train_path(request, monkeypatch):
     if request.param == "compiled_blas":
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
     if request.param == "compiled_rows":
-        # blocks of rows, which take the panel products even for weights over OWN_GEMM_BYTES
+        # blocks of rows in both phases, as when the thread choice picked ROWS; they take the
+        # panel products even for weights over OWN_GEMM_BYTES
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
-        monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
-        monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
-        monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
-        monkeypatch.setattr(_threads, "MODE", "auto")
-        monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
-        monkeypatch.setattr(_threads, "limited", lambda: False)
-        monkeypatch.setattr(train, "idle_core", lambda: True)
+        monkeypatch.setattr(_threads, "parts", lambda: 3)
     PATH["name"] = request.param
     yield request.param
     PATH["name"] = None
@@ -386,40 +381,73 @@ def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
         np.testing.assert_array_equal(a, b)
 
 
-def test_idle_core_counts_only_other_processes(monkeypatch):
-    """idle_core: other processes' CPU time between two readings of /proc/stat (this process's
-    own time taken out) under cores - 1.5 means a core is idle; the first reading says no."""
-    import io
-    from types import SimpleNamespace
+def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch):
+    """Each phase of a compiled training call is timed under one BLAS thread, every thread and
+    blocks of rows (`_threads.ROWS`) for enough work, and the loops run what the choice picked:
+    under ROWS, blocks of rows each limited to one thread, while the whole-sequence products
+    outside the blocks keep every thread. The results do not depend on the setting, and no
+    limit outlasts a call. (The same on every path: it turns the compiled loops on itself.)"""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_threads, "parts", _REAL_PARTS)
+    monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
+    monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
+    monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+    monkeypatch.setattr(_threads, "blas_controllers", lambda: ["stand-in"])  # so it chooses
+    monkeypatch.setattr(_threads, "_one_thread", _Limit)
+    monkeypatch.setattr(train, "ENABLED", True)
+    calls = []                                  # (blocks, limits held when the loop started)
+    real_by_rows = train._by_rows
 
-    monkeypatch.setattr(train, "idle_core", _REAL_IDLE_CORE)  # one path replaces it
-    clock = {"now": 100.0, "ours": 10.0, "busy": 0.0}          # seconds
+    def by_rows(fn, args, rows, blocks):
+        calls.append((blocks, _Limit.depth))
+        return real_by_rows(fn, args, rows, blocks)
 
-    def fake_open(path, mode="r"):
-        assert path == "/proc/stat"
-        ticks = round(clock["busy"] * 100)                      # user nice system idle iowait ...
-        return io.BytesIO(f"cpu {ticks} 0 0 900000 7 0 0 0 0 0\n".encode())
+    monkeypatch.setattr(train, "_by_rows", by_rows)
+    picked = []
+    real_pick = _threads.ThreadChoice.pick
 
-    monkeypatch.setattr(train, "open", fake_open, raising=False)
-    monkeypatch.setattr(train, "time", SimpleNamespace(monotonic=lambda: clock["now"],
-                                                       process_time=lambda: clock["ours"]))
-    monkeypatch.setattr(train, "os", SimpleNamespace(sysconf=lambda name: 100,
-                                                     cpu_count=lambda: 2))
-    monkeypatch.setattr(train, "_stat", None)
-    monkeypatch.setattr(train, "_idle", (0.0, True))
-    assert train.idle_core() is False                           # nothing to compare with yet
+    def pick(choice):
+        picked.append(real_pick(choice))
+        return picked[-1]
 
-    def second(others, ours=1.0):                               # one second of work
-        clock["now"] += 1.0
-        clock["ours"] += ours
-        clock["busy"] += others + ours
-        return train.idle_core()
+    monkeypatch.setattr(_threads.ThreadChoice, "pick", pick)
+    layer = layers.LSTM(U, return_sequences=True)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(B, T, F)).astype("float32")
+    layer.build(x.shape)
+    _randomize(layer, rng)
+    outputs = []
+    for _ in range(7):
+        result, cache = layer.forward_train(x)
+        assert cache["train_tape"].compiled is not None
+        grads = Grads()
+        d_x = layer.backward(cache, np.ones_like(result), grads)
+        outputs.append([result, d_x, *grads.for_weights(layer.trainable_weights)])
+        assert _Limit.depth == 0
+    for phase in ("forward", "backward"):
+        assert set(_threads._choices[(id(layer), B, phase, "kernel")].times) == {
+            _threads.ONE, _threads.ALL, _threads.ROWS}
+    assert set(picked) == {_threads.ONE, _threads.ALL, _threads.ROWS}
+    expected = {_threads.ONE: (1, 1), _threads.ALL: (1, 0), _threads.ROWS: (3, 0)}
+    assert calls == [expected[s] for s in picked]
+    for other in outputs[1:]:
+        for a, b in zip(outputs[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
 
-    assert second(others=0.3) is True                           # 0.3 of a core elsewhere
-    assert second(others=1.0) is False                          # another process on a core
-    clock["now"] += 0.2                                         # within half a second the
-    assert train.idle_core() is False                           # last answer stands
-    assert second(others=0.0, ours=2.0) is True                 # only this process is busy
+
+class _Limit:
+    """A stand-in for the one-BLAS-thread limit that counts how deep it is held."""
+    depth = 0
+
+    def __enter__(self):
+        type(self).depth += 1
+
+    def __exit__(self, *exc):
+        type(self).depth -= 1
 
 
 def test_row_blocks_take_the_panel_product_whatever_the_weights_size():

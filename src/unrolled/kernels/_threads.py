@@ -203,10 +203,13 @@ def parts() -> int:
 
 
 @contextlib.contextmanager
-def step_threads(work: int, key: Any = None, parts: int = 1) -> Iterator[None]:
+def step_threads(work: int, key: Any = None, parts: int = 1,
+                 rows_one_thread: bool = True) -> Iterator[None]:
     """Run the body under the setting chosen for calls of kind `key` (default: all calls of
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
-    body's compiled loops read `parts()`)."""
+    body's compiled loops read `parts()`). Under `ROWS` the body has one BLAS thread, unless
+    `rows_one_thread` is False: then only the row blocks do (`by_rows` limits them), and the
+    body's other products keep every thread (the training kernels' whole-sequence products)."""
     if not chooses(work, parts) or not blas_controllers():
         yield
         return
@@ -219,8 +222,13 @@ def step_threads(work: int, key: Any = None, parts: int = 1) -> Iterator[None]:
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
-    if setting == ALL:
-        yield
+    if setting == ALL or (setting == ROWS and not rows_one_thread):
+        if setting == ROWS:
+            _local.parts = parts
+        try:
+            yield
+        finally:
+            _local.parts = 1
     else:
         with _one_thread():
             if setting != ROWS:

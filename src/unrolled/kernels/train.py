@@ -38,9 +38,7 @@ the environment) forces the reference everywhere, for testing and measuring.
 
 from __future__ import annotations
 
-import contextlib
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -289,14 +287,12 @@ def forward(rnn: Any, sequences: Any, initial_state: Any, mask: Any,
         _numpy_warm = True
     compiled = _compiled(cell, dtype)
     try:
-        if compiled is not None:
-            # Not limited by the choice around the call (RNN.forward_train), the compiled
-            # loops run blocks of rows on threads while a core is idle (`_row_blocks`).
-            with _threads_for_compiled():
+        with _phase_threads(rnn, B, T, "forward", compiled is not None):
+            if compiled is not None:
                 tape = _forward(rnn, cell, x, states, mask, compiled)
-        else:
-            with step_threads(T * B * F * cell.kernel.shape[1]):    # the hoisted projection
-                tape = _forward(rnn, cell, x, states, mask, None)
+            else:
+                with step_threads(T * B * F * cell.kernel.shape[1]):  # the hoisted projection
+                    tape = _forward(rnn, cell, x, states, mask, None)
     finally:
         for reset in ("reset_dropout_mask", "reset_recurrent_dropout_mask"):
             if hasattr(cell, reset):
@@ -391,8 +387,7 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
-    G = _GATES[type(cell)]
-    tape.parts = _row_blocks(B, B * G * U * U, T * B * G * U * U)
+    tape.parts = max(1, min(_threads.parts(), B))     # ROWS chosen: blocks of rows at once
     own = _own_product(W, tape.parts)
     if tape.kind == "simple":
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
@@ -412,11 +407,10 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
 
 
 # Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
-# separate threads (they release the GIL): no hand-off per step, as a BLAS product split over
-# threads pays. This is what "every thread" means for them when the thread choice around the
-# call (unrolled.kernels._threads, timed per layer and phase) did not limit BLAS, for steps of
-# more than STEP_WORK_MIN multiply-adds and sequences with at least this many (a thread start
-# costs ~0.1 ms).
+# separate threads (they release the GIL), with one hand-off per call instead of one per step
+# as a BLAS product split over threads pays. The thread choice (unrolled.kernels._threads,
+# timed per layer, batch and phase) offers it for steps of more than STEP_WORK_MIN
+# multiply-adds and sequences with at least this many (a thread start costs ~0.1 ms).
 ROW_BLOCK_WORK_MIN = 1 << 24
 _by_rows = _threads.by_rows
 
@@ -434,58 +428,31 @@ def _own_product(W: np.ndarray, parts: int) -> bool:
     return W.nbytes <= _numba.OWN_GEMM_BYTES or parts > 1
 
 
-def _row_blocks(B: int, step_work: int, work: int) -> int:
-    """How many row blocks the compiled loops run at once (1: on this thread only)."""
+def _row_parts(B: int, step_work: int, work: int) -> int:
+    """How many row blocks the compiled loops may run at once (1: on this thread only)."""
     cores = os.cpu_count() or 1
     if (cores < 2 or _threads.MODE != "auto" or B < 2 * _threads.ROW_BLOCK_MIN
             or work < ROW_BLOCK_WORK_MIN or step_work <= _threads.STEP_WORK_MIN
-            or _threads.limited() or not idle_core()):
+            or _threads.limited()):
         return 1
     return min(cores, B // _threads.ROW_BLOCK_MIN)
 
 
-_stat: tuple | None = None      # (when, CPU seconds busy on all cores, this process's CPU seconds)
-_idle = (0.0, False)            # (when read, whether a core was idle)
+def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
+    """The thread setting of one phase ("forward" or "backward") of a training call, timed
+    for this layer, batch size and phase (unrolled.kernels._threads.step_threads): one BLAS
+    thread, every thread, or, for the compiled loops, blocks of batch rows at once (`ROWS`;
+    the loops read `_threads.parts()`), the whole-sequence products then keeping every thread.
 
-
-def idle_core() -> bool:
-    """Whether other processes left a core idle since the previous reading (at most twice a
-    second): all cores' busy time in /proc/stat, less this process's own CPU time, under
-    `cores - 1.5` cores. False without /proc/stat, and at the first reading.
-
-    The thread choice around the call (unrolled.kernels._threads) tries both settings now and
-    then; on the busy 2-core machine an all-threads try of a training step cost 2x (LSTM
-    (32, 100, 16, 64): 43 ms instead of 21) because the weight-gradient products and the row
-    blocks then compete with the other process for its core. So the compiled path reads the
-    machine too, and keeps one thread while no core is idle."""
-    global _stat, _idle
-    now = time.monotonic()
-    if now - _idle[0] <= 0.5:
-        return _idle[1]
-    try:
-        with open("/proc/stat", "rb") as f:
-            ticks = [int(v) for v in f.readline().split()[1:9]]
-        hz = os.sysconf("SC_CLK_TCK")
-    except (OSError, ValueError, AttributeError):
-        _idle = (now, False)
-        return False
-    ours = time.process_time()
-    used = (sum(ticks) - ticks[3] - ticks[4]) / hz                  # all but idle and iowait
-    previous, _stat = _stat, (now, used, ours)
-    idle = False
-    if previous is not None:
-        others = max(0.0, (used - previous[1]) - (ours - previous[2])) / (now - previous[0])
-        idle = others < (os.cpu_count() or 1) - 1.5
-    _idle = (now, idle)
-    return idle
-
-
-def _threads_for_compiled() -> Any:
-    """One BLAS thread for a compiled training call unless a core is idle (`idle_core`); the
-    row blocks then take the idle core and the weight-gradient products every thread."""
-    if _threads.limited() or _threads.MODE != "auto" or idle_core():
-        return contextlib.nullcontext()
-    return _threads.one_thread()
+    On the shared 2-core machine each is fastest at some load: LSTM (256, 100, 256, 1024) took
+    11.8 s a step in two row blocks and 13.2 s with BLAS on two threads while a core was idle,
+    and with a busy core an every-thread try of LSTM (32, 100, 16, 64) took 43 ms instead of
+    21. A setting r times slower is tried again every (r - 1) / 2% calls."""
+    cell = rnn.cell
+    G, U = _GATES[type(cell)], cell.units
+    step_work = B * G * U * U
+    parts = _row_parts(B, step_work, T * step_work) if compiled else 1
+    return step_threads(step_work, (id(rnn), B, phase, "kernel"), parts, rows_one_thread=False)
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
@@ -619,7 +586,7 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     G = _GATES[type(tape.cell)]
     work = T * B * max(tape.U, tape.F) * G * U
     if tape.compiled is not None:
-        with np.errstate(over="ignore"), _threads_for_compiled():
+        with np.errstate(over="ignore"), _phase_threads(rnn, B, T, "backward", True):
             d_x = _backward_compiled(rnn, tape, d_out, d_states, grads)
         cache["d_initial_state"] = [d[0].copy() for d in d_states]
         cache["step_grads"] = _StepGrads(tape, d_out, d_states)
@@ -636,7 +603,8 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
     # One BLAS thread for the whole-sequence products too, unless they are very large: on a
     # busy 2-core machine two threads made X^T dZ, (16, 3200) @ (3200, 64), take 87 ms instead
     # of 0.3 ms (SimpleRNN (32, 100, 16, 64) training: 200 ms, 16 ms with one thread).
-    with np.errstate(over="ignore"), step_threads(work):
+    with (np.errstate(over="ignore"), _phase_threads(rnn, B, T, "backward", False),
+          step_threads(work)):
         if tape.kind == "simple":
             d_x = _backward_simple(rnn, tape, d_out, d_states, D, grads)
         elif tape.kind == "lstm":
@@ -892,19 +860,20 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
     rule = (valid, use_mask, pass_total, unroll)
     dH = d_states[0]
     W = cell.recurrent_kernel
+    parts = max(1, min(_threads.parts(), B))            # ROWS chosen: blocks of rows at once
     if tape.kind == "gru":
         dZx = np.empty((T, B, 3 * U), dtype=dtype)
         dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
         _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
-                                   _own_product(W, tape.parts)), B, tape.parts)
+                                   _own_product(W, parts)), B, parts)
         return _grads_gru(tape, dZx, dZh, grads)
-    own = _own_product(W, tape.parts)
+    own = _own_product(W, parts)
     W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
     dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
     if tape.kind == "simple":
-        _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, tape.parts)
+        _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, parts)
     else:
         _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH, d_states[1], dZ,
-                                    *rule, own), B, tape.parts)
+                                    *rule, own), B, parts)
     return _grads(tape, dZ, grads)

@@ -398,25 +398,26 @@ class RNN(Layer):
         """The call for training: the same result as `layer(...)`, plus the cache `backward` needs.
 
         A built-in cell runs the whole-sequence training kernel (unrolled.kernels.train) when
-        it applies, else `_forward_train`, the per-step reference; both under `_step_threads`.
+        it applies, which chooses its own thread setting; else `_forward_train`, the per-step
+        reference, under `_step_threads`.
         """
         global _train
         if _train is None:
             from unrolled.kernels import train as _train
+        fast = _train.forward(self, sequences, initial_state, mask, training)
+        if fast is not None:
+            return fast
         batch = int(np.shape(sequences if not isinstance(sequences, (list, tuple))
                              else np.asarray(sequences))[0])
         with self._step_threads(batch):
-            fast = _train.forward(self, sequences, initial_state, mask, training)
-            if fast is not None:
-                return fast
             return self._forward_train(sequences, initial_state, mask, training)
 
     def backward(self, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
-        """Backpropagation through time (see `_backward`, or the training kernel's backward
-        for a cache its forward made), under `_step_threads`."""
+        """Backpropagation through time: the training kernel's backward for a cache its
+        forward made, else `_backward` under `_step_threads`."""
+        if "train_tape" in cache:
+            return _train.backward(self, cache, d_result, grads)
         with self._step_threads(cache["x_shape"][0], "backward"):
-            if "train_tape" in cache:
-                return _train.backward(self, cache, d_result, grads)
             return self._backward(cache, d_result, grads)
 
     def _step_threads(self, batch: int, phase: str = "forward") -> Any:
