@@ -459,3 +459,48 @@ def test_row_blocks_take_the_panel_product_whatever_the_weights_size():
     if _numba.OWN_GEMM_BYTES >= 1024:
         small = np.zeros((16, 16), dtype="float32")
         assert train._own_product(small, 1) and train._own_product(small, 2)
+
+
+def test_kept_arrays_are_reused_only_when_nothing_holds_them(monkeypatch):
+    """The training arrays (train._Buffers) are the previous call's when its cache is gone, new
+    ones while a cache is kept: a kept cache's steps and gradients keep their numbers."""
+    monkeypatch.setattr(train, "ENABLED", True)
+    layer = layers.LSTM(U, return_sequences=True)
+    rng = np.random.default_rng(3)
+    x1 = rng.normal(size=(B, T, F)).astype("float32")
+    x2 = rng.normal(size=(B, T, F)).astype("float32")
+    layer.build(x1.shape)
+    _randomize(layer, rng)
+
+    def step(x):
+        result, cache = layer.forward_train(x)
+        layer.backward(cache, np.ones_like(result), Grads())
+        return cache
+
+    cache = step(x1)
+    tape = cache["train_tape"]
+    first = {name: id(a) for name, a in train.buffers(layer).arrays.items()}
+    assert {"X", "P", "A", "H", "C", "TC", "d_out", "d_state0", "d_state1", "dZ"} <= set(first)
+    kept_h = [s["cell"]["h"].copy() for s in cache["steps"]]
+    kept_d = [g["states"][0].copy() for g in cache["step_grads"]]
+    step(x2)                        # the cache still holds what it shows: new arrays for those
+    second = {name: id(a) for name, a in train.buffers(layer).arrays.items()}
+    shown = {"X", "P", "A", "H", "C", "TC", "d_out", "d_state0", "d_state1"}
+    assert all(first[name] != second[name] for name in shown)
+    assert all(first[name] == second[name] for name in set(first) - shown)  # the backward's own
+    for k in range(T):
+        np.testing.assert_array_equal(cache["steps"][k]["cell"]["h"], kept_h[k])
+        np.testing.assert_array_equal(cache["step_grads"][k]["states"][0], kept_d[k])
+    del cache, tape
+    third = step(x1)                                    # nothing holds them: the same arrays
+    assert {name: id(a) for name, a in train.buffers(layer).arrays.items()} == second
+    assert id(third["train_tape"].H) == second["H"] and id(third["train_tape"].X) == second["X"]
+    del third
+    again = step(x2)                                    # and the numbers are a fresh call's
+    fresh = layers.LSTM(U, return_sequences=True)
+    fresh.build(x2.shape)
+    fresh.set_weights(layer.get_weights())
+    expected = fresh.forward_train(x2)[1]
+    for k in range(T):
+        np.testing.assert_array_equal(again["steps"][k]["cell"]["h"],
+                                      expected["steps"][k]["cell"]["h"])

@@ -39,6 +39,8 @@ the environment) forces the reference everywhere, for testing and measuring.
 from __future__ import annotations
 
 import os
+import sys
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -201,12 +203,68 @@ def applies(rnn: Any, training: bool) -> bool:
 
 # ------------------------------------------------------------------ the tape
 
+class _Buffers:
+    """The whole-sequence arrays of one layer's training calls, kept from one call to the next.
+
+    A training step writes several (timesteps, batch, units)-sized arrays (the tape, then the
+    backward's gradients): about 750 MB a step for SimpleRNN (256, 100, 256, 1024). Fresh
+    memory costs the kernel a page fault and a zeroed page per 4 KiB (per 2 MiB with huge
+    pages); on the benchmark machine (a 2-vCPU virtual machine) that was 0.25-0.7 s of system
+    time a step, more while other libraries in the process allocate and free, against 5.6 s of
+    computing. So `empty(name, ...)` hands out the array the previous call used under that name
+    when nothing else holds it any more, and a new one otherwise: a cache still held by its
+    caller (`cache["steps"]` and `cache["step_grads"]` are views of these arrays), or an
+    explanation built from it, keeps its numbers. The arrays stay allocated with the layer, as
+    large as its largest training call, and go with it.
+    """
+
+    __slots__ = ("arrays", "__weakref__")
+
+    def __init__(self) -> None:
+        self.arrays: dict[str, np.ndarray] = {}
+
+    def empty(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
+        kept = self.arrays.get(name)
+        if (kept is not None and kept.shape == shape and kept.dtype == dtype
+                and sys.getrefcount(kept) <= _UNHELD):
+            return kept
+        kept = None                     # let the old one go before the new one is allocated
+        fresh = self.arrays[name] = np.empty(shape, dtype=dtype)
+        return fresh
+
+    def zeros(self, name: str, shape: tuple, dtype: Any) -> np.ndarray:
+        out = self.empty(name, shape, dtype)
+        out.fill(0)
+        return out
+
+
+def _unheld_count() -> int:
+    # sys.getrefcount of an array held only by a `_Buffers` dict, seen as `empty` sees it
+    # (the count differs between Python versions).
+    probe = _Buffers.__new__(_Buffers)
+    probe.arrays = {"x": np.empty(0)}
+    kept = probe.arrays.get("x")
+    return sys.getrefcount(kept)
+
+
+_UNHELD = _unheld_count()
+_buffers: "weakref.WeakKeyDictionary[Any, _Buffers]" = weakref.WeakKeyDictionary()
+
+
+def buffers(rnn: Any) -> _Buffers:
+    """The kept training arrays of the layer `rnn` (see `_Buffers`)."""
+    found = _buffers.get(rnn)
+    if found is None:
+        found = _buffers[rnn] = _Buffers()
+    return found
+
+
 class _Tape:
     """Everything one training forward keeps for its backward (see the module docstring)."""
 
     __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
                  "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled",
-                 "need_dx", "parts")
+                 "need_dx", "parts", "buffers")
 
 
 class _PerStep(Sequence):
@@ -331,12 +389,13 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     G = _GATES[type(cell)]
     tape = _Tape()
     tape.kind, tape.cell, tape.T, tape.B, tape.F, tape.U, tape.dtype = kind, cell, T, B, F, U, dtype
+    tape.buffers = kept = buffers(rnn)
     tape.act = _act(cell.activation)
     tape.rec = _act(cell.recurrent_activation) if kind != "simple" else None
     order = list(range(T - 1, -1, -1)) if rnn.go_backwards else list(range(T))
     tape.order = order
 
-    X = np.empty((T, B, F), dtype=dtype)                            # processing order
+    X = kept.empty("X", (T, B, F), dtype)                           # processing order
     xt = x.transpose(1, 0, 2)
     np.copyto(X, xt[::-1] if rnn.go_backwards else xt)
     tape.X = X
@@ -355,12 +414,12 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
         b_in, b_rec = bias[0], bias[1]
     else:
         b_in, b_rec = bias, None
-    P = np.empty((T, B, G * U), dtype=dtype)                        # pre-activations
+    P = kept.empty("P", (T, B, G * U), dtype)                       # pre-activations
     np.matmul(X.reshape(T * B, F), cell.kernel, out=P.reshape(T * B, G * U))  # all x_t U at once
     if b_in is not None:
         P += b_in
-    A = np.empty_like(P)                                            # post-activation gates
-    H = np.empty((T + 1, B, U), dtype=dtype)                        # h_0 .. h_T
+    A = kept.empty("A", P.shape, dtype)                             # post-activation gates
+    H = kept.empty("H", (T + 1, B, U), dtype)                       # h_0 .. h_T
     np.copyto(H[0], states[0])
     tape.P, tape.A, tape.H = P, A, H
     tape.C = tape.TC = tape.RH = None
@@ -372,12 +431,12 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
         if kind == "simple":
             _forward_simple(tape, cell)
         elif kind == "lstm":
-            tape.C = np.empty((T + 1, B, U), dtype=dtype)
+            tape.C = kept.empty("C", (T + 1, B, U), dtype)
             np.copyto(tape.C[0], states[1])
-            tape.TC = np.empty((T, B, U), dtype=dtype)
+            tape.TC = kept.empty("TC", (T, B, U), dtype)
             _forward_lstm(tape, cell)
         else:
-            tape.RH = np.empty((T, B, U), dtype=dtype)
+            tape.RH = kept.empty("RH", (T, B, U), dtype)
             _forward_gru(tape, cell, b_rec)
     return tape
 
@@ -393,13 +452,13 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
                  tape.parts)
     elif tape.kind == "lstm":
-        tape.C = np.empty((T + 1, B, U), dtype=tape.dtype)
+        tape.C = tape.buffers.empty("C", (T + 1, B, U), tape.dtype)
         np.copyto(tape.C[0], states[1])
-        tape.TC = np.empty((T, B, U), dtype=tape.dtype)
+        tape.TC = tape.buffers.empty("TC", (T, B, U), tape.dtype)
         _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask,
                                    own), B, tape.parts)
     else:
-        tape.RH = np.empty((T, B, U), dtype=tape.dtype)
+        tape.RH = tape.buffers.empty("RH", (T, B, U), tape.dtype)
         if b_rec is None:
             b_rec = np.zeros(3 * U, dtype=tape.dtype)
         _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
@@ -567,7 +626,8 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         d_output, *d_final = d_result
     else:
         d_output, d_final = d_result, [None] * n_states
-    d_out = np.zeros((T, B, U), dtype=dtype)                        # gradient on each output
+    kept = tape.buffers
+    d_out = kept.zeros("d_out", (T, B, U), dtype)                   # gradient on each output
     if d_output is not None:
         d_output = np.asarray(d_output)
         if rnn.return_sequences:
@@ -575,8 +635,8 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         else:
             np.copyto(d_out[T - 1], d_output)
     d_states = []                                                   # (T+1, batch, units) each:
-    for d in d_final:                                               # [k+1] reaches step k's new
-        buf = np.empty((T + 1, B, U), dtype=dtype)                  # state, [0] the initial one
+    for i, d in enumerate(d_final):                                 # [k+1] reaches step k's new
+        buf = kept.empty(f"d_state{i}", (T + 1, B, U), dtype)      # state, [0] the initial one
         if d is None:
             buf[T] = 0
         else:
@@ -591,12 +651,12 @@ def backward(rnn: Any, cache: dict, d_result: Any, grads: Any) -> np.ndarray:
         cache["d_initial_state"] = [d[0].copy() for d in d_states]
         cache["step_grads"] = _StepGrads(tape, d_out, d_states)
         return d_x
-    D = np.empty((T, B, G * U), dtype=dtype)                        # act'(pre-activation)
+    D = kept.empty("D", (T, B, G * U), dtype)                       # act'(pre-activation)
     blocks = _blocks(tape)
     for sl, act in blocks:
         act.derivative(tape.P[:, :, sl], tape.A[:, :, sl], D[:, :, sl])
     if tape.kind == "lstm":
-        Dc = np.empty((T, B, U), dtype=dtype)                       # act'(c_t)
+        Dc = kept.empty("Dc", (T, B, U), dtype)                     # act'(c_t)
         tape.act.derivative(tape.C[1:], tape.TC, Dc)
     else:
         Dc = None
@@ -688,7 +748,8 @@ def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray | None
     grads.add(cell, "kernel", _at_b(tape.X.reshape(T * B, F), flat))  # (features, G*units)
     if not tape.need_dx:
         return None
-    d_xt = (flat @ cell.kernel.T).reshape(T, B, F)                  # processing order
+    d_xt = tape.buffers.empty("d_xt", (T, B, F), flat.dtype)        # processing order
+    np.matmul(flat, cell.kernel.T, out=d_xt.reshape(T * B, F))
     d_x = d_xt.transpose(1, 0, 2)
     if tape.order[0] != 0:                                          # go_backwards
         d_x = d_x[:, ::-1]
@@ -701,7 +762,7 @@ def _backward_simple(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D
     cell = tape.cell
     W_T = np.ascontiguousarray(cell.recurrent_kernel.T)
     dH = d_states[0]
-    dZ = np.empty((T, B, U), dtype=tape.dtype)
+    dZ = tape.buffers.empty("dZ", (T, B, U), tape.dtype)
     rule = _Rule(rnn, tape, d_out)
     act = tape.act
     for k in range(T - 1, -1, -1):
@@ -734,7 +795,7 @@ def _backward_lstm(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: 
     A, C, TC, inv, masked = tape.A, tape.C, tape.TC, tape.inv, tape.masked
     W_T = np.ascontiguousarray(cell.recurrent_kernel.T)
     dH, dC = d_states
-    dZ = np.empty((T, B, 4 * U), dtype=tape.dtype)
+    dZ = tape.buffers.empty("dZ", (T, B, 4 * U), tape.dtype)
     dc = np.empty((B, U), dtype=tape.dtype)
     rule = _Rule(rnn, tape, d_out)
     act, rec = tape.act, tape.rec
@@ -778,11 +839,11 @@ def _backward_gru(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list, D: n
     W = cell.recurrent_kernel
     reset_after = cell.reset_after
     dH = d_states[0]
-    dZx = np.empty((T, B, 3 * U), dtype=dtype)                      # d (x_t U + b_in) blocks
+    dZx = tape.buffers.empty("dZx", (T, B, 3 * U), dtype)           # d (x_t U + b_in) blocks
     tmp = np.empty((B, U), dtype=dtype)
     if reset_after:
         W_T = np.ascontiguousarray(W.T)
-        dZh = np.empty((T, B, 3 * U), dtype=dtype)                  # d (h W + b_rec) blocks
+        dZh = tape.buffers.empty("dZh", (T, B, 3 * U), dtype)       # d (h W + b_rec) blocks
     else:
         W_zr_T = np.ascontiguousarray(W[:, :2 * U].T)
         W_h_T = np.ascontiguousarray(W[:, 2 * U:].T)
@@ -862,15 +923,15 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
     W = cell.recurrent_kernel
     parts = max(1, min(_threads.parts(), B))            # ROWS chosen: blocks of rows at once
     if tape.kind == "gru":
-        dZx = np.empty((T, B, 3 * U), dtype=dtype)
-        dZh = np.empty((T, B, 3 * U), dtype=dtype) if cell.reset_after else None
+        dZx = tape.buffers.empty("dZx", (T, B, 3 * U), dtype)
+        dZh = tape.buffers.empty("dZh", (T, B, 3 * U), dtype) if cell.reset_after else None
         _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
                                    _own_product(W, parts)), B, parts)
         return _grads_gru(tape, dZx, dZh, grads)
     own = _own_product(W, parts)
     W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
-    dZ = np.empty((T, B, _GATES[type(cell)] * U), dtype=dtype)
+    dZ = tape.buffers.empty("dZ", (T, B, _GATES[type(cell)] * U), dtype)
     if tape.kind == "simple":
         _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, parts)
     else:
