@@ -6,7 +6,7 @@ readable per-step reference (one `cell.backward_step` per timestep), run for eve
 tests/test_train_kernels.py proves the two give the same result, input gradient, weight
 gradients, `d_initial_state` and `step_grads` for every option.
 
-What is stored (processing order k = 0..T-1, time-major, one allocation each per call)::
+What is stored (processing order k = 0..T-1, time-major; kept between calls, `_Buffers`)::
 
     X   (T, batch, features)        the input, reversed with go_backwards
     P   (T, batch, G*units)         pre-activations: x_t U + b (one matmul for all steps), then
