@@ -228,7 +228,8 @@ class _Buffers:
         if (kept is not None and kept.shape == shape and kept.dtype == dtype
                 and sys.getrefcount(kept) <= _UNHELD):
             return kept
-        kept = None                     # let the old one go before the new one is allocated
+        kept = None                     # let the old one go (when nothing else holds it)
+        self.arrays.pop(name, None)     # before the new one is allocated
         fresh = self.arrays[name] = np.empty(shape, dtype=dtype)
         return fresh
 
@@ -241,8 +242,8 @@ class _Buffers:
 def _unheld_count() -> int:
     # sys.getrefcount of an array held only by a `_Buffers` dict, seen as `empty` sees it
     # (the count differs between Python versions).
-    probe = _Buffers.__new__(_Buffers)
-    probe.arrays = {"x": np.empty(0)}
+    probe = _Buffers()
+    probe.arrays["x"] = np.empty(0)
     kept = probe.arrays.get("x")
     return sys.getrefcount(kept)
 
