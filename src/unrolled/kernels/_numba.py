@@ -201,7 +201,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
             B = xt.shape[1]
-            blocks = max(1, min(_threads.parts(), B))
+            blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             finals = _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq,
                                              need_seq, chunk, own), B, blocks)

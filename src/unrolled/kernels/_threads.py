@@ -50,9 +50,9 @@ import threading
 import time
 from typing import Any, Iterator
 
-__all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "by_rows",
-           "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "STEP_WORK_MIN", "STEP_WORK_MAX",
-           "blas_controllers"]
+__all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
+           "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "STEP_WORK_MIN",
+           "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -202,6 +202,12 @@ def parts() -> int:
     return getattr(_local, "parts", 1)
 
 
+def blocks(rows: int) -> int:
+    """How many blocks of its `rows` rows the compiled loop called now should run at once:
+    `parts()`, at most one per row."""
+    return max(1, min(parts(), rows))
+
+
 @contextlib.contextmanager
 def step_threads(work: int, key: Any = None, parts: int = 1,
                  rows_one_thread: bool = True) -> Iterator[None]:
@@ -222,23 +228,14 @@ def step_threads(work: int, key: Any = None, parts: int = 1,
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
-    if setting == ALL or (setting == ROWS and not rows_one_thread):
-        if setting == ROWS:
-            _local.parts = parts
+    limit = setting == ONE or (setting == ROWS and rows_one_thread)
+    outer = getattr(_local, "parts", 1)   # a choice inside another's body keeps its blocks
+    with _one_thread() if limit else contextlib.nullcontext():
+        _local.parts = parts if setting == ROWS else outer
         try:
             yield
         finally:
-            _local.parts = 1
-    else:
-        with _one_thread():
-            if setting != ROWS:
-                yield
-            else:
-                _local.parts = parts
-                try:
-                    yield
-                finally:
-                    _local.parts = 1
+            _local.parts = outer
     if not first:       # a kind's first call also loads compiled loops and touches new memory
         choice.record(setting, time.perf_counter() - start)
 

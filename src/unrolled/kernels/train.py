@@ -447,7 +447,7 @@ def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: 
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
-    tape.parts = max(1, min(_threads.parts(), B))     # ROWS chosen: blocks of rows at once
+    tape.parts = _threads.blocks(B)                   # ROWS chosen: blocks of rows at once
     own = _own_product(W, tape.parts)
     if tape.kind == "simple":
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
@@ -922,7 +922,7 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
     rule = (valid, use_mask, pass_total, unroll)
     dH = d_states[0]
     W = cell.recurrent_kernel
-    parts = max(1, min(_threads.parts(), B))            # ROWS chosen: blocks of rows at once
+    parts = _threads.blocks(B)                          # ROWS chosen: blocks of rows at once
     if tape.kind == "gru":
         dZx = tape.buffers.empty("dZx", (T, B, 3 * U), dtype)
         dZh = tape.buffers.empty("dZh", (T, B, 3 * U), dtype) if cell.reset_after else None
