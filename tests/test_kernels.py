@@ -26,6 +26,7 @@ from unrolled.layers.rnn import RNN
 # small shapes whenever Numba is installed. `PATH["numba_runs"]` counts compiled calls.
 PATH = {"name": None, "numba_runs": 0}
 SHIPPED_WORK_MAX = dict(_numba.WORK_MAX)
+SHIPPED_BLAS_MIN = dict(_numba.BLAS_MIN)
 ROW_PARTS = _threads.parts
 
 
@@ -42,14 +43,16 @@ def kernel_path(request, monkeypatch):
         # by their own gemm_nt; "numba_blas_rows": the same with BLAS's products, in two blocks
         # of rows at once.
         work_max = 1 << 40 if request.param == "numba" else -1
+        blas_min = 1 << 60 if request.param == "numba" else -1
         monkeypatch.setattr(_numba, "WORK_MAX", {1: work_max, 3: work_max, 4: work_max})
+        monkeypatch.setattr(_numba, "BLAS_MIN", {1: blas_min, 3: blas_min, 4: blas_min})
         if request.param == "numba_blas_rows":
             monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
             monkeypatch.setattr(_threads, "parts", lambda: 2)
         real = _numba.loop_for
 
-        def counting(cell, batch):
-            found = real(cell, batch)
+        def counting(cell, batch, steps):
+            found = real(cell, batch, steps)
             if found is not None:
                 PATH["numba_runs"] += 1
             return found
@@ -515,24 +518,51 @@ def test_compiled_loops_serve_small_shapes_only(monkeypatch):
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    monkeypatch.setattr(_numba, "BLAS_MIN", SHIPPED_BLAS_MIN)
     small, large = layers.LSTMCell(2, name="kernel_test"), layers.LSTMCell(256, name="kernel_test")
     small.build((4, 3))
     large.build((4, 3))
-    assert _numba.loop_for(small, 4).__qualname__ == "lstm"
+    assert _numba.loop_for(small, 4, 5).__qualname__ == "lstm"
     # 4 * 256 * 1024 multiply-adds a step: the loop that hands h W to BLAS
-    assert _numba.loop_for(large, 4).__qualname__ == "lstm_blas"
+    assert _numba.loop_for(large, 4, 5).__qualname__ == "lstm_blas"
     odd = layers.LSTMCell(2, recurrent_activation="hard_sigmoid", name="kernel_test")
     odd.build((4, 3))
-    assert _numba.loop_for(odd, 4) is None
+    assert _numba.loop_for(odd, 4, 5) is None
     odd_large = layers.LSTMCell(256, activation="relu", name="kernel_test")
     odd_large.build((4, 3))
-    assert _numba.loop_for(odd_large, 4) is None  # the BLAS loops: tanh and sigmoid only
+    assert _numba.loop_for(odd_large, 4, 5) is None  # the BLAS loops: tanh and sigmoid only
     wide = layers.LSTMCell(256, dtype="float64", name="kernel_test")
     wide.build((4, 3))
-    assert _numba.loop_for(wide, 4) is None       # ... and float32 only
+    assert _numba.loop_for(wide, 4, 5) is None       # ... and float32 only
     monkeypatch.setattr(_numba, "enabled", False)
-    assert _numba.loop_for(small, 4) is None
-    assert _numba.loop_for(large, 4) is None
+    assert _numba.loop_for(small, 4, 5) is None
+    assert _numba.loop_for(large, 4, 5) is None
+
+
+def test_blas_loops_take_small_steps_over_long_calls(monkeypatch):
+    """Small steps stay on the small-shape loop for a short call and go to the BLAS loop above
+    BLAS_MIN multiply-adds in the call, where one applies; where none does (relu, float64) and
+    without SciPy, the small-shape loop keeps them."""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    monkeypatch.setattr(_numba, "BLAS_MIN", {1: 1000, 3: 1000, 4: 1000})
+    cell = layers.GRUCell(8, name="kernel_test")            # features 4: (4 + 8) * 3 * 8 = 288
+    cell.build((4, 4))
+    assert _numba.loop_for(cell, 1, 3).__qualname__ == "gru"           # 864 in the call
+    assert _numba.loop_for(cell, 1, 4).__qualname__ == "gru_blas"      # 1 152
+    assert _numba.loop_for(cell, 2, 2).__qualname__ == "gru_blas"      # 1 152
+    relu = layers.SimpleRNNCell(8, activation="relu", name="kernel_test")
+    wide = layers.GRUCell(8, dtype="float64", name="kernel_test")
+    relu.build((4, 4))
+    wide.build((4, 4))
+    assert _numba.loop_for(relu, 4, 100).__qualname__ == "simple_rnn"
+    assert _numba.loop_for(wide, 4, 100).__qualname__ == "gru"
+    monkeypatch.setattr(_numba, "_blas", False)              # SciPy missing
+    assert _numba.loop_for(cell, 2, 2).__qualname__ == "gru"
+    big = layers.GRUCell(256, name="kernel_test")
+    big.build((4, 4))
+    assert _numba.loop_for(big, 4, 5) is None                # past WORK_MAX: the NumPy kernel
 
 
 def test_import_unrolled_imports_no_numba_nor_threadpoolctl():
@@ -649,6 +679,7 @@ def test_row_blocks_are_offered_for_compiled_loops_with_enough_work(monkeypatch)
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
+    monkeypatch.setattr(_numba, "BLAS_MIN", SHIPPED_BLAS_MIN)
     monkeypatch.setattr(_threads, "MODE", "auto")
     monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
     x = np.zeros((32, 100, 16), dtype="float32")

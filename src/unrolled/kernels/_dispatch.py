@@ -46,7 +46,7 @@ def _cells_and_kernels(cell: Any, x: np.ndarray, training: bool) -> tuple[list, 
         for w in c._weights:
             if w.value.dtype != dtype:
                 return None
-        kernels.append(_numba.loop_for(c, x.shape[0]) or kernel)
+        kernels.append(_numba.loop_for(c, x.shape[0], x.shape[1]) or kernel)
     return cells, kernels
 
 

@@ -7,9 +7,10 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   whatever their size. These loops run the whole sequence, projection included, as plain loops
   in one compiled call, computing what the NumPy kernels compute in the same order per number
   (projection `x U`, then `+ b`, then `+ h W`). Used when one step's `h W` is at most
-  `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear.
-- **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for the larger steps, float32, and the default
-  activations (tanh, and sigmoid for the gates). While the recurrent kernel is at most
+  `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear, unless
+  a BLAS loop applies and the call has more than `BLAS_MIN[gates]` multiply-adds.
+- **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
+  and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
   OpenBLAS), and SimpleRNN and LSTM fold the input projection into it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
@@ -49,6 +50,14 @@ __all__ = ["available", "loop_for", "WORK_MAX"]
 # 5.8-6x at (4, 2), 2.1-2.7x at (16, 16), 0.85-1.0x at (32, 32). A SimpleRNN step is only 3
 # NumPy calls, a gated step 10-12, so the compiled loop pays longer for gated cells.
 WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
+
+# Where a BLAS loop applies (float32, the default activations) it takes over from the small-shape
+# loop above this many multiply-adds in the whole call, `batch * timesteps * (features + units)
+# * gates * units`. A BLAS loop costs about 5-10 us more per call (the thread choice, packing the
+# weights) and much less per step: its activations are vectorized (`tanh32_fast`, `sigmoid32`),
+# where the small loop calls libm's one number at a time. Measured interleaved, the two compiled
+# loops side by side (`python benchmarks/loops.py`, benchmarks/RESULTS.md round 7).
+BLAS_MIN = {1: 1800, 3: 6000, 4: 4000}
 
 # The BLAS loops multiply `h W` with their own panel product (see _numba_panels) while the
 # recurrent kernel is at most this many bytes, and call BLAS above. The panel product measured
@@ -111,8 +120,9 @@ def _compiled() -> dict[str, Callable] | None:
     return _loops
 
 
-def loop_for(cell: Any, batch: int) -> Callable | None:
-    """The compiled kernel for `cell` at this batch size, or None (the NumPy kernel runs)."""
+def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
+    """The compiled kernel for `cell` over `steps` timesteps of `batch` samples, or None (the
+    NumPy kernel runs)."""
     global _classes
     if not _classes:
         from unrolled.layers.gru import GRUCell
@@ -127,13 +137,18 @@ def loop_for(cell: Any, batch: int) -> Callable | None:
         codes.append(_CODES.get(cell.recurrent_activation))
     if None in codes:
         return None
-    blas = batch * cell.units * gates * cell.units > WORK_MAX[gates]
-    # Larger steps: a BLAS loop, for float32 and the default activations only.
-    if blas and (cell.kernel.dtype != np.float32 or codes != _BLAS_CODES[gates]
-                 or not all(w.value.flags.c_contiguous for w in cell._weights)):
+    units, features = cell.units, cell.kernel.shape[0]
+    small = batch * units * gates * units <= WORK_MAX[gates]
+    # A BLAS loop: float32 and the default activations only, above BLAS_MIN.
+    blas = (batch * steps * (features + units) * gates * units > BLAS_MIN[gates]
+            and cell.kernel.dtype == np.float32 and codes == _BLAS_CODES[gates]
+            and all(w.value.flags.c_contiguous for w in cell._weights))
+    if not (blas or small) or not available():
         return None
-    if not available() or (blas and not _blas_available()):
-        return None
+    if blas and not _blas_available():
+        if not small:
+            return None
+        blas = False
     return _bind(cell, kind, gates, blas)
 
 
