@@ -51,11 +51,13 @@ def _within_float32_sums(out, a, w):
     assert np.all(excess <= 1e-30), np.max(excess)
 
 
-@pytest.mark.parametrize("M", [1, 3, 4, 5, 8, 33])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 33])
 @pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64])
 @pytest.mark.parametrize("K", [1, 5, 17, 64])
 def test_panel_product_is_a_times_w(M, N, K):
-    """Every remainder of the 4-row blocks and the 16-column panels; nothing written past N."""
+    """Every remainder of the 4-row blocks and the 16-column panels; nothing written past N.
+    A row comes out the same bits in a block of 4, 3, 2 or 1 rows (its sums run over k in
+    order in each), so row blocks on threads do not change results."""
     from unrolled.kernels import _numba_panels
 
     rng = np.random.default_rng(M * 10_000 + N * 100 + K)
@@ -70,6 +72,10 @@ def test_panel_product_is_a_times_w(M, N, K):
     out = np.full((M, N), np.nan, dtype="float32")
     _numba_panels.panel_product(a, panels, out)                 # contiguous
     _within_float32_sums(out, a, w)
+    for i in range(M):
+        row = np.empty((1, N), dtype="float32")
+        _numba_panels.panel_product(a[i:i + 1], panels, row)
+        np.testing.assert_array_equal(row[0], out[i])
 
 
 def test_stacked_panels_multiply_h_and_x_at_once():

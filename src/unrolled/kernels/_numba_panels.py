@@ -5,7 +5,10 @@
 (`panel_product`, whose body tools/generate_panel_product.py writes into `_panel_source.py`)
 runs each panel against blocks of `ROWS` rows of `h`, keeping the ROWS x WIDTH sums in vector
 registers for the whole loop over k: per k, `ROWS` broadcasts and WIDTH/8 vector loads feed
-ROWS*WIDTH/8 fused multiply-adds. Each sum runs over k in order, as a plain dot product would.
+ROWS*WIDTH/8 fused multiply-adds. The last M % ROWS rows go in one block of as many rows (two
+rows in one block took 7.2 us at (2, 110) @ (110, 400), one row at a time 11.5 us). Each sum
+runs over k in order, as a plain dot product would, so a row's result does not depend on the
+block it was in.
 
 LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
 by default (it miscompiled some code, numba/numba#8852). It is switched on while this one
