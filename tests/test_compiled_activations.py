@@ -52,7 +52,7 @@ def _within_float32_sums(out, a, w):
 
 
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 33])
-@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64])
+@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64, 100])
 @pytest.mark.parametrize("K", [1, 5, 17, 64])
 def test_panel_product_is_a_times_w(M, N, K):
     """Every remainder of the 4-row blocks and the 16-column panels; nothing written past N.

@@ -17,6 +17,7 @@ import pathlib
 import sys
 
 ROWS, WIDTH = 4, 16
+PANELS = 3  # a lone last row runs against this many panels at once
 TARGET = (pathlib.Path(__file__).resolve().parents[1]
           / "src/unrolled/kernels/_panel_source.py")
 
@@ -45,6 +46,12 @@ def panel_product(a, panels, out):
     full = n // {WIDTH}
     for p in range(full):
         j = {WIDTH} * p
+'''
+
+ONE_ROW = f'''    if M - M4 == 1:
+        i = M4
+        for p in range(0, full - full % {PANELS}, {PANELS}):
+            j = {WIDTH} * p
 '''
 
 TAIL = f'''    if full < P:
@@ -79,16 +86,31 @@ def _copy_tail(rows: int, indent: str) -> list[str]:
         f"{indent}    out[{_at('i', r)}, j + c] = tail[{r}, c]" for r in range(rows)]
 
 
-def _rest(indent: str, target, tail: bool) -> list[str]:
-    """The last M % ROWS rows in one block of as many rows. A block of fewer rows has fewer
-    independent sums to overlap the latency of a multiply-add: one row ran at 14 GFLOP/s where
-    four run at 34, two rows took as long as four."""
+def _rest(indent: str, target, tail: bool, smallest: int) -> list[str]:
+    """The last M % ROWS rows, if at least `smallest`, in one block of as many rows. A block of
+    fewer rows has fewer independent sums to overlap the latency of a multiply-add: one row ran
+    at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as four."""
     lines = [f"{indent}i = M4"]
-    for rows in range(ROWS - 1, 0, -1):
+    for rows in range(ROWS - 1, smallest - 1, -1):
         lines.append(f"{indent}{'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
         lines += _block(rows, indent + "    ", "i", target)
         if tail:
             lines += _copy_tail(rows, indent + "    ")
+    return lines
+
+
+def _one_row(indent: str) -> list[str]:
+    """One row against PANELS panels at once: as many independent sums as a block of rows."""
+    names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
+    lines = [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
+    lines.append(indent + "for k in range(K):")
+    inner = indent + "    "
+    lines.append(f"{inner}v = a[i, k]")
+    for q in range(PANELS):
+        lines += [f"{inner}{names[q][c]} += v * panels[{_at('p', q)}, k, {c}]"
+                  for c in range(WIDTH)]
+    for q in range(PANELS):
+        lines += [f"{indent}out[i, j + {WIDTH * q + c}] = {names[q][c]}" for c in range(WIDTH)]
     return lines
 
 
@@ -98,11 +120,16 @@ def source() -> str:
     to_tail = lambda r, c: f"tail[{r}, {c}]"  # noqa: E731
     lines.append(f"        for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 12, "i", to_out)
-    lines += _rest(" " * 8, to_out, tail=False)
+    lines += _rest(" " * 8, to_out, tail=False, smallest=2)
+    lines += ONE_ROW.rstrip("\n").split("\n")
+    lines += _one_row(" " * 12)
+    lines.append(f"        for p in range(full - full % {PANELS}, full):")
+    lines.append(f"            j = {WIDTH} * p")
+    lines += _block(1, " " * 12, "i", to_out)
     lines.append(TAIL.rstrip("\n"))
     lines.append(f"        for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 12, "i", to_tail) + _copy_tail(ROWS, " " * 12)
-    lines += _rest(" " * 8, to_tail, tail=True)
+    lines += _rest(" " * 8, to_tail, tail=True, smallest=1)
     return "\n".join(lines) + "\n"
 
 

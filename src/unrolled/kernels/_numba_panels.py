@@ -6,9 +6,10 @@
 runs each panel against blocks of `ROWS` rows of `h`, keeping the ROWS x WIDTH sums in vector
 registers for the whole loop over k: per k, `ROWS` broadcasts and WIDTH/8 vector loads feed
 ROWS*WIDTH/8 fused multiply-adds. The last M % ROWS rows go in one block of as many rows (two
-rows in one block took 7.2 us at (2, 110) @ (110, 400), one row at a time 11.5 us). Each sum
-runs over k in order, as a plain dot product would, so a row's result does not depend on the
-block it was in.
+rows in one block took 7.2 us at (2, 110) @ (110, 400), one row at a time 11.5 us), and a lone
+last row (a batch of one) runs against three panels at once, for as many independent sums
+(3.6 us at (1, 110) @ (110, 400), against 6.3 one panel at a time). Each sum runs over k in
+order, as a plain dot product would, so a row's result does not depend on the block it was in.
 
 LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
 by default (it miscompiled some code, numba/numba#8852). It is switched on while this one

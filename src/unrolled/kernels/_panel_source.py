@@ -384,7 +384,113 @@ def panel_product(a, panels, out):
             out[i + 1, j + 13] = s1_13
             out[i + 1, j + 14] = s1_14
             out[i + 1, j + 15] = s1_15
-        elif M - M4 == 1:
+    if M - M4 == 1:
+        i = M4
+        for p in range(0, full - full % 3, 3):
+            j = 16 * p
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            for k in range(K):
+                v = a[i, k]
+                s0_0 += v * panels[p, k, 0]
+                s0_1 += v * panels[p, k, 1]
+                s0_2 += v * panels[p, k, 2]
+                s0_3 += v * panels[p, k, 3]
+                s0_4 += v * panels[p, k, 4]
+                s0_5 += v * panels[p, k, 5]
+                s0_6 += v * panels[p, k, 6]
+                s0_7 += v * panels[p, k, 7]
+                s0_8 += v * panels[p, k, 8]
+                s0_9 += v * panels[p, k, 9]
+                s0_10 += v * panels[p, k, 10]
+                s0_11 += v * panels[p, k, 11]
+                s0_12 += v * panels[p, k, 12]
+                s0_13 += v * panels[p, k, 13]
+                s0_14 += v * panels[p, k, 14]
+                s0_15 += v * panels[p, k, 15]
+                s1_0 += v * panels[p + 1, k, 0]
+                s1_1 += v * panels[p + 1, k, 1]
+                s1_2 += v * panels[p + 1, k, 2]
+                s1_3 += v * panels[p + 1, k, 3]
+                s1_4 += v * panels[p + 1, k, 4]
+                s1_5 += v * panels[p + 1, k, 5]
+                s1_6 += v * panels[p + 1, k, 6]
+                s1_7 += v * panels[p + 1, k, 7]
+                s1_8 += v * panels[p + 1, k, 8]
+                s1_9 += v * panels[p + 1, k, 9]
+                s1_10 += v * panels[p + 1, k, 10]
+                s1_11 += v * panels[p + 1, k, 11]
+                s1_12 += v * panels[p + 1, k, 12]
+                s1_13 += v * panels[p + 1, k, 13]
+                s1_14 += v * panels[p + 1, k, 14]
+                s1_15 += v * panels[p + 1, k, 15]
+                s2_0 += v * panels[p + 2, k, 0]
+                s2_1 += v * panels[p + 2, k, 1]
+                s2_2 += v * panels[p + 2, k, 2]
+                s2_3 += v * panels[p + 2, k, 3]
+                s2_4 += v * panels[p + 2, k, 4]
+                s2_5 += v * panels[p + 2, k, 5]
+                s2_6 += v * panels[p + 2, k, 6]
+                s2_7 += v * panels[p + 2, k, 7]
+                s2_8 += v * panels[p + 2, k, 8]
+                s2_9 += v * panels[p + 2, k, 9]
+                s2_10 += v * panels[p + 2, k, 10]
+                s2_11 += v * panels[p + 2, k, 11]
+                s2_12 += v * panels[p + 2, k, 12]
+                s2_13 += v * panels[p + 2, k, 13]
+                s2_14 += v * panels[p + 2, k, 14]
+                s2_15 += v * panels[p + 2, k, 15]
+            out[i, j + 0] = s0_0
+            out[i, j + 1] = s0_1
+            out[i, j + 2] = s0_2
+            out[i, j + 3] = s0_3
+            out[i, j + 4] = s0_4
+            out[i, j + 5] = s0_5
+            out[i, j + 6] = s0_6
+            out[i, j + 7] = s0_7
+            out[i, j + 8] = s0_8
+            out[i, j + 9] = s0_9
+            out[i, j + 10] = s0_10
+            out[i, j + 11] = s0_11
+            out[i, j + 12] = s0_12
+            out[i, j + 13] = s0_13
+            out[i, j + 14] = s0_14
+            out[i, j + 15] = s0_15
+            out[i, j + 16] = s1_0
+            out[i, j + 17] = s1_1
+            out[i, j + 18] = s1_2
+            out[i, j + 19] = s1_3
+            out[i, j + 20] = s1_4
+            out[i, j + 21] = s1_5
+            out[i, j + 22] = s1_6
+            out[i, j + 23] = s1_7
+            out[i, j + 24] = s1_8
+            out[i, j + 25] = s1_9
+            out[i, j + 26] = s1_10
+            out[i, j + 27] = s1_11
+            out[i, j + 28] = s1_12
+            out[i, j + 29] = s1_13
+            out[i, j + 30] = s1_14
+            out[i, j + 31] = s1_15
+            out[i, j + 32] = s2_0
+            out[i, j + 33] = s2_1
+            out[i, j + 34] = s2_2
+            out[i, j + 35] = s2_3
+            out[i, j + 36] = s2_4
+            out[i, j + 37] = s2_5
+            out[i, j + 38] = s2_6
+            out[i, j + 39] = s2_7
+            out[i, j + 40] = s2_8
+            out[i, j + 41] = s2_9
+            out[i, j + 42] = s2_10
+            out[i, j + 43] = s2_11
+            out[i, j + 44] = s2_12
+            out[i, j + 45] = s2_13
+            out[i, j + 46] = s2_14
+            out[i, j + 47] = s2_15
+        for p in range(full - full % 3, full):
+            j = 16 * p
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             for k in range(K):
                 w0 = panels[p, k, 0]
