@@ -65,13 +65,17 @@ def test_panel_product_is_a_times_w(M, N, K):
     w = rng.standard_normal((K, N)).astype("float32")
     panels = _numba_panels.packed(w)
     assert panels.shape == (-(-N // 16), K, 16)
-    out = np.full((M, N + 3), np.nan, dtype="float32")
-    _numba_panels.panel_product(a, panels, out[:, :N])          # rows of a wider array
-    _within_float32_sums(out[:, :N], a, w)
-    assert np.isnan(out[:, N:]).all()
-    out = np.full((M, N), np.nan, dtype="float32")
-    _numba_panels.panel_product(a, panels, out)                 # contiguous
+    # A write past column N lands in the next row (checked after it was written: the last
+    # panel comes after the others) or, from the last row, in the guard after the array.
+    buffer = np.full(M * N + 16, np.nan, dtype="float32")
+    out = buffer[:M * N].reshape(M, N)
+    _numba_panels.panel_product(a, panels, out)
     _within_float32_sums(out, a, w)
+    assert np.isnan(buffer[M * N:]).all()
+    wide = np.hstack([a, np.full((M, 3), np.nan, dtype="float32")])
+    again = np.empty((M, N), dtype="float32")
+    _numba_panels.panel_product(wide[:, :K], panels, again)    # columns of a wider array
+    np.testing.assert_array_equal(again, out)
     for i in range(M):
         row = np.empty((1, N), dtype="float32")
         _numba_panels.panel_product(a[i:i + 1], panels, row)
