@@ -8,7 +8,8 @@ hand. Run it after changing ROWS, WIDTH or the template:
     python tools/generate_panel_product.py
 
 It also deletes Numba's cached compiles of the kernels next to the source (their callers keep
-the product they were compiled with). tests/test_compiled_activations.py checks that the file in the tree is what this writes.
+the product they were compiled with). tests/test_compiled_activations.py checks that the file in
+the tree is what this writes.
 """
 
 from __future__ import annotations

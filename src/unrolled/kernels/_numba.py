@@ -42,7 +42,7 @@ from unrolled import activations
 from unrolled.kernels import _threads
 from unrolled.kernels._plan import CHUNK_BYTES, CHUNK_STEPS
 
-__all__ = ["available", "loop_for", "WORK_MAX"]
+__all__ = ["available", "loop_for", "WORK_MAX", "BLAS_MIN"]
 
 # The largest step product `(batch, units) @ (units, gates*units)`, in multiply-adds, run
 # compiled, by number of gates. Measured interleaved (benchmarks/RESULTS.md), compiled vs NumPy

@@ -15,8 +15,9 @@ LLVM turns the named sums into vector registers with its SLP vectorizer, which N
 by default (it miscompiled some code, numba/numba#8852). It is switched on while this one
 function compiles, below, and back off: the function is compiled for its two signatures (`a`
 C-contiguous or of any layout, `out` C-contiguous) when this module is imported, or loaded from
-Numba's cache, so no other code is compiled with it. tests/test_compiled_activations.py checks the product
-against a float64 product at every remainder of rows and columns, and that it is vectorized.
+Numba's cache, so no other code is compiled with it. tests/test_compiled_activations.py checks
+the product against a float64 product at every remainder of rows and columns, and that it is
+vectorized.
 
 Measured on the benchmark machine (AMD EPYC Zen 1, one thread; `python
 benchmarks/products.py`, figures in benchmarks/RESULTS.md): 30-38 GFLOP/s at the step shapes
