@@ -394,7 +394,9 @@ def _tanh_units_rows(P, row0, bias, hW, new):
 
 @njit_fused
 def _tanh_units_in_place(out, bias, hW):
-    # out = tanh((out + b) + h W), `out` holding x_t U (a row of the output)
+    # out = tanh((out + b) + h W), `out` holding x_t U (a row of the output). Apart from
+    # _tanh_units_rows so that the loop reads and writes one array under one name, rather than
+    # two arguments that overlap (`out` passed as both P and new).
     for b in range(out.shape[0]):
         for j in range(out.shape[1]):
             out[b, j] = tanh32_fast((out[b, j] + bias[j]) + hW[b, j])
