@@ -437,7 +437,7 @@ def _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, new):
             z = sigmoid32(zr[b, j] + b_zr[j])
             r = sigmoid32(zr[b, U + j] + b_zr[U + j])
             hh = tanh32_fast((xU[b, j] + b_in[2 * U + j]) + r * (hW[b, j] + b_rec[2 * U + j]))
-            new[b, j] = z * h[b, j] + (1 - z) * hh
+            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
 @njit_fused
@@ -451,7 +451,7 @@ def _gru_units_rows(P, row0, b_in, hW, b_rec, h, new):
             r = sigmoid32((P[row, U + j] + b_in[U + j]) + (hW[b, U + j] + b_rec[U + j]))
             hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j])
                              + r * (hW[b, 2 * U + j] + b_rec[2 * U + j]))
-            new[b, j] = z * h[b, j] + (1 - z) * hh
+            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
 @njit_fused
@@ -475,7 +475,7 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, new):
         for j in range(U):
             hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
             z = zr[b, j]
-            new[b, j] = z * h[b, j] + (1 - z) * hh
+            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
 @njit_fused
