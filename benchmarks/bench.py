@@ -26,8 +26,14 @@ setting twice), the peers run round-robin (one sample each per repetition, in a
 rotating order) until a time budget per grid point is spent. A sample is as many back-to-back
 calls as fill about 20 ms (one at large shapes), timed together and divided: the time per call
 of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
-forward's FLOPs over the sgemm throughput measured in the same run (a large `np.matmul`) give
-the fraction of the matrix-multiply limit reached.
+forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
+reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm throughput is measured at
+the point itself, just before and just after its samples (the best of three `np.matmul`s of two
+1024 x 1024 float32 matrices each time), so that the fraction compares figures of the same
+minute: on a shared machine the speed of a core moves by a third from one minute to the next.
+Elsewhere it is the throughput of a 2048^3 `np.matmul` at the start of the run. (Not in the
+rotation: OpenBLAS's threads keep spinning for a while after a call, and the next sample pays,
+as a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long.)
 
 `--mode train` times one training step instead: forward, mean-squared-error loss against a
 fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
@@ -472,8 +478,9 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
     Measured in a fresh interpreter as the growth of the process's resident memory from just
     before one call to its peak during the call (Linux: the peak is reset through
     /proc/self/clear_refs, then read as VmHWM), after a warm-up call (compiling the loops and
-    planning) whose output is freed, with the input and weights already in memory. Unlike tracemalloc this
-    sees the compiled loops' buffers too. Peak bytes = that growth + input + weights.
+    planning) whose output is freed, with the input and weights already in memory. Unlike
+    tracemalloc this sees the compiled loops' buffers too. Peak bytes = that growth + input +
+    weights.
     """
     weights = sum(w.value.nbytes for w in layer.weights)
     code = _PEAK.format(bench=str(HERE), cell=cell, shape=tuple(shape))
@@ -547,11 +554,30 @@ MODES = {
 
 
 SETTLE_CALLS = 7  # one untimed first call, then up to three settings twice each
+ALONGSIDE_FLOPS = 1e9  # from here on (per timed call) the sgemm limit is measured at the point
+GEMM_N = 1024          # the sgemm measured there: (n, n) @ (n, n), float32
+BLAS_IDLE = 0.3        # seconds for OpenBLAS's threads to stop spinning after a product
+
+
+def gemm_here(reps: int = 3) -> float:
+    """FLOP/s of a (GEMM_N, GEMM_N) float32 `np.matmul`, the best of `reps`, then a pause of
+    BLAS_IDLE seconds so that the next timed call does not share the cores with BLAS's spinning
+    threads."""
+    rng = np.random.default_rng(2)
+    a, b = (rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
+    out = np.empty_like(a)
+    np.matmul(a, b, out=out)
+    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(reps))
+    time.sleep(BLAS_IDLE)
+    return 2.0 * GEMM_N ** 3 / best
 
 
 def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
-        out: Callable[[str], None] = print, mode: str = "forward") -> dict:
+        out: Callable[[str], None] = print, mode: str = "forward",
+        reps: int | None = None) -> dict:
     budget, least, most = (0.5, 2, 10) if quick else (3.0, 3, 200)
+    if reps is not None:
+        least, most = reps, max(most, reps)
     train = mode == "train"
     out(f"# unrolled benchmark: {MODES[mode]}")
     for line in machine() + versions():
@@ -593,12 +619,17 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
                     fns[peer] = fn
                 except Exception as error:  # noqa: BLE001 - a missing peer is reported
                     results["skipped"][peer] = f"{type(error).__name__}: {error}"
+            flops = forward_flops(cell, shape) * (3 if train else 1)
+            alongside = flops >= ALONGSIDE_FLOPS
+            before = gemm_here() if alongside else gemm
             times = interleaved(fns, x, budget, least, most)
+            gemm_point = max(before, gemm_here()) if alongside else gemm
             medians = {p: statistics.median(t) for p, t in times.items()}
             fastest_peer = min((t for p, t in medians.items() if p != "unrolled"), default=None)
-            limit = forward_flops(cell, shape) * (3 if train else 1) / gemm
+            limit = flops / gemm_point
             row = {"cell": cell, "shape": shape, "medians": medians, "reps": len(times["unrolled"]),
-                   "fastest_peer": fastest_peer, "limit": limit, "notes": notes}
+                   "fastest_peer": fastest_peer, "limit": limit, "gemm": gemm_point,
+                   "alongside": alongside, "notes": notes}
             results["rows"].append(row)
             parts = [f"{p} {medians[p] * 1e3:.3f} ms" for p in medians]
             ratio = (f", unrolled / fastest peer = {medians['unrolled'] / fastest_peer:.2f}"
@@ -606,7 +637,8 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
             if "torch" in medians:
                 ratio += f", unrolled / torch = {medians['unrolled'] / medians['torch']:.2f}"
             out(f"{cell} {shape}: " + ", ".join(parts) + ratio +
-                f", matmul limit {limit * 1e3:.3f} ms ({limit / medians['unrolled']:.0%} reached)"
+                f", matmul limit {limit * 1e3:.3f} ms ({limit / medians['unrolled']:.0%} reached"
+                f"; sgemm {gemm_point / 1e9:.1f} GFLOP/s{' here' if alongside else ''})"
                 f", {row['reps']} reps" + (f"; keras-jax via {notes['keras-jax']}"
                                            if "keras-jax" in notes else "")
                 + (f"; torch on {notes['torch']}" if "torch" in notes else ""))
@@ -618,8 +650,9 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
 def report_tables(results: dict, out: Callable[[str], None] = print) -> None:
     peers = [p for p in PEERS if any(p in r["medians"] for r in results["rows"])]
     out("\n| cell | shape (B,T,F,U) | " + " | ".join(f"{p} ms" for p in peers) +
-        " | unrolled / fastest peer | unrolled / torch | matmul limit ms | % of limit |")
-    out("|---|---|" + "---|" * len(peers) + "---|---|---|---|")
+        " | unrolled / fastest peer | unrolled / torch | matmul limit ms | % of limit "
+        "| sgemm GFLOP/s |")
+    out("|---|---|" + "---|" * len(peers) + "---|---|---|---|---|")
     for r in results["rows"]:
         cells = [f"{r['medians'][p] * 1e3:.3f}" if p in r["medians"] else "-" for p in peers]
         ratio = (f"{r['medians']['unrolled'] / r['fastest_peer']:.2f}"
@@ -627,7 +660,9 @@ def report_tables(results: dict, out: Callable[[str], None] = print) -> None:
         to_torch = (f"{r['medians']['unrolled'] / r['medians']['torch']:.2f}"
                     if "torch" in r["medians"] else "-")
         out(f"| {r['cell']} | {r['shape']} | " + " | ".join(cells) +
-            f" | {ratio} | {to_torch} | {r['limit'] * 1e3:.3f} | {r['limit'] / r['medians']['unrolled']:.0%} |")
+            f" | {ratio} | {to_torch} | {r['limit'] * 1e3:.3f}"
+            f" | {r['limit'] / r['medians']['unrolled']:.0%}"
+            f" | {r['gemm'] / 1e9:.1f}{' here' if r['alongside'] else ''} |")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -642,6 +677,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--peers", default=",".join(PEERS), help=",".join(PEERS))
     parser.add_argument("--mode", default="forward", choices=sorted(MODES),
                         help="forward (default) or train (one SGD step)")
+    parser.add_argument("--reps", type=int, default=None,
+                        help="at least this many samples of each peer a point (default: 3, "
+                             "--quick 2)")
     parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
     args = parser.parse_args(argv)
@@ -657,7 +695,9 @@ def main(argv: list[str] | None = None) -> int:
         peers.insert(0, "unrolled")
     shapes = parse_shapes(args.shapes) if args.shapes else (SHAPES[:3] if args.quick else SHAPES)
 
-    results = run(cells, shapes, peers, args.quick, mode=args.mode)
+    if args.reps is not None and args.reps < 1:
+        raise SystemExit(f"--reps: expected a count of at least 1, got {args.reps}")
+    results = run(cells, shapes, peers, args.quick, mode=args.mode, reps=args.reps)
     report_tables(results)
 
     if not args.no_import:
