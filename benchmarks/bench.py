@@ -27,13 +27,14 @@ rotating order) until a time budget per grid point is spent. A sample is as many
 calls as fill about 20 ms (one at large shapes), timed together and divided: the time per call
 of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
 forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
-reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm throughput is measured at
-the point itself, just before and just after its samples (the best of three `np.matmul`s of two
-1024 x 1024 float32 matrices each time), so that the fraction compares figures of the same
-minute: on a shared machine the speed of a core moves by a third from one minute to the next.
-Elsewhere it is the throughput of a 2048^3 `np.matmul` at the start of the run. (Not in the
-rotation: OpenBLAS's threads keep spinning for a while after a call, and the next sample pays,
-as a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long.)
+reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
+itself: a `np.matmul` of two 1024 x 1024 float32 matrices takes its turn in the rotation like a
+peer, and the limit is the point's FLOPs over its median throughput, so that the fraction is a
+ratio of medians measured side by side too (on a shared machine the speed of a core moves by a
+third within minutes, and the limit with it). Each of its samples is followed by an untimed
+pause of `BLAS_IDLE` seconds: OpenBLAS's threads keep spinning for a while after a product,
+and a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long.
+Elsewhere the limit comes from a 2048^3 `np.matmul` at the start of the run (best of 5).
 
 `--mode train` times one training step instead: forward, mean-squared-error loss against a
 fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
@@ -361,11 +362,13 @@ def calls_per_sample(fn: Callable, x: np.ndarray) -> int:
 
 
 def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: int,
-                most: int) -> dict[str, list[float]]:
+                most: int, pause_after: dict[str, float] | None = None
+                ) -> dict[str, list[float]]:
     """Seconds per call, one entry per sample: round-robin samples (rotating the order) until
     `budget` seconds and `least` samples. A sample times `calls_per_sample` back-to-back calls
     (one call at large shapes, hundreds at tiny ones) and divides: the repeated, warm calls of
-    a loop over batches, timed without the clock's and the collector's overhead per call."""
+    a loop over batches, timed without the clock's and the collector's overhead per call.
+    `pause_after[name]`: seconds of sleep after each of that entry's samples, untimed."""
     counts = {name: calls_per_sample(fn, x) for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -380,6 +383,8 @@ def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: i
             for _ in range(n):
                 fn(x)
             times[name].append((time.perf_counter() - t) / n)
+            if pause_after and name in pause_after:
+                time.sleep(pause_after[name])
         rep += 1
     return times
 
@@ -559,17 +564,13 @@ GEMM_N = 1024          # the sgemm measured there: (n, n) @ (n, n), float32
 BLAS_IDLE = 0.3        # seconds for OpenBLAS's threads to stop spinning after a product
 
 
-def gemm_here(reps: int = 3) -> float:
-    """FLOP/s of a (GEMM_N, GEMM_N) float32 `np.matmul`, the best of `reps`, then a pause of
-    BLAS_IDLE seconds so that the next timed call does not share the cores with BLAS's spinning
-    threads."""
+def gemm_call() -> tuple[Callable, float]:
+    """A call multiplying two (GEMM_N, GEMM_N) float32 matrices (it ignores its argument, so
+    that it runs in the rotation like a peer), and its FLOPs."""
     rng = np.random.default_rng(2)
     a, b = (rng.standard_normal((GEMM_N, GEMM_N), dtype=np.float32) for _ in range(2))
     out = np.empty_like(a)
-    np.matmul(a, b, out=out)
-    best = min(_timed(lambda: np.matmul(a, b, out=out)) for _ in range(reps))
-    time.sleep(BLAS_IDLE)
-    return 2.0 * GEMM_N ** 3 / best
+    return (lambda x: np.matmul(a, b, out=out)), 2.0 * GEMM_N ** 3
 
 
 def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
@@ -621,9 +622,11 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
                     results["skipped"][peer] = f"{type(error).__name__}: {error}"
             flops = forward_flops(cell, shape) * (3 if train else 1)
             alongside = flops >= ALONGSIDE_FLOPS
-            before = gemm_here() if alongside else gemm
-            times = interleaved(fns, x, budget, least, most)
-            gemm_point = max(before, gemm_here()) if alongside else gemm
+            if alongside:
+                fns["sgemm"], gemm_flops = gemm_call()
+            times = interleaved(fns, x, budget, least, most, pause_after={"sgemm": BLAS_IDLE})
+            gemm_point = (gemm_flops / statistics.median(times.pop("sgemm")) if alongside
+                          else gemm)
             medians = {p: statistics.median(t) for p, t in times.items()}
             fastest_peer = min((t for p, t in medians.items() if p != "unrolled"), default=None)
             limit = flops / gemm_point
