@@ -29,12 +29,13 @@ of a loop over batches. Medians are reported with the ratio to the fastest peer,
 forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
 reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
 itself: a `np.matmul` of two 1024 x 1024 float32 matrices takes its turn in the rotation like a
-peer, and the limit is the point's FLOPs over its median throughput, so that the fraction is a
-ratio of medians measured side by side too (on a shared machine the speed of a core moves by a
-third within minutes, and the limit with it). Each of its samples is followed by an untimed
-pause of `BLAS_IDLE` seconds: OpenBLAS's threads keep spinning for a while after a product,
-and a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long.
-Elsewhere the limit comes from a 2048^3 `np.matmul` at the start of the run (best of 5).
+peer, and the limit is the point's FLOPs over its median throughput, a ratio of medians measured
+side by side like the others (on a shared machine the speed of a core moves by a third within
+minutes, and the limit with it). Its samples have an untimed pause of `BLAS_IDLE` seconds
+before and after them: threads of BLAS and of the peers keep spinning for a while after a call
+(a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long), and the
+sgemm is to measure the machine, not the peer before it. Elsewhere the limit comes from a
+2048^3 `np.matmul` at the start of the run (best of 5).
 
 `--mode train` times one training step instead: forward, mean-squared-error loss against a
 fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
@@ -362,13 +363,14 @@ def calls_per_sample(fn: Callable, x: np.ndarray) -> int:
 
 
 def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: int,
-                most: int, pause_after: dict[str, float] | None = None
+                most: int, pause_around: dict[str, float] | None = None
                 ) -> dict[str, list[float]]:
     """Seconds per call, one entry per sample: round-robin samples (rotating the order) until
     `budget` seconds and `least` samples. A sample times `calls_per_sample` back-to-back calls
     (one call at large shapes, hundreds at tiny ones) and divides: the repeated, warm calls of
     a loop over batches, timed without the clock's and the collector's overhead per call.
-    `pause_after[name]`: seconds of sleep after each of that entry's samples, untimed."""
+    `pause_around[name]`: seconds of sleep before and after each of that entry's samples,
+    untimed."""
     counts = {name: calls_per_sample(fn, x) for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -378,13 +380,14 @@ def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: i
         order = names[rep % len(names):] + names[:rep % len(names)]
         for name in order:
             fn, n = fns[name], counts[name]
+            pause = (pause_around or {}).get(name, 0.0)
+            time.sleep(pause)
             gc.collect()
             t = time.perf_counter()
             for _ in range(n):
                 fn(x)
             times[name].append((time.perf_counter() - t) / n)
-            if pause_after and name in pause_after:
-                time.sleep(pause_after[name])
+            time.sleep(pause)
         rep += 1
     return times
 
@@ -624,9 +627,9 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
             alongside = flops >= ALONGSIDE_FLOPS
             if alongside:
                 fns["sgemm"], gemm_flops = gemm_call()
-            times = interleaved(fns, x, budget, least, most, pause_after={"sgemm": BLAS_IDLE})
-            gemm_point = (gemm_flops / statistics.median(times.pop("sgemm")) if alongside
-                          else gemm)
+            times = interleaved(fns, x, budget, least, most, pause_around={"sgemm": BLAS_IDLE})
+            gemm_times = times.pop("sgemm", None)
+            gemm_point = gemm_flops / statistics.median(gemm_times) if alongside else gemm
             medians = {p: statistics.median(t) for p, t in times.items()}
             fastest_peer = min((t for p, t in medians.items() if p != "unrolled"), default=None)
             limit = flops / gemm_point
@@ -641,7 +644,10 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
                 ratio += f", unrolled / torch = {medians['unrolled'] / medians['torch']:.2f}"
             out(f"{cell} {shape}: " + ", ".join(parts) + ratio +
                 f", matmul limit {limit * 1e3:.3f} ms ({limit / medians['unrolled']:.0%} reached"
-                f"; sgemm {gemm_point / 1e9:.1f} GFLOP/s{' here' if alongside else ''})"
+                f"; sgemm {gemm_point / 1e9:.1f} GFLOP/s" + (
+                    f" here, median of {len(gemm_times)}, best "
+                    f"{gemm_flops / min(gemm_times) / 1e9:.1f}" if alongside
+                    else "") + ")"
                 f", {row['reps']} reps" + (f"; keras-jax via {notes['keras-jax']}"
                                            if "keras-jax" in notes else "")
                 + (f"; torch on {notes['torch']}" if "torch" in notes else ""))
