@@ -28,14 +28,15 @@ calls as fill about 20 ms (one at large shapes), timed together and divided: the
 of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
 forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
 reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
-itself: a `np.matmul` of two 1024 x 1024 float32 matrices takes its turn in the rotation like a
+itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn in the rotation like a
 peer, and the limit is the point's FLOPs over its median throughput, a ratio of medians measured
 side by side like the others (on a shared machine the speed of a core moves by a third within
 minutes, and the limit with it). Its samples have an untimed pause of `BLAS_IDLE` seconds
 before and after them: threads of BLAS and of the peers keep spinning for a while after a call
 (a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long), and the
-sgemm is to measure the machine, not the peer before it. Elsewhere the limit comes from a
-2048^3 `np.matmul` at the start of the run (best of 5).
+sgemm is to measure the machine, not the peer before it. (A 1024^3 product measured 118-130
+GFLOP/s there while unrolled's LSTM steps ran faster than that: too small to be the limit.)
+Elsewhere the limit comes from the same 2048^3 `np.matmul` at the start of the run (best of 5).
 
 `--mode train` times one training step instead: forward, mean-squared-error loss against a
 fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
@@ -563,7 +564,7 @@ MODES = {
 
 SETTLE_CALLS = 7  # one untimed first call, then up to three settings twice each
 ALONGSIDE_FLOPS = 1e9  # from here on (per timed call) the sgemm limit is measured at the point
-GEMM_N = 1024          # the sgemm measured there: (n, n) @ (n, n), float32
+GEMM_N = 2048          # the sgemm measured there: (n, n) @ (n, n), float32
 BLAS_IDLE = 0.3        # seconds for OpenBLAS's threads to stop spinning after a product
 
 
