@@ -1,47 +1,17 @@
 """The compiled loops' own float32 tanh, sigmoid and step product (unrolled.kernels._numba_loops,
-_numba_panels) against NumPy.
+_numba_panels) against NumPy, and what LLVM makes of their step arithmetic.
 
-The BLAS loops use their own vectorizable tanh and sigmoid and, for weights that fit the caches,
-their own matrix product (`_numba_panels.panel_product`); the kernel tests compare whole layers
-with the reference loop, and this file checks the functions themselves: the activations over the
-whole float32 range, limits and NaN included, the product at every remainder of its blocks.
+The BLAS loops and the training loops use their own vectorizable tanh and sigmoid and, for
+weights that fit the caches, their own matrix product (`_numba_panels.panel_product`); the
+kernel tests compare whole layers with the reference loop, and this file checks the functions
+themselves: the activations over the whole float32 range, limits and NaN included, the product
+at every remainder of its blocks, and the step functions' compiled code (float32, vectorized).
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-
-
-def test_compiled_tanh_and_sigmoid_are_within_two_ulp_of_numpy():
-    from unrolled.kernels import _numba_loops
-
-    rng = np.random.default_rng(0)
-    x = np.concatenate([
-        (rng.standard_normal(200_000) * 4).astype("float32"),
-        np.linspace(-120, 120, 100_001, dtype="float32"),
-        np.array([0.0, -0.0, 1e-30, -1e-30, 1e-45, 0.625, -0.625, 0.6249999, 9.0, -9.0,
-                  88.5, -88.5, np.inf, -np.inf], dtype="float32"),
-    ])
-    out = np.empty_like(x)
-    _numba_loops.tanh32_array(x, out)
-    expected = np.tanh(x)
-    ulp = np.spacing(np.abs(expected).astype("float32"))
-    assert np.all(np.abs(out - expected) <= 2 * np.maximum(ulp, np.float32(1e-45))), (
-        f"tanh: worst error {np.max(np.abs(out - expected) / ulp):.1f} ulp")
-    _numba_loops.sigmoid32_array(x, out)
-    with np.errstate(over="ignore"):
-        expected = (1 / (1 + np.exp(-x.astype("float64")))).astype("float32")
-    ulp = np.spacing(expected)
-    tiny = expected < 1e-37                        # where float32 runs out of normal numbers
-    assert np.all(np.abs(out - expected)[~tiny] <= 2 * ulp[~tiny]), (
-        f"sigmoid: worst error {np.max((np.abs(out - expected) / ulp)[~tiny]):.1f} ulp")
-    assert np.all(out[tiny] < 1e-37)
-    nan = np.array([np.nan], dtype="float32")
-    _numba_loops.tanh32_array(nan, out[:1])
-    assert np.isnan(out[0])
-    _numba_loops.sigmoid32_array(nan, out[:1])
-    assert np.isnan(out[0])
 
 
 def _within_float32_sums(out, a, w):
@@ -158,8 +128,6 @@ def test_forward_step_arithmetic_stays_in_float32():
     3.1 ns instead of 2.4). Checked in the LLVM code of a fresh compile (Numba cannot show the
     code of a function loaded from its cache) for float32 arrays: no conversion to double and
     no double arithmetic."""
-    import re
-
     import numba
 
     from unrolled.kernels import _numba_loops
@@ -177,12 +145,56 @@ def test_forward_step_arithmetic_stays_in_float32():
         "_gru_candidate_rows": (m, i, v, m, m, m, m),
     }
     for name, types in signatures.items():
-        fresh = numba.njit(numba.void(*types), error_model="numpy", fastmath={"contract"})(
-            getattr(_numba_loops, name).py_func)
-        llvm = "\n".join(fresh.inspect_llvm().values())
-        doubles = re.findall(r"\bfpext\b|\bf(?:add|sub|mul|div)\b[^=\n]*\bdouble\b", llvm)
-        assert not doubles, f"{name} computes in float64: {sorted(set(doubles))}"
-        assert re.search(r"\bf(?:add|mul)\b[^=\n]*\bfloat\b", llvm), f"{name}: no float32 code"
+        _assert_float32_vectors(_numba_loops, name, types)
+
+
+def _assert_float32_vectors(module, name, types):
+    """`module.name`, compiled afresh for `types` as the loops compile it (fused multiply-adds),
+    computes in float32, never float64, and in vectors of float32 (LLVM's vectorizer gave up
+    on it otherwise)."""
+    import re
+
+    import numba
+
+    fresh = numba.njit(numba.void(*types), error_model="numpy", fastmath={"contract"})(
+        getattr(module, name).py_func)
+    llvm = "\n".join(fresh.inspect_llvm().values())
+    doubles = re.findall(r"\bfpext\b|\bf(?:add|sub|mul|div)\b[^=\n]*\bdouble\b", llvm)
+    assert not doubles, f"{name} computes in float64: {sorted(set(doubles))}"
+    assert re.search(r"\b(?:fadd|fmul|load|store)\b[^\n]*\bfloat\b", llvm), f"{name}: no float32"
+    assert re.search(r"<\d+ x float>", llvm), f"{name}: not vectorized"
+
+
+def test_training_step_arithmetic_is_float32_vectors():
+    """The training loops' step functions (unrolled.kernels._numba_train) stay in float32 and
+    vectorize: a change LLVM cannot vectorize (a dependence from one number to the next, say)
+    would make a loop run one number at a time without failing any other test."""
+    import numba
+
+    from unrolled.kernels import _numba_train
+
+    m, v, i = numba.float32[:, ::1], numba.float32[::1], numba.int64
+    real = numba.boolean[::1]
+    signatures = {
+        "_simple_units": (m, v, m, m, m, i),
+        "_lstm_gates": (m, v, m, m, i),
+        "_lstm_state": (m, m, m, m, m, i, i),
+        "_gru_gates": (m, v, m, m, i),
+        "_gru_reset_after": (m, v, m, v, m, m, i),
+        "_gru_reset_before": (m, m, m, i, i),
+        "_gru_candidate_input": (m, v, m, i),
+        "_gru_update": (m, m, m, m, i, i),
+        "_simple_grads": (m, m, m, m, real, i, i),
+        "_lstm_grads": (m, m, m, m, m, m, m, m, real, i, i),
+        "_gru_grads": (m, m, m, m, m, m, real, i, i),
+        "_gru_grads_after": (m, m, m, m, i, i),
+        "_gru_split_before": (m, m, m, i),
+        "_gru_reset_grad_before": (m, m, m, m, m, i),
+        "_gru_add_before": (m, m, m, i),
+        "_add_rows": (m, m, i),
+    }
+    for name, types in signatures.items():
+        _assert_float32_vectors(_numba_train, name, types)
 
 
 def test_fast_sigmoid_of_the_forward_loops_is_within_2e_7_of_the_sigmoid():

@@ -20,8 +20,8 @@ from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack, panel_pr
 # check and a raise, which would keep the loops from vectorizing.
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 # The BLAS loops, and the activations as they run there, may also fuse a multiply and an add
-# into one instruction (`contract`): one rounding instead of two, and the polynomials of tanh32
-# and sigmoid32 take half the instructions (1.5x faster gate arithmetic, measured at LSTM
+# into one instruction (`contract`): one rounding instead of two, and the activations'
+# polynomials take half the instructions (1.5x faster gate arithmetic, measured at LSTM
 # (32, 64)). It changes results by at most a rounding against the NumPy kernels.
 njit_fused = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={"contract"})
 
@@ -189,66 +189,20 @@ LOOPS = {"simple_rnn": simple_rnn, "lstm": lstm, "gru": gru}
 # BLAS sgemm), and what the compiled loop adds is everything around it: the gate arithmetic in
 # one pass over `(batch, gates*units)` instead of 8-12 NumPy calls, and activations that
 # vectorize. NumPy's float32 tanh runs one number at a time on CPUs without AVX-512 (about 7 ns
-# each on the benchmark machine); `tanh32` and `sigmoid32` below are branch-free, so LLVM runs
-# them 8 lanes wide. Both are within 2 ulp of NumPy's results over the whole float32 range (see
-# tests/test_kernels.py); infinities give the limits and NaN stays NaN.
+# each on the benchmark machine); `tanh32_fast` and `sigmoid32_fast` below are branch-free, so
+# LLVM runs them 8 lanes wide: a rational function for tanh, with no exp, and the sigmoid from
+# it. tanh32_fast is within 5 ulp of NumPy's tanh (3e-7 absolute;
+# tests/test_compiled_activations.py); on 8 192 numbers it took 8.1-9.5 us against 21.2 us for
+# a 2-ulp tanh by exp (AMD EPYC Zen 1). `sigmoid32_fast` is `(1 + tanh(x / 2)) / 2` by the
+# same function: within 2e-7 of the exact sigmoid, absolute, so a gate below about 1e-5 keeps
+# fewer correct digits (it is 0 below x = -18, where the sigmoid is under 2e-8); what a gate
+# adds to a state is off by at most 2e-7 of the value it gates. Against a 2-ulp sigmoid by exp,
+# on the 256-bit FMA units of Zen 3 inside the step arithmetic, an LSTM unit took 2.5-2.7 ns
+# instead of 3.2, a GRU unit 1.7-1.8 instead of 2.4-2.5 (16 rows by 64 units, loops of 1 000
+# steps). The training loops (_numba_train) use them too, so that the training forward's tape
+# holds the gates the inference pass computes. Infinities give the limits; NaN stays NaN.
 
 F32 = np.float32
-_MAGIC = F32(12582912.0)  # 1.5 * 2**23: x + _MAGIC rounds x to an integer held in the low bits
-_MAGIC_BITS = np.int32(np.array(_MAGIC).view(np.int32))
-
-
-@numba.njit(cache=True, inline="always")
-def exp32(x):
-    # exp(x) = 2**n * exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts so that
-    # n ln 2 is exact), exp(r) by its degree-7 minimax polynomial on |r| <= ln(2)/2 (Cephes's
-    # expf coefficients); 2**n built from its exponent bits.
-    x = min(max(x, F32(-87.33654475)), F32(88.37626266))
-    t = x * F32(1.44269504088896341) + _MAGIC
-    n = t - _MAGIC
-    r = x - n * F32(0.693359375) + n * F32(2.12194440e-4)
-    p = F32(1.9875691500e-4)
-    p = p * r + F32(1.3981999507e-3)
-    p = p * r + F32(8.3334519073e-3)
-    p = p * r + F32(4.1665795894e-2)
-    p = p * r + F32(1.6666665459e-1)
-    p = p * r + F32(5.0000001201e-1)
-    y = p * (r * r) + r + F32(1)
-    k = np.int32(np.float32(t).view(np.int32) - _MAGIC_BITS)
-    return y * np.int32((k + np.int32(127)) << np.int32(23)).view(np.float32)
-
-
-@numba.njit(cache=True, inline="always")
-def tanh32(x):
-    # |x| < 0.625: the odd polynomial x + x^3 P(x^2) (Cephes's tanhf coefficients);
-    # otherwise 1 - 2 / (exp(2|x|) + 1) with the sign of x. |x| is capped at 9, where tanh is
-    # 1 in float32. Both branches are computed and one is selected: no jump, so it vectorizes.
-    a = min(abs(x), F32(9))
-    z = x * x
-    small = ((((F32(-5.70498872745e-3) * z + F32(2.06390887954e-2)) * z
-               - F32(5.37397155531e-2)) * z + F32(1.33314422036e-1)) * z
-             - F32(3.33332819422e-1)) * z * x + x
-    big = F32(1) - F32(2) / (exp32(a + a) + F32(1))
-    big = -big if x < 0 else big
-    return small if a < F32(0.625) else big
-
-
-@numba.njit(cache=True, inline="always")
-def sigmoid32(x):
-    return F32(1) / (F32(1) + exp32(-x))
-
-
-# The forward BLAS loops use cheaper activations still: a rational function for tanh, with no
-# exp, and sigmoid from it. On 8 192 numbers tanh32_fast took 8.1-9.5 us against tanh32's
-# 21.2 us (AMD EPYC Zen 1), within 5 ulp of NumPy's tanh (3e-7 absolute;
-# tests/test_compiled_activations.py). `sigmoid32_fast` is `(1 + tanh(x / 2)) / 2` by the same
-# function: within 2e-7 of the exact sigmoid, absolute, where sigmoid32 is within 2 ulp, so a
-# gate below about 1e-5 keeps fewer correct digits (it is 0 below x = -18, where the sigmoid is
-# under 2e-8); what a gate adds to a state is off by at most 2e-7 of the value it gates. On
-# 8 192 numbers (Zen 1) it was hardly faster than sigmoid32 (11.3 against 12.9 us); on the
-# 256-bit FMA units of Zen 3, inside the step arithmetic, an LSTM unit took 2.5-2.7 ns against
-# 3.2, a GRU unit 1.7-1.8 against 2.4-2.5 (16 rows by 64 units, loops of 1 000 steps). The
-# training loops keep tanh32 and sigmoid32.
 _TANH_P = (F32(1.0), F32(0.13381394743919373), F32(0.003496025688946247),
            F32(2.0616251276805997e-05), F32(1.3364518380853951e-08))
 _TANH_Q = (F32(1.0), F32(0.4671471118927002), F32(0.025878649204969406),
@@ -279,19 +233,6 @@ def lstm_unit(zi, zf, zg, zo, c_prev):
     i, f, g, o = sigmoid32_fast(zi), sigmoid32_fast(zf), tanh32_fast(zg), sigmoid32_fast(zo)
     c = f * c_prev + i * g
     return c, o * tanh32_fast(c)
-
-
-@njit_fused
-def tanh32_array(a, out):
-    """`out = tanh32(a)` for 1-D arrays (the tests compare it with np.tanh)."""
-    for i in range(a.shape[0]):
-        out[i] = tanh32(a[i])
-
-
-@njit_fused
-def sigmoid32_array(a, out):
-    for i in range(a.shape[0]):
-        out[i] = sigmoid32(a[i])
 
 
 @njit_fused

@@ -7,22 +7,24 @@ rows run in blocks (`own`, see train._own_product), else BLAS (`np.dot` here cal
 sgemm). What these loops replace is everything between two products: the NumPy kernel spends
 8-15 full passes over `(batch, gates*units)` arrays per step (adding the recurrent term, the
 activations one gate block at a time, the state update, the gate derivatives, the mask
-rules), plus whole-sequence passes for the activation derivatives. Here
-each step is one pass, with `tanh32`/`sigmoid32` (within 2 ulp of NumPy's, and vectorized), and
-the derivatives `1 - y^2`, `y (1 - y)` are taken from the stored gates inside that pass.
+rules), plus whole-sequence passes for the activation derivatives. Here each step is a pass
+or two over its rows, with the forward loops' activations (`tanh32_fast`, `sigmoid32_fast`;
+vectorized, within 3e-7 of tanh and the sigmoid), and the derivatives `1 - y^2`, `y (1 - y)`
+are taken from the stored gates inside the backward's pass.
 
-The loops write exactly the tape the NumPy kernel writes (P, A, H, C, TC, RH; see train.py), so
-its backward, `cache["steps"]` and `cache["step_grads"]` read them alike; the whole-sequence
+The loops write the tape the NumPy kernel writes (P, A, H, C, TC, RH; see train.py), so its
+backward, `cache["steps"]` and `cache["step_grads"]` read them alike; the whole-sequence
 weight-gradient products stay in train.py. Row-vector math in processing order k = 0..T-1;
 `valid` is `(T, batch)` (True: the sample's step is real), read only when `use_mask`.
 
 Imported only by `train.py` when `unrolled.kernels._numba.available()`; `import unrolled` never
 imports Numba.
 
-Each inner loop reads a few arrays and writes one (rows taken as 1-D views): Numba cannot tell
-LLVM that two array arguments never overlap, so a loop writing several arrays needs a runtime
-overlap check per pair and LLVM gives up vectorizing past a handful (the LSTM forward as one
-loop per row ran at 72 ns per unit, split like this at 18 ns).
+A step's arithmetic runs in functions of their own over 2-D `(rows, units)` arrays, compiled
+with fused multiply-adds (`njit_fused`), as the inference loops' (`_numba_loops`); each is
+checked to vectorize (tests/test_compiled_activations.py). Written as per-row passes over
+1-D views with the 2-ulp activations, the LSTM forward's arithmetic ran at about 10 ns a unit;
+so, about 6 (Zen 3).
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from unrolled.kernels._numba_loops import _packed_if, _product, sigmoid32, tanh32
+from unrolled.kernels._numba_loops import (_packed_if, _product, njit_fused, sigmoid32_fast,
+                                           tanh32_fast)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -47,6 +50,17 @@ ONE = F32(1)
 
 
 # ------------------------------------------------------------------ forward
+#
+# Each step: the product `h_{t-1} W` for the block's rows, then the step's arithmetic in
+# functions of their own over `(rows, units)` (as the inference loops, _numba_loops), compiled
+# with fused multiply-adds and the forward loops' activations, `tanh32_fast` and
+# `sigmoid32_fast` (within 3e-7 and 2e-7 of tanh and the sigmoid, absolute): the tape then holds
+# the gates the inference pass computes. `P` holds `x_t U` on entry; the bias is added here,
+# `(x_t U + b) + h W`, the NumPy kernel's order, and the sum is kept in `P`. LSTM (32 rows,
+# 100 steps, 16 features, 64 units, one thread, Zen 3): the loop took 3.4-4.7 ms as per-row
+# passes with the 2-ulp activations, 2.5-3.2 ms so (of which 1.25 ms are the products); one
+# loop a unit writing all five tape arrays took 1.1x as long as the two functions below.
+
 
 @njit
 def _keep(new, old, valid, k, b0, b1):
@@ -58,73 +72,138 @@ def _keep(new, old, valid, k, b0, b1):
                 n[j] = o[j]
 
 
+@njit_fused
+def _simple_units(P, bias, hW, A, H, b0):
+    # z = (x_t U + b) + h W into P; A = H = tanh(z), rows b0..
+    for r in range(hW.shape[0]):
+        row = b0 + r
+        for j in range(hW.shape[1]):
+            P[row, j] = (P[row, j] + bias[j]) + hW[r, j]
+        for j in range(hW.shape[1]):
+            A[row, j] = tanh32_fast(P[row, j])
+        for j in range(hW.shape[1]):
+            H[row, j] = A[row, j]
+
+
 @njit
-def simple_forward(P, A, H, W, valid, use_mask, own, b0, b1):
-    """P holds x_t U + b on entry; per step z = P[k] + h W (kept in P), h = tanh(z)."""
+def simple_forward(P, A, H, W, bias, valid, use_mask, own, b0, b1):
+    """P holds x_t U on entry; per step z = (P[k] + b) + h W (kept in P), h = tanh(z)."""
     T, U = P.shape[0], P.shape[2]
     hW = np.empty((b1 - b0, U), dtype=np.float32)
     Wp = _packed_if(W, own)
     for k in range(T):
         _product(H[k, b0:b1], W, Wp, hW, own)                       # h_{t-1} W  (batch, units)
-        for b in range(b0, b1):
-            p, hw, a, h = P[k, b], hW[b - b0], A[k, b], H[k + 1, b]
-            for j in range(U):
-                p[j] += hw[j]                                       # z
-            for j in range(U):
-                a[j] = tanh32(p[j])
-            for j in range(U):
-                h[j] = a[j]
+        _simple_units(P[k], bias, hW, A[k], H[k + 1], b0)
         if use_mask:
             _keep(H[k + 1], H[k], valid, k, b0, b1)
 
 
+@njit_fused
+def _lstm_gates(P, bias, hW, A, b0):
+    # z = (x_t U + b) + h W into P; A = [sigmoid(z_i) | sigmoid(z_f) | tanh(z_g) | sigmoid(z_o)]
+    U = A.shape[1] // 4
+    for r in range(hW.shape[0]):
+        row = b0 + r
+        for j in range(4 * U):
+            P[row, j] = (P[row, j] + bias[j]) + hW[r, j]
+        for j in range(2 * U):
+            A[row, j] = sigmoid32_fast(P[row, j])
+        for j in range(2 * U, 3 * U):
+            A[row, j] = tanh32_fast(P[row, j])
+        for j in range(3 * U, 4 * U):
+            A[row, j] = sigmoid32_fast(P[row, j])
+
+
+@njit_fused
+def _lstm_state(A, c_prev, c, tc, h, b0, b1):
+    # c_t = f c_{t-1} + i g, tc = tanh(c_t), h_t = o tc
+    U = c.shape[1]
+    for b in range(b0, b1):
+        for j in range(U):
+            cv = A[b, U + j] * c_prev[b, j] + A[b, j] * A[b, 2 * U + j]
+            c[b, j] = cv
+            t = tanh32_fast(cv)
+            tc[b, j] = t
+            h[b, j] = A[b, 3 * U + j] * t
+
+
 @njit
-def lstm_forward(P, A, H, C, TC, W, valid, use_mask, own, b0, b1):
+def lstm_forward(P, A, H, C, TC, W, bias, valid, use_mask, own, b0, b1):
     """Gates [i|f|g|o]; c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
     T, G = P.shape[0], P.shape[2]
-    U = G // 4
     hW = np.empty((b1 - b0, G), dtype=np.float32)
     Wp = _packed_if(W, own)
     for k in range(T):
         _product(H[k, b0:b1], W, Wp, hW, own)                       # (batch, 4*units)
-        for b in range(b0, b1):
-            p, hw, a = P[k, b], hW[b - b0], A[k, b]
-            for j in range(G):
-                p[j] += hw[j]                                       # z
-            for j in range(2 * U):
-                a[j] = sigmoid32(p[j])                              # i, f
-            for j in range(2 * U, 3 * U):
-                a[j] = tanh32(p[j])                                 # g
-            for j in range(3 * U, G):
-                a[j] = sigmoid32(p[j])                              # o
-            c, c_prev = C[k + 1, b], C[k, b]
-            for j in range(U):
-                c[j] = a[U + j] * c_prev[j] + a[j] * a[2 * U + j]   # f c_{t-1} + i g
-            tc = TC[k, b]
-            for j in range(U):
-                tc[j] = tanh32(c[j])
-            h = H[k + 1, b]
-            for j in range(U):
-                h[j] = a[3 * U + j] * tc[j]                         # o tanh(c_t)
+        _lstm_gates(P[k], bias, hW, A[k], b0)
+        _lstm_state(A[k], C[k], C[k + 1], TC[k], H[k + 1], b0, b1)
         if use_mask:
             _keep(H[k + 1], H[k], valid, k, b0, b1)
             _keep(C[k + 1], C[k], valid, k, b0, b1)
 
 
-@njit
-def _gru_candidate(P, A, H, k, b, U):
-    # hh = tanh(a) from the finished candidate input in P, then h_t = z h_{t-1} + (1 - z) hh
-    p, a, h, h_prev = P[k, b], A[k, b], H[k + 1, b], H[k, b]
-    for j in range(2 * U, 3 * U):
-        a[j] = tanh32(p[j])
-    for j in range(U):
-        z = a[j]
-        h[j] = z * h_prev[j] + (ONE - z) * a[2 * U + j]
+@njit_fused
+def _gru_gates(P, bias, R, A, b0):
+    # [z|r]: (x_t U + b) + R into P (R: h W_zr, or h W + b_rec), then the sigmoid into A
+    U = A.shape[1] // 3
+    for r in range(R.shape[0]):
+        row = b0 + r
+        for j in range(2 * U):
+            P[row, j] = (P[row, j] + bias[j]) + R[r, j]
+        for j in range(2 * U):
+            A[row, j] = sigmoid32_fast(P[row, j])
+
+
+@njit_fused
+def _gru_reset_after(P, bias, R, b_rec, A, RH, b0):
+    # R += b_rec; the gates; RH = r_h = h W_h + b_rec_h; candidate input (x_t U_h + b_h) + r r_h
+    U = A.shape[1] // 3
+    for r in range(R.shape[0]):
+        for j in range(3 * U):
+            R[r, j] += b_rec[j]
+    _gru_gates(P, bias, R, A, b0)
+    for r in range(R.shape[0]):
+        row = b0 + r
+        for j in range(U):
+            RH[row, j] = R[r, 2 * U + j]
+        for j in range(U):
+            P[row, 2 * U + j] = (P[row, 2 * U + j] + bias[2 * U + j]) + A[row, U + j] * RH[row, j]
+
+
+@njit_fused
+def _gru_reset_before(A, H, RH, b0, b1):
+    # RH = r h_{t-1}
+    U = RH.shape[1]
+    for b in range(b0, b1):
+        for j in range(U):
+            RH[b, j] = A[b, U + j] * H[b, j]
+
+
+@njit_fused
+def _gru_candidate_input(P, bias, rhW, b0):
+    # candidate input (x_t U_h + b_h) + (r h) W_h
+    U = rhW.shape[1]
+    for r in range(rhW.shape[0]):
+        row = b0 + r
+        for j in range(U):
+            P[row, 2 * U + j] = (P[row, 2 * U + j] + bias[2 * U + j]) + rhW[r, j]
+
+
+@njit_fused
+def _gru_update(P, A, h_prev, h, b0, b1):
+    # hh = tanh(candidate input), h_t = z h_{t-1} + (1 - z) hh
+    U = h.shape[1]
+    for b in range(b0, b1):
+        for j in range(U):
+            hh = tanh32_fast(P[b, 2 * U + j])
+            A[b, 2 * U + j] = hh
+            z = A[b, j]
+            h[b, j] = z * h_prev[b, j] + (ONE - z) * hh
 
 
 @njit
-def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1):
-    """Gates [z|r|hh]; h_t = z h_{t-1} + (1 - z) hh. P holds x_t U + b_in on entry.
+def gru_forward(P, A, H, RH, W, bias, b_rec, valid, use_mask, reset_after, own, b0, b1):
+    """Gates [z|r|hh]; h_t = z h_{t-1} + (1 - z) hh. P holds x_t U on entry, `bias` is b_in.
 
     reset_after: hh = tanh(P_h + r (h W_h + b_rec_h)), RH = h W_h + b_rec_h;
     else:        hh = tanh(P_h + (r h) W_h),          RH = r h."""
@@ -132,7 +211,7 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
     U = G // 3
     B = b1 - b0
     if reset_after:
-        R = np.empty((B, G), dtype=np.float32)                      # h W + b_rec
+        R = np.empty((B, G), dtype=np.float32)                      # h W (+ b_rec)
         W_zr = W_h = W[:1]                                          # unused
         rhW = np.empty((1, 1), dtype=np.float32)
         Wp = _packed_if(W, own)
@@ -147,35 +226,14 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
     for k in range(T):
         if reset_after:
             _product(H[k, b0:b1], W, Wp, R, own)
-            for b in range(b0, b1):
-                p, a, r_, rh = P[k, b], A[k, b], R[b - b0], RH[k, b]
-                for j in range(G):
-                    r_[j] += b_rec[j]
-                for j in range(2 * U):
-                    p[j] += r_[j]
-                for j in range(2 * U):
-                    a[j] = sigmoid32(p[j])                          # z, r
-                for j in range(U):
-                    rh[j] = r_[2 * U + j]                           # r_h
-                for j in range(U):
-                    p[2 * U + j] += a[U + j] * rh[j]                # + r r_h
-                _gru_candidate(P, A, H, k, b, U)
+            _gru_reset_after(P[k], bias, R, b_rec, A[k], RH[k], b0)
         else:
             _product(H[k, b0:b1], W_zr, W_zrp, R, own)
-            for b in range(b0, b1):
-                p, a, r_, rh, h_prev = P[k, b], A[k, b], R[b - b0], RH[k, b], H[k, b]
-                for j in range(2 * U):
-                    p[j] += r_[j]
-                for j in range(2 * U):
-                    a[j] = sigmoid32(p[j])                          # z, r
-                for j in range(U):
-                    rh[j] = a[U + j] * h_prev[j]                    # r h_{t-1}
+            _gru_gates(P[k], bias, R, A[k], b0)
+            _gru_reset_before(A[k], H[k], RH[k], b0, b1)
             _product(RH[k, b0:b1], W_h, W_hp, rhW, own)
-            for b in range(b0, b1):
-                p, rw = P[k, b], rhW[b - b0]
-                for j in range(U):
-                    p[2 * U + j] += rw[j]                           # + (r h) W_h
-                _gru_candidate(P, A, H, k, b, U)
+            _gru_candidate_input(P[k], bias, rhW, b0)
+        _gru_update(P[k], A[k], H[k], H[k + 1], b0, b1)
         if use_mask:
             _keep(H[k + 1], H[k], valid, k, b0, b1)
 
@@ -185,18 +243,8 @@ def gru_forward(P, A, H, RH, W, b_rec, valid, use_mask, reset_after, own, b0, b1
 # The masked-step rule of RNN._backward (train._Rule): step k's cell sees
 # dh = dH[k+1] + d_out[k] on real samples and 0 on masked ones; a masked sample passes
 # dH[k] = dH[k+1] + d_out[k] (pass_total) or dH[k+1] to step k-1, and with `unroll` (outputs
-# repeat the previous step's) adds d_out[k] to d_out[k-1].
-
-@njit
-def _dh(dH, d_out, dh, k, b, real):
-    g, o = dH[k + 1, b], d_out[k, b]
-    if real:
-        for j in range(dh.shape[0]):
-            dh[j] = g[j] + o[j]
-    else:
-        for j in range(dh.shape[0]):
-            dh[j] = 0
-
+# repeat the previous step's) adds d_out[k] to d_out[k-1]. As in the forward, each step's
+# arithmetic runs in functions of their own over `(rows, units)`, with fused multiply-adds.
 
 @njit
 def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
@@ -216,63 +264,147 @@ def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
                     before[j] += out[j]
 
 
+@njit_fused
+def _simple_grads(A, dh_next, d_out, dZ, real, b0, b1):
+    # dz = dh tanh'(z), dh = dH[k+1] + d_out[k] (0 on masked rows)
+    for b in range(b0, b1):
+        on = real[b]
+        for j in range(dZ.shape[1]):
+            dh = (dh_next[b, j] + d_out[b, j]) if on else F32(0)
+            dZ[b, j] = dh * (ONE - A[b, j] * A[b, j])
+
+
+@njit
+def _real(valid, use_mask, k, b0, b1, out):
+    # out[b] = whether step k of sample b is real (rows b0..b1-1)
+    for b in range(b0, b1):
+        out[b] = not use_mask or valid[k, b]
+
+
 @njit
 def simple_backward(A, W, W_T, d_out, dH, dZ, valid, use_mask, pass_total, unroll, own, b0,
                     b1):
     """W_T: W's transpose, contiguous, for BLAS (unused with `own`: W^T is packed here)."""
-    T, U = A.shape[0], A.shape[2]
-    dh = np.empty(U, dtype=np.float32)
+    T = A.shape[0]
+    real = np.empty(b1, dtype=np.bool_)
     W_Tp = _packed_if(W.T, own)
     for k in range(T - 1, -1, -1):
-        for b in range(b0, b1):
-            _dh(dH, d_out, dh, k, b, not use_mask or valid[k, b])
-            a, dz = A[k, b], dZ[k, b]
-            for j in range(U):
-                dz[j] = dh[j] * (ONE - a[j] * a[j])                 # dz = dh tanh'(z)
+        _real(valid, use_mask, k, b0, b1, real)
+        _simple_grads(A[k], dH[k + 1], d_out[k], dZ[k], real, b0, b1)
         _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)        # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
+
+
+@njit_fused
+def _lstm_grads(A, c_prev, tc, dh_next, d_out, dc_next, dZ, dc_prev, real, b0, b1):
+    # dc = dh o tanh'(c) + dc_{t+1}; dz = [dc g i' | dc c_{t-1} f' | dc i g' | dh tc o'];
+    # dc_{t-1} = dc f. Masked rows: dz = 0, the cell state's gradient passes unchanged.
+    U = tc.shape[1]
+    for b in range(b0, b1):
+        if not real[b]:
+            for j in range(4 * U):
+                dZ[b, j] = 0
+            for j in range(U):
+                dc_prev[b, j] = dc_next[b, j]
+            continue
+        for j in range(U):
+            dh = dh_next[b, j] + d_out[b, j]
+            i, f, g, o = A[b, j], A[b, U + j], A[b, 2 * U + j], A[b, 3 * U + j]
+            t = tc[b, j]
+            dc = dh * o * (ONE - t * t) + dc_next[b, j]
+            dZ[b, j] = dc * g * ((ONE - i) * i)                     # di
+            dZ[b, U + j] = dc * c_prev[b, j] * ((ONE - f) * f)      # df
+            dZ[b, 2 * U + j] = dc * i * (ONE - g * g)               # dg
+            dZ[b, 3 * U + j] = dh * t * ((ONE - o) * o)             # do
+            dc_prev[b, j] = dc * f                                  # dc_{t-1} = dc f
 
 
 @njit
 def lstm_backward(A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll,
                   own, b0, b1):
     """W_T as in simple_backward."""
-    T, G = A.shape[0], A.shape[2]
-    U = G // 4
+    T = A.shape[0]
+    real = np.empty(b1, dtype=np.bool_)
     W_Tp = _packed_if(W.T, own)
-    dh = np.empty(U, dtype=np.float32)
-    dc = np.empty(U, dtype=np.float32)
     for k in range(T - 1, -1, -1):
-        for b in range(b0, b1):
-            a, dz, dc_prev, dc_next = A[k, b], dZ[k, b], dC[k, b], dC[k + 1, b]
-            if use_mask and not valid[k, b]:
-                for j in range(G):
-                    dz[j] = 0
-                for j in range(U):
-                    dc_prev[j] = dc_next[j]
-                continue
-            _dh(dH, d_out, dh, k, b, True)
-            tc, c_prev = TC[k, b], C[k, b]
-            for j in range(U):
-                dc[j] = dh[j] * a[3 * U + j] * (ONE - tc[j] * tc[j]) + dc_next[j]
-            for j in range(U):
-                i = a[j]
-                dz[j] = dc[j] * a[2 * U + j] * ((ONE - i) * i)      # di
-            for j in range(U):
-                f = a[U + j]
-                dz[U + j] = dc[j] * c_prev[j] * ((ONE - f) * f)     # df
-            for j in range(U):
-                g = a[2 * U + j]
-                dz[2 * U + j] = dc[j] * a[j] * (ONE - g * g)        # dg
-            for j in range(U):
-                o = a[3 * U + j]
-                dz[3 * U + j] = dh[j] * tc[j] * ((ONE - o) * o)     # do
-            for j in range(U):
-                dc_prev[j] = dc[j] * a[U + j]                       # dc_{t-1} = dc f
+        _real(valid, use_mask, k, b0, b1, real)
+        _lstm_grads(A[k], C[k], TC[k], dH[k + 1], d_out[k], dC[k + 1], dZ[k], dC[k], real, b0,
+                    b1)
         _product(dZ[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)        # dh_{t-1} = dz W^T
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
+
+
+@njit_fused
+def _gru_grads(A, h_prev, dh_next, d_out, dZx, dhz, real, b0, b1):
+    # d_z = dh (h_{t-1} - hh) z', d_a = dh (1 - z) tanh'(a) into dZx; dhz = dh z (rows from 0)
+    U = h_prev.shape[1]
+    for b in range(b0, b1):
+        on = real[b]
+        r = b - b0
+        for j in range(U):
+            dh = (dh_next[b, j] + d_out[b, j]) if on else F32(0)
+            z, hh = A[b, j], A[b, 2 * U + j]
+            dZx[b, j] = dh * (h_prev[b, j] - hh) * ((ONE - z) * z)             # d_z
+            dZx[b, 2 * U + j] = dh * (ONE - z) * (ONE - hh * hh)               # d_a
+            dhz[r, j] = dh * z
+
+
+@njit_fused
+def _gru_grads_after(A, RH, dZx, dZh, b0, b1):
+    # d_r = d_a r_h r'; dZh = [d_z | d_r | d_a r] (d r_h = d_a r)
+    U = RH.shape[1]
+    for b in range(b0, b1):
+        for j in range(U):
+            r = A[b, U + j]
+            dZx[b, U + j] = dZx[b, 2 * U + j] * RH[b, j] * ((ONE - r) * r)
+        for j in range(2 * U):
+            dZh[b, j] = dZx[b, j]
+        for j in range(U):
+            dZh[b, 2 * U + j] = dZx[b, 2 * U + j] * A[b, U + j]
+
+
+@njit_fused
+def _gru_split_before(dZx, zr, da, b0):
+    # d_z into zr's first half, d_a into da (rows from 0), for the two products
+    U = da.shape[1]
+    for r in range(da.shape[0]):
+        for j in range(U):
+            zr[r, j] = dZx[b0 + r, j]
+        for j in range(U):
+            da[r, j] = dZx[b0 + r, 2 * U + j]
+
+
+@njit_fused
+def _gru_reset_grad_before(A, h_prev, d_rh, dZx, zr, b0):
+    # d_r = d(r h) h_{t-1} r', into dZx and zr's second half
+    U = h_prev.shape[1]
+    for r_ in range(d_rh.shape[0]):
+        b = b0 + r_
+        for j in range(U):
+            r = A[b, U + j]
+            dZx[b, U + j] = d_rh[r_, j] * h_prev[b, j] * ((ONE - r) * r)
+        for j in range(U):
+            zr[r_, U + j] = dZx[b, U + j]
+
+
+@njit_fused
+def _gru_add_before(A, d_rh, dH, b0):
+    # dh_{t-1} += d(r h) r
+    U = d_rh.shape[1]
+    for r_ in range(d_rh.shape[0]):
+        b = b0 + r_
+        for j in range(U):
+            dH[b, j] += d_rh[r_, j] * A[b, U + j]
+
+
+@njit_fused
+def _add_rows(dH, dhz, b0):
+    # dh_{t-1} += dh z
+    for r in range(dhz.shape[0]):
+        for j in range(dhz.shape[1]):
+            dH[b0 + r, j] += dhz[r, j]
 
 
 @njit
@@ -283,7 +415,7 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
     T, G = A.shape[0], A.shape[2]
     U = G // 3
     B = b1 - b0
-    dh = np.empty(U, dtype=np.float32)
+    real = np.empty(b1, dtype=np.bool_)
     dhz = np.empty((B, U), dtype=np.float32)                        # dh z (rows from b0)
     if reset_after:
         W_T = _transposed(W, not own)                               # for BLAS
@@ -302,52 +434,17 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         da = np.empty((B, U), dtype=np.float32)                     # d_a
         d_rh = np.empty((B, U), dtype=np.float32)                   # d (r h) = d_a W_h^T
     for k in range(T - 1, -1, -1):
-        for b in range(b0, b1):
-            _dh(dH, d_out, dh, k, b, not use_mask or valid[k, b])
-            a, dzx, h_prev, d_hz = A[k, b], dZx[k, b], H[k, b], dhz[b - b0]
-            for j in range(U):
-                z = a[j]
-                dzx[j] = dh[j] * (h_prev[j] - a[2 * U + j]) * ((ONE - z) * z)   # d_z
-            for j in range(U):
-                hh = a[2 * U + j]
-                dzx[2 * U + j] = dh[j] * (ONE - a[j]) * (ONE - hh * hh)         # d_a
-            for j in range(U):
-                d_hz[j] = dh[j] * a[j]                              # dh z
-            if reset_after:
-                rh, dzh = RH[k, b], dZh[k, b]
-                for j in range(U):
-                    r = a[U + j]
-                    dzx[U + j] = dzx[2 * U + j] * rh[j] * ((ONE - r) * r)       # d_r
-                for j in range(2 * U):
-                    dzh[j] = dzx[j]
-                for j in range(U):
-                    dzh[2 * U + j] = dzx[2 * U + j] * a[U + j]      # d r_h = d_a r
-            else:
-                zr_b, da_b = zr[b - b0], da[b - b0]
-                for j in range(U):
-                    zr_b[j] = dzx[j]
-                for j in range(U):
-                    da_b[j] = dzx[2 * U + j]
+        _real(valid, use_mask, k, b0, b1, real)
+        _gru_grads(A[k], H[k], dH[k + 1], d_out[k], dZx[k], dhz, real, b0, b1)
         if reset_after:
+            _gru_grads_after(A[k], RH[k], dZx[k], dZh[k], b0, b1)
             _product(dZh[k, b0:b1], W_T, W_Tp, dH[k, b0:b1], own)
         else:
+            _gru_split_before(dZx[k], zr, da, b0)
             _product(da, W_h_T, W_h_Tp, d_rh, own)                  # d (r h) = d_a W_h^T
-            for b in range(b0, b1):
-                a, dzx, h_prev, drh = A[k, b], dZx[k, b], H[k, b], d_rh[b - b0]
-                for j in range(U):
-                    r = a[U + j]
-                    dzx[U + j] = drh[j] * h_prev[j] * ((ONE - r) * r)           # d_r
-                zr_b = zr[b - b0]
-                for j in range(U):
-                    zr_b[U + j] = dzx[U + j]
+            _gru_reset_grad_before(A[k], H[k], d_rh, dZx[k], zr, b0)
             _product(zr, W_zr_T, W_zr_Tp, dH[k, b0:b1], own)
-            for b in range(b0, b1):
-                a, drh, dhk = A[k, b], d_rh[b - b0], dH[k, b]
-                for j in range(U):
-                    dhk[j] += drh[j] * a[U + j]                     # + d(r h) r
-        for b in range(b0, b1):
-            dhk, d_hz = dH[k, b], dhz[b - b0]
-            for j in range(U):
-                dhk[j] += d_hz[j]                                   # + dh z
+            _gru_add_before(A[k], d_rh, dH[k], b0)
+        _add_rows(dH[k], dhz, b0)                                   # + dh z
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)

@@ -417,17 +417,17 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
         b_in, b_rec = bias, None
     P = kept.empty("P", (T, B, G * U), dtype)                       # pre-activations
     np.matmul(X.reshape(T * B, F), cell.kernel, out=P.reshape(T * B, G * U))  # all x_t U at once
-    if b_in is not None:
-        P += b_in
     A = kept.empty("A", P.shape, dtype)                             # post-activation gates
     H = kept.empty("H", (T + 1, B, U), dtype)                       # h_0 .. h_T
     np.copyto(H[0], states[0])
     tape.P, tape.A, tape.H = P, A, H
     tape.C = tape.TC = tape.RH = None
     tape.compiled = compiled
-    if tape.compiled is not None:
-        _forward_compiled(tape, cell, b_rec, states)
+    if tape.compiled is not None:                                   # (the loops add b_in)
+        _forward_compiled(tape, cell, b_in, b_rec, states)
         return tape
+    if b_in is not None:
+        P += b_in
     with np.errstate(over="ignore"):
         if kind == "simple":
             _forward_simple(tape, cell)
@@ -442,28 +442,32 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     return tape
 
 
-def _forward_compiled(tape: _Tape, cell: Any, b_rec: np.ndarray | None, states: list) -> None:
-    """The per-step loop compiled (float32, tanh/sigmoid): the same tape, one pass per step."""
+def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
+                      b_rec: np.ndarray | None, states: list) -> None:
+    """The per-step loop compiled (float32, tanh/sigmoid): the same tape, a pass or two a step.
+    `tape.P` holds `x_t U`; the loops add `b_in` (zeros without a bias)."""
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
+    G = tape.P.shape[2]
+    bias = np.zeros(G, dtype=tape.dtype) if b_in is None else np.ascontiguousarray(b_in)
     tape.parts = _threads.blocks(B)                   # ROWS chosen: blocks of rows at once
     own = _own_product(W, tape.parts)
     if tape.kind == "simple":
-        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, valid, use_mask, own), B,
+        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, bias, valid, use_mask, own), B,
                  tape.parts)
     elif tape.kind == "lstm":
         tape.C = tape.buffers.empty("C", (T + 1, B, U), tape.dtype)
         np.copyto(tape.C[0], states[1])
         tape.TC = tape.buffers.empty("TC", (T, B, U), tape.dtype)
-        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, valid, use_mask,
-                                   own), B, tape.parts)
+        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, bias, valid,
+                                   use_mask, own), B, tape.parts)
     else:
         tape.RH = tape.buffers.empty("RH", (T, B, U), tape.dtype)
         if b_rec is None:
             b_rec = np.zeros(3 * U, dtype=tape.dtype)
-        _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, b_rec, valid, use_mask,
-                                  cell.reset_after, own), B, tape.parts)
+        _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, bias, b_rec, valid,
+                                  use_mask, cell.reset_after, own), B, tape.parts)
 
 
 # Batch rows never meet in a recurrent layer, so the compiled loops can run blocks of rows on
