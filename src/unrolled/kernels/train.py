@@ -449,8 +449,7 @@ def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
-    G = tape.P.shape[2]
-    bias = np.zeros(G, dtype=tape.dtype) if b_in is None else np.ascontiguousarray(b_in)
+    bias = _numba._zeros_if_none(b_in, tape.P.shape[2], tape.dtype)
     tape.parts = _threads.blocks(B)                   # ROWS chosen: blocks of rows at once
     own = _own_product(W, tape.parts)
     if tape.kind == "simple":
@@ -464,8 +463,7 @@ def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
                                    use_mask, own), B, tape.parts)
     else:
         tape.RH = tape.buffers.empty("RH", (T, B, U), tape.dtype)
-        if b_rec is None:
-            b_rec = np.zeros(3 * U, dtype=tape.dtype)
+        b_rec = _numba._zeros_if_none(b_rec, 3 * U, tape.dtype)
         _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, bias, b_rec, valid,
                                   use_mask, cell.reset_after, own), B, tape.parts)
 
