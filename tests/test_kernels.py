@@ -256,6 +256,34 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
         both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
 
 
+@pytest.mark.parametrize("mask_kind", [None, "random", "empty_row"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("layout", ["batch_major", "strided"])
+def test_blas_loops_with_one_step_projections(rng, monkeypatch, mask_kind, go_backwards, layout):
+    """The BLAS loops as they run at the largest shapes: BLAS's step products, the whole batch
+    in one block, the input projection one step at a time (the seam between two chunks at
+    every step; test_chunked_projection's setting reaches the NumPy kernels only), SimpleRNN's
+    projection straight into the output rows. Stacked and alone, a batch-major or strided
+    input, either direction."""
+    if PATH["name"].startswith("numba_blas"):
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_threads, "parts", lambda: 1)
+        monkeypatch.setattr(_numba, "CHUNK_BYTES", 0)
+    for b, t, f, u in [(3, 12, 4, 6), (1, 7, 2, 5), (4, 9, 11, 3)]:
+        source = rng.standard_normal((b, 2 * t, f)).astype("float32")
+        x = source[:, ::2] if layout == "strided" else source[:, :t]
+        if layout == "batch_major":
+            x = np.ascontiguousarray(x)
+        cells = [make_cell(kind, u) for kind in CELLS]
+        rnn = built(layers.RNN(cells, return_sequences=True, return_state=True,
+                               go_backwards=go_backwards), x)
+        both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
+        for kind in CELLS:
+            one = built(layers.RNN(make_cell(kind, u), return_sequences=True,
+                                   go_backwards=go_backwards), x)
+            both_ways(one, x, random_states(rng, one, b), make_mask(rng, mask_kind, b, t))
+
+
 def twins(make, x):
     """Two layers with the same weights: the first runs kernels, the second only the reference."""
     fast, slow = make(), make()
