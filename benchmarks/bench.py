@@ -14,10 +14,11 @@ returning the whole output sequence `(batch, timesteps, units)` as a NumPy array
 - keras-jax: Keras 3 on JAX. Both honest compiled routes are timed during warm-up and the faster
   is kept: a `jax.jit` of `model.stateless_call` (output copied to NumPy) or
   `model.predict_on_batch`. The choice is printed.
-- keras-tf: Keras 3 on TensorFlow, run in a subprocess-free way only when `tensorflow` imports in
-  this interpreter (Keras picks its backend once per process, so this peer needs its own run:
-  `KERAS_BACKEND=tensorflow python benchmarks/bench.py --peers keras`); otherwise reported as
-  skipped.
+- keras-tf: Keras 3 on TensorFlow, `model.predict_on_batch`, only when `tensorflow` imports in
+  this interpreter and Keras runs on it (Keras picks its backend once per process, so this peer
+  needs its own run, without keras-jax:
+  `KERAS_BACKEND=tensorflow python benchmarks/bench.py --peers unrolled,torch,keras-tf,onnxruntime`);
+  otherwise reported as skipped.
 - onnxruntime: an ONNX RNN/LSTM/GRU node built with `onnx.helper` (time-major X, as ORT's CPU
   kernels require layout=0; the transpose of the input is inside the timed call).
 
@@ -422,7 +423,8 @@ def forward_flops(cell: str, shape: tuple) -> float:
 IMPORTS = {"unrolled": "import unrolled",
            "unrolled, then unrolled.layers.LSTM": "import unrolled; unrolled.layers.LSTM",
            "numpy": "import numpy", "torch": "import torch",
-           "keras (jax)": "import keras", "tensorflow": "import tensorflow",
+           f"keras ({os.environ['KERAS_BACKEND']})": "import keras",
+           "tensorflow": "import tensorflow",
            "onnxruntime": "import onnxruntime"}
 
 

@@ -193,7 +193,8 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own, b0,
-    b1: BLAS loops])` and returns the final states (of rows b0..b1-1: BLAS loops)."""
+    b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small loops write
+    the final h into `seq`'s last step and LSTM's c into a last argument."""
     loop, U = (_loops_blas if blas else _loops)[kind], cell.units
     if kind == "gru":
         weights, flags = _gru_weights(cell), (cell.reset_after,)
@@ -204,12 +205,18 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     codes = () if blas else (_CODES[cell.activation],) + (
         (_CODES[cell.recurrent_activation],) if gates > 1 else ())
 
-    if not blas:
+    if not blas and kind == "lstm":
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
-            final = loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq)
-            return (seq if need_seq else None), (list(final) if isinstance(final, tuple)
-                                                 else [final])
+            c = np.empty((xt.shape[1], U), dtype=xt.dtype)
+            loop(xt, *weights, *states, mask, masked, *codes, seq, need_seq, c)
+            return (seq if need_seq else None), [seq[-1], c]
+    elif not blas:
+        def kernel(_cell, xt, states, steps, need_seq):
+            # The final h is the last row of `seq` (see _numba_loops._final_into).
+            mask, masked, seq = _buffers(xt, steps, need_seq, U)
+            loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq)
+            return (seq if need_seq else None), [seq[-1]]
     else:
         own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
 
