@@ -205,18 +205,16 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     codes = () if blas else (_CODES[cell.activation],) + (
         (_CODES[cell.recurrent_activation],) if gates > 1 else ())
 
-    if not blas and kind == "lstm":
+    if not blas:
+        carries_c = kind == "lstm"
+
         def kernel(_cell, xt, states, steps, need_seq):
+            # The final h is the last row of `seq` (see _numba_loops._final_into); LSTM's c is
+            # written into an array of its own.
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
-            c = np.empty((xt.shape[1], U), dtype=xt.dtype)
-            loop(xt, *weights, *states, mask, masked, *codes, seq, need_seq, c)
-            return (seq if need_seq else None), [seq[-1], c]
-    elif not blas:
-        def kernel(_cell, xt, states, steps, need_seq):
-            # The final h is the last row of `seq` (see _numba_loops._final_into).
-            mask, masked, seq = _buffers(xt, steps, need_seq, U)
-            loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq)
-            return (seq if need_seq else None), [seq[-1]]
+            c = (np.empty((xt.shape[1], U), dtype=xt.dtype),) if carries_c else ()
+            loop(xt, *weights, *states, mask, masked, *flags, *codes, seq, need_seq, *c)
+            return (seq if need_seq else None), [seq[-1], *c]
     else:
         own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
 
