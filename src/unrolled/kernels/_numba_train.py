@@ -72,13 +72,20 @@ def _keep(new, old, valid, k, b0, b1):
                 n[j] = o[j]
 
 
+@numba.njit(cache=True, inline="always")
+def _pre_activation(P, row, col0, bias, R, r, width):
+    # P[row, col0:col0 + width] = (x_t U + b) + R[r, :width], the NumPy kernel's order (R: the
+    # step's product, h W or its part); inlined, so it compiles with the caller's flags
+    for j in range(width):
+        P[row, col0 + j] = (P[row, col0 + j] + bias[col0 + j]) + R[r, j]
+
+
 @njit_fused
 def _simple_units(P, bias, hW, A, H, b0):
     # z = (x_t U + b) + h W into P; A = H = tanh(z), rows b0..
     for r in range(hW.shape[0]):
         row = b0 + r
-        for j in range(hW.shape[1]):
-            P[row, j] = (P[row, j] + bias[j]) + hW[r, j]
+        _pre_activation(P, row, 0, bias, hW, r, hW.shape[1])
         for j in range(hW.shape[1]):
             A[row, j] = tanh32_fast(P[row, j])
         for j in range(hW.shape[1]):
@@ -104,8 +111,7 @@ def _lstm_gates(P, bias, hW, A, b0):
     U = A.shape[1] // 4
     for r in range(hW.shape[0]):
         row = b0 + r
-        for j in range(4 * U):
-            P[row, j] = (P[row, j] + bias[j]) + hW[r, j]
+        _pre_activation(P, row, 0, bias, hW, r, 4 * U)
         for j in range(2 * U):
             A[row, j] = sigmoid32_fast(P[row, j])
         for j in range(2 * U, 3 * U):
@@ -148,8 +154,7 @@ def _gru_gates(P, bias, R, A, b0):
     U = A.shape[1] // 3
     for r in range(R.shape[0]):
         row = b0 + r
-        for j in range(2 * U):
-            P[row, j] = (P[row, j] + bias[j]) + R[r, j]
+        _pre_activation(P, row, 0, bias, R, r, 2 * U)
         for j in range(2 * U):
             A[row, j] = sigmoid32_fast(P[row, j])
 
@@ -184,9 +189,7 @@ def _gru_candidate_input(P, bias, rhW, b0):
     # candidate input (x_t U_h + b_h) + (r h) W_h
     U = rhW.shape[1]
     for r in range(rhW.shape[0]):
-        row = b0 + r
-        for j in range(U):
-            P[row, 2 * U + j] = (P[row, 2 * U + j] + bias[2 * U + j]) + rhW[r, j]
+        _pre_activation(P, b0 + r, 2 * U, bias, rhW, r, U)
 
 
 @njit_fused
