@@ -32,10 +32,10 @@ SRC = Path(__file__).resolve().parent.parent / "src"
 if SRC.is_dir() and str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
 
+from bench import GATES, GEMM_N, forward_flops, gemm_call  # noqa: E402  (benchmarks/bench.py)
 from unrolled import layers  # noqa: E402
 from unrolled.kernels import _numba, _numba_loops  # noqa: E402
 
-GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 MAKE = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
 
@@ -89,8 +89,7 @@ def main() -> None:
             np.matmul(x_t, cell.kernel, out=P)
             np.matmul(h, cell.recurrent_kernel, out=hW)
 
-    a = rng.standard_normal((2048, 2048), dtype=np.float32)
-    c = np.empty_like(a)
+    sgemm_call, sgemm_flops = gemm_call()
 
     def touched(pause: float):
         def run():
@@ -101,7 +100,7 @@ def main() -> None:
         return run
 
     runs = {"layer": lambda: layer(x), "loop, kept output": loop, "products": products,
-            "sgemm 2048^3": lambda: np.matmul(a, a, out=c),
+            f"sgemm {GEMM_N}^3": lambda: sgemm_call(None),
             "fresh output, touched 0.05 s after a free": touched(0.05),
             "fresh output, touched 3 s after a free": touched(3.0)}
     for fn in runs.values():  # warm-up: compiles, plans, the thread choice's first tries
@@ -125,8 +124,8 @@ def main() -> None:
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
-    flops = 2 * B * T * (F + U) * g * U
-    sgemm = 2 * 2048 ** 3 / statistics.median(times["sgemm 2048^3"])
+    flops = forward_flops(args.cell, (B, T, F, U))
+    sgemm = sgemm_flops / statistics.median(times[f"sgemm {GEMM_N}^3"])
     limit = flops / sgemm
     print(f"{args.cell} {(B, T, F, U)}: output {B * T * U * 4 / 1e6:.0f} MB, "
           f"{flops / 1e9:.1f} GFLOP, sgemm {sgemm / 1e9:.1f} GFLOP/s (median), "
@@ -135,8 +134,10 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, ts in times.items():
         median = statistics.median(ts)
-        share = f"{limit / median:.0%}" if name in ("layer", "loop, kept output", "products") else ""
-        print(f"| {name} | {median * 1e3:.0f} | {' '.join(f'{t * 1e3:.0f}' for t in ts)} | {share} |")
+        share = (f"{limit / median:.0%}" if name in ("layer", "loop, kept output", "products")
+                 else "")
+        samples = " ".join(f"{t * 1e3:.0f}" for t in ts)
+        print(f"| {name} | {median * 1e3:.0f} | {samples} | {share} |")
 
 
 if __name__ == "__main__":

@@ -55,8 +55,9 @@ WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 # loop above this many multiply-adds in the whole call, `batch * timesteps * (features + units)
 # * gates * units`. A BLAS loop costs about 5-10 us more per call (the thread choice, packing the
 # weights) and much less per step: its activations are vectorized (`tanh32_fast`,
-# `sigmoid32_fast`), where the small loop calls libm's one number at a time. Measured interleaved, the two compiled
-# loops side by side (`python benchmarks/loops.py`, benchmarks/RESULTS.md round 7).
+# `sigmoid32_fast`), where the small loop calls libm's one number at a time. Measured
+# interleaved, the two compiled loops side by side (`python benchmarks/loops.py`,
+# benchmarks/RESULTS.md round 7).
 BLAS_MIN = {1: 1800, 3: 6000, 4: 4000}
 
 # The BLAS loops multiply `h W` with their own panel product (see _numba_panels) while the
