@@ -59,6 +59,8 @@ def _graph_aware(call: Callable) -> Callable:
 
     @functools.wraps(call)
     def __call__(self: "Layer", *args: Any, **kwargs: Any) -> Any:
+        if not kwargs and len(args) == 1 and type(args[0]) is np.ndarray:
+            return call(self, args[0])      # the common eager call, checked in one step
         if _holds_symbolic(args) or (kwargs and _holds_symbolic(kwargs.values())):
             from unrolled.models.node import symbolic_call
 
