@@ -59,7 +59,7 @@ class Plan:
     """
 
     __slots__ = ("cells", "kernels", "work", "parts", "shape", "dtype", "compiled", "states",
-                 "single")
+                 "single", "plain")
 
     def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
         self.cells, self.kernels = cells, kernels
@@ -73,12 +73,17 @@ class Plan:
         self.compiled = _numba.enabled
         self.states: list | None = None
         self.single = single  # one cell, not a stack: `call` takes the short route
+        # One cell on a small-shape compiled loop (no BLAS, so no thread setting to choose):
+        # its kernel returns the layer's whole result.
+        self.plain = getattr(kernels[0], "plain", None) if single else None
 
     def call(self, rnn: Any, x: np.ndarray) -> Any:
         """The layer's return value for `x`, or None when `x` or the settings differ from the
         plan's (the caller then takes the full path)."""
         if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
             return None
+        if self.plain is not None:
+            return self.plain(rnn, x, self.states)
         if self.single and not _threads.chooses(self.work, self.parts):
             # `execute` for one cell, no mask, no thread choice: at small shapes its generality
             # is a third of the call.
