@@ -6,11 +6,12 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   Python's: every step is 3 (SimpleRNN) to 12 (GRU) NumPy calls of about a microsecond each,
   whatever their size. These loops run the whole sequence, projection included, as plain loops
   in one compiled call, computing what the NumPy kernels compute in the same order per number
-  (projection `x U`, then `+ b`, then `+ h W`). Used when one step's `h W` is at most
-  `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu or linear, unless
-  a BLAS loop applies and the call has more than `BLAS_MIN[gates]` multiply-adds. A plain call
-  of one such layer (no mask, no initial state) goes from the layer's kept plan straight to
-  the loop (`plain` in `_bind`).
+  (projection `x U`, then `+ b`, then `+ h W`); in float32 tanh and sigmoid are the BLAS
+  loops' `tanh32_fast` and `sigmoid32_fast` (below), in float64 libm's. Used when one step's
+  `h W` is at most `WORK_MAX[gates]` multiply-adds and the activations are tanh, sigmoid, relu
+  or linear, unless a BLAS loop applies and the call has more than `BLAS_MIN[gates]`
+  multiply-adds. A plain call of one such layer (no mask, no initial state) goes from the
+  layer's kept plan straight to the loop (`plain` in `_bind`).
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
