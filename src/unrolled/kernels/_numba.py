@@ -57,11 +57,11 @@ WORK_MAX = {1: 1 << 11, 3: 1 << 16, 4: 1 << 16}
 # Where a BLAS loop applies (float32, the default activations) it takes over from the small-shape
 # loop above this many multiply-adds in the whole call, `batch * timesteps * (features + units)
 # * gates * units`. A BLAS loop costs about 5-10 us more per call (the thread choice, packing the
-# weights) and much less per step: its activations are vectorized (`tanh32_fast`,
-# `sigmoid32_fast`), where the small loop calls libm's one number at a time. Measured
-# interleaved, the two compiled loops side by side (`python benchmarks/loops.py`,
-# benchmarks/RESULTS.md round 7).
-BLAS_MIN = {1: 1800, 3: 6000, 4: 4000}
+# weights) and less per step: its products and activations run over whole (rows, units) blocks,
+# where the small loop goes one sample and one number at a time (with the same float32
+# activations since round 11). Measured interleaved, the two compiled loops side by side
+# (`python benchmarks/loops.py`, benchmarks/RESULTS.md round 11).
+BLAS_MIN = {1: 14000, 3: 40000, 4: 8000}
 
 # The BLAS loops multiply `h W` with their own panel product (see _numba_panels) while the
 # recurrent kernel is at most this many bytes, and call BLAS above. The panel product measured
