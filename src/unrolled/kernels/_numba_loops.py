@@ -42,8 +42,8 @@ def act(v, code):
 
 # The small loops' tanh and sigmoid: in float32 the BLAS loops' `tanh32_fast` and
 # `sigmoid32_fast` (below), in float64 libm's. At (4, 5, 1, 2) libm's float32 tanh took about
-# 17 ns a number, a sixth of the whole SimpleRNN call and more of LSTM's five activations a
-# unit; the rational tanh takes a few. Every float32 compiled loop then computes the same
+# 17 ns a number, 0.7 us of a 6.5 us SimpleRNN layer call (LSTM has five activations a unit);
+# the rational tanh takes a few. Every float32 compiled loop then computes the same
 # activations, within 5 ulp of NumPy's tanh (tests/test_compiled_activations.py).
 
 
