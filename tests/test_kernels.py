@@ -262,9 +262,8 @@ def test_chunked_projection(rng, monkeypatch, return_sequences, mask_kind):
 def test_blas_loops_with_one_step_projections(rng, monkeypatch, mask_kind, go_backwards, layout):
     """The BLAS loops as they run at the largest shapes: BLAS's step products, the whole batch
     in one block, the input projection one step at a time (the seam between two chunks at
-    every step; test_chunked_projection's setting reaches the NumPy kernels only), SimpleRNN's
-    projection straight into the output rows. Stacked and alone, a batch-major or strided
-    input, either direction."""
+    every step; test_chunked_projection's setting reaches the NumPy kernels only). Stacked and
+    alone, a batch-major or strided input, either direction."""
     if PATH["name"].startswith("numba_blas"):
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
         monkeypatch.setattr(_threads, "parts", lambda: 1)
