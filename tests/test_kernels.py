@@ -16,7 +16,7 @@ import pytest
 
 from conftest import assert_close
 from unrolled import kernels, layers
-from unrolled.kernels import _numba, _plan, _threads
+from unrolled.kernels import _numba, _outputs, _plan, _threads
 from unrolled.kernels import _dispatch
 from unrolled.layers import base
 from unrolled.layers.rnn import RNN
@@ -725,3 +725,105 @@ def test_row_blocks_are_offered_for_compiled_loops_with_enough_work(monkeypatch)
     assert _dispatch.plan_for(rnn, x[:, :1], training=False).parts == 1
     monkeypatch.setattr(_numba, "enabled", False)  # the NumPy kernels run on one thread
     assert _dispatch.plan_for(rnn, x, training=False).parts == 1
+
+
+# ------------------------------------------------------------------------ kept output buffers
+
+
+@pytest.fixture
+def keep_every_output(monkeypatch):
+    """Every kernel output comes from the kept buffers (the shipped minimum is 32 MiB)."""
+    monkeypatch.setattr(_outputs, "KEEP_MIN_BYTES", 1)
+    monkeypatch.setattr(_outputs, "KEEP", 4)
+    monkeypatch.setattr(_outputs, "_kept", [])
+
+
+def _start(a):
+    return a.__array_interface__["data"][0]
+
+
+def _kept_layer(rng, cell_kind, **kwargs):
+    b, t, f, u = sizes(rng)
+    cell = ([make_cell("lstm", u), make_cell("gru", u + 1)] if cell_kind == "stack"
+            else make_cell(cell_kind, u))
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    return built(layers.RNN(cell, return_sequences=True, **kwargs), x), x
+
+
+@pytest.mark.parametrize("cell_kind", CELLS + ["stack"])
+def test_a_dropped_output_is_written_again_and_a_held_one_never(rng, keep_every_output,
+                                                                cell_kind):
+    rnn, x = _kept_layer(rng, cell_kind)
+    assert _outputs._FREE is not None, "CPython's reference counts should allow keeping"
+    first = rnn(x)
+    where, buffer = _start(first), id(first.base)
+    assert buffer in map(id, _outputs._kept)
+    del first                                      # dropped: its buffer is written again
+    again = rnn(x)
+    assert _start(again) == where and id(again.base) == buffer
+    _compare_result(again, _reference_call(rnn, x), "float32")
+    # Held in any form, an output keeps its numbers through later calls.
+    held = {"the output": again, "a view": again[:, -1:], "its base": again.base,
+            "a memoryview": memoryview(again)}
+    saved = again.copy()
+    del again
+    for what, keep in held.items():
+        x2 = rng.standard_normal(x.shape).astype("float32")
+        out = rnn(x2)
+        _compare_result(out, _reference_call(rnn, x2), "float32")
+        assert not np.shares_memory(out, np.asarray(keep)), what
+        del out
+    np.testing.assert_array_equal(held["the output"], saved)
+    assert len(_outputs._kept) <= _outputs.KEEP
+
+
+def test_a_name_rebound_each_call_takes_turns_with_two_buffers(rng, keep_every_output):
+    rnn, x = _kept_layer(rng, "gru")
+    starts = []
+    y = None
+    for _ in range(6):
+        y = rnn(x)                                  # the old y is alive during the call
+        starts.append(_start(y))
+    assert len(set(starts)) == 2 and starts[0::2] == [starts[0]] * 3, starts
+
+
+def test_returned_states_are_not_in_a_kept_buffer(rng, keep_every_output):
+    rnn, x = _kept_layer(rng, "lstm", return_state=True)
+    out, h, c = rnn(x)
+    h_saved, c_saved = h.copy(), c.copy()
+    del out
+    rnn(rng.standard_normal(x.shape).astype("float32"))
+    np.testing.assert_array_equal(h, h_saved)
+    np.testing.assert_array_equal(c, c_saved)
+
+
+def test_keeping_is_bounded_released_and_can_be_turned_off(rng, monkeypatch,
+                                                              keep_every_output):
+    for t in range(2, 9):                                   # seven output sizes
+        layers.SimpleRNN(3, return_sequences=True)(np.ones((2, t, 1), "float32"))
+    assert len(_outputs._kept) == _outputs.KEEP
+    assert _outputs.kept_bytes() == sum(b.nbytes for b in _outputs._kept) > 0
+    kernels.release_outputs()
+    assert _outputs.kept_bytes() == 0
+    monkeypatch.setattr(_outputs, "KEEP", 0)
+    layers.SimpleRNN(3, return_sequences=True)(np.ones((2, 4, 1), "float32"))
+    assert _outputs._kept == []
+
+
+def test_small_outputs_are_never_kept(rng, monkeypatch):
+    monkeypatch.setattr(_outputs, "_kept", [])
+    layers.LSTM(4, return_sequences=True)(np.ones((3, 5, 2), "float32"))
+    assert _outputs._kept == []
+
+
+@pytest.mark.parametrize("text, expected", [("0", 0), ("7", 7)])
+def test_the_environment_sets_how_many_outputs_are_kept(monkeypatch, text, expected):
+    monkeypatch.setenv("UNROLLED_KEEP_OUTPUTS", text)
+    assert _outputs._keep_from_env() == expected
+
+
+@pytest.mark.parametrize("text", ["many", "-1", "2.5"])
+def test_a_bad_keep_setting_names_the_variable(monkeypatch, text):
+    monkeypatch.setenv("UNROLLED_KEEP_OUTPUTS", text)
+    with pytest.raises(ValueError, match=r"UNROLLED_KEEP_OUTPUTS .*got .*set it to"):
+        _outputs._keep_from_env()

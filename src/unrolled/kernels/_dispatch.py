@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.kernels import _numba
+from unrolled.kernels import _numba, _outputs
 from unrolled.kernels._plan import NO_MASK, Steps
 from unrolled.kernels import _threads
 from unrolled.kernels._threads import step_threads
@@ -74,8 +74,11 @@ class Plan:
         self.states: list | None = None
         self.single = single  # one cell, not a stack: `call` takes the short route
         # One cell on a small-shape compiled loop (no BLAS, so no thread setting to choose):
-        # its kernel returns the layer's whole result.
-        self.plain = getattr(kernels[0], "plain", None) if single else None
+        # its kernel returns the layer's whole result. Not for an output large enough to come
+        # from the kept buffers (unrolled.kernels._outputs): the kernel's own route takes them.
+        large = x.shape[0] * x.shape[1] * cells[0].units * x.dtype.itemsize
+        self.plain = (getattr(kernels[0], "plain", None)
+                      if single and large < _outputs.KEEP_MIN_BYTES else None)
 
     def call(self, rnn: Any, x: np.ndarray) -> Any:
         """The layer's return value for `x`, or None when `x` or the settings differ from the

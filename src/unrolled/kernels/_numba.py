@@ -42,7 +42,7 @@ from typing import Any, Callable
 import numpy as np
 
 from unrolled import activations
-from unrolled.kernels import _threads
+from unrolled.kernels import _outputs, _threads
 from unrolled.kernels._plan import CHUNK_BYTES, CHUNK_STEPS
 
 __all__ = ["available", "loop_for", "WORK_MAX", "BLAS_MIN"]
@@ -165,7 +165,7 @@ def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
 def _buffers(xt: np.ndarray, steps: Any, need_seq: bool, units: int):
     valid = steps.valid
     mask = _NO_MASK if valid is None else np.ascontiguousarray(valid)
-    seq = np.empty((xt.shape[0] if need_seq else 1, xt.shape[1], units), dtype=xt.dtype)
+    seq = _outputs.empty((xt.shape[0] if need_seq else 1, xt.shape[1], units), xt.dtype)
     return mask, valid is not None, seq
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled.kernels import _outputs
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels._plan import Steps, projections
 
@@ -49,7 +50,7 @@ def gru(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
         R = np.empty((B, 2 * U), dtype=dtype)                       # h_{t-1} W_zr
         rh = np.empty((B, U), dtype=dtype)                          # r * h_{t-1}
         rhW = np.empty((B, U), dtype=dtype)                         # (r * h_{t-1}) W_h
-    seq = np.empty((T, B, U), dtype=dtype) if need_seq else None
+    seq = _outputs.empty((T, B, U), dtype) if need_seq else None
     h_bufs = None if need_seq else (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
     with np.errstate(over="ignore"):
         for start, stop, P in projections(xt, cell.kernel, b_in):

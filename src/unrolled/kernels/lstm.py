@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from unrolled import activations
+from unrolled.kernels import _outputs
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels._plan import Steps, projections
 
@@ -33,7 +34,7 @@ def lstm(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     h, c = states[0], states[1]                                     # (batch, units) each
     hW = np.empty((B, 4 * U), dtype=dtype)                          # h_{t-1} W
     c_bufs = (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
-    seq = np.empty((T, B, U), dtype=dtype) if need_seq else None
+    seq = _outputs.empty((T, B, U), dtype) if need_seq else None
     h_bufs = None if need_seq else (np.empty((B, U), dtype=dtype), np.empty((B, U), dtype=dtype))
     with np.errstate(over="ignore"):
         for start, stop, P in projections(xt, cell.kernel, cell.bias):

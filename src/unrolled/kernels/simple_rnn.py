@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from unrolled.kernels import _outputs
 from unrolled.kernels._activations import in_place
 from unrolled.kernels._plan import Steps, projections
 
@@ -35,7 +36,7 @@ def simple_rnn(cell, xt: np.ndarray, states: list, steps: Steps, need_seq: bool
     inv, masked = steps.inv, steps.masked
     # With need_seq the projection x U + b is written straight into the output buffer and each
     # step overwrites its slot with h_t: no memory beyond the output itself.
-    seq = np.empty((T, B, U), dtype=xt.dtype) if need_seq else None
+    seq = _outputs.empty((T, B, U), xt.dtype) if need_seq else None
     for start, stop, P in projections(xt, cell.kernel, cell.bias, into=seq):
         for k in range(start, stop):
             z = P[k - start]                                        # x_t U + b  (batch, units)
