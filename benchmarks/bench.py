@@ -472,22 +472,28 @@ layer, _ = bench.unrolled_weights({cell!r}, {shape!r})
 batch, timesteps, features, units = {shape!r}
 rng = np.random.default_rng(1)
 x = rng.standard_normal((batch, timesteps, features), dtype=np.float32)
+from unrolled import kernels
+from unrolled.kernels import _outputs
+
 layer(x)  # warm-up: compiles and plans; its output is freed before the measured call
+kernels.release_outputs()  # a kept output buffer would hide the output's memory from the peak
 with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from the current RSS
     f.write("5")
 before = status("VmRSS")
 out = layer(x)
-print(status("VmHWM") - before)
+print(status("VmHWM") - before, _outputs.kept_bytes())
 """
 
 
-def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int, int]:
-    """(peak bytes one unrolled forward holds, the budget).
+def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int, int, int]:
+    """(peak bytes one unrolled forward holds, the budget, bytes of output buffers unrolled
+    keeps after the call for the next: see unrolled.kernels._outputs).
 
     Measured in a fresh interpreter as the growth of the process's resident memory from just
     before one call to its peak during the call (Linux: the peak is reset through
     /proc/self/clear_refs, then read as VmHWM), after a warm-up call (compiling the loops and
-    planning) whose output is freed, with the input and weights already in memory. Unlike
+    planning) whose output is freed and whose kept output buffer is let go (so that the measured
+    call's output is new memory, counted), with the input and weights already in memory. Unlike
     tracemalloc this sees the compiled loops' buffers too. Peak bytes = that growth + input +
     weights.
     """
@@ -497,8 +503,8 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"peak memory run failed: {done.stderr.strip()[-300:]}")
-    grown = int(done.stdout.strip().splitlines()[-1])
-    return grown + x.nbytes + weights, memory_budget(cell, shape, layer)
+    grown, kept = (int(v) for v in done.stdout.strip().splitlines()[-1].split())
+    return grown + x.nbytes + weights, memory_budget(cell, shape, layer), kept
 
 
 # ------------------------------------------------------------------------ the run
@@ -718,14 +724,16 @@ def main(argv: list[str] | None = None) -> int:
 
     if not args.no_memory:
         print("\n| cell | shape | peak bytes (input + weights + peak RSS growth during the call) | "
-              "budget (input + output + weights + one step's scratch) | peak / budget |")
-        print("|---|---|---|---|---|")
+              "budget (input + output + weights + one step's scratch) | peak / budget | "
+              "output buffers kept after the call |")
+        print("|---|---|---|---|---|---|")
         for cell in cells:
             for shape in shapes:
                 layer, _ = unrolled_weights(cell, shape)
                 x = np.random.default_rng(1).standard_normal(shape[:3]).astype("float32")
-                peak, budget = peak_memory(cell, shape, layer, x)
-                print(f"| {cell} | {shape} | {peak:,} | {budget:,} | {peak / budget:.2f} |")
+                peak, budget, kept = peak_memory(cell, shape, layer, x)
+                print(f"| {cell} | {shape} | {peak:,} | {budget:,} | {peak / budget:.2f} | "
+                      f"{kept:,} |")
     return 0
 
 
