@@ -17,7 +17,7 @@ from __future__ import annotations
 import pathlib
 import sys
 
-ROWS, WIDTH = 4, 16
+ROWS, WIDTH = 5, 16
 PANELS = 3  # a lone last row runs against this many panels at once
 TARGET = (pathlib.Path(__file__).resolve().parents[1]
           / "src/unrolled/kernels/_panel_source.py")

@@ -24,6 +24,15 @@ benchmarks/products.py`, figures in benchmarks/RESULTS.md): 30-38 GFLOP/s at the
 of the benchmark grid, from (16, 80) @ (80, 64) to (128, 1024) @ (1024, 4096); OpenBLAS on one
 thread does 11-35 there, and the dot-product kernel this replaced (blocks of 4 rows by 2
 columns, vectorized along k) did 20-35.
+
+`ROWS` is 5: ten sums of 8 lanes, where 4 rows gave eight. On the Zen 3 benchmark machine (two
+FMA pipes of 4 cycles' latency a core), on one thread, medians of 11 interleaved samples, 5 rows
+ran from 2% slower to 17% faster than 4 at the step shapes of the grid and the largest point:
+(64, 320) @ (320, 1024) 92.6 against 83.8 GFLOP/s, (64, 80) @ (80, 256) 91.4 against 89.2,
+(16, 80) @ (80, 256) 79.0 against 77.3, (12, 80) @ (80, 256) 73.3 against 74.9,
+(128, 1024) @ (1024, 4096) 85.9 against 80.3 (OpenBLAS: 72.9). 6 rows (twelve sums) ran 2-29%
+slower than 4, probably because twelve sums, two panel vectors and a broadcast need more than
+the 16 vector registers.
 """
 
 from __future__ import annotations

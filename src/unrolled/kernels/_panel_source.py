@@ -5,7 +5,7 @@ Do not edit: change the generator and run it again. See unrolled.kernels._numba_
 
 import numpy as np
 
-ROWS, WIDTH = 4, 16
+ROWS, WIDTH = 5, 16
 _ZERO = np.float32(0)
 
 
@@ -18,12 +18,201 @@ def panel_product(a, panels, out):
     """
     M, K = a.shape
     n = out.shape[1]
-    M4 = M - M % 4
+    M4 = M - M % 5
     P = panels.shape[0]
     full = n // 16
     for p in range(full):
         j = 16 * p
-        for i in range(0, M4, 4):
+        for i in range(0, M4, 5):
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
+            s4_0 = s4_1 = s4_2 = s4_3 = s4_4 = s4_5 = s4_6 = s4_7 = s4_8 = s4_9 = s4_10 = s4_11 = s4_12 = s4_13 = s4_14 = s4_15 = _ZERO
+            for k in range(K):
+                w0 = panels[p, k, 0]
+                w1 = panels[p, k, 1]
+                w2 = panels[p, k, 2]
+                w3 = panels[p, k, 3]
+                w4 = panels[p, k, 4]
+                w5 = panels[p, k, 5]
+                w6 = panels[p, k, 6]
+                w7 = panels[p, k, 7]
+                w8 = panels[p, k, 8]
+                w9 = panels[p, k, 9]
+                w10 = panels[p, k, 10]
+                w11 = panels[p, k, 11]
+                w12 = panels[p, k, 12]
+                w13 = panels[p, k, 13]
+                w14 = panels[p, k, 14]
+                w15 = panels[p, k, 15]
+                v = a[i, k]
+                s0_0 += v * w0
+                s0_1 += v * w1
+                s0_2 += v * w2
+                s0_3 += v * w3
+                s0_4 += v * w4
+                s0_5 += v * w5
+                s0_6 += v * w6
+                s0_7 += v * w7
+                s0_8 += v * w8
+                s0_9 += v * w9
+                s0_10 += v * w10
+                s0_11 += v * w11
+                s0_12 += v * w12
+                s0_13 += v * w13
+                s0_14 += v * w14
+                s0_15 += v * w15
+                v = a[i + 1, k]
+                s1_0 += v * w0
+                s1_1 += v * w1
+                s1_2 += v * w2
+                s1_3 += v * w3
+                s1_4 += v * w4
+                s1_5 += v * w5
+                s1_6 += v * w6
+                s1_7 += v * w7
+                s1_8 += v * w8
+                s1_9 += v * w9
+                s1_10 += v * w10
+                s1_11 += v * w11
+                s1_12 += v * w12
+                s1_13 += v * w13
+                s1_14 += v * w14
+                s1_15 += v * w15
+                v = a[i + 2, k]
+                s2_0 += v * w0
+                s2_1 += v * w1
+                s2_2 += v * w2
+                s2_3 += v * w3
+                s2_4 += v * w4
+                s2_5 += v * w5
+                s2_6 += v * w6
+                s2_7 += v * w7
+                s2_8 += v * w8
+                s2_9 += v * w9
+                s2_10 += v * w10
+                s2_11 += v * w11
+                s2_12 += v * w12
+                s2_13 += v * w13
+                s2_14 += v * w14
+                s2_15 += v * w15
+                v = a[i + 3, k]
+                s3_0 += v * w0
+                s3_1 += v * w1
+                s3_2 += v * w2
+                s3_3 += v * w3
+                s3_4 += v * w4
+                s3_5 += v * w5
+                s3_6 += v * w6
+                s3_7 += v * w7
+                s3_8 += v * w8
+                s3_9 += v * w9
+                s3_10 += v * w10
+                s3_11 += v * w11
+                s3_12 += v * w12
+                s3_13 += v * w13
+                s3_14 += v * w14
+                s3_15 += v * w15
+                v = a[i + 4, k]
+                s4_0 += v * w0
+                s4_1 += v * w1
+                s4_2 += v * w2
+                s4_3 += v * w3
+                s4_4 += v * w4
+                s4_5 += v * w5
+                s4_6 += v * w6
+                s4_7 += v * w7
+                s4_8 += v * w8
+                s4_9 += v * w9
+                s4_10 += v * w10
+                s4_11 += v * w11
+                s4_12 += v * w12
+                s4_13 += v * w13
+                s4_14 += v * w14
+                s4_15 += v * w15
+            out[i, j + 0] = s0_0
+            out[i, j + 1] = s0_1
+            out[i, j + 2] = s0_2
+            out[i, j + 3] = s0_3
+            out[i, j + 4] = s0_4
+            out[i, j + 5] = s0_5
+            out[i, j + 6] = s0_6
+            out[i, j + 7] = s0_7
+            out[i, j + 8] = s0_8
+            out[i, j + 9] = s0_9
+            out[i, j + 10] = s0_10
+            out[i, j + 11] = s0_11
+            out[i, j + 12] = s0_12
+            out[i, j + 13] = s0_13
+            out[i, j + 14] = s0_14
+            out[i, j + 15] = s0_15
+            out[i + 1, j + 0] = s1_0
+            out[i + 1, j + 1] = s1_1
+            out[i + 1, j + 2] = s1_2
+            out[i + 1, j + 3] = s1_3
+            out[i + 1, j + 4] = s1_4
+            out[i + 1, j + 5] = s1_5
+            out[i + 1, j + 6] = s1_6
+            out[i + 1, j + 7] = s1_7
+            out[i + 1, j + 8] = s1_8
+            out[i + 1, j + 9] = s1_9
+            out[i + 1, j + 10] = s1_10
+            out[i + 1, j + 11] = s1_11
+            out[i + 1, j + 12] = s1_12
+            out[i + 1, j + 13] = s1_13
+            out[i + 1, j + 14] = s1_14
+            out[i + 1, j + 15] = s1_15
+            out[i + 2, j + 0] = s2_0
+            out[i + 2, j + 1] = s2_1
+            out[i + 2, j + 2] = s2_2
+            out[i + 2, j + 3] = s2_3
+            out[i + 2, j + 4] = s2_4
+            out[i + 2, j + 5] = s2_5
+            out[i + 2, j + 6] = s2_6
+            out[i + 2, j + 7] = s2_7
+            out[i + 2, j + 8] = s2_8
+            out[i + 2, j + 9] = s2_9
+            out[i + 2, j + 10] = s2_10
+            out[i + 2, j + 11] = s2_11
+            out[i + 2, j + 12] = s2_12
+            out[i + 2, j + 13] = s2_13
+            out[i + 2, j + 14] = s2_14
+            out[i + 2, j + 15] = s2_15
+            out[i + 3, j + 0] = s3_0
+            out[i + 3, j + 1] = s3_1
+            out[i + 3, j + 2] = s3_2
+            out[i + 3, j + 3] = s3_3
+            out[i + 3, j + 4] = s3_4
+            out[i + 3, j + 5] = s3_5
+            out[i + 3, j + 6] = s3_6
+            out[i + 3, j + 7] = s3_7
+            out[i + 3, j + 8] = s3_8
+            out[i + 3, j + 9] = s3_9
+            out[i + 3, j + 10] = s3_10
+            out[i + 3, j + 11] = s3_11
+            out[i + 3, j + 12] = s3_12
+            out[i + 3, j + 13] = s3_13
+            out[i + 3, j + 14] = s3_14
+            out[i + 3, j + 15] = s3_15
+            out[i + 4, j + 0] = s4_0
+            out[i + 4, j + 1] = s4_1
+            out[i + 4, j + 2] = s4_2
+            out[i + 4, j + 3] = s4_3
+            out[i + 4, j + 4] = s4_4
+            out[i + 4, j + 5] = s4_5
+            out[i + 4, j + 6] = s4_6
+            out[i + 4, j + 7] = s4_7
+            out[i + 4, j + 8] = s4_8
+            out[i + 4, j + 9] = s4_9
+            out[i + 4, j + 10] = s4_10
+            out[i + 4, j + 11] = s4_11
+            out[i + 4, j + 12] = s4_12
+            out[i + 4, j + 13] = s4_13
+            out[i + 4, j + 14] = s4_14
+            out[i + 4, j + 15] = s4_15
+        i = M4
+        if M - M4 == 4:
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
             s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
@@ -177,8 +366,7 @@ def panel_product(a, panels, out):
             out[i + 3, j + 13] = s3_13
             out[i + 3, j + 14] = s3_14
             out[i + 3, j + 15] = s3_15
-        i = M4
-        if M - M4 == 3:
+        elif M - M4 == 3:
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
             s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
@@ -546,8 +734,203 @@ def panel_product(a, panels, out):
         p = full
         j = 16 * p
         width = n - j
-        tail = np.empty((4, 16), dtype=np.float32)
-        for i in range(0, M4, 4):
+        tail = np.empty((5, 16), dtype=np.float32)
+        for i in range(0, M4, 5):
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
+            s4_0 = s4_1 = s4_2 = s4_3 = s4_4 = s4_5 = s4_6 = s4_7 = s4_8 = s4_9 = s4_10 = s4_11 = s4_12 = s4_13 = s4_14 = s4_15 = _ZERO
+            for k in range(K):
+                w0 = panels[p, k, 0]
+                w1 = panels[p, k, 1]
+                w2 = panels[p, k, 2]
+                w3 = panels[p, k, 3]
+                w4 = panels[p, k, 4]
+                w5 = panels[p, k, 5]
+                w6 = panels[p, k, 6]
+                w7 = panels[p, k, 7]
+                w8 = panels[p, k, 8]
+                w9 = panels[p, k, 9]
+                w10 = panels[p, k, 10]
+                w11 = panels[p, k, 11]
+                w12 = panels[p, k, 12]
+                w13 = panels[p, k, 13]
+                w14 = panels[p, k, 14]
+                w15 = panels[p, k, 15]
+                v = a[i, k]
+                s0_0 += v * w0
+                s0_1 += v * w1
+                s0_2 += v * w2
+                s0_3 += v * w3
+                s0_4 += v * w4
+                s0_5 += v * w5
+                s0_6 += v * w6
+                s0_7 += v * w7
+                s0_8 += v * w8
+                s0_9 += v * w9
+                s0_10 += v * w10
+                s0_11 += v * w11
+                s0_12 += v * w12
+                s0_13 += v * w13
+                s0_14 += v * w14
+                s0_15 += v * w15
+                v = a[i + 1, k]
+                s1_0 += v * w0
+                s1_1 += v * w1
+                s1_2 += v * w2
+                s1_3 += v * w3
+                s1_4 += v * w4
+                s1_5 += v * w5
+                s1_6 += v * w6
+                s1_7 += v * w7
+                s1_8 += v * w8
+                s1_9 += v * w9
+                s1_10 += v * w10
+                s1_11 += v * w11
+                s1_12 += v * w12
+                s1_13 += v * w13
+                s1_14 += v * w14
+                s1_15 += v * w15
+                v = a[i + 2, k]
+                s2_0 += v * w0
+                s2_1 += v * w1
+                s2_2 += v * w2
+                s2_3 += v * w3
+                s2_4 += v * w4
+                s2_5 += v * w5
+                s2_6 += v * w6
+                s2_7 += v * w7
+                s2_8 += v * w8
+                s2_9 += v * w9
+                s2_10 += v * w10
+                s2_11 += v * w11
+                s2_12 += v * w12
+                s2_13 += v * w13
+                s2_14 += v * w14
+                s2_15 += v * w15
+                v = a[i + 3, k]
+                s3_0 += v * w0
+                s3_1 += v * w1
+                s3_2 += v * w2
+                s3_3 += v * w3
+                s3_4 += v * w4
+                s3_5 += v * w5
+                s3_6 += v * w6
+                s3_7 += v * w7
+                s3_8 += v * w8
+                s3_9 += v * w9
+                s3_10 += v * w10
+                s3_11 += v * w11
+                s3_12 += v * w12
+                s3_13 += v * w13
+                s3_14 += v * w14
+                s3_15 += v * w15
+                v = a[i + 4, k]
+                s4_0 += v * w0
+                s4_1 += v * w1
+                s4_2 += v * w2
+                s4_3 += v * w3
+                s4_4 += v * w4
+                s4_5 += v * w5
+                s4_6 += v * w6
+                s4_7 += v * w7
+                s4_8 += v * w8
+                s4_9 += v * w9
+                s4_10 += v * w10
+                s4_11 += v * w11
+                s4_12 += v * w12
+                s4_13 += v * w13
+                s4_14 += v * w14
+                s4_15 += v * w15
+            tail[0, 0] = s0_0
+            tail[0, 1] = s0_1
+            tail[0, 2] = s0_2
+            tail[0, 3] = s0_3
+            tail[0, 4] = s0_4
+            tail[0, 5] = s0_5
+            tail[0, 6] = s0_6
+            tail[0, 7] = s0_7
+            tail[0, 8] = s0_8
+            tail[0, 9] = s0_9
+            tail[0, 10] = s0_10
+            tail[0, 11] = s0_11
+            tail[0, 12] = s0_12
+            tail[0, 13] = s0_13
+            tail[0, 14] = s0_14
+            tail[0, 15] = s0_15
+            tail[1, 0] = s1_0
+            tail[1, 1] = s1_1
+            tail[1, 2] = s1_2
+            tail[1, 3] = s1_3
+            tail[1, 4] = s1_4
+            tail[1, 5] = s1_5
+            tail[1, 6] = s1_6
+            tail[1, 7] = s1_7
+            tail[1, 8] = s1_8
+            tail[1, 9] = s1_9
+            tail[1, 10] = s1_10
+            tail[1, 11] = s1_11
+            tail[1, 12] = s1_12
+            tail[1, 13] = s1_13
+            tail[1, 14] = s1_14
+            tail[1, 15] = s1_15
+            tail[2, 0] = s2_0
+            tail[2, 1] = s2_1
+            tail[2, 2] = s2_2
+            tail[2, 3] = s2_3
+            tail[2, 4] = s2_4
+            tail[2, 5] = s2_5
+            tail[2, 6] = s2_6
+            tail[2, 7] = s2_7
+            tail[2, 8] = s2_8
+            tail[2, 9] = s2_9
+            tail[2, 10] = s2_10
+            tail[2, 11] = s2_11
+            tail[2, 12] = s2_12
+            tail[2, 13] = s2_13
+            tail[2, 14] = s2_14
+            tail[2, 15] = s2_15
+            tail[3, 0] = s3_0
+            tail[3, 1] = s3_1
+            tail[3, 2] = s3_2
+            tail[3, 3] = s3_3
+            tail[3, 4] = s3_4
+            tail[3, 5] = s3_5
+            tail[3, 6] = s3_6
+            tail[3, 7] = s3_7
+            tail[3, 8] = s3_8
+            tail[3, 9] = s3_9
+            tail[3, 10] = s3_10
+            tail[3, 11] = s3_11
+            tail[3, 12] = s3_12
+            tail[3, 13] = s3_13
+            tail[3, 14] = s3_14
+            tail[3, 15] = s3_15
+            tail[4, 0] = s4_0
+            tail[4, 1] = s4_1
+            tail[4, 2] = s4_2
+            tail[4, 3] = s4_3
+            tail[4, 4] = s4_4
+            tail[4, 5] = s4_5
+            tail[4, 6] = s4_6
+            tail[4, 7] = s4_7
+            tail[4, 8] = s4_8
+            tail[4, 9] = s4_9
+            tail[4, 10] = s4_10
+            tail[4, 11] = s4_11
+            tail[4, 12] = s4_12
+            tail[4, 13] = s4_13
+            tail[4, 14] = s4_14
+            tail[4, 15] = s4_15
+            for c in range(width):
+                out[i, j + c] = tail[0, c]
+                out[i + 1, j + c] = tail[1, c]
+                out[i + 2, j + c] = tail[2, c]
+                out[i + 3, j + c] = tail[3, c]
+                out[i + 4, j + c] = tail[4, c]
+        i = M4
+        if M - M4 == 4:
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
             s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
@@ -706,8 +1089,7 @@ def panel_product(a, panels, out):
                 out[i + 1, j + c] = tail[1, c]
                 out[i + 2, j + c] = tail[2, c]
                 out[i + 3, j + c] = tail[3, c]
-        i = M4
-        if M - M4 == 3:
+        elif M - M4 == 3:
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
             s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
