@@ -475,13 +475,19 @@ x = rng.standard_normal((batch, timesteps, features), dtype=np.float32)
 from unrolled import kernels
 from unrolled.kernels import _outputs
 
-layer(x)  # warm-up: compiles and plans; its output is freed before the measured call
-kernels.release_outputs()  # a kept output buffer would hide the output's memory from the peak
-with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from the current RSS
-    f.write("5")
-before = status("VmRSS")
-out = layer(x)
-print(status("VmHWM") - before, _outputs.kept_bytes())
+for _ in range({settle}):  # warm-up: compiles, plans, tries each thread setting
+    layer(x)               # (the outputs are freed at once)
+grown = []
+for _ in range(3):
+    kernels.release_outputs()  # a kept output buffer would hide the output's memory
+    with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from the RSS now
+        f.write("5")
+    before = status("VmRSS")
+    out = layer(x)
+    grown.append(status("VmHWM") - before)
+    kept = _outputs.kept_bytes()
+    del out
+print(sorted(grown)[1], kept)
 """
 
 
@@ -490,16 +496,22 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
     keeps after the call for the next: see unrolled.kernels._outputs).
 
     Measured in a fresh interpreter as the growth of the process's resident memory from just
-    before one call to its peak during the call (Linux: the peak is reset through
-    /proc/self/clear_refs, then read as VmHWM), after a warm-up call (compiling the loops and
-    planning) whose output is freed and whose kept output buffer is let go (so that the measured
-    call's output is new memory, counted), with the input and weights already in memory. Unlike
-    tracemalloc this sees the compiled loops' buffers too. Peak bytes = that growth + input +
-    weights.
+    before a call to its peak during the call (Linux: the peak is reset through
+    /proc/self/clear_refs, then read as VmHWM), the median of three calls, after SETTLE_CALLS
+    warm-up calls (compiling the loops, planning, trying each thread setting: what a process
+    does once) whose outputs are freed, with the input and weights already in memory. Before
+    each measured call the kept output buffers are let go, so that its output is new memory,
+    counted, and glibc maps every block of 64 KiB or more afresh (below). Unlike tracemalloc
+    this sees the compiled loops' buffers too. Peak bytes = that growth + input + weights.
     """
     weights = sum(w.value.nbytes for w in layer.weights)
-    code = _PEAK.format(bench=str(HERE), cell=cell, shape=tuple(shape))
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    code = _PEAK.format(bench=str(HERE), cell=cell, shape=tuple(shape), settle=SETTLE_CALLS)
+    # A fixed mmap threshold: every block of 64 KiB or more is mapped when allocated and unmapped
+    # when freed, so the call's buffers are new memory, counted, whatever glibc's heap held
+    # after the warm-up (with its default, moving threshold the warm-up's freed output could be
+    # reused from the heap and not counted at all).
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+               MALLOC_MMAP_THRESHOLD_="65536")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"peak memory run failed: {done.stderr.strip()[-300:]}")

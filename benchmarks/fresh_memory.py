@@ -2,10 +2,15 @@
 
     python benchmarks/fresh_memory.py [--cell simple_rnn] [--shape 256x100x256x1024] [--reps 7]
 
-At the largest benchmark point the output `(batch, timesteps, units)` is 105 MB, allocated by
-every call (it is the caller's). Each sample round runs, interleaved, with short pauses:
+At the largest benchmark point the output `(batch, timesteps, units)` is 105 MB. A layer takes
+it from the output buffers it keeps between calls once the caller has dropped the previous
+one (unrolled.kernels._outputs); with keeping off, every call allocates it anew. Each sample
+round runs, interleaved, with short pauses:
 
-- `layer`: `layer(x)`, a fresh output each call, as the benchmark and a user run it;
+- `layer`: `layer(x)`, the output dropped after each call, as the benchmark runs it (a kept
+  buffer each call);
+- `layer, keeping off`: the same with `UNROLLED_KEEP_OUTPUTS=0`'s behaviour, a fresh output
+  each call;
 - `loop, kept output`: the same compiled loop writing into one output buffer kept from call to
   call, so that its memory is already the process's;
 - `products`: the loop's matrix products alone (a step's input projection and `h W`, 100 times,
@@ -34,7 +39,7 @@ if SRC.is_dir() and str(SRC) not in sys.path:
 
 from bench import GATES, GEMM_N, forward_flops, gemm_call  # noqa: E402  (benchmarks/bench.py)
 from unrolled import layers  # noqa: E402
-from unrolled.kernels import _numba, _numba_loops  # noqa: E402
+from unrolled.kernels import _numba, _numba_loops, _outputs  # noqa: E402
 
 MAKE = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
 
@@ -47,17 +52,20 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
     mask = np.ones((1, 1), dtype=np.bool_)
     chunk = _numba._chunk(cell, B, gates, F)
     own = cell.recurrent_kernel.nbytes <= _numba.OWN_GEMM_BYTES
+    panels = _numba_loops.no_panels()  # own (packed weights) is for smaller shapes than these
     if gates == 1:
         bias = _numba._zeros_if_none(cell.bias, cell.units, np.float32)
         return lambda: _numba_loops.simple_rnn_blas(xt, cell.kernel, cell.recurrent_kernel, bias,
-                                                    h0, mask, False, seq, True, chunk, own, 0, B)
+                                                    h0, mask, False, seq, True, chunk, own, panels,
+                                              0, B)
     if gates == 4:
         bias = _numba._zeros_if_none(cell.bias, 4 * cell.units, np.float32)
         return lambda: _numba_loops.lstm_blas(xt, cell.kernel, cell.recurrent_kernel, bias, h0,
-                                              h0, mask, False, seq, True, chunk, own, 0, B)
+                                              h0, mask, False, seq, True, chunk, own, panels,
+                                              0, B)
     weights = _numba._gru_weights(cell)
     return lambda: _numba_loops.gru_blas(xt, *weights, h0, mask, False, cell.reset_after, seq,
-                                         True, chunk, own, 0, B)
+                                         True, chunk, own, panels, 0, B)
 
 
 def main() -> None:
@@ -99,7 +107,15 @@ def main() -> None:
         run.pause = pause  # freed this long before the timed run
         return run
 
-    runs = {"layer": lambda: layer(x), "loop, kept output": loop, "products": products,
+    def fresh_layer():
+        keep, _outputs.KEEP = _outputs.KEEP, 0
+        try:
+            layer(x)
+        finally:
+            _outputs.KEEP = keep
+
+    runs = {"layer": lambda: layer(x), "layer, keeping off": fresh_layer,
+            "loop, kept output": loop, "products": products,
             f"sgemm {GEMM_N}^3": lambda: sgemm_call(None),
             "fresh output, touched 0.05 s after a free": touched(0.05),
             "fresh output, touched 3 s after a free": touched(3.0)}
@@ -134,8 +150,8 @@ def main() -> None:
     print("|---|---|---|---|")
     for name, ts in times.items():
         median = statistics.median(ts)
-        share = (f"{limit / median:.0%}" if name in ("layer", "loop, kept output", "products")
-                 else "")
+        share = (f"{limit / median:.0%}" if name in ("layer", "layer, keeping off",
+                                                     "loop, kept output", "products") else "")
         samples = " ".join(f"{t * 1e3:.0f}" for t in ts)
         print(f"| {name} | {median * 1e3:.0f} | {samples} | {share} |")
 

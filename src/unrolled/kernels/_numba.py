@@ -196,8 +196,8 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
-    mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own, b0,
-    b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small loops write
+    mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
+    panels, b0, b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small loops write
     the final h into `seq`'s last step and LSTM's c into a last argument."""
     loop, U = (_loops_blas if blas else _loops)[kind], cell.units
     if kind == "gru":
@@ -244,14 +244,19 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         kernel.plain = plain  # the plan's short route (unrolled.kernels.Plan.call)
     else:
         own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
+        from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
+
+        pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
 
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
             B = xt.shape[1]
             blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
+            # the weights in panels for the loops' own product: once a call, shared by the blocks
+            panels = pack(*weights, *flags) if own else no_panels()
             finals = _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq,
-                                             need_seq, chunk, own), B, blocks)
+                                             need_seq, chunk, own, panels), B, blocks)
             if blocks == 1:
                 final = finals[0]
                 final = list(final) if isinstance(final, tuple) else [final]

@@ -318,7 +318,8 @@ def sigmoid32_fast_array(a, out):
 
 @njit
 def _packed_if(W, own):
-    # W in panels for panel_product when `own`, else a placeholder (BLAS takes the products)
+    # W in panels for panel_product when `own`, else a placeholder (BLAS takes the products);
+    # the training loops (_numba_train) pack their weights this way
     return packed(W) if own else np.empty((1, 1, WIDTH), dtype=np.float32)
 
 
@@ -496,11 +497,11 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, new):
 
 
 @njit_fused
-def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, b0, b1):
-    """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`."""
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, b0, b1):
+    """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
+    holding `[W; U]` in panels."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    WK = packed_stack(recurrent, kernel)
     hx = np.empty((B, U + F), dtype=np.float32)
     h = h0[b0:b1].copy()
     new = np.empty_like(h)
@@ -515,11 +516,11 @@ def simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_
 
 
 @njit_fused
-def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, b0, b1):
-    """LSTM with tanh and sigmoid, one panel product a step; gates [i|f|c|o]."""
+def lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, WK, b0, b1):
+    """LSTM with tanh and sigmoid, one panel product a step; gates [i|f|c|o]; `WK` holds
+    `[W; U]` in panels."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    WK = packed_stack(recurrent, kernel)
     hx = np.empty((B, U + F), dtype=np.float32)
     h, c = h0[b0:b1].copy(), c0[b0:b1].copy()
     h_new, c_new = np.empty_like(h), np.empty_like(c)
@@ -543,7 +544,7 @@ def lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_se
 
 @njit_fused
 def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
-                    b0, b1):
+                    panels, b0, b1):
     """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`.
 
     With `need_seq` for the whole batch, the projection `x_t U` of a chunk of steps is written
@@ -551,8 +552,8 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     for it.
     """
     if own:
-        return simple_rnn_fused(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq,
-                                b0, b1)
+        return simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq,
+                                panels[0], b0, b1)
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -593,11 +594,11 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
 
 @njit_fused
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
-              b0, b1):
+              panels, b0, b1):
     """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
     if own:
-        return lstm_fused(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
-                          b0, b1)
+        return lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
+                          panels[0], b0, b1)
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -622,14 +623,14 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
 
 
 @njit_fused
-def gru_fused(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, b0, b1):
+def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1):
     """GRU with reset_after, no projection pass: per step `[h | x_t] [W_zr; U_zr]` for the
     gates z and r in one panel product, and `h W_h`, `x_t U_h` apart (the candidate needs
-    them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`)."""
+    them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`). `panels`: those three
+    weights in panels (`gru_panels`)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    P_zr = packed_stack(recurrent[:, :2 * U], kernel[:, :2 * U])
-    P_Wh, P_Uh = packed(recurrent[:, 2 * U:]), packed(kernel[:, 2 * U:])
+    P_zr, P_Wh, P_Uh = panels
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     hx = np.empty((B, U + F), dtype=np.float32)
     h_part, x_part = hx[:, :U], hx[:, U:]
@@ -651,10 +652,10 @@ def gru_fused(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_
 
 @njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
-             need_seq, chunk, own, b0, b1):
+             need_seq, chunk, own, panels, b0, b1):
     """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
     if own and reset_after:
-        return gru_fused(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq,
+        return gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels,
                          b0, b1)
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
@@ -672,7 +673,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         hW = np.empty((1, 1), dtype=np.float32)                     # unused
         W_zr = np.ascontiguousarray(recurrent[:, :2 * U])
         W_h = np.ascontiguousarray(recurrent[:, 2 * U:])
-        W_zrp, W_hp = _packed_if(W_zr, own), _packed_if(W_h, own)
+        W_zrp, W_hp = panels[0], panels[1]                          # used when `own`
         zr = np.empty((B, 2 * U), dtype=np.float32)                 # h W_zr, then z and r
         rh = np.empty((B, U), dtype=np.float32)                     # r * h
         rhW = np.empty((B, U), dtype=np.float32)                    # (r * h) W_h
@@ -696,3 +697,36 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
 
 
 BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
+
+
+# The weights in panels, packed once per call by the kernel (unrolled.kernels._numba._bind) and
+# read by every block of rows: packed by each block, the copies of two blocks made LSTM
+# (128, 200, 64, 256) hold 2% more than its memory budget. Each takes the loop's weights and
+# flags and returns three panel arrays (placeholders where the loop needs fewer).
+
+
+@njit
+def no_panels():
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return none, none, none
+
+
+@njit
+def stacked_panels(kernel, recurrent, bias):
+    # SimpleRNN and LSTM: `[W; U]` for the fused loops
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return packed_stack(recurrent, kernel), none, none
+
+
+@njit
+def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
+    U = recurrent.shape[0]
+    if reset_after:                 # gru_fused: [W_zr; U_zr], W_h, U_h
+        return (packed_stack(recurrent[:, :2 * U], kernel[:, :2 * U]),
+                packed(recurrent[:, 2 * U:]), packed(kernel[:, 2 * U:]))
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),  # gru_blas's own products
+            packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none)
+
+
+PANELS = {"simple_rnn": stacked_panels, "lstm": stacked_panels, "gru": gru_panels}
