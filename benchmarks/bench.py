@@ -457,15 +457,23 @@ def memory_budget(cell: str, shape: tuple, layer: Any) -> int:
 
 
 _PEAK = """
+import os
 import sys
 import numpy as np
 sys.path.insert(0, {bench!r})
 import bench
 
+# /proc/self/status is read into buffers made beforehand and /proc/self/clear_refs written
+# through a descriptor opened beforehand: between the two readings nothing but the call
+# allocates, so the growth is the call's (a Python `open` there faulted in up to 53 KB).
+STATUS = os.open("/proc/self/status", os.O_RDONLY)
+CLEAR = os.open("/proc/self/clear_refs", os.O_WRONLY)
+before_text, peak_text = bytearray(1 << 16), bytearray(1 << 16)
 
-def status(field):
-    with open("/proc/self/status") as f:
-        return next(int(l.split()[1]) * 1024 for l in f if l.startswith(field + ":"))
+
+def field(text, n, name):
+    line = next(l for l in bytes(text[:n]).decode().splitlines() if l.startswith(name + ":"))
+    return int(line.split()[1]) * 1024
 
 
 layer, _ = bench.unrolled_weights({cell!r}, {shape!r})
@@ -480,11 +488,11 @@ for _ in range({settle}):  # warm-up: compiles, plans, tries each thread setting
 grown = []
 for _ in range(3):
     kernels.release_outputs()  # a kept output buffer would hide the output's memory
-    with open("/proc/self/clear_refs", "w") as f:  # the peak (VmHWM) restarts from the RSS now
-        f.write("5")
-    before = status("VmRSS")
+    n_before = os.preadv(STATUS, [before_text], 0)
+    os.write(CLEAR, b"5")      # the peak (VmHWM) restarts from the resident memory now
     out = layer(x)
-    grown.append(status("VmHWM") - before)
+    n_peak = os.preadv(STATUS, [peak_text], 0)
+    grown.append(field(peak_text, n_peak, "VmHWM") - field(before_text, n_before, "VmRSS"))
     kept = _outputs.kept_bytes()
     del out
 print(sorted(grown)[1], kept)
@@ -501,17 +509,17 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
     warm-up calls (compiling the loops, planning, trying each thread setting: what a process
     does once) whose outputs are freed, with the input and weights already in memory. Before
     each measured call the kept output buffers are let go, so that its output is new memory,
-    counted, and glibc maps every block of 64 KiB or more afresh (below). Unlike tracemalloc
+    counted, and glibc maps every block of 4 KiB or more afresh (below). Unlike tracemalloc
     this sees the compiled loops' buffers too. Peak bytes = that growth + input + weights.
     """
     weights = sum(w.value.nbytes for w in layer.weights)
     code = _PEAK.format(bench=str(HERE), cell=cell, shape=tuple(shape), settle=SETTLE_CALLS)
-    # A fixed mmap threshold: every block of 64 KiB or more is mapped when allocated and unmapped
+    # A fixed mmap threshold: every block of 4 KiB or more is mapped when allocated and unmapped
     # when freed, so the call's buffers are new memory, counted, whatever glibc's heap held
     # after the warm-up (with its default, moving threshold the warm-up's freed output could be
     # reused from the heap and not counted at all).
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
-               MALLOC_MMAP_THRESHOLD_="65536")
+               MALLOC_MMAP_THRESHOLD_="4096")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"peak memory run failed: {done.stderr.strip()[-300:]}")
