@@ -465,7 +465,7 @@ import bench
 
 # /proc/self/status is read into buffers made beforehand and /proc/self/clear_refs written
 # through a descriptor opened beforehand: between the two readings nothing but the call
-# allocates, so the growth is the call's (a Python `open` there faulted in up to 53 KB).
+# allocates, so the growth is the call's (a Python `open` there faulted in up to 86 KB).
 STATUS = os.open("/proc/self/status", os.O_RDONLY)
 CLEAR = os.open("/proc/self/clear_refs", os.O_WRONLY)
 before_text, peak_text = bytearray(1 << 16), bytearray(1 << 16)
