@@ -197,8 +197,8 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
-    panels, b0, b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small loops write
-    the final h into `seq`'s last step and LSTM's c into a last argument."""
+    panels, b0, b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small
+    loops write the final h into `seq`'s last step and LSTM's c into a last argument."""
     loop, U = (_loops_blas if blas else _loops)[kind], cell.units
     if kind == "gru":
         weights, flags = _gru_weights(cell), (cell.reset_after,)

@@ -700,9 +700,9 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 
 
 # The weights in panels, packed once per call by the kernel (unrolled.kernels._numba._bind) and
-# read by every block of rows: packed by each block, the copies of two blocks made LSTM
-# (128, 200, 64, 256) hold 2% more than its memory budget. Each takes the loop's weights and
-# flags and returns three panel arrays (placeholders where the loop needs fewer).
+# read by every block of rows (packed inside the loops, two blocks held two copies, each as
+# large as the weights). Each takes the loop's weights and flags and returns three panel arrays
+# (placeholders where the loop needs fewer).
 
 
 @njit
