@@ -57,7 +57,7 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
         bias = _numba._zeros_if_none(cell.bias, cell.units, np.float32)
         return lambda: _numba_loops.simple_rnn_blas(xt, cell.kernel, cell.recurrent_kernel, bias,
                                                     h0, mask, False, seq, True, chunk, own, panels,
-                                              0, B)
+                                                    0, B)
     if gates == 4:
         bias = _numba._zeros_if_none(cell.bias, 4 * cell.units, np.float32)
         return lambda: _numba_loops.lstm_blas(xt, cell.kernel, cell.recurrent_kernel, bias, h0,

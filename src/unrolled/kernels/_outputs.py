@@ -27,6 +27,7 @@ get fresh memory.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import threading
@@ -83,9 +84,7 @@ def empty(shape: tuple, dtype) -> np.ndarray:
     """An uninitialized C-contiguous array of `shape` and `dtype`, as `np.empty` makes, in a
     kept buffer that nothing else refers to when the array is large (see above)."""
     dtype = np.dtype(dtype)
-    size = 1
-    for n in shape:
-        size *= n
+    size = math.prod(shape)
     if KEEP <= 0 or _FREE is None or size * dtype.itemsize < KEEP_MIN_BYTES:
         return np.empty(shape, dtype=dtype)
     with _lock:
