@@ -49,6 +49,7 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
     B, T, F = x.shape
     xt = x.transpose(1, 0, 2)
     h0 = np.zeros((B, cell.units), dtype=np.float32)
+    h, c = np.empty_like(h0), np.empty_like(h0)  # the final states
     mask = np.ones((1, 1), dtype=np.bool_)
     chunk = _numba._chunk(cell, B, gates, F)
     own = cell.recurrent_kernel.nbytes <= _numba.OWN_GEMM_BYTES
@@ -57,15 +58,15 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
         bias = _numba._zeros_if_none(cell.bias, cell.units, np.float32)
         return lambda: _numba_loops.simple_rnn_blas(xt, cell.kernel, cell.recurrent_kernel, bias,
                                                     h0, mask, False, seq, True, chunk, own, panels,
-                                                    0, B)
+                                                    h, 0, B)
     if gates == 4:
         bias = _numba._zeros_if_none(cell.bias, 4 * cell.units, np.float32)
         return lambda: _numba_loops.lstm_blas(xt, cell.kernel, cell.recurrent_kernel, bias, h0,
                                               h0, mask, False, seq, True, chunk, own, panels,
-                                              0, B)
+                                              h, c, 0, B)
     weights = _numba._gru_weights(cell)
     return lambda: _numba_loops.gru_blas(xt, *weights, h0, mask, False, cell.reset_after, seq,
-                                         True, chunk, own, panels, 0, B)
+                                         True, chunk, own, panels, h, 0, B)
 
 
 def main() -> None:

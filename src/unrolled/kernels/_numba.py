@@ -197,8 +197,9 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
-    panels, b0, b1: BLAS loops])`. BLAS loops return the final states of rows b0..b1-1; small
-    loops write the final h into `seq`'s last step and LSTM's c into a last argument."""
+    panels, final states..., b0, b1: BLAS loops])`. BLAS loops write rows b0..b1-1 of the final
+    states (batch, units) they are given and return nothing; small loops write the final h
+    into `seq`'s last step and LSTM's c into a last argument."""
     loop, U = (_loops_blas if blas else _loops)[kind], cell.units
     if kind == "gru":
         weights, flags = _gru_weights(cell), (cell.reset_after,)
@@ -255,15 +256,10 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the blocks
             panels = pack(*weights, *flags) if own else no_panels()
-            finals = _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq,
-                                             need_seq, chunk, own, panels), B, blocks)
-            if blocks == 1:
-                final = finals[0]
-                final = list(final) if isinstance(final, tuple) else [final]
-            elif isinstance(finals[0], tuple):
-                final = [np.concatenate(parts) for parts in zip(*finals)]
-            else:
-                final = [np.concatenate(finals)]
+            # the final states, each block writing its rows (the fused loops: their state)
+            final = [np.empty((B, U), dtype=xt.dtype) for _ in states]
+            _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
+                                    chunk, own, panels, *final), B, blocks)
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so

@@ -395,14 +395,6 @@ def _load_hx(hx, h, xt, k, b0):
 
 
 @njit_fused
-def _tanh_units(z, bias, new):
-    # new = tanh(z + b)
-    for b in range(new.shape[0]):
-        for j in range(new.shape[1]):
-            new[b, j] = tanh32_fast(z[b, j] + bias[j])
-
-
-@njit_fused
 def _tanh_units_rows(P, row0, bias, hW, new):
     # new = tanh((x_t U + b) + h W)
     for b in range(new.shape[0]):
@@ -421,17 +413,6 @@ def _tanh_units_in_place(out, bias, hW):
 
 
 @njit_fused
-def _lstm_units(z, bias, c, c_new, h_new):
-    # c_new, h_new from the pre-activations z + b, gates [i|f|c|o]
-    U = c.shape[1]
-    for b in range(c.shape[0]):
-        for j in range(U):
-            c_new[b, j], h_new[b, j] = lstm_unit(
-                z[b, j] + bias[j], z[b, U + j] + bias[U + j],
-                z[b, 2 * U + j] + bias[2 * U + j], z[b, 3 * U + j] + bias[3 * U + j], c[b, j])
-
-
-@njit_fused
 def _lstm_units_rows(P, row0, bias, hW, c, c_new, h_new):
     # c_new, h_new from (x_t U + b) + h W
     U = c.shape[1]
@@ -446,16 +427,18 @@ def _lstm_units_rows(P, row0, bias, hW, c, c_new, h_new):
 
 
 @njit_fused
-def _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, new):
-    # reset_after: z, r from [h | x_t] [W_zr; U_zr] + b; hh = tanh(x_t U_h + b_in_h
-    # + r (h W_h + b_rec_h)); new = z h + (1 - z) hh
+def _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, mask, use_mask, k, b0):
+    # reset_after, h in place: z, r from [h | x_t] [W_zr; U_zr] + b; hh = tanh(x_t U_h
+    # + b_in_h + r (h W_h + b_rec_h)); h = z h + (1 - z) hh; rows kept where the mask says so
     U = h.shape[1]
     for b in range(h.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
         for j in range(U):
             z = sigmoid32_fast(zr[b, j] + b_zr[j])
             r = sigmoid32_fast(zr[b, U + j] + b_zr[U + j])
             hh = tanh32_fast((xU[b, j] + b_in[2 * U + j]) + r * (hW[b, j] + b_rec[2 * U + j]))
-            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
+            h[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
 @njit_fused
@@ -497,54 +480,122 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, new):
 
 
 @njit_fused
-def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, b0, b1):
+def _tanh_rows_into(z, bias, h, mask, use_mask, k, b0):
+    # h = tanh(z + b) in place, rows kept where the mask says so
+    for b in range(h.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
+        for j in range(h.shape[1]):
+            h[b, j] = tanh32_fast(z[b, j] + bias[j])
+
+
+@njit_fused
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, h, b0, b1):
     """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
-    holding `[W; U]` in panels."""
+    holding `[W; U]` in panels; `h` (this block's rows of the final state) is the state,
+    updated in place: `hx` holds the copy of h_{t-1} the product reads."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     hx = np.empty((B, U + F), dtype=np.float32)
-    h = h0[b0:b1].copy()
-    new = np.empty_like(h)
     z = np.empty((B, U), dtype=np.float32)
     for k in range(T):
         _load_hx(hx, h, xt, k, b0)
         panel_product(hx, WK, z)                                    # x_t U + h_{t-1} W
-        _tanh_units(z, bias, new)
-        _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
-        h, new = new, h
-    return h
+        _tanh_rows_into(z, bias, h, mask, use_mask, k, b0)
+        if need_seq:
+            copy_rows(seq, k, h, b0)
+
+
+# LSTM's fused loop multiplies by blocks of `GATE_UNITS` units: `[W; U]` is packed with the
+# columns of each block's four gates side by side (`gate_panels`), so one panel product gives
+# a block's `(rows, 4 * units of the block)` pre-activations and the gate arithmetic follows at
+# once, updating h and c in place. A step then holds pre-activations for one block, not for
+# all 4 * units (at LSTM (128, 200, 64, 256), 64 KB a block of rows instead of 256 KB), and no
+# second h and c: the memory budget of a forward pass allows one step's scratch. Blocks of 64
+# units keep the gate loop over whole vectors (blocks of 16 ran it 7x slower, RESULTS.md round
+# 12); each sum still runs over k in order, so the numbers are those of one whole product.
+GATE_UNITS = 64
+
+
+@njit
+def gate_blocks(units):
+    return (units + GATE_UNITS - 1) // GATE_UNITS
+
+
+@njit
+def gate_panels(kernel, recurrent):
+    """`[W; U]` in panels, block by block of GATE_UNITS units: block q's columns are gates i,
+    f, c, o of its units, `4 * n` columns in `ceil(4 * n / WIDTH)` panels (n units in the
+    block), at panel `q * GATE_UNITS * 4 / WIDTH`."""
+    U, Kw, F = recurrent.shape[0], recurrent.shape[0], kernel.shape[0]
+    per = 4 * GATE_UNITS // WIDTH
+    last = U - (gate_blocks(U) - 1) * GATE_UNITS
+    total = (gate_blocks(U) - 1) * per + (4 * last + WIDTH - 1) // WIDTH
+    panels = np.zeros((total, Kw + F, WIDTH), dtype=np.float32)
+    for q in range(gate_blocks(U)):
+        u0 = q * GATE_UNITS
+        n = min(GATE_UNITS, U - u0)
+        for g in range(4):
+            for k in range(Kw + F):
+                for jj in range(n):
+                    pos = g * n + jj
+                    col = g * U + u0 + jj
+                    v = recurrent[k, col] if k < Kw else kernel[k - Kw, col]
+                    panels[q * per + pos // WIDTH, k, pos % WIDTH] = v
+    return panels
 
 
 @njit_fused
-def lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, WK, b0, b1):
-    """LSTM with tanh and sigmoid, one panel product a step; gates [i|f|c|o]; `WK` holds
-    `[W; U]` in panels."""
+def _lstm_block(z, bias, c, h, u0, mask, use_mask, k, b0):
+    # units u0..u0+n-1 of c and h, in place, from the block's pre-activations z + b, z's columns
+    # [i | f | c | o] of the block (n each); rows kept where the mask says so. The loop indexes
+    # slices from 0: indexed `u0 + j`, an index LLVM cannot prove non-negative, each access
+    # kept NumPy's negative-index check and the loop ran one number at a time (6x slower).
+    n = z.shape[1] // 4
+    U = c.shape[1]
+    b_i, b_f = bias[u0:u0 + n], bias[U + u0:U + u0 + n]
+    b_g, b_o = bias[2 * U + u0:2 * U + u0 + n], bias[3 * U + u0:3 * U + u0 + n]
+    for b in range(c.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
+        cb, hb, zb = c[b, u0:u0 + n], h[b, u0:u0 + n], z[b]
+        for j in range(n):
+            cb[j], hb[j] = lstm_unit(zb[j] + b_i[j], zb[n + j] + b_f[j], zb[2 * n + j] + b_g[j],
+                                     zb[3 * n + j] + b_o[j], cb[j])
+
+
+@njit_fused
+def lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, WK, h, c, b0, b1):
+    """LSTM with tanh and sigmoid, one panel product a block of units a step; gates [i|f|c|o];
+    `WK` holds `[W; U]` in panels by `gate_panels`; `h` and `c` (this block's rows of the final
+    states) are the states, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
+    per = 4 * GATE_UNITS // WIDTH
     hx = np.empty((B, U + F), dtype=np.float32)
-    h, c = h0[b0:b1].copy(), c0[b0:b1].copy()
-    h_new, c_new = np.empty_like(h), np.empty_like(c)
-    z = np.empty((B, 4 * U), dtype=np.float32)
+    z = np.empty(B * 4 * min(U, GATE_UNITS), dtype=np.float32)
     for k in range(T):
         _load_hx(hx, h, xt, k, b0)
-        panel_product(hx, WK, z)                                    # (rows, 4*units)
-        _lstm_units(z, bias, c, c_new, h_new)
-        _end_step(c_new, c, mask, use_mask, k, b0, seq, False)
-        _end_step(h_new, h, mask, use_mask, k, b0, seq, need_seq)
-        h, h_new = h_new, h
-        c, c_new = c_new, c
-    return h, c
+        for q in range(gate_blocks(U)):
+            u0 = q * GATE_UNITS
+            n = min(GATE_UNITS, U - u0)
+            zq = z[:B * 4 * n].reshape((B, 4 * n))
+            panel_product(hx, WK[q * per:q * per + (4 * n + WIDTH - 1) // WIDTH], zq)
+            _lstm_block(zq, bias, c, h, u0, mask, use_mask, k, b0)
+        if need_seq:
+            copy_rows(seq, k, h, b0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
 # so blocks of rows can run on separate threads (unrolled.kernels._threads.by_rows) writing
-# disjoint rows of `seq`; it returns the final states of its rows. `own`: the panel product
-# for the step products (see above), else BLAS.
+# disjoint rows of `seq` and of the final states (`h_out`, and LSTM's `c_out`: the fused loops
+# update their rows in place as the state, the others copy their rows in at the end). `own`: the
+# panel product for the step products (see above), else BLAS.
 
 
 @njit_fused
 def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
-                    panels, b0, b1):
+                    panels, h_out, b0, b1):
     """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`.
 
     With `need_seq` for the whole batch, the projection `x_t U` of a chunk of steps is written
@@ -552,8 +603,11 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     for it.
     """
     if own:
-        return simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq,
-                                panels[0], b0, b1)
+        h = h_out[b0:b1]
+        h[:] = h0[b0:b1]
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], h,
+                         b0, b1)
+        return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -589,16 +643,20 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
                 h, new = new, h
                 if need_seq:
                     copy_rows(seq, k, h, b0)
-    return h
+    h_out[b0:b1] = h
 
 
 @njit_fused
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
-              panels, b0, b1):
+              panels, h_out, c_out, b0, b1):
     """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
     if own:
-        return lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
-                          panels[0], b0, b1)
+        h, c = h_out[b0:b1], c_out[b0:b1]
+        h[:] = h0[b0:b1]
+        c[:] = c0[b0:b1]
+        lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, panels[0], h, c,
+                   b0, b1)
+        return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -619,23 +677,23 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
             _end_step(h_new, h, mask, use_mask, k, b0, seq, need_seq)
             h, h_new = h_new, h
             c, c_new = c_new, c
-    return h, c
+    h_out[b0:b1] = h
+    c_out[b0:b1] = c
 
 
 @njit_fused
-def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1):
+def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, h, b0, b1):
     """GRU with reset_after, no projection pass: per step `[h | x_t] [W_zr; U_zr]` for the
     gates z and r in one panel product, and `h W_h`, `x_t U_h` apart (the candidate needs
     them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`). `panels`: those three
-    weights in panels (`gru_panels`)."""
+    weights in panels (`gru_panels`); `h` (this block's rows of the final state) is the state,
+    updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     P_zr, P_Wh, P_Uh = panels
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     hx = np.empty((B, U + F), dtype=np.float32)
     h_part, x_part = hx[:, :U], hx[:, U:]
-    h = h0[b0:b1].copy()
-    new = np.empty_like(h)
     zr = np.empty((B, 2 * U), dtype=np.float32)
     hW = np.empty((B, U), dtype=np.float32)
     xU = np.empty((B, U), dtype=np.float32)
@@ -644,19 +702,21 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
         panel_product(hx, P_zr, zr)                                 # x_t U_zr + h W_zr
         panel_product(h_part, P_Wh, hW)
         panel_product(x_part, P_Uh, xU)
-        _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, new)
-        _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
-        h, new = new, h
-    return h
+        _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, mask, use_mask, k, b0)
+        if need_seq:
+            copy_rows(seq, k, h, b0)
 
 
 @njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
-             need_seq, chunk, own, panels, b0, b1):
+             need_seq, chunk, own, panels, h_out, b0, b1):
     """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
     if own and reset_after:
-        return gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels,
-                         b0, b1)
+        h = h_out[b0:b1]
+        h[:] = h0[b0:b1]
+        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, h,
+                  b0, b1)
+        return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -693,7 +753,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
                 _gru_candidate_rows(P, s * B, b_in, rhW, zr, h, new)
             _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
             h, new = new, h
-    return h
+    h_out[b0:b1] = h
 
 
 BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
@@ -713,9 +773,16 @@ def no_panels():
 
 @njit
 def stacked_panels(kernel, recurrent, bias):
-    # SimpleRNN and LSTM: `[W; U]` for the fused loops
+    # SimpleRNN: `[W; U]` for the fused loop
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return packed_stack(recurrent, kernel), none, none
+
+
+@njit
+def lstm_panels(kernel, recurrent, bias):
+    # `[W; U]` by blocks of units, for lstm_fused
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return gate_panels(kernel, recurrent), none, none
 
 
 @njit
@@ -729,4 +796,4 @@ def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
             packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none)
 
 
-PANELS = {"simple_rnn": stacked_panels, "lstm": stacked_panels, "gru": gru_panels}
+PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
