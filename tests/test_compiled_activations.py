@@ -135,15 +135,15 @@ def test_forward_step_arithmetic_stays_in_float32():
     m, v, i = numba.float32[:, ::1], numba.float32[::1], numba.int64
     mask, flag = numba.boolean[:, ::1], numba.boolean
     signatures = {
-        "_tanh_rows_into": (m, v, m, mask, flag, i, i),
-        "_tanh_units_rows": (m, i, v, m, m),
+        "_tanh_rows": (m, v, m, mask, flag, i, i),
+        "_tanh_units_rows": (m, i, v, m, m, mask, flag, i, i),
         "_tanh_units_in_place": (m, v, m),
-        "_lstm_block": (m, v, m, m, i, mask, flag, i, i),
-        "_lstm_units_rows": (m, i, v, m, m, m, m),
-        "_gru_units": (m, v, m, m, v, v, m, mask, flag, i, i),
-        "_gru_units_rows": (m, i, v, m, v, m, m),
+        "_lstm_block": (m, v, m, m, m, i, mask, flag, i, i),
+        "_lstm_units_rows": (m, i, v, m, m, m, mask, flag, i, i),
+        "_gru_block": (m, m, m, v, v, v, m, m, i, mask, flag, i, i),
+        "_gru_units_rows": (m, i, v, m, v, m, mask, flag, i, i),
         "_gru_gates_rows": (m, i, v, m, m, m),
-        "_gru_candidate_rows": (m, i, v, m, m, m, m),
+        "_gru_candidate_rows": (m, i, v, m, m, m, mask, flag, i, i),
     }
     for name, types in signatures.items():
         _assert_float32_vectors(_numba_loops, name, types)

@@ -198,14 +198,16 @@ def test_every_option(rng, cell_kind, mask_kind, go_backwards, return_sequences,
 @pytest.mark.parametrize("units", [16, 37, 80, 150])
 @pytest.mark.parametrize("mask_kind", [None, "random", "empty_row"])
 @pytest.mark.parametrize("return_sequences", [False, True])
-def test_lstm_over_several_panels_of_units(rng, units, mask_kind, return_sequences):
-    """LSTM with more units than one panel of the compiled loops' own product holds (16
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+def test_gated_cells_over_several_panels_of_units(rng, cell_kind, units, mask_kind,
+                                                  return_sequences):
+    """LSTM and GRU with more units than one panel of the compiled loops' own product holds (16
     columns a panel; 4 * 37 gate columns = 9 whole panels and one cut short), and more than one
-    block of units of its fused loop (GATE_UNITS = 64: 80 = 64 + 16; 150 = 64 + 64 + 22, whose
-    88 gate columns end inside a panel), with masks."""
+    block of units of their fused loops (GATE_UNITS = 64: 80 = 64 + 16; 150 = 64 + 64 + 22,
+    whose 88 LSTM gate columns end inside a panel), with masks."""
     b, t, f = 6, 7, 3
     x = rng.standard_normal((b, t, f)).astype("float32")
-    rnn = built(layers.RNN(make_cell("lstm", units), return_sequences=return_sequences,
+    rnn = built(layers.RNN(make_cell(cell_kind, units), return_sequences=return_sequences,
                            return_state=True), x)
     both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
 

@@ -247,6 +247,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         kernel.plain = plain  # the plan's short route (unrolled.kernels.Plan.call)
     else:
         own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
+        fused = own and (kind != "gru" or cell.reset_after)  # the loops' *_fused
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
         pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
@@ -258,8 +259,11 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the blocks
             panels = pack(*weights, *flags) if own else no_panels()
-            # the final states, each block writing its rows (the fused loops: their state)
+            # the final states, each block writing its rows; the fused loops keep h in `seq`,
+            # so theirs is the output's last step
             final = [np.empty((B, U), dtype=xt.dtype) for _ in states]
+            if fused:
+                final[0] = seq[-1]
             _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
                                     chunk, own, panels, *final), B, blocks)
             return (seq if need_seq else None), final

@@ -353,22 +353,6 @@ def _keep_rows(new, old, mask, k, b0):
 
 
 @njit
-def _end_step(new, old, mask, use_mask, k, b0, seq, out):
-    # the end of step k for one state: masked rows keep `old`; with `out`, seq[k, rows] = new
-    if use_mask:
-        _keep_rows(new, old, mask, k, b0)
-    if out:
-        copy_rows(seq, k, new, b0)
-
-
-# With weights that fit the caches (`own`), SimpleRNN and LSTM need no projection pass either:
-# each step is one panel product of `[h_{t-1} | x_t]` against the stacked `[W; U]`, so
-# `x_t U + h_{t-1} W` comes out of one product whose sums run over units + features (a small
-# product of its own, `(rows, features) @ (features, gates*units)`, ran at 8 GFLOP/s in
-# OpenBLAS: a third of an LSTM (32, 64) step).
-
-
-@njit
 def _load_hx(hx, h, xt, k, b0):
     # hx = [h | x_t's rows b0..]
     U = h.shape[1]
@@ -384,22 +368,25 @@ def _load_hx(hx, h, xt, k, b0):
 
 
 # The arithmetic of a step over its (rows, units) runs in functions of its own, below, with the
-# arrays as arguments. Written inside the loops, where the state arrays trade places each step
-# (`h, new = new, h`), the GRU's gate loop ran 4.4x slower on every fresh compile measured
-# (100 steps of 16 rows by 64 units: 3.0 ms, against 0.69 ms for the same loop without the
-# swap), so a half-batch GRU (32, 100, 16, 64) took 4.8 ms instead of 2.3; a compile kept in
-# Numba's cache from an earlier session ran it at full speed, so the figures depended on the
-# cache. In functions of their own the loops ran at full speed in every fresh compile. Each
-# runs its sums in the loops' order: `x_t U`, `+ b`, `+ h W` (BLAS loops; `P` holds `x_t U` of
-# a chunk of steps, this step's rows from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops).
+# arrays as arguments. It updates the state in place, once the step's products have read it,
+# and leaves masked rows as they were: one array a state, where a second one to write into
+# would be more of the forward pass's memory budget (one step's scratch). Written inside the
+# loops, where the state arrays once traded places each step (`h, new = new, h`), the GRU's
+# gate loop ran 4.4x slower on every fresh compile measured (100 steps of 16 rows by 64 units:
+# 3.0 ms, against 0.69 ms for the same loop without the swap); in functions of their own the
+# loops ran at full speed in every fresh compile. Each runs its sums in the loops' order:
+# `x_t U`, `+ b`, `+ h W` (BLAS loops; `P` holds `x_t U` of a chunk of steps, this step's rows
+# from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops).
 
 
 @njit_fused
-def _tanh_units_rows(P, row0, bias, hW, new):
-    # new = tanh((x_t U + b) + h W)
-    for b in range(new.shape[0]):
-        for j in range(new.shape[1]):
-            new[b, j] = tanh32_fast((P[row0 + b, j] + bias[j]) + hW[b, j])
+def _tanh_units_rows(P, row0, bias, hW, h, mask, use_mask, k, b0):
+    # h = tanh((x_t U + b) + h W) in place (hW holds the product), rows kept where masked
+    for b in range(h.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
+        for j in range(h.shape[1]):
+            h[b, j] = tanh32_fast((P[row0 + b, j] + bias[j]) + hW[b, j])
 
 
 @njit_fused
@@ -413,13 +400,15 @@ def _tanh_units_in_place(out, bias, hW):
 
 
 @njit_fused
-def _lstm_units_rows(P, row0, bias, hW, c, c_new, h_new):
-    # c_new, h_new from (x_t U + b) + h W
+def _lstm_units_rows(P, row0, bias, hW, c, h, mask, use_mask, k, b0):
+    # c, h in place from (x_t U + b) + h W (hW holds the product), rows kept where masked
     U = c.shape[1]
     for b in range(c.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
         row = row0 + b
         for j in range(U):
-            c_new[b, j], h_new[b, j] = lstm_unit(
+            c[b, j], h[b, j] = lstm_unit(
                 (P[row, j] + bias[j]) + hW[b, j],
                 (P[row, U + j] + bias[U + j]) + hW[b, U + j],
                 (P[row, 2 * U + j] + bias[2 * U + j]) + hW[b, 2 * U + j],
@@ -427,32 +416,20 @@ def _lstm_units_rows(P, row0, bias, hW, c, c_new, h_new):
 
 
 @njit_fused
-def _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, mask, use_mask, k, b0):
-    # reset_after, h in place: z, r from [h | x_t] [W_zr; U_zr] + b; hh = tanh(x_t U_h
-    # + b_in_h + r (h W_h + b_rec_h)); h = z h + (1 - z) hh; rows kept where the mask says so
+def _gru_units_rows(P, row0, b_in, hW, b_rec, h, mask, use_mask, k, b0):
+    # reset_after, h in place, with hW = h [W_z | W_r | W_h] and P's rows x_t U; rows kept
+    # where masked
     U = h.shape[1]
     for b in range(h.shape[0]):
         if use_mask and not mask[k, b0 + b]:
             continue
-        for j in range(U):
-            z = sigmoid32_fast(zr[b, j] + b_zr[j])
-            r = sigmoid32_fast(zr[b, U + j] + b_zr[U + j])
-            hh = tanh32_fast((xU[b, j] + b_in[2 * U + j]) + r * (hW[b, j] + b_rec[2 * U + j]))
-            h[b, j] = z * h[b, j] + (F32(1) - z) * hh
-
-
-@njit_fused
-def _gru_units_rows(P, row0, b_in, hW, b_rec, h, new):
-    # reset_after, with hW = h [W_z | W_r | W_h] and P's rows x_t U
-    U = h.shape[1]
-    for b in range(h.shape[0]):
         row = row0 + b
         for j in range(U):
             z = sigmoid32_fast((P[row, j] + b_in[j]) + (hW[b, j] + b_rec[j]))
             r = sigmoid32_fast((P[row, U + j] + b_in[U + j]) + (hW[b, U + j] + b_rec[U + j]))
             hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j])
                              + r * (hW[b, 2 * U + j] + b_rec[2 * U + j]))
-            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
+            h[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
 @njit_fused
@@ -468,52 +445,70 @@ def _gru_gates_rows(P, row0, b_in, zr, h, rh):
 
 
 @njit_fused
-def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, new):
-    # reset_after=False, second half: hh = tanh((x_t U_h + b_h) + (r h) W_h); new = z h + (1 - z) hh
+def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
+    # reset_after=False, second half, h in place: hh = tanh((x_t U_h + b_h) + (r h) W_h);
+    # h = z h + (1 - z) hh; rows kept where masked
     U = h.shape[1]
     for b in range(h.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            continue
         row = row0 + b
         for j in range(U):
             hh = tanh32_fast((P[row, 2 * U + j] + b_in[2 * U + j]) + rhW[b, j])
             z = zr[b, j]
-            new[b, j] = z * h[b, j] + (F32(1) - z) * hh
+            h[b, j] = z * h[b, j] + (F32(1) - z) * hh
+
+
+# The fused loops keep h in the output: step k's h is written into its rows of `seq[k]` (of
+# `seq[0]`, a one-step buffer, without need_seq), and `hx` holds the copy of h_{t-1} that the
+# step's products and gate arithmetic read; masked rows copy it back. So a step holds `hx` and
+# pre-activations, no state array of h: at (128, 200, 64, 256) the forward pass's memory
+# budget allows one step's scratch, and the packed weights take most of it.
+
+
+@njit
+def _state_rows(seq, h0, need_seq, k, b0, b1):
+    # this block's rows of h_{k-1}: the initial state at k = 0, else the output's last step
+    if k == 0:
+        return h0[b0:b1]
+    return seq[k - 1 if need_seq else 0, b0:b1]
 
 
 @njit_fused
-def _tanh_rows_into(z, bias, h, mask, use_mask, k, b0):
-    # h = tanh(z + b) in place, rows kept where the mask says so
-    for b in range(h.shape[0]):
+def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
+    # out = tanh(out + b) in place, out holding [h | x_t] [W; U]; masked rows get h_{t-1} back
+    for b in range(out.shape[0]):
+        ob = out[b]
         if use_mask and not mask[k, b0 + b]:
+            old = hx[b]
+            for j in range(ob.shape[0]):
+                ob[j] = old[j]
             continue
-        for j in range(h.shape[1]):
-            h[b, j] = tanh32_fast(z[b, j] + bias[j])
+        for j in range(ob.shape[0]):
+            ob[j] = tanh32_fast(ob[j] + bias[j])
 
 
 @njit_fused
-def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, h, b0, b1):
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, b0, b1):
     """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
-    holding `[W; U]` in panels; `h` (this block's rows of the final state) is the state,
-    updated in place: `hx` holds the copy of h_{t-1} the product reads."""
+    holding `[W; U]` in panels; the product goes straight into the output rows."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     hx = np.empty((B, U + F), dtype=np.float32)
-    z = np.empty((B, U), dtype=np.float32)
     for k in range(T):
-        _load_hx(hx, h, xt, k, b0)
-        panel_product(hx, WK, z)                                    # x_t U + h_{t-1} W
-        _tanh_rows_into(z, bias, h, mask, use_mask, k, b0)
-        if need_seq:
-            copy_rows(seq, k, h, b0)
+        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
+        out = seq[k if need_seq else 0, b0:b1]
+        panel_product(hx, WK, out)                                  # x_t U + h_{t-1} W
+        _tanh_rows(out, bias, hx, mask, use_mask, k, b0)
 
 
-# LSTM's fused loop multiplies by blocks of `GATE_UNITS` units: `[W; U]` is packed with the
-# columns of each block's four gates side by side (`gate_panels`), so one panel product gives
-# a block's `(rows, 4 * units of the block)` pre-activations and the gate arithmetic follows at
-# once, updating h and c in place. A step then holds pre-activations for one block, not for
-# all 4 * units (at LSTM (128, 200, 64, 256), 64 KB a block of rows instead of 256 KB), and no
-# second h and c: the memory budget of a forward pass allows one step's scratch. Blocks of 64
-# units keep the gate loop over whole vectors (blocks of 16 ran it 7x slower, RESULTS.md round
-# 12); each sum still runs over k in order, so the numbers are those of one whole product.
+# LSTM's and GRU's fused loops multiply by blocks of `GATE_UNITS` units: the weights are packed
+# with the columns of each block's gates side by side (`gate_panels`), so one panel product
+# gives a block's pre-activations, `(rows, gates * units of the block)`, and its gate
+# arithmetic follows at once. A step holds pre-activations for one block, not for all
+# `gates * units` (at LSTM (128, 200, 64, 256), 64 KB a block of rows instead of 256 KB). Blocks
+# of 64 units keep the gate loop over whole vectors (blocks of 16 ran it 7x slower, RESULTS.md
+# round 12); each sum still runs over k in order, so the numbers are those of one whole product.
 GATE_UNITS = 64
 
 
@@ -523,74 +518,98 @@ def gate_blocks(units):
 
 
 @njit
-def gate_panels(kernel, recurrent):
-    """`[W; U]` in panels, block by block of GATE_UNITS units: block q's columns are gates i,
-    f, c, o of its units, `4 * n` columns in `ceil(4 * n / WIDTH)` panels (n units in the
-    block), at panel `q * GATE_UNITS * 4 / WIDTH`."""
-    U, Kw, F = recurrent.shape[0], recurrent.shape[0], kernel.shape[0]
-    per = 4 * GATE_UNITS // WIDTH
-    last = U - (gate_blocks(U) - 1) * GATE_UNITS
-    total = (gate_blocks(U) - 1) * per + (4 * last + WIDTH - 1) // WIDTH
-    panels = np.zeros((total, Kw + F, WIDTH), dtype=np.float32)
-    for q in range(gate_blocks(U)):
+def gate_panels(top, bottom, first, gates, units):
+    """Gates first..first+gates-1 (`units` columns each) of `[top; bottom]` in panels, block by
+    block of GATE_UNITS units: block q's columns are those gates' columns of its units, side by
+    side, `gates * n` columns in `ceil(gates * n / WIDTH)` panels (n units in the block),
+    starting at panel `q * gates * GATE_UNITS / WIDTH`. `bottom` may have no rows."""
+    K1, K = top.shape[0], top.shape[0] + bottom.shape[0]
+    per = gates * GATE_UNITS // WIDTH
+    blocks = gate_blocks(units)
+    last = units - (blocks - 1) * GATE_UNITS
+    panels = np.zeros(((blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, K, WIDTH),
+                      dtype=np.float32)
+    for q in range(blocks):
         u0 = q * GATE_UNITS
-        n = min(GATE_UNITS, U - u0)
-        for g in range(4):
-            for k in range(Kw + F):
+        n = min(GATE_UNITS, units - u0)
+        for g in range(gates):
+            for k in range(K):
                 for jj in range(n):
                     pos = g * n + jj
-                    col = g * U + u0 + jj
-                    v = recurrent[k, col] if k < Kw else kernel[k - Kw, col]
+                    col = (first + g) * units + u0 + jj
+                    v = top[k, col] if k < K1 else bottom[k - K1, col]
                     panels[q * per + pos // WIDTH, k, pos % WIDTH] = v
     return panels
 
 
+@numba.njit(cache=True, inline="always")
+def _unsigned(i):
+    # an index as uint64: NumPy's negative-index check is skipped for unsigned indexes. Only
+    # uint64 with uint64 in the arithmetic: Numba makes uint64 with int64 a float64.
+    return np.uint64(i)
+
+
+@njit
+def _block_panels(panels, gates, q, n):
+    # block q's panels of a gate_panels array (n units in the block)
+    per = gates * GATE_UNITS // WIDTH
+    return panels[q * per:q * per + (gates * n + WIDTH - 1) // WIDTH]
+
+
+@njit
+def _block_out(z, rows, width):
+    # the first rows * width numbers of the flat buffer z as a C-contiguous (rows, width)
+    return z[:rows * width].reshape((rows, width))
+
+
 @njit_fused
-def _lstm_block(z, bias, c, h, u0, mask, use_mask, k, b0):
-    # units u0..u0+n-1 of c and h, in place, from the block's pre-activations z + b, z's columns
-    # [i | f | c | o] of the block (n each); rows kept where the mask says so. The loop indexes
-    # slices from 0: indexed `u0 + j`, an index LLVM cannot prove non-negative, each access
-    # kept NumPy's negative-index check and the loop ran one number at a time (6x slower).
-    n = z.shape[1] // 4
-    U = c.shape[1]
-    b_i, b_f = bias[u0:u0 + n], bias[U + u0:U + u0 + n]
-    b_g, b_o = bias[2 * U + u0:2 * U + u0 + n], bias[3 * U + u0:3 * U + u0 + n]
+def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
+    # units u0..u0+n-1 of a step: c in place and h into `out`, from the block's pre-activations
+    # z + b (z's columns [i | f | c | o] of the block, n each); masked rows keep c and get
+    # h_{t-1} back from hx. The unit indexes are unsigned (`_unsigned`), so every access
+    # skips NumPy's negative-index check: indexed by a signed `u0 + j`, which LLVM cannot prove
+    # non-negative, the loop ran one number at a time (6x slower); by slices of each row from
+    # 0, it vectorized but the slices cost 8-10% of the gate arithmetic.
+    n, U, v0 = _unsigned(z.shape[1] // 4), _unsigned(c.shape[1]), _unsigned(u0)
+    n2, U2 = n + n, U + U
+    n3, U3 = n2 + n, U2 + U
     for b in range(c.shape[0]):
         if use_mask and not mask[k, b0 + b]:
+            for j in range(n):
+                out[b, v0 + j] = hx[b, v0 + j]
             continue
-        cb, hb, zb = c[b, u0:u0 + n], h[b, u0:u0 + n], z[b]
         for j in range(n):
-            cb[j], hb[j] = lstm_unit(zb[j] + b_i[j], zb[n + j] + b_f[j], zb[2 * n + j] + b_g[j],
-                                     zb[3 * n + j] + b_o[j], cb[j])
+            u = v0 + j
+            c[b, u], out[b, u] = lstm_unit(z[b, j] + bias[u], z[b, n + j] + bias[U + u],
+                                           z[b, n2 + j] + bias[U2 + u],
+                                           z[b, n3 + j] + bias[U3 + u], c[b, u])
 
 
 @njit_fused
-def lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, WK, h, c, b0, b1):
+def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, c, b0, b1):
     """LSTM with tanh and sigmoid, one panel product a block of units a step; gates [i|f|c|o];
-    `WK` holds `[W; U]` in panels by `gate_panels`; `h` and `c` (this block's rows of the final
-    states) are the states, updated in place."""
+    `WK` holds `[W; U]` by `gate_panels`; `c` (this block's rows of the final c) is the cell
+    state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    per = 4 * GATE_UNITS // WIDTH
     hx = np.empty((B, U + F), dtype=np.float32)
     z = np.empty(B * 4 * min(U, GATE_UNITS), dtype=np.float32)
     for k in range(T):
-        _load_hx(hx, h, xt, k, b0)
+        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
+        out = seq[k if need_seq else 0, b0:b1]
         for q in range(gate_blocks(U)):
-            u0 = q * GATE_UNITS
-            n = min(GATE_UNITS, U - u0)
-            zq = z[:B * 4 * n].reshape((B, 4 * n))
-            panel_product(hx, WK[q * per:q * per + (4 * n + WIDTH - 1) // WIDTH], zq)
-            _lstm_block(zq, bias, c, h, u0, mask, use_mask, k, b0)
-        if need_seq:
-            copy_rows(seq, k, h, b0)
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zq = _block_out(z, B, 4 * n)
+            panel_product(hx, _block_panels(WK, 4, q, n), zq)
+            _lstm_block(zq, bias, c, hx, out, q * GATE_UNITS, mask, use_mask, k, b0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
 # so blocks of rows can run on separate threads (unrolled.kernels._threads.by_rows) writing
-# disjoint rows of `seq` and of the final states (`h_out`, and LSTM's `c_out`: the fused loops
-# update their rows in place as the state, the others copy their rows in at the end). `own`: the
-# panel product for the step products (see above), else BLAS.
+# disjoint rows of `seq` and of the final states it is given (`h_out`, and LSTM's `c_out`),
+# which the loops update in place as their state. The fused loops keep h in `seq` and are given
+# `seq[-1]` as `h_out` (unrolled.kernels._numba._bind). `own`: the panel product for the step
+# products (see above), else BLAS.
 
 
 @njit_fused
@@ -602,10 +621,8 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     straight into the output rows, and each step turns its row into `h_t` in place: no buffer
     for it.
     """
-    if own:
-        h = h_out[b0:b1]
-        h[:] = h0[b0:b1]
-        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], h,
+    if own:                             # h_out is seq[-1], written as the output
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0],
                          b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
@@ -616,8 +633,9 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((1 if direct else chunk * B, U), dtype=np.float32)  # x U of a chunk
     hW = np.empty((B, U), dtype=np.float32)
-    h = h0[b0:b1].copy()
-    new = np.empty_like(h)
+    h = h_out[b0:b1]                    # the state; with `direct`, the output's last row
+    h[:] = h0[b0:b1]
+    prev = h
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         m = stop - start
@@ -628,34 +646,29 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
             np.dot(stage, kernel, P)                                # rows past stop: unused
         for s in range(m):
             k = start + s
-            np.dot(h, recurrent, hW)                                # h_{t-1} W  (rows, units)
+            np.dot(prev, recurrent, hW)                             # h_{t-1} W  (rows, units)
             if direct:
                 out = seq[k]                                        # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
+                if use_mask:
+                    _keep_rows(out, prev, mask, k, b0)
+                prev = out
             else:
-                out = new
-                _tanh_units_rows(P, s * B, bias, hW, out)
-            if use_mask:
-                _keep_rows(out, h, mask, k, b0)
-            if direct:
-                h = out
-            else:
-                h, new = new, h
+                _tanh_units_rows(P, s * B, bias, hW, h, mask, use_mask, k, b0)
                 if need_seq:
                     copy_rows(seq, k, h, b0)
-    h_out[b0:b1] = h
+    if direct:
+        h[:] = prev
 
 
 @njit_fused
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
               panels, h_out, c_out, b0, b1):
     """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
-    if own:
-        h, c = h_out[b0:b1], c_out[b0:b1]
-        h[:] = h0[b0:b1]
+    if own:                             # h_out is seq[-1], written as the output
+        c = c_out[b0:b1]
         c[:] = c0[b0:b1]
-        lstm_fused(xt, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, panels[0], h, c,
-                   b0, b1)
+        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], c, b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
@@ -663,8 +676,9 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 4 * U), dtype=np.float32)
     hW = np.empty((B, 4 * U), dtype=np.float32)
-    h, c = h0[b0:b1].copy(), c0[b0:b1].copy()
-    h_new, c_new = np.empty_like(h), np.empty_like(c)
+    h, c = h_out[b0:b1], c_out[b0:b1]   # the states, updated in place after each product
+    h[:] = h0[b0:b1]
+    c[:] = c0[b0:b1]
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         _stage(stage, xt, start, stop, b0, b1)
@@ -672,58 +686,75 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
         for s in range(stop - start):
             k = start + s
             np.dot(h, recurrent, hW)                                # (rows, 4*units)
-            _lstm_units_rows(P, s * B, bias, hW, c, c_new, h_new)
-            _end_step(c_new, c, mask, use_mask, k, b0, seq, False)
-            _end_step(h_new, h, mask, use_mask, k, b0, seq, need_seq)
-            h, h_new = h_new, h
-            c, c_new = c_new, c
-    h_out[b0:b1] = h
-    c_out[b0:b1] = c
+            _lstm_units_rows(P, s * B, bias, hW, c, h, mask, use_mask, k, b0)
+            if need_seq:
+                copy_rows(seq, k, h, b0)
 
 
 @njit_fused
-def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, h, b0, b1):
-    """GRU with reset_after, no projection pass: per step `[h | x_t] [W_zr; U_zr]` for the
-    gates z and r in one panel product, and `h W_h`, `x_t U_h` apart (the candidate needs
-    them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`). `panels`: those three
-    weights in panels (`gru_panels`); `h` (this block's rows of the final state) is the state,
-    updated in place."""
+def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0):
+    # units u0..u0+n-1 of a reset_after step into `out`: z, r from zr + b (zr's columns [z | r]
+    # of the block, n each), hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h)),
+    # h = z h_{t-1} + (1 - z) hh, h_{t-1} read from hx; masked rows get h_{t-1} back. Unsigned
+    # unit indexes, as _lstm_block.
+    n, U, v0 = _unsigned(hW.shape[1]), _unsigned(out.shape[1]), _unsigned(u0)
+    U2 = U + U
+    for b in range(out.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            for j in range(n):
+                out[b, v0 + j] = hx[b, v0 + j]
+            continue
+        for j in range(n):
+            u = v0 + j
+            z = sigmoid32_fast(zr[b, j] + b_zr[u])
+            r = sigmoid32_fast(zr[b, n + j] + b_zr[U + u])
+            hh = tanh32_fast((xU[b, j] + b_in[U2 + u]) + r * (hW[b, j] + b_rec[U2 + u]))
+            out[b, u] = z * hx[b, u] + (F32(1) - z) * hh
+
+
+@njit_fused
+def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1):
+    """GRU with reset_after, no projection pass, by blocks of units: per step and block
+    `[h | x_t] [W_zr; U_zr]` for the gates z and r in one panel product, and `h W_h`, `x_t U_h`
+    apart (the candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h +
+    b_rec_h))`). `panels`: those three weights by `gate_panels` (`gru_panels`)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     P_zr, P_Wh, P_Uh = panels
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     hx = np.empty((B, U + F), dtype=np.float32)
     h_part, x_part = hx[:, :U], hx[:, U:]
-    zr = np.empty((B, 2 * U), dtype=np.float32)
-    hW = np.empty((B, U), dtype=np.float32)
-    xU = np.empty((B, U), dtype=np.float32)
+    width = min(U, GATE_UNITS)
+    z = np.empty(B * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
     for k in range(T):
-        _load_hx(hx, h, xt, k, b0)
-        panel_product(hx, P_zr, zr)                                 # x_t U_zr + h W_zr
-        panel_product(h_part, P_Wh, hW)
-        panel_product(x_part, P_Uh, xU)
-        _gru_units(zr, b_zr, xU, hW, b_in, b_rec, h, mask, use_mask, k, b0)
-        if need_seq:
-            copy_rows(seq, k, h, b0)
+        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
+        out = seq[k if need_seq else 0, b0:b1]
+        for q in range(gate_blocks(U)):
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zr = _block_out(z, B, 2 * n)
+            hW = _block_out(z[2 * B * width:], B, n)
+            xU = _block_out(z[3 * B * width:], B, n)
+            panel_product(hx, _block_panels(P_zr, 2, q, n), zr)     # x_t U_zr + h W_zr
+            panel_product(h_part, _block_panels(P_Wh, 1, q, n), hW)
+            panel_product(x_part, _block_panels(P_Uh, 1, q, n), xU)
+            _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, q * GATE_UNITS, mask, use_mask,
+                       k, b0)
 
 
 @njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
              need_seq, chunk, own, panels, h_out, b0, b1):
     """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
-    if own and reset_after:
-        h = h_out[b0:b1]
-        h[:] = h0[b0:b1]
-        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, h,
-                  b0, b1)
+    if own and reset_after:             # h_out is seq[-1], written as the output
+        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 3 * U), dtype=np.float32)
-    h = h0[b0:b1].copy()
-    new = np.empty_like(h)
+    h = h_out[b0:b1]                    # the state, updated in place after the products
+    h[:] = h0[b0:b1]
     if reset_after:                                                 # own: gru_fused, above
         hW = np.empty((B, 3 * U), dtype=np.float32)
         W_zr = W_h = recurrent[:1]                                  # unused
@@ -745,15 +776,14 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
             k = start + s
             if reset_after:
                 np.dot(h, recurrent, hW)                            # (rows, 3*units)
-                _gru_units_rows(P, s * B, b_in, hW, b_rec, h, new)
+                _gru_units_rows(P, s * B, b_in, hW, b_rec, h, mask, use_mask, k, b0)
             else:
-                _product(h, W_zr, W_zrp, zr, own)              # (rows, 2*units)
+                _product(h, W_zr, W_zrp, zr, own)                   # (rows, 2*units)
                 _gru_gates_rows(P, s * B, b_in, zr, h, rh)
-                _product(rh, W_h, W_hp, rhW, own)              # (r * h) W_h
-                _gru_candidate_rows(P, s * B, b_in, rhW, zr, h, new)
-            _end_step(new, h, mask, use_mask, k, b0, seq, need_seq)
-            h, new = new, h
-    h_out[b0:b1] = h
+                _product(rh, W_h, W_hp, rhW, own)                   # (r * h) W_h
+                _gru_candidate_rows(P, s * B, b_in, rhW, zr, h, mask, use_mask, k, b0)
+            if need_seq:
+                copy_rows(seq, k, h, b0)
 
 
 BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
@@ -782,15 +812,17 @@ def stacked_panels(kernel, recurrent, bias):
 def lstm_panels(kernel, recurrent, bias):
     # `[W; U]` by blocks of units, for lstm_fused
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    return gate_panels(kernel, recurrent), none, none
+    return gate_panels(recurrent, kernel, 0, 4, recurrent.shape[0]), none, none
 
 
 @njit
 def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
     U = recurrent.shape[0]
-    if reset_after:                 # gru_fused: [W_zr; U_zr], W_h, U_h
-        return (packed_stack(recurrent[:, :2 * U], kernel[:, :2 * U]),
-                packed(recurrent[:, 2 * U:]), packed(kernel[:, 2 * U:]))
+    if reset_after:                 # gru_fused: [W_zr; U_zr], W_h, U_h, by blocks of units
+        none_below = np.empty((0, 3 * U), dtype=np.float32)
+        return (gate_panels(recurrent, kernel, 0, 2, U),
+                gate_panels(recurrent, none_below, 2, 1, U),
+                gate_panels(kernel, none_below, 2, 1, U))
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),  # gru_blas's own products
             packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none)
