@@ -212,6 +212,23 @@ def test_gated_cells_over_several_panels_of_units(rng, cell_kind, units, mask_ki
     both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
 
 
+@pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("threads_of_rows", [1, 2])
+def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, mask_kind,
+                                                 return_sequences, threads_of_rows):
+    """A batch of 47: the fused loops run a step by FUSED_ROWS = 20 rows at a time, so 20 + 20
+    + 7 rows, or on two threads of rows, 24 and 23 (20 + 4 and 20 + 3), with 80 units (two
+    blocks of units for LSTM and GRU)."""
+    monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
+    b, t, f = 47, 5, 3
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    rnn = built(layers.RNN(make_cell(cell_kind, 80), return_sequences=return_sequences,
+                           return_state=True), x)
+    both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear", None, "softsign",
                                         "softmax", "hard_sigmoid"])
 @pytest.mark.parametrize("use_bias", [True, False])

@@ -464,6 +464,9 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # step's products and gate arithmetic read; masked rows copy it back. So a step holds `hx` and
 # pre-activations, no state array of h: at (128, 200, 64, 256) the forward pass's memory
 # budget allows one step's scratch, and the packed weights take most of it.
+# They also run a step by FUSED_ROWS rows at a time (rows never meet), so that `hx` and the
+# pre-activations hold that many rows whatever the batch.
+FUSED_ROWS = 20
 
 
 @njit
@@ -494,12 +497,15 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
     holding `[W; U]` in panels; the product goes straight into the output rows."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    hx = np.empty((B, U + F), dtype=np.float32)
+    hx = np.empty((min(B, FUSED_ROWS), U + F), dtype=np.float32)
     for k in range(T):
-        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
-        out = seq[k if need_seq else 0, b0:b1]
-        panel_product(hx, WK, out)                                  # x_t U + h_{t-1} W
-        _tanh_rows(out, bias, hx, mask, use_mask, k, b0)
+        prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
+        for r0 in range(0, B, FUSED_ROWS):
+            r1 = min(r0 + FUSED_ROWS, B)
+            hxr, out = hx[:r1 - r0], step[r0:r1]
+            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            panel_product(hxr, WK, out)                             # x_t U + h_{t-1} W
+            _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
 
 
 # LSTM's and GRU's fused loops multiply by blocks of `GATE_UNITS` units: the weights are packed
@@ -592,16 +598,20 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, c, b0
     state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    hx = np.empty((B, U + F), dtype=np.float32)
-    z = np.empty(B * 4 * min(U, GATE_UNITS), dtype=np.float32)
+    R = min(B, FUSED_ROWS)
+    hx = np.empty((R, U + F), dtype=np.float32)
+    z = np.empty(R * 4 * min(U, GATE_UNITS), dtype=np.float32)
     for k in range(T):
-        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
-        out = seq[k if need_seq else 0, b0:b1]
-        for q in range(gate_blocks(U)):
-            n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zq = _block_out(z, B, 4 * n)
-            panel_product(hx, _block_panels(WK, 4, q, n), zq)
-            _lstm_block(zq, bias, c, hx, out, q * GATE_UNITS, mask, use_mask, k, b0)
+        prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
+        for r0 in range(0, B, FUSED_ROWS):
+            r1 = min(r0 + FUSED_ROWS, B)
+            hxr, out, cr = hx[:r1 - r0], step[r0:r1], c[r0:r1]
+            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            for q in range(gate_blocks(U)):
+                n = min(GATE_UNITS, U - q * GATE_UNITS)
+                zq = _block_out(z, r1 - r0, 4 * n)
+                panel_product(hxr, _block_panels(WK, 4, q, n), zq)
+                _lstm_block(zq, bias, cr, hxr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
@@ -722,23 +732,26 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
     B, U = b1 - b0, recurrent.shape[0]
     P_zr, P_Wh, P_Uh = panels
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
-    hx = np.empty((B, U + F), dtype=np.float32)
-    h_part, x_part = hx[:, :U], hx[:, U:]
-    width = min(U, GATE_UNITS)
-    z = np.empty(B * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
+    R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
+    hx = np.empty((R, U + F), dtype=np.float32)
+    z = np.empty(R * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
     for k in range(T):
-        _load_hx(hx, _state_rows(seq, h0, need_seq, k, b0, b1), xt, k, b0)
-        out = seq[k if need_seq else 0, b0:b1]
-        for q in range(gate_blocks(U)):
-            n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zr = _block_out(z, B, 2 * n)
-            hW = _block_out(z[2 * B * width:], B, n)
-            xU = _block_out(z[3 * B * width:], B, n)
-            panel_product(hx, _block_panels(P_zr, 2, q, n), zr)     # x_t U_zr + h W_zr
-            panel_product(h_part, _block_panels(P_Wh, 1, q, n), hW)
-            panel_product(x_part, _block_panels(P_Uh, 1, q, n), xU)
-            _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, q * GATE_UNITS, mask, use_mask,
-                       k, b0)
+        prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
+        for r0 in range(0, B, FUSED_ROWS):
+            r1 = min(r0 + FUSED_ROWS, B)
+            m = r1 - r0
+            hxr, out = hx[:m], step[r0:r1]
+            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            for q in range(gate_blocks(U)):
+                n = min(GATE_UNITS, U - q * GATE_UNITS)
+                zr = _block_out(z, m, 2 * n)
+                hW = _block_out(z[2 * R * width:], m, n)
+                xU = _block_out(z[3 * R * width:], m, n)
+                panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)   # x_t U_zr + h W_zr
+                panel_product(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
+                panel_product(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
+                _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
+                           use_mask, k, b0 + r0)
 
 
 @njit_fused
