@@ -261,9 +261,8 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             panels = pack(*weights, *flags) if own else no_panels()
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
-            final = [np.empty((B, U), dtype=xt.dtype) for _ in states]
-            if fused:
-                final[0] = seq[-1]
+            final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)
+                     for i in range(len(states))]
             _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
                                     chunk, own, panels, *final), B, blocks)
             return (seq if need_seq else None), final
