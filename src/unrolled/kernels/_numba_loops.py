@@ -363,8 +363,8 @@ def _load_hx(hx, h, xt, k, b0):
             hx[b, U + f] = xt[k, b0 + b, f]
 
 
-# (The state stays in its own (rows, units) arrays, copied into `hx` before each product: the
-# gate loop writing into `hx` directly ran unvectorized, 2x slower.)
+# (`hx` is only the product's operand, refilled before each product; the gate arithmetic
+# writes h elsewhere, into the output: writing into `hx` directly ran unvectorized, 2x slower.)
 
 
 # The arithmetic of a step over its (rows, units) runs in functions of its own, below, with the
