@@ -511,10 +511,11 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
 # LSTM's and GRU's fused loops multiply by blocks of `GATE_UNITS` units: the weights are packed
 # with the columns of each block's gates side by side (`gate_panels`), so one panel product
 # gives a block's pre-activations, `(rows, gates * units of the block)`, and its gate
-# arithmetic follows at once. A step holds pre-activations for one block, not for all
-# `gates * units` (at LSTM (128, 200, 64, 256), 64 KB a block of rows instead of 256 KB). Blocks
-# of 64 units keep the gate loop over whole vectors (blocks of 16 ran it 7x slower, RESULTS.md
-# round 12); each sum still runs over k in order, so the numbers are those of one whole product.
+# arithmetic follows at once. A step holds pre-activations for one block of units and
+# FUSED_ROWS rows, not for all `gates * units` of every row (at LSTM (128, 200, 64, 256), 20 KB
+# instead of 256 KB a thread). Blocks of 32 units, twice the products a step and each half as
+# wide, took 6-8% longer there (RESULTS.md round 13). Each sum still runs over k in order, so
+# the numbers are those of one whole product.
 GATE_UNITS = 64
 
 
