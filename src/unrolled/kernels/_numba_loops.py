@@ -469,6 +469,20 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 FUSED_ROWS = 20
 
 
+@numba.njit(cache=True, inline="always")
+def _unsigned(i):
+    # an index as uint64: NumPy's negative-index check is skipped for unsigned indexes. Only
+    # uint64 with uint64 in the arithmetic: Numba makes uint64 with int64 a float64.
+    return np.uint64(i)
+
+
+@numba.njit(cache=True, inline="always")
+def _keep_h(out, hx, b, v0, n):
+    # a masked row keeps h_{t-1}: units v0..v0+n-1 of row b from hx (uint64 v0 and n)
+    for j in range(n):
+        out[b, v0 + j] = hx[b, v0 + j]
+
+
 @njit
 def _state_rows(seq, h0, need_seq, k, b0, b1):
     # this block's rows of h_{k-1}: the initial state at k = 0, else the output's last step
@@ -481,12 +495,10 @@ def _state_rows(seq, h0, need_seq, k, b0, b1):
 def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
     # out = tanh(out + b) in place, out holding [h | x_t] [W; U]; masked rows get h_{t-1} back
     for b in range(out.shape[0]):
-        ob = out[b]
         if use_mask and not mask[k, b0 + b]:
-            old = hx[b]
-            for j in range(ob.shape[0]):
-                ob[j] = old[j]
+            _keep_h(out, hx, b, _unsigned(0), _unsigned(out.shape[1]))
             continue
+        ob = out[b]
         for j in range(ob.shape[0]):
             ob[j] = tanh32_fast(ob[j] + bias[j])
 
@@ -549,13 +561,6 @@ def gate_panels(top, bottom, first, gates, units):
     return panels
 
 
-@numba.njit(cache=True, inline="always")
-def _unsigned(i):
-    # an index as uint64: NumPy's negative-index check is skipped for unsigned indexes. Only
-    # uint64 with uint64 in the arithmetic: Numba makes uint64 with int64 a float64.
-    return np.uint64(i)
-
-
 @njit
 def _block_panels(panels, gates, q, n):
     # block q's panels of a gate_panels array (n units in the block)
@@ -582,8 +587,7 @@ def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
     n3, U3 = n2 + n, U2 + U
     for b in range(c.shape[0]):
         if use_mask and not mask[k, b0 + b]:
-            for j in range(n):
-                out[b, v0 + j] = hx[b, v0 + j]
+            _keep_h(out, hx, b, v0, n)
             continue
         for j in range(n):
             u = v0 + j
@@ -712,8 +716,7 @@ def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0
     U2 = U + U
     for b in range(out.shape[0]):
         if use_mask and not mask[k, b0 + b]:
-            for j in range(n):
-                out[b, v0 + j] = hx[b, v0 + j]
+            _keep_h(out, hx, b, v0, n)
             continue
         for j in range(n):
             u = v0 + j
