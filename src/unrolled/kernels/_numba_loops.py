@@ -459,6 +459,12 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
             h[b, j] = z * h[b, j] + (F32(1) - z) * hh
 
 
+# With weights that fit the caches (`own`), SimpleRNN and LSTM need no projection pass either:
+# each step is one panel product of `[h_{t-1} | x_t]` against the stacked `[W; U]`, so
+# `x_t U + h_{t-1} W` comes out of one product whose sums run over units + features (a small
+# product of its own, `(rows, features) @ (features, gates*units)`, ran at 8 GFLOP/s in
+# OpenBLAS: a third of an LSTM (32, 64) step).
+#
 # The fused loops keep h in the output: step k's h is written into its rows of `seq[k]` (of
 # `seq[0]`, a one-step buffer, without need_seq), and `hx` holds the copy of h_{t-1} that the
 # step's products and gate arithmetic read; masked rows copy it back. So a step holds `hx` and
