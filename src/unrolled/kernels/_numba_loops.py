@@ -638,9 +638,10 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
                     panels, h_out, b0, b1):
     """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`.
 
-    With `need_seq` for the whole batch, the projection `x_t U` of a chunk of steps is written
-    straight into the output rows, and each step turns its row into `h_t` in place: no buffer
-    for it.
+    With `need_seq`, the projection `x_t U` goes straight into the output rows, and each step
+    turns its rows into `h_t` in place: no buffer for it. A chunk of steps for the whole
+    batch, or one step for a block of rows (a step's rows of a block are contiguous in the
+    output; a chunk's are not).
     """
     if own:                             # h_out is seq[-1], written as the output
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0],
@@ -649,27 +650,30 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
-    chunk = min(chunk, T)
-    direct = need_seq and B == xt.shape[1]
+    whole = B == xt.shape[1]
+    chunk = min(chunk, T) if whole or not need_seq else 1
+    direct = need_seq
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((1 if direct else chunk * B, U), dtype=np.float32)  # x U of a chunk
     hW = np.empty((B, U), dtype=np.float32)
-    h = h_out[b0:b1]                    # the state; with `direct`, the output's last row
+    h = h_out[b0:b1]                    # the state; with `direct`, the output's last rows
     h[:] = h0[b0:b1]
     prev = h
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         m = stop - start
         _stage(stage, xt, start, stop, b0, b1)
-        if direct:
+        if direct and whole:
             np.dot(stage[:m * B], kernel, seq[start:stop].reshape(m * B, U))
+        elif direct:
+            np.dot(stage, kernel, seq[start][b0:b1])                # one step, these rows
         else:
             np.dot(stage, kernel, P)                                # rows past stop: unused
         for s in range(m):
             k = start + s
             np.dot(prev, recurrent, hW)                             # h_{t-1} W  (rows, units)
             if direct:
-                out = seq[k]                                        # x_t U, becoming h_t
+                out = seq[k][b0:b1]                                 # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
                 if use_mask:
                     _keep_rows(out, prev, mask, k, b0)
