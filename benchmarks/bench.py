@@ -61,7 +61,6 @@ import statistics
 import subprocess
 import sys
 import time
-import tracemalloc
 from pathlib import Path
 from typing import Any, Callable
 
@@ -495,22 +494,59 @@ for _ in range(3):
     grown.append(field(peak_text, n_peak, "VmHWM") - field(before_text, n_before, "VmRSS"))
     kept = _outputs.kept_bytes()
     del out
-print(sorted(grown)[1], kept)
+
+# The same calls counted in bytes allocated: tracemalloc sees NumPy's arrays, Python's objects
+# and the compiled loops' arrays (Numba's runtime allocates through CPython's raw allocator),
+# each to the byte. Checked first on a compiled array, so that a runtime that allocates
+# elsewhere gives no figure rather than a low one.
+import tracemalloc
+tracemalloc.start()
+counted = -1
+try:
+    import numba
+except ImportError:
+    numba = None
+if numba is not None:
+    made = numba.njit(lambda n: np.empty(n, dtype=np.float32))
+    made(1)
+    start = tracemalloc.get_traced_memory()[0]
+    probe = made(1 << 18)
+    if tracemalloc.get_traced_memory()[0] - start < probe.nbytes:
+        counted = None                # the compiled loops' arrays would go uncounted
+    del probe
+if counted is not None:
+    for _ in range(3):
+        kernels.release_outputs()
+        start = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        out = layer(x)
+        counted = max(counted, tracemalloc.get_traced_memory()[1] - start)
+        del out
+tracemalloc.stop()
+print(sorted(grown)[1], kept, counted)
 """
 
 
-def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int, int, int]:
-    """(peak bytes one unrolled forward holds, the budget, bytes of output buffers unrolled
-    keeps after the call for the next: see unrolled.kernels._outputs).
+def peak_memory(cell: str, shape: tuple, layer: Any,
+                x: np.ndarray) -> tuple[int, int | None, int, int]:
+    """(peak bytes one unrolled forward holds by resident memory, the same by bytes allocated
+    (None where that count would miss the compiled loops' arrays), the budget, bytes of output
+    buffers unrolled keeps after the call for the next: see unrolled.kernels._outputs).
 
-    Measured in a fresh interpreter as the growth of the process's resident memory from just
-    before a call to its peak during the call (Linux: the peak is reset through
-    /proc/self/clear_refs, then read as VmHWM), the median of three calls, after SETTLE_CALLS
-    warm-up calls (compiling the loops, planning, trying each thread setting: what a process
-    does once) whose outputs are freed, with the input and weights already in memory. Before
-    each measured call the kept output buffers are let go, so that its output is new memory,
-    counted, and glibc maps every block of 4 KiB or more afresh (below). Unlike tracemalloc
-    this sees the compiled loops' buffers too. Peak bytes = that growth + input + weights.
+    Measured in a fresh interpreter, after SETTLE_CALLS warm-up calls (compiling the loops,
+    planning, trying each thread setting: what a process does once) whose outputs are freed,
+    with the input and weights already in memory. Before each measured call the kept output
+    buffers are let go, so that its output is new memory, counted. Two ways, each a growth
+    from just before a call to its peak during the call, plus input and weights:
+
+    - resident memory (Linux: the peak is reset through /proc/self/clear_refs, then read as
+      VmHWM), the median of three calls, with glibc mapping every block of 4 KiB or more
+      afresh (below). It counts everything the process touches, in pages: also BLAS's
+      buffers, thread stacks and allocator slack, and it moved by up to 0.4 MB from run to run
+      at (128, 200, 64, 256);
+    - bytes allocated (tracemalloc), the most of three more calls: the arrays and objects a
+      call holds at once, to the byte, the compiled loops' included (Numba's runtime allocates
+      through CPython's raw allocator, which tracemalloc traces; checked in the run).
     """
     weights = sum(w.value.nbytes for w in layer.weights)
     code = _PEAK.format(bench=str(HERE), cell=cell, shape=tuple(shape), settle=SETTLE_CALLS)
@@ -523,8 +559,10 @@ def peak_memory(cell: str, shape: tuple, layer: Any, x: np.ndarray) -> tuple[int
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if done.returncode != 0:
         raise RuntimeError(f"peak memory run failed: {done.stderr.strip()[-300:]}")
-    grown, kept = (int(v) for v in done.stdout.strip().splitlines()[-1].split())
-    return grown + x.nbytes + weights, memory_budget(cell, shape, layer), kept
+    grown, kept, counted = done.stdout.strip().splitlines()[-1].split()
+    held = x.nbytes + weights
+    return (int(grown) + held, None if counted == "None" else int(counted) + held,
+            memory_budget(cell, shape, layer), int(kept))
 
 
 # ------------------------------------------------------------------------ the run
@@ -743,17 +781,21 @@ def main(argv: list[str] | None = None) -> int:
             print(f"| {name} | {'not importable' if t is None else f'{t:.3f}'} |")
 
     if not args.no_memory:
-        print("\n| cell | shape | peak bytes (input + weights + peak RSS growth during the call) | "
-              "budget (input + output + weights + one step's scratch) | peak / budget | "
-              "output buffers kept after the call |")
-        print("|---|---|---|---|---|---|")
+        print("\n| cell | shape | peak bytes by resident memory (input + weights + peak RSS "
+              "growth during the call) | peak / budget | peak bytes allocated (input + weights + "
+              "the most a call allocated at once, tracemalloc) | allocated / budget | budget "
+              "(input + output + weights + one step's scratch) | budget - allocated | output "
+              "buffers kept after the call |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for cell in cells:
             for shape in shapes:
                 layer, _ = unrolled_weights(cell, shape)
                 x = np.random.default_rng(1).standard_normal(shape[:3]).astype("float32")
-                peak, budget, kept = peak_memory(cell, shape, layer, x)
-                print(f"| {cell} | {shape} | {peak:,} | {budget:,} | {peak / budget:.2f} | "
-                      f"{kept:,} |")
+                peak, counted, budget, kept = peak_memory(cell, shape, layer, x)
+                by_count = ("not counted", "-", "-") if counted is None else (
+                    f"{counted:,}", f"{counted / budget:.4f}", f"{budget - counted:,}")
+                print(f"| {cell} | {shape} | {peak:,} | {peak / budget:.2f} | {by_count[0]} | "
+                      f"{by_count[1]} | {budget:,} | {by_count[2]} | {kept:,} |")
     return 0
 
 
