@@ -53,6 +53,32 @@ def test_panel_product_is_a_times_w(M, N, K):
         np.testing.assert_array_equal(row[0], out[i])
 
 
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 33])
+@pytest.mark.parametrize("panels", [1, 2, 3, 4, 5, 7])
+def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panels):
+    """`columns_product(a, W, starts, out)`: out's panel p is W's 16 columns from starts[p],
+    read where they are; every remainder of the blocks of 5 rows and of the lone row's 3
+    panels at once; the same bits as panel_product on those columns packed, in any order."""
+    from unrolled.kernels import _numba_panels
+
+    rng = np.random.default_rng(M * 100 + panels)
+    K, N = 37, 16 * panels + 40
+    W = rng.standard_normal((K, N)).astype("float32")
+    a = rng.standard_normal((M, K)).astype("float32")
+    starts = rng.choice(N - 15, size=panels, replace=False).astype(np.int64)  # any column
+    chosen = np.hstack([W[:, s:s + 16] for s in starts])
+    out = np.full((M, 16 * panels), np.nan, dtype="float32")
+    _numba_panels.columns_product(a, W, starts, out)
+    packed = np.empty_like(out)
+    _numba_panels.panel_product(a, _numba_panels.packed(chosen), packed)
+    np.testing.assert_array_equal(out, packed)
+    _within_float32_sums(out, a, chosen)
+    wide = np.hstack([a, np.full((M, 3), np.nan, dtype="float32")])
+    again = np.empty_like(out)
+    _numba_panels.columns_product(wide[:, :K], W, starts, again)   # columns of a wider array
+    np.testing.assert_array_equal(again, out)
+
+
 def test_stacked_panels_multiply_h_and_x_at_once():
     from unrolled.kernels import _numba_panels
 
@@ -79,18 +105,25 @@ def test_panel_source_is_what_the_generator_writes():
 
 
 def test_panel_product_is_vectorized_and_numba_setting_restored():
-    """The SLP vectorizer was on while it compiled: its machine code multiplies packed floats
-    (`..ps` instructions; without SLP it is scalar `..ss`, 10x slower). Numba's own setting is
-    back to what the environment says. (Numba cannot show the code of a function loaded from
+    """The SLP vectorizer was on while panel_product and columns_product compiled: their machine
+    code multiplies packed floats (`..ps` instructions; without SLP it is scalar `..ss`, 10x
+    slower), from whole vectors of W (no `vinsertps`). Numba's own setting is back to what the
+    environment says. (Numba cannot show the code of a function loaded from
     its cache, so this compiles a fresh one the same way.)"""
     import os
     import re
 
     from unrolled.kernels import _numba_panels
 
-    asm = "\n".join(_numba_panels._compiled(cache=False).inspect_asm().values())
-    packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
-    assert len(packed) >= 16, f"panel_product is not vectorized ({len(packed)} packed products)"
+    for name, compiled in (("panel_product", _numba_panels._compiled),
+                           ("columns_product", _numba_panels._compiled_columns)):
+        asm = "\n".join(compiled(cache=False).inspect_asm().values())
+        packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
+        assert len(packed) >= 16, f"{name} is not vectorized ({len(packed)} packed products)"
+        # Vectors built from single floats: the loads of W did not vectorize (columns_product
+        # with signed, unmasked column offsets had 192 and ran at a third of the speed).
+        built = re.findall(r"\bvinsertps\b", asm)
+        assert not built, f"{name} builds {len(built)} vectors from single floats"
     assert _numba_panels.config.SLP_VECTORIZE == int(os.environ.get("NUMBA_SLP_VECTORIZE", "0"))
 
 

@@ -22,7 +22,8 @@ PANELS = 3  # a lone last row runs against this many panels at once
 TARGET = (pathlib.Path(__file__).resolve().parents[1]
           / "src/unrolled/kernels/_panel_source.py")
 
-HEADER = f'''"""The body of `_numba_panels.panel_product`, written by tools/generate_panel_product.py.
+HEADER = f'''"""The bodies of `_numba_panels.panel_product` and `columns_product`, written by
+tools/generate_panel_product.py.
 
 Do not edit: change the generator and run it again. See unrolled.kernels._numba_panels.
 """
@@ -31,6 +32,9 @@ import numpy as np
 
 ROWS, WIDTH = {ROWS}, {WIDTH}
 _ZERO = np.float32(0)
+# columns_product's column offsets, masked non-negative: an index that may be negative keeps
+# NumPy's wraparound check on every access, and the loop from vectorizing
+_MASK = (1 << 62) - 1
 
 
 def panel_product(a, panels, out):
@@ -115,6 +119,74 @@ def _one_row(indent: str) -> list[str]:
     return lines
 
 
+COLUMNS_HEADER = f'''
+
+def columns_product(a, W, bases, out):
+    """`out = a @ W[:, columns]`, W read where it is: out's columns {WIDTH} p .. {WIDTH} p + {WIDTH - 1}
+    are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
+
+    `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see `_numba_panels.columns_product`.
+    The blocks and the order of every sum are panel_product's, so the two give the same bits.
+    """
+    M, K = a.shape
+    M4 = M - M % {ROWS}
+    P = bases.shape[0]
+    for p in range(P):
+        j = {WIDTH} * p
+'''
+
+
+def _block_in_place(rows: int, indent: str, row: str, target) -> list[str]:
+    """As _block, reading W's columns c .. c + WIDTH - 1 in place."""
+    names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
+    lines = [f"{indent}c = bases[p] & _MASK"]
+    lines += [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
+    lines.append(indent + "for k in range(K):")
+    inner = indent + "    "
+    lines += [f"{inner}w{c} = W[k, {_at('c', c)}]" for c in range(WIDTH)]
+    for r in range(rows):
+        lines.append(f"{inner}v = a[{_at(row, r)}, k]")
+        lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
+    for r in range(rows):
+        lines += [f"{indent}{target(r, c)} = {names[r][c]}" for c in range(WIDTH)]
+    return lines
+
+
+def _one_row_in_place(indent: str) -> list[str]:
+    """As _one_row, reading W in place."""
+    names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
+    lines = [f"{indent}c{q} = bases[{_at('p', q)}] & _MASK" for q in range(PANELS)]
+    lines += [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
+    lines.append(indent + "for k in range(K):")
+    inner = indent + "    "
+    lines.append(f"{inner}v = a[i, k]")
+    for q in range(PANELS):
+        lines += [f"{inner}{names[q][c]} += v * W[k, {_at(f'c{q}', c)}]" for c in range(WIDTH)]
+    for q in range(PANELS):
+        lines += [f"{indent}out[i, j + {WIDTH * q + c}] = {names[q][c]}" for c in range(WIDTH)]
+    return lines
+
+
+def columns_source() -> str:
+    to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
+    lines = [COLUMNS_HEADER.rstrip("\n")]
+    lines.append(f"        for i in range(0, M4, {ROWS}):")
+    lines += _block_in_place(ROWS, " " * 12, "i", to_out)
+    lines.append("        i = M4")
+    for rows in range(ROWS - 1, 1, -1):
+        lines.append(f"        {'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
+        lines += _block_in_place(rows, " " * 12, "i", to_out)
+    lines.append("    if M - M4 == 1:")
+    lines.append("        i = M4")
+    lines.append(f"        for p in range(0, P - P % {PANELS}, {PANELS}):")
+    lines.append(f"            j = {WIDTH} * p")
+    lines += _one_row_in_place(" " * 12)
+    lines.append(f"        for p in range(P - P % {PANELS}, P):")
+    lines.append(f"            j = {WIDTH} * p")
+    lines += _block_in_place(1, " " * 12, "i", to_out)
+    return "\n".join(lines) + "\n"
+
+
 def source() -> str:
     lines = [HEADER.rstrip("\n")]
     to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
@@ -131,7 +203,7 @@ def source() -> str:
     lines.append(f"        for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 12, "i", to_tail) + _copy_tail(ROWS, " " * 12)
     lines += _rest(" " * 8, to_tail, tail=True, smallest=1)
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + columns_source()
 
 
 def main() -> int:

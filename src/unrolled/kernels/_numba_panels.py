@@ -1,4 +1,5 @@
-"""The step product `h W` by packed panels: the compiled loops' matrix product.
+"""The step product `h W` by packed panels: the compiled loops' matrix product; and the same
+product reading W where it is (`columns_product`, at the end).
 
 `W (K, N)` is copied into panels of `WIDTH` columns, `panels[p, k, c] = W[k, WIDTH p + c]`
 (zeros past the last column), so that one panel is a contiguous (K, WIDTH) block. The product
@@ -77,6 +78,28 @@ def _compiled(cache: bool = True):
 
 
 panel_product = _compiled()
+
+# `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each panel
+# read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]` needs no
+# copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache lines it runs
+# as fast as the packed product; a row of a page or more puts each k on a new page, where the
+# prefetchers stop (0.55 of it at (20, 320) @ (320, 1024)). Its column offsets are masked
+# non-negative: signed offsets read from an array kept NumPy's wraparound check on every load,
+# and the loads did not vectorize (25-28 against 70-86 GFLOP/s). Signatures: `a` as for
+# panel_product, `W` C-contiguous, `bases` int64.
+_COLUMN_SIGNATURES = [numba.void(a, numba.float32[:, ::1], numba.int64[::1],
+                                 numba.float32[:, ::1])
+                      for a in (numba.float32[:, ::1], numba.float32[:, :])]
+
+
+def _compiled_columns(cache: bool = True):
+    """`columns_product` compiled for `_COLUMN_SIGNATURES` (or loaded from the cache), SLP on."""
+    with _slp_vectorizer():
+        return numba.njit(_COLUMN_SIGNATURES, cache=cache, nogil=True, error_model="numpy",
+                          fastmath={"contract"})(_panel_source.columns_product)
+
+
+columns_product = _compiled_columns()
 
 
 @njit
