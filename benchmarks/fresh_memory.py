@@ -54,19 +54,20 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
     chunk = _numba._chunk(cell, B, gates, F)
     own = cell.recurrent_kernel.nbytes <= _numba.OWN_GEMM_BYTES
     panels = _numba_loops.no_panels()  # own (packed weights) is for smaller shapes than these
+    stacked = np.empty((0, 0), dtype=np.float32)  # nor is `[W; U]` read in place
     if gates == 1:
         bias = _numba._zeros_if_none(cell.bias, cell.units, np.float32)
         return lambda: _numba_loops.simple_rnn_blas(xt, cell.kernel, cell.recurrent_kernel, bias,
                                                     h0, mask, False, seq, True, chunk, own, panels,
-                                                    h, 0, B)
+                                                    stacked, h, 0, B)
     if gates == 4:
         bias = _numba._zeros_if_none(cell.bias, 4 * cell.units, np.float32)
         return lambda: _numba_loops.lstm_blas(xt, cell.kernel, cell.recurrent_kernel, bias, h0,
                                               h0, mask, False, seq, True, chunk, own, panels,
-                                              h, c, 0, B)
+                                              stacked, h, c, 0, B)
     weights = _numba._gru_weights(cell)
     return lambda: _numba_loops.gru_blas(xt, *weights, h0, mask, False, cell.reset_after, seq,
-                                         True, chunk, own, panels, h, 0, B)
+                                         True, chunk, own, panels, stacked, h, 0, B)
 
 
 def main() -> None:

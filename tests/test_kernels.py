@@ -229,6 +229,54 @@ def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, ma
     both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
 
 
+@pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("units", [16, 64, 128])
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+@pytest.mark.parametrize("batch, threads_of_rows", [(47, 1), (47, 2), (1, 1), (6, 1)])
+def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_kind, units,
+                                                       mask_kind, batch, threads_of_rows):
+    """The fused loops read `[W; U]` where the cell keeps it (the recurrent kernel and the
+    kernel are views of one array) where that is as fast as a packed copy: the reference's
+    numbers, and the packed copy's to the bit. LSTM and GRU at 128 units (rows of 2 and 1.5
+    KB) keep the copy. Blocks of rows in every remainder of the product's blocks of 5, a lone
+    row included."""
+    monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
+    t, f = 5, 3
+    x = rng.standard_normal((batch, t, f)).astype("float32")
+    rnn = built(layers.RNN(make_cell(cell_kind, units), return_sequences=True,
+                           return_state=True), x)
+    cell = rnn.cell
+    assert cell.kernel.base is cell.recurrent_kernel.base is not None
+    expected = not (cell_kind != "simple_rnn" and units == 128)
+    assert (_numba.stacked_weights(cell) is not None) == expected
+    states, mask = random_states(rng, rnn, batch), make_mask(rng, mask_kind, batch, t)
+    fast = both_ways(rnn, x, states, mask)
+    if PATH["name"] == "numba_blas" and expected:
+        monkeypatch.setattr(_numba, "IN_PLACE_BYTES", -1)           # the packed copy instead
+        rnn.go_backwards = rnn.go_backwards                          # drops the kept plan
+        packed = rnn._run_kernel(x, states, mask, False)
+        np.testing.assert_array_equal(fast[1], packed[1])
+
+
+def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkeypatch):
+    """Assigning, set_weights and training write into the views; a cell whose pair is no
+    longer one array (a deep copy) gets the packed copy, with the same numbers."""
+    import copy
+
+    x = rng.standard_normal((4, 6, 3)).astype("float32")
+    rnn = built(layers.RNN(make_cell("gru", 16), return_sequences=True), x)
+    cell = rnn.cell
+    stacked = cell.recurrent_kernel.base
+    cell.kernel = np.ones_like(cell.kernel)
+    rnn.set_weights([w * 0.5 for w in rnn.get_weights()])
+    assert cell.kernel.base is stacked and cell.recurrent_kernel.base is stacked
+    np.testing.assert_array_equal(stacked[16:], np.full((3, 48), 0.5, dtype="float32"))
+    np.testing.assert_array_equal(stacked[:16], cell.recurrent_kernel)
+    twin = copy.deepcopy(rnn)                 # copies each view on its own: two arrays
+    assert _numba.stacked_weights(twin.cell) is None
+    np.testing.assert_array_equal(twin(x), rnn(x))
+
+
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear", None, "softsign",
                                         "softmax", "hard_sigmoid"])
 @pytest.mark.parametrize("use_bias", [True, False])

@@ -15,7 +15,9 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
-  OpenBLAS), and SimpleRNN and LSTM fold the input projection into it (`[h | x_t] [W; U]`);
+  OpenBLAS), on the weights packed once a call or, where that is as fast, read in place from
+  the cell's `[W; U]` (`stacked_weights`), and the fused loops fold the input projection into
+  it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
   SciPy's sgemm). Everything between two products (adding the projection and bias, the
   activations, the gate arithmetic, the state update and the mask) is one compiled pass per
@@ -72,6 +74,19 @@ BLAS_MIN = {1: 14000, 3: 40000, 4: 8000}
 # step instead cost more than the product gained.
 OWN_GEMM_BYTES = 2 << 20
 
+# The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`
+# (unrolled.layers._builtin), and the fused loops read it there, with
+# `_numba_panels.columns_product`, instead of packing a copy, where that is as fast: `[W; U]`
+# of at most IN_PLACE_BYTES with rows of at most IN_PLACE_ROW bytes, and blocks of whole
+# panels (units a multiple of 16). The product alone, one thread, against the packed one: the
+# same at (20, 80) @ (80, 64) and (80, 192), 0.84-0.99 at (80, 256), 0.55 at (320, 1024),
+# where each row of W is a page of its own. Whole layers at (32, 100, 16, 64), in place
+# against packed, interleaved: SimpleRNN 0.98-1.03, GRU 0.96-1.20 (median of six runs 1.01),
+# LSTM 0.97-1.02 (benchmarks/RESULTS.md, round 14). The copy was most of a step's scratch
+# there: 83% of the forward pass's allowance for it.
+IN_PLACE_BYTES = 1 << 18
+IN_PLACE_ROW = 1024
+
 LINEAR, TANH, SIGMOID, RELU = 0, 1, 2, 3
 _CODES = {activations.linear: LINEAR, activations.tanh: TANH, activations.sigmoid: SIGMOID,
           activations.relu: RELU}
@@ -82,6 +97,7 @@ _failed = False
 # Read once, at the first call that could use a compiled loop; tests and the benchmark flip it.
 enabled: bool | None = None
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
+_NOT_STACKED = np.empty((0, 0), dtype=np.float32)   # the fused loops' `stacked`: not in place
 _classes: tuple = ()
 
 
@@ -184,6 +200,23 @@ def _gru_weights(cell: Any) -> tuple:
     return cell.kernel, cell.recurrent_kernel, b_in, b_rec
 
 
+def stacked_weights(cell: Any) -> np.ndarray | None:
+    """`[W; U]` when the cell's fused loop reads its weights where they are (see
+    IN_PLACE_BYTES), else None: the recurrent kernel and the kernel still views of one array,
+    recurrent rows first (they are, from build, as long as nothing replaces them)."""
+    W, U = cell.recurrent_kernel, cell.kernel
+    stacked = W.base
+    if (stacked is None or U.base is not stacked
+            or stacked.dtype != np.float32 or not stacked.flags.c_contiguous
+            or stacked.shape != (W.shape[0] + U.shape[0], W.shape[1])
+            or W.ctypes.data != stacked.ctypes.data
+            or U.ctypes.data != stacked.ctypes.data + W.nbytes
+            or W.shape[0] % 16 or stacked.nbytes > IN_PLACE_BYTES
+            or W.shape[1] * W.itemsize > IN_PLACE_ROW):
+        return None
+    return stacked
+
+
 def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
     """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan).
 
@@ -251,6 +284,10 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
         pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
+        stacked = stacked_weights(cell) if fused else None
+        packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
+        if stacked is None:
+            stacked = _NOT_STACKED
 
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
@@ -258,13 +295,13 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the blocks
-            panels = pack(*weights, *flags) if own else no_panels()
+            panels = pack(*weights, *flags) if packs else no_panels()
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)
                      for i in range(len(states))]
             _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
-                                    chunk, own, panels, *final), B, blocks)
+                                    chunk, own, panels, stacked, *final), B, blocks)
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so

@@ -17,7 +17,8 @@ import numpy as np
 from numba.extending import overload
 
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack, panel_product
+from unrolled.kernels._numba_panels import (WIDTH, columns_product, packed, packed_stack,
+                                            panel_product)
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
 # check and a raise, which would keep the loops from vectorizing.
@@ -310,10 +311,12 @@ def sigmoid32_fast_array(a, out):
 # of 8 to 64, that reaches 11-25 GFLOP/s of one core's ~38 on the benchmark machine (AMD EPYC
 # Zen 1). While the recurrent kernel is at most `_numba.OWN_GEMM_BYTES` (`own`), the loops copy
 # it into panels once per call and multiply by `_numba_panels.panel_product` (30-38 GFLOP/s on
-# one thread at the benchmark grid's step shapes, benchmarks/products.py). Above that, a packed
-# copy would break the forward pass's memory budget, and the products go to BLAS. Each of the
-# panel product's sums runs over k in order, so results move by float32 rounding (about 1e-7
-# relative) against BLAS's.
+# one thread at the benchmark grid's step shapes, benchmarks/products.py); the fused loops read
+# small weights in place instead (`_numba_panels.columns_product` on the cell's `[W; U]`, see
+# `_numba.stacked_weights`), with the same sums. Above that, a packed copy would break the
+# forward pass's memory budget, and the products go to BLAS. Each of the panel product's sums
+# runs over k in order, so results move by float32 rounding (about 1e-7 relative) against
+# BLAS's.
 
 
 @njit
@@ -510,19 +513,25 @@ def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
 
 
 @njit_fused
-def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, b0, b1):
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, b0,
+                     b1):
     """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
-    holding `[W; U]` in panels; the product goes straight into the output rows."""
+    holding `[W; U]` in panels, or `stacked` being `[W; U]` itself, read in place
+    (`_numba.stacked_weights`); the product goes straight into the output rows."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     hx = np.empty((min(B, FUSED_ROWS), U + F), dtype=np.float32)
+    bases = np.arange(0, U if stacked.shape[0] else 0, WIDTH)      # in place: every column
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
             hxr, out = hx[:r1 - r0], step[r0:r1]
             _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
-            panel_product(hxr, WK, out)                             # x_t U + h_{t-1} W
+            if stacked.shape[0]:
+                columns_product(hxr, stacked, bases, out)           # x_t U + h_{t-1} W
+            else:
+                panel_product(hxr, WK, out)
             _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
 
 
@@ -575,6 +584,28 @@ def _block_panels(panels, gates, q, n):
 
 
 @njit
+def _gate_columns(units, first, gates):
+    # where each panel of gate_panels(top, bottom, first, gates, units) starts in `[top;
+    # bottom]`'s columns, when every block's units fill whole panels (units % WIDTH == 0)
+    starts = np.empty(gates * units // WIDTH, dtype=np.int64)
+    per = gates * GATE_UNITS // WIDTH
+    for q in range(gate_blocks(units)):
+        u0 = q * GATE_UNITS
+        n = min(GATE_UNITS, units - u0)
+        for g in range(gates):
+            for i in range(n // WIDTH):
+                starts[q * per + g * (n // WIDTH) + i] = (first + g) * units + u0 + WIDTH * i
+    return starts
+
+
+@njit
+def _block_columns(starts, gates, q, n):
+    # block q's panel starts of a _gate_columns array (n units in the block)
+    per = gates * GATE_UNITS // WIDTH
+    return starts[q * per:q * per + gates * n // WIDTH]
+
+
+@njit
 def _block_out(z, rows, width):
     # the first rows * width numbers of the flat buffer z as a C-contiguous (rows, width)
     return z[:rows * width].reshape((rows, width))
@@ -603,12 +634,15 @@ def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
 
 
 @njit_fused
-def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, c, b0, b1):
+def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, c, b0, b1):
     """LSTM with tanh and sigmoid, one panel product a block of units a step; gates [i|f|c|o];
-    `WK` holds `[W; U]` by `gate_panels`; `c` (this block's rows of the final c) is the cell
+    `WK` holds `[W; U]` by `gate_panels`, or `stacked` is `[W; U]` itself, read in place at the
+    same columns (`_numba.stacked_weights`); `c` (this block's rows of the final c) is the cell
     state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
+    in_place = stacked.shape[0] > 0
+    cols = _gate_columns(U, 0, 4) if in_place else np.empty(0, dtype=np.int64)
     R = min(B, FUSED_ROWS)
     hx = np.empty((R, U + F), dtype=np.float32)
     z = np.empty(R * 4 * min(U, GATE_UNITS), dtype=np.float32)
@@ -621,7 +655,10 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, c, b0
             for q in range(gate_blocks(U)):
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zq = _block_out(z, r1 - r0, 4 * n)
-                panel_product(hxr, _block_panels(WK, 4, q, n), zq)
+                if in_place:
+                    columns_product(hxr, stacked, _block_columns(cols, 4, q, n), zq)
+                else:
+                    panel_product(hxr, _block_panels(WK, 4, q, n), zq)
                 _lstm_block(zq, bias, cr, hxr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
 
 
@@ -635,7 +672,7 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, c, b0
 
 @njit_fused
 def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
-                    panels, h_out, b0, b1):
+                    panels, stacked, h_out, b0, b1):
     """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`.
 
     With `need_seq`, the projection `x_t U` goes straight into the output rows, and each step
@@ -645,7 +682,7 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     """
     if own:                             # h_out is seq[-1], written as the output
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0],
-                         b0, b1)
+                         stacked, b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
@@ -688,12 +725,13 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
 
 @njit_fused
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
-              panels, h_out, c_out, b0, b1):
+              panels, stacked, h_out, c_out, b0, b1):
     """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
     if own:                             # h_out is seq[-1], written as the output
         c = c_out[b0:b1]
         c[:] = c0[b0:b1]
-        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], c, b0, b1)
+        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], stacked, c,
+                   b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
@@ -737,14 +775,20 @@ def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0
 
 
 @njit_fused
-def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1):
+def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
+              b0, b1):
     """GRU with reset_after, no projection pass, by blocks of units: per step and block
     `[h | x_t] [W_zr; U_zr]` for the gates z and r in one panel product, and `h W_h`, `x_t U_h`
     apart (the candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h +
-    b_rec_h))`). `panels`: those three weights by `gate_panels` (`gru_panels`)."""
+    b_rec_h))`). `panels`: those three weights by `gate_panels` (`gru_panels`); or `stacked`,
+    `[W; U]` itself, read in place (`_numba.stacked_weights`) at the same columns."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     P_zr, P_Wh, P_Uh = panels
+    in_place = stacked.shape[0] > 0
+    cols_zr = _gate_columns(U, 0, 2) if in_place else np.empty(0, dtype=np.int64)
+    cols_h = _gate_columns(U, 2, 1) if in_place else np.empty(0, dtype=np.int64)
+    W_part, U_part = stacked[:U], stacked[U:]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
     hx = np.empty((R, U + F), dtype=np.float32)
@@ -761,19 +805,25 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
-                panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)   # x_t U_zr + h W_zr
-                panel_product(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
-                panel_product(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
+                if in_place:
+                    columns_product(hxr, stacked, _block_columns(cols_zr, 2, q, n), zr)
+                    columns_product(hxr[:, :U], W_part, _block_columns(cols_h, 1, q, n), hW)
+                    columns_product(hxr[:, U:], U_part, _block_columns(cols_h, 1, q, n), xU)
+                else:
+                    panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)   # x_t U_zr + h W_zr
+                    panel_product(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
+                    panel_product(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
                 _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
                            use_mask, k, b0 + r0)
 
 
 @njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
-             need_seq, chunk, own, panels, h_out, b0, b1):
+             need_seq, chunk, own, panels, stacked, h_out, b0, b1):
     """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
     if own and reset_after:             # h_out is seq[-1], written as the output
-        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, b0, b1)
+        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
+                  b0, b1)
         return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0

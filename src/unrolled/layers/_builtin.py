@@ -165,9 +165,22 @@ class BuiltinCell(RNNCell):
                                       name="kernel")
         self.recurrent_kernel = self.add_weight((self.units, width), self.recurrent_initializer,
                                                 name="recurrent_kernel")
+        self._stack_weights()
         self.bias = (self.add_weight(self._bias_shape(), self._bias_initializer(), name="bias")
                      if self.use_bias else None)
         super().build(input_shape)
+
+    def _stack_weights(self) -> None:
+        # The recurrent kernel and the kernel as two views of one array, `[W; U]` (W's rows, then
+        # U's), each still its own weight, written in place like any other. The compiled loops
+        # multiply `[h | x_t]` by `[W; U]` and can read it where it is instead of copying it
+        # (unrolled.kernels._numba); as two arrays they needed the copy.
+        weights = {w.name: w for w in self._weights[-2:]}
+        W, U = weights["recurrent_kernel"], weights["kernel"]
+        stacked = np.concatenate([W.value, U.value])
+        W.value, U.value = stacked[:self.units], stacked[self.units:]
+        object.__setattr__(self, "recurrent_kernel", W.value)
+        object.__setattr__(self, "kernel", U.value)
 
     def _draw_mask(self, like: np.ndarray, rate: float) -> Any:
         if self.dropout_mask_count is None:
