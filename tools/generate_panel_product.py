@@ -67,13 +67,37 @@ TAIL = f'''    if full < P:
 '''
 
 
-def _block(rows: int, indent: str, row: str, target) -> list[str]:
+def _packed(panel: str, c: int) -> str:
+    """Column c of panel `panel` at row k, packed (panel_product)."""
+    return f"panels[{panel}, k, {c}]"
+
+
+def _in_place(panel: str, c: int) -> str:
+    """Column c of panel `panel` at row k, read from W where it is (columns_product), from
+    the panel's first column (set by _starts)."""
+    return f"W[k, {_at(_start(panel), c)}]"
+
+
+def _start(panel: str) -> str:
+    """The name of a panel's first column of W: `c` for panel p, `c1` for p + 1, and so on."""
+    return "c" if panel == "p" else "c" + panel.split(" + ")[-1]
+
+
+def _starts(indent: str, panels: list[str], weight) -> list[str]:
+    """In place: each panel's first column of W, masked non-negative (see HEADER)."""
+    if weight is _packed:
+        return []
+    return [f"{indent}{_start(panel)} = bases[{panel}] & _MASK" for panel in panels]
+
+
+def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str]:
     """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
     names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
-    lines = [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
+    lines = _starts(indent, ["p"], weight)
+    lines += [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
-    lines += [f"{inner}w{c} = panels[p, k, {c}]" for c in range(WIDTH)]
+    lines += [f"{inner}w{c} = {weight('p', c)}" for c in range(WIDTH)]
     for r in range(rows):
         lines.append(f"{inner}v = a[{_at(row, r)}, k]")
         lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
@@ -104,15 +128,16 @@ def _rest(indent: str, target, tail: bool, smallest: int) -> list[str]:
     return lines
 
 
-def _one_row(indent: str) -> list[str]:
+def _one_row(indent: str, weight=_packed) -> list[str]:
     """One row against PANELS panels at once: as many independent sums as a block of rows."""
     names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
-    lines = [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
+    lines = _starts(indent, [_at("p", q) for q in range(PANELS)], weight)
+    lines += [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines.append(f"{inner}v = a[i, k]")
     for q in range(PANELS):
-        lines += [f"{inner}{names[q][c]} += v * panels[{_at('p', q)}, k, {c}]"
+        lines += [f"{inner}{names[q][c]} += v * {weight(_at('p', q), c)}"
                   for c in range(WIDTH)]
     for q in range(PANELS):
         lines += [f"{indent}out[i, j + {WIDTH * q + c}] = {names[q][c]}" for c in range(WIDTH)]
@@ -136,54 +161,23 @@ def columns_product(a, W, bases, out):
 '''
 
 
-def _block_in_place(rows: int, indent: str, row: str, target) -> list[str]:
-    """As _block, reading W's columns c .. c + WIDTH - 1 in place."""
-    names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
-    lines = [f"{indent}c = bases[p] & _MASK"]
-    lines += [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
-    lines.append(indent + "for k in range(K):")
-    inner = indent + "    "
-    lines += [f"{inner}w{c} = W[k, {_at('c', c)}]" for c in range(WIDTH)]
-    for r in range(rows):
-        lines.append(f"{inner}v = a[{_at(row, r)}, k]")
-        lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
-    for r in range(rows):
-        lines += [f"{indent}{target(r, c)} = {names[r][c]}" for c in range(WIDTH)]
-    return lines
-
-
-def _one_row_in_place(indent: str) -> list[str]:
-    """As _one_row, reading W in place."""
-    names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
-    lines = [f"{indent}c{q} = bases[{_at('p', q)}] & _MASK" for q in range(PANELS)]
-    lines += [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
-    lines.append(indent + "for k in range(K):")
-    inner = indent + "    "
-    lines.append(f"{inner}v = a[i, k]")
-    for q in range(PANELS):
-        lines += [f"{inner}{names[q][c]} += v * W[k, {_at(f'c{q}', c)}]" for c in range(WIDTH)]
-    for q in range(PANELS):
-        lines += [f"{indent}out[i, j + {WIDTH * q + c}] = {names[q][c]}" for c in range(WIDTH)]
-    return lines
-
-
 def columns_source() -> str:
     to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
     lines = [COLUMNS_HEADER.rstrip("\n")]
     lines.append(f"        for i in range(0, M4, {ROWS}):")
-    lines += _block_in_place(ROWS, " " * 12, "i", to_out)
+    lines += _block(ROWS, " " * 12, "i", to_out, _in_place)
     lines.append("        i = M4")
     for rows in range(ROWS - 1, 1, -1):
         lines.append(f"        {'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
-        lines += _block_in_place(rows, " " * 12, "i", to_out)
+        lines += _block(rows, " " * 12, "i", to_out, _in_place)
     lines.append("    if M - M4 == 1:")
     lines.append("        i = M4")
     lines.append(f"        for p in range(0, P - P % {PANELS}, {PANELS}):")
     lines.append(f"            j = {WIDTH} * p")
-    lines += _one_row_in_place(" " * 12)
+    lines += _one_row(" " * 12, _in_place)
     lines.append(f"        for p in range(P - P % {PANELS}, P):")
     lines.append(f"            j = {WIDTH} * p")
-    lines += _block_in_place(1, " " * 12, "i", to_out)
+    lines += _block(1, " " * 12, "i", to_out, _in_place)
     return "\n".join(lines) + "\n"
 
 

@@ -1931,7 +1931,7 @@ def columns_product(a, W, bases, out):
         i = M4
         for p in range(0, P - P % 3, 3):
             j = 16 * p
-            c0 = bases[p] & _MASK
+            c = bases[p] & _MASK
             c1 = bases[p + 1] & _MASK
             c2 = bases[p + 2] & _MASK
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
@@ -1939,22 +1939,22 @@ def columns_product(a, W, bases, out):
             s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
             for k in range(K):
                 v = a[i, k]
-                s0_0 += v * W[k, c0]
-                s0_1 += v * W[k, c0 + 1]
-                s0_2 += v * W[k, c0 + 2]
-                s0_3 += v * W[k, c0 + 3]
-                s0_4 += v * W[k, c0 + 4]
-                s0_5 += v * W[k, c0 + 5]
-                s0_6 += v * W[k, c0 + 6]
-                s0_7 += v * W[k, c0 + 7]
-                s0_8 += v * W[k, c0 + 8]
-                s0_9 += v * W[k, c0 + 9]
-                s0_10 += v * W[k, c0 + 10]
-                s0_11 += v * W[k, c0 + 11]
-                s0_12 += v * W[k, c0 + 12]
-                s0_13 += v * W[k, c0 + 13]
-                s0_14 += v * W[k, c0 + 14]
-                s0_15 += v * W[k, c0 + 15]
+                s0_0 += v * W[k, c]
+                s0_1 += v * W[k, c + 1]
+                s0_2 += v * W[k, c + 2]
+                s0_3 += v * W[k, c + 3]
+                s0_4 += v * W[k, c + 4]
+                s0_5 += v * W[k, c + 5]
+                s0_6 += v * W[k, c + 6]
+                s0_7 += v * W[k, c + 7]
+                s0_8 += v * W[k, c + 8]
+                s0_9 += v * W[k, c + 9]
+                s0_10 += v * W[k, c + 10]
+                s0_11 += v * W[k, c + 11]
+                s0_12 += v * W[k, c + 12]
+                s0_13 += v * W[k, c + 13]
+                s0_14 += v * W[k, c + 14]
+                s0_15 += v * W[k, c + 15]
                 s1_0 += v * W[k, c1]
                 s1_1 += v * W[k, c1 + 1]
                 s1_2 += v * W[k, c1 + 2]
