@@ -1,6 +1,7 @@
-"""Writes src/unrolled/kernels/_panel_source.py, the body of the compiled panel product.
+"""Writes src/unrolled/kernels/_panel_source.py, the bodies of the compiled panel products:
+`panel_product` (W packed in panels) and `columns_product` (W's columns read where they are).
 
-The product keeps a block of ROWS x WIDTH running sums in named local variables, so that LLVM
+Each product keeps a block of ROWS x WIDTH running sums in named local variables, so that LLVM
 holds them in vector registers for the whole loop over k. Numba has no way to say "a fixed-size
 block of registers" except by naming every one, hence a generator rather than 100 lines typed by
 hand. Run it after changing ROWS, WIDTH or the template:
