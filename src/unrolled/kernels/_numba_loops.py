@@ -578,7 +578,8 @@ def gate_panels(top, bottom, first, gates, units):
 
 @njit
 def _block_panels(panels, gates, q, n):
-    # block q's panels of a gate_panels array (n units in the block)
+    # block q's panels of a gate_panels array (n units in the block), or their first columns in
+    # a _gate_columns array
     per = gates * GATE_UNITS // WIDTH
     return panels[q * per:q * per + (gates * n + WIDTH - 1) // WIDTH]
 
@@ -596,13 +597,6 @@ def _gate_columns(units, first, gates):
             for i in range(n // WIDTH):
                 starts[q * per + g * (n // WIDTH) + i] = (first + g) * units + u0 + WIDTH * i
     return starts
-
-
-@njit
-def _block_columns(starts, gates, q, n):
-    # block q's panel starts of a _gate_columns array (n units in the block)
-    per = gates * GATE_UNITS // WIDTH
-    return starts[q * per:q * per + gates * n // WIDTH]
 
 
 @njit
@@ -656,7 +650,7 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stack
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zq = _block_out(z, r1 - r0, 4 * n)
                 if in_place:
-                    columns_product(hxr, stacked, _block_columns(cols, 4, q, n), zq)
+                    columns_product(hxr, stacked, _block_panels(cols, 4, q, n), zq)
                 else:
                     panel_product(hxr, _block_panels(WK, 4, q, n), zq)
                 _lstm_block(zq, bias, cr, hxr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
@@ -806,9 +800,9 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
                 if in_place:
-                    columns_product(hxr, stacked, _block_columns(cols_zr, 2, q, n), zr)
-                    columns_product(hxr[:, :U], W_part, _block_columns(cols_h, 1, q, n), hW)
-                    columns_product(hxr[:, U:], U_part, _block_columns(cols_h, 1, q, n), xU)
+                    columns_product(hxr, stacked, _block_panels(cols_zr, 2, q, n), zr)
+                    columns_product(hxr[:, :U], W_part, _block_panels(cols_h, 1, q, n), hW)
+                    columns_product(hxr[:, U:], U_part, _block_panels(cols_h, 1, q, n), xU)
                 else:
                     panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)   # x_t U_zr + h W_zr
                     panel_product(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
