@@ -54,7 +54,7 @@ def kept_loop(cell, gates: int, x: np.ndarray, seq: np.ndarray):
     chunk = _numba._chunk(cell, B, gates, F)
     own = cell.recurrent_kernel.nbytes <= _numba.OWN_GEMM_BYTES
     panels = _numba_loops.no_panels()  # own (packed weights) is for smaller shapes than these
-    stacked = _numba._NOT_STACKED  # nor is `[W; U]` read in place
+    stacked = None  # nor is `[W; U]` read in place (that is the fused loops')
     if gates == 1:
         bias = _numba._zeros_if_none(cell.bias, cell.units, np.float32)
         return lambda: _numba_loops.simple_rnn_blas(xt, cell.kernel, cell.recurrent_kernel, bias,

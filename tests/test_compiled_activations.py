@@ -5,7 +5,8 @@ The BLAS loops and the training loops use their own vectorizable tanh and sigmoi
 weights that fit the caches, their own matrix product (`_numba_panels.panel_product`); the
 kernel tests compare whole layers with the reference loop, and this file checks the functions
 themselves: the activations over the whole float32 range, limits and NaN included, the product
-at every remainder of its blocks, and the step functions' compiled code (float32, vectorized).
+at every remainder of its blocks, the step functions' compiled code (float32, vectorized), and
+what a first call compiles.
 """
 
 from __future__ import annotations
@@ -45,7 +46,9 @@ def test_panel_product_is_a_times_w(M, N, K):
     assert np.isnan(buffer[M * N:]).all()
     wide = np.hstack([a, np.full((M, 3), np.nan, dtype="float32")])
     again = np.empty((M, N), dtype="float32")
-    _numba_panels.panel_product(wide[:, :K], panels, again)    # columns of a wider array
+    _numba_panels.panel_product_strided(wide[:, :K], panels, again)  # columns of a wider array
+    np.testing.assert_array_equal(again, out)
+    _numba_panels.panel_product_strided(a, panels, again)              # any layout, C too
     np.testing.assert_array_equal(again, out)
     for i in range(M):
         row = np.empty((1, N), dtype="float32")
@@ -75,7 +78,7 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     _within_float32_sums(out, a, chosen)
     wide = np.hstack([a, np.full((M, 3), np.nan, dtype="float32")])
     again = np.empty_like(out)
-    _numba_panels.columns_product(wide[:, :K], W, starts, again)   # columns of a wider array
+    _numba_panels.columns_product_strided(wide[:, :K], W, starts, again)  # a wider array's
     np.testing.assert_array_equal(again, out)
 
 
@@ -115,9 +118,8 @@ def test_panel_product_is_vectorized_and_numba_setting_restored():
 
     from unrolled.kernels import _numba_panels
 
-    for name, compiled in (("panel_product", _numba_panels._compiled),
-                           ("columns_product", _numba_panels._compiled_columns)):
-        asm = "\n".join(compiled(cache=False).inspect_asm().values())
+    for name in _numba_panels._SIGNATURES:
+        asm = "\n".join(_numba_panels.compiled(name, cache=False).inspect_asm().values())
         packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
         assert len(packed) >= 16, f"{name} is not vectorized ({len(packed)} packed products)"
         # Vectors built from single floats: the loads of W did not vectorize (columns_product
@@ -255,3 +257,33 @@ def test_fast_sigmoid_of_the_forward_loops_is_within_2e_7_of_the_sigmoid():
     nan = np.array([np.nan], dtype="float32")
     _numba_loops.sigmoid32_fast_array(nan, out[:1])
     assert np.isnan(out[0])
+
+
+def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
+    """With an empty Numba cache (a new machine), a small-shape loop compiles no step product,
+    and an LSTM whose fused loop reads `[W; U]` in place compiles that loop and
+    `columns_product` only: not the packed weights' `panel_product`, nor the BLAS loop (each
+    product takes 6-20 s to compile; all of them on import made an LSTM's first call 50 s)."""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from unrolled import layers\n"
+        "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
+        "def looked_up():\n"
+        "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n"
+        "layers.SimpleRNN(2)(np.ones((4, 5, 1), 'float32'))\n"
+        "print(_numba_loops.simple_rnn.signatures != [], looked_up())\n"
+        "lstm = layers.LSTM(64)\n"
+        "lstm(np.ones((32, 20, 16), 'float32'))\n"
+        "print(_numba.stacked_weights(lstm.cell) is not None, _numba_loops.lstm_own.signatures\n"
+        "      != [], _numba_loops.lstm_blas.signatures, looked_up())\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
+           "UNROLLED_STEP_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["True []", "True True [] ['columns_product']"], (
+        done.stdout)

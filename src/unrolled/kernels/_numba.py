@@ -31,8 +31,16 @@ runs the NumPy kernels.
 
 Costs, paid once per process: importing Numba (0.5-2 s) on the first call that could use it, and
 loading each compiled loop from Numba's cache (`cache=True`: compiled once per machine and
-dtype, about 3-15 s each the very first time, stored next to this file or in Numba's user cache
-directory). `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
+dtype, stored next to this file or in Numba's user cache directory). The very first time, a
+loop compiles with everything it calls, so each loop calls only what its shape runs: the step
+products (`_numba_panels`, 6-20 s each to compile) are compiled at their first look-up; a fused
+loop is compiled apart for packed weights and for weights read in place, each calling one
+product; and the fused loops are loops of their own (`_numba_loops.FUSED_LOOPS`), not a branch
+of the BLAS loops, which call BLAS. On the benchmark machine, with an empty cache, the first
+call of an LSTM (32, 100, 16, 64) takes 19 s (50 s when every product was compiled on import),
+a GRU's after it 18 s, a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour 10 s in all (48 s;
+benchmarks/RESULTS.md, round 15).
+`import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """
 
@@ -97,7 +105,6 @@ _failed = False
 # Read once, at the first call that could use a compiled loop; tests and the benchmark flip it.
 enabled: bool | None = None
 _NO_MASK = np.ones((1, 1), dtype=np.bool_)
-_NOT_STACKED = np.empty((0, 0), dtype=np.float32)   # the fused loops' `stacked`: not in place
 _classes: tuple = ()
 
 
@@ -280,22 +287,23 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         kernel.plain = plain  # the plan's short route (unrolled.kernels.Plan.call)
     else:
         own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
-        fused = own and (kind != "gru" or cell.reset_after)  # the loops' *_fused
+        fused = own and (kind != "gru" or cell.reset_after)
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
+        if fused:                           # the loops' *_fused, with the BLAS loops' arguments
+            loop = _numba_loops.FUSED_LOOPS[kind]
         pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
         stacked = stacked_weights(cell) if fused else None
         packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
-        if stacked is None:
-            stacked = _NOT_STACKED
 
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
             B = xt.shape[1]
             blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
-            # the weights in panels for the loops' own product: once a call, shared by the blocks
-            panels = pack(*weights, *flags) if packs else no_panels()
+            # the weights in panels for the loops' own product: once a call, shared by the
+            # blocks; None for a fused loop that reads `stacked`
+            panels = pack(*weights, *flags) if packs else None if fused else no_panels()
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)

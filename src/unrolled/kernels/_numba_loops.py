@@ -17,8 +17,8 @@ import numpy as np
 from numba.extending import overload
 
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import (WIDTH, columns_product, packed, packed_stack,
-                                            panel_product)
+from unrolled.kernels import _numba_panels as products
+from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
 # check and a raise, which would keep the loops from vectorizing.
@@ -330,7 +330,7 @@ def _packed_if(W, own):
 def _product(h, W, panels, out, own):
     # out = h W: by panel_product on W's panels when `own`, else by BLAS
     if own:
-        panel_product(h, panels, out)
+        products.panel_product(h, panels, out)
     else:
         np.dot(h, W, out)
 
@@ -517,21 +517,23 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
                      b1):
     """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
     holding `[W; U]` in panels, or `stacked` being `[W; U]` itself, read in place
-    (`_numba.stacked_weights`); the product goes straight into the output rows."""
+    (`_numba.stacked_weights`), the other None (see FUSED_LOOPS); the product goes straight
+    into the output rows."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     hx = np.empty((min(B, FUSED_ROWS), U + F), dtype=np.float32)
-    bases = np.arange(0, U if stacked.shape[0] else 0, WIDTH)      # in place: every column
+    if stacked is not None:
+        bases = np.arange(0, U, WIDTH)                              # every column, in place
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
             hxr, out = hx[:r1 - r0], step[r0:r1]
             _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
-            if stacked.shape[0]:
-                columns_product(hxr, stacked, bases, out)           # x_t U + h_{t-1} W
-            else:
-                panel_product(hxr, WK, out)
+            if stacked is not None:
+                products.columns_product(hxr, stacked, bases, out)  # x_t U + h_{t-1} W
+            if WK is not None:
+                products.panel_product(hxr, WK, out)
             _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
 
 
@@ -631,12 +633,12 @@ def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
 def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, c, b0, b1):
     """LSTM with tanh and sigmoid, one panel product a block of units a step; gates [i|f|c|o];
     `WK` holds `[W; U]` by `gate_panels`, or `stacked` is `[W; U]` itself, read in place at the
-    same columns (`_numba.stacked_weights`); `c` (this block's rows of the final c) is the cell
-    state, updated in place."""
+    same columns (`_numba.stacked_weights`), the other None (see FUSED_LOOPS); `c` (this
+    block's rows of the final c) is the cell state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    in_place = stacked.shape[0] > 0
-    cols = _gate_columns(U, 0, 4) if in_place else np.empty(0, dtype=np.int64)
+    if stacked is not None:
+        cols = _gate_columns(U, 0, 4)
     R = min(B, FUSED_ROWS)
     hx = np.empty((R, U + F), dtype=np.float32)
     z = np.empty(R * 4 * min(U, GATE_UNITS), dtype=np.float32)
@@ -649,19 +651,19 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stack
             for q in range(gate_blocks(U)):
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zq = _block_out(z, r1 - r0, 4 * n)
-                if in_place:
-                    columns_product(hxr, stacked, _block_panels(cols, 4, q, n), zq)
-                else:
-                    panel_product(hxr, _block_panels(WK, 4, q, n), zq)
+                if stacked is not None:
+                    products.columns_product(hxr, stacked, _block_panels(cols, 4, q, n), zq)
+                if WK is not None:
+                    products.panel_product(hxr, _block_panels(WK, 4, q, n), zq)
                 _lstm_block(zq, bias, cr, hxr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
 # so blocks of rows can run on separate threads (unrolled.kernels._threads.by_rows) writing
 # disjoint rows of `seq` and of the final states it is given (`h_out`, and LSTM's `c_out`),
-# which the loops update in place as their state. The fused loops keep h in `seq` and are given
-# `seq[-1]` as `h_out` (unrolled.kernels._numba._bind). `own`: the panel product for the step
-# products (see above), else BLAS.
+# which the loops update in place as their state. `own` (GRU with reset_before only): the panel
+# product for the step products (see above), else BLAS; with `own`, SimpleRNN, LSTM and GRU
+# with reset_after run their fused loops instead (FUSED_LOOPS, below). `stacked` is for those.
 
 
 @njit_fused
@@ -674,10 +676,6 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     batch, or one step for a block of rows (a step's rows of a block are contiguous in the
     output; a chunk's are not).
     """
-    if own:                             # h_out is seq[-1], written as the output
-        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0],
-                         stacked, b0, b1)
-        return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -721,12 +719,6 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
               panels, stacked, h_out, c_out, b0, b1):
     """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
-    if own:                             # h_out is seq[-1], written as the output
-        c = c_out[b0:b1]
-        c[:] = c0[b0:b1]
-        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], stacked, c,
-                   b0, b1)
-        return
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -775,14 +767,15 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
     `[h | x_t] [W_zr; U_zr]` for the gates z and r in one panel product, and `h W_h`, `x_t U_h`
     apart (the candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h +
     b_rec_h))`). `panels`: those three weights by `gate_panels` (`gru_panels`); or `stacked`,
-    `[W; U]` itself, read in place (`_numba.stacked_weights`) at the same columns."""
+    `[W; U]` itself, read in place (`_numba.stacked_weights`) at the same columns; the other
+    None (see FUSED_LOOPS)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    P_zr, P_Wh, P_Uh = panels
-    in_place = stacked.shape[0] > 0
-    cols_zr = _gate_columns(U, 0, 2) if in_place else np.empty(0, dtype=np.int64)
-    cols_h = _gate_columns(U, 2, 1) if in_place else np.empty(0, dtype=np.int64)
-    W_part, U_part = stacked[:U], stacked[U:]
+    if panels is not None:
+        P_zr, P_Wh, P_Uh = panels
+    if stacked is not None:
+        cols_zr, cols_h = _gate_columns(U, 0, 2), _gate_columns(U, 2, 1)
+        W_part, U_part = stacked[:U], stacked[U:]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
     hx = np.empty((R, U + F), dtype=np.float32)
@@ -799,14 +792,18 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
-                if in_place:
-                    columns_product(hxr, stacked, _block_panels(cols_zr, 2, q, n), zr)
-                    columns_product(hxr[:, :U], W_part, _block_panels(cols_h, 1, q, n), hW)
-                    columns_product(hxr[:, U:], U_part, _block_panels(cols_h, 1, q, n), xU)
-                else:
-                    panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)   # x_t U_zr + h W_zr
-                    panel_product(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
-                    panel_product(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
+                # [h | x_t] [W; U] for z and r; h W_h and x_t U_h from hx's columns of h
+                # and of x_t (`a` strided)
+                if stacked is not None:
+                    products.columns_product(hxr, stacked, _block_panels(cols_zr, 2, q, n), zr)
+                    products.columns_product_strided(hxr[:, :U], W_part,
+                                                     _block_panels(cols_h, 1, q, n), hW)
+                    products.columns_product_strided(hxr[:, U:], U_part,
+                                                     _block_panels(cols_h, 1, q, n), xU)
+                if panels is not None:
+                    products.panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)
+                    products.panel_product_strided(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
+                    products.panel_product_strided(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
                 _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
                            use_mask, k, b0 + r0)
 
@@ -814,11 +811,8 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
 @njit_fused
 def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq,
              need_seq, chunk, own, panels, stacked, h_out, b0, b1):
-    """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule."""
-    if own and reset_after:             # h_out is seq[-1], written as the output
-        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
-                  b0, b1)
-        return
+    """GRU with tanh and sigmoid; gates [z|r|h] as Keras orders them, either reset rule (with
+    `own`, reset_before only: reset_after's is gru_own)."""
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
@@ -826,7 +820,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     P = np.empty((chunk * B, 3 * U), dtype=np.float32)
     h = h_out[b0:b1]                    # the state, updated in place after the products
     h[:] = h0[b0:b1]
-    if reset_after:                                                 # own: gru_fused, above
+    if reset_after:                                                 # BLAS's products
         hW = np.empty((B, 3 * U), dtype=np.float32)
         W_zr = W_h = recurrent[:1]                                  # unused
         W_zrp = W_hp = np.empty((1, 1, WIDTH), dtype=np.float32)    # unused
@@ -858,6 +852,49 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
 
 
 BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
+
+
+# The fused loops behind the BLAS loops' arguments, for weights that fit the caches (`own`):
+# `panels` is what PANELS packed, or None where `stacked`, the cell's `[W; U]`, is read in
+# place (then `stacked` is not None). Numba compiles a loop once for each of the two, dropping
+# the `is None` branches it can decide from the argument's type, so each compiles only the one
+# product it calls (a fresh compile of one takes 6-20 s). `h_out` is `seq[-1]`, written as the
+# output.
+
+
+@njit_fused
+def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
+                   panels, stacked, h_out, b0, b1):
+    if panels is not None:
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None,
+                         b0, b1)
+    if stacked is not None:
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked,
+                         b0, b1)
+
+
+@njit_fused
+def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
+             panels, stacked, h_out, c_out, b0, b1):
+    c = c_out[b0:b1]
+    c[:] = c0[b0:b1]
+    if panels is not None:
+        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None, c,
+                   b0, b1)
+    if stacked is not None:
+        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked, c,
+                   b0, b1)
+
+
+@njit_fused
+def gru_own(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq, need_seq,
+            chunk, own, panels, stacked, h_out, b0, b1):
+    # reset_after only
+    gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
+              b0, b1)
+
+
+FUSED_LOOPS = {"simple_rnn": simple_rnn_own, "lstm": lstm_own, "gru": gru_own}
 
 
 # The weights in panels, packed once per call by the kernel (unrolled.kernels._numba._bind) and

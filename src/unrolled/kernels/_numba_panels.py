@@ -13,12 +13,11 @@ last row (a batch of one) runs against three panels at once, for as many indepen
 order, as a plain dot product would, so a row's result does not depend on the block it was in.
 
 LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
-by default (it miscompiled some code, numba/numba#8852). It is switched on while this one
-function compiles, below, and back off: the function is compiled for its two signatures (`a`
-C-contiguous or of any layout, `out` C-contiguous) when this module is imported, or loaded from
-Numba's cache, so no other code is compiled with it. tests/test_compiled_activations.py checks
-the product against a float64 product at every remainder of rows and columns, and that it is
-vectorized.
+by default (it miscompiled some code, numba/numba#8852). It is switched on while the products
+compile, below, and back off: each product is compiled for one signature when first looked up
+(`__getattr__`), or loaded from Numba's cache, so no other code is compiled with it.
+tests/test_compiled_activations.py checks the product against a float64 product at every
+remainder of rows and columns, and that it is vectorized.
 
 Measured on the benchmark machine (AMD EPYC Zen 1, one thread; `python
 benchmarks/products.py`, figures in benchmarks/RESULTS.md): 30-38 GFLOP/s at the step shapes
@@ -63,43 +62,53 @@ def _slp_vectorizer():
         config.SLP_VECTORIZE = old
 
 
-# `a` C-contiguous or of any layout (columns of a larger array, as gru_fused passes); `out`
-# C-contiguous. Compiled for an `out` of any layout, the blocks of 1 and 3 rows ran 7-9x slower
-# than for a C `out` (a (1, 256) @ (256, 256) step took 33 us instead of 4.7).
-_SIGNATURES = [numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1], numba.float32[:, ::1]),
-               numba.void(numba.float32[:, :], numba.float32[:, :, ::1], numba.float32[:, ::1])]
+# Each product is compiled for one layout of `a` under each of two names: `panel_product` for
+# a C-contiguous `a`, `panel_product_strided` for `a` of any layout (columns of a larger array,
+# as gru_fused passes: 1-6% slower than the C one at the grid's step shapes, one thread), and
+# likewise `columns_product` and `columns_product_strided`. `out` is C-contiguous: compiled for
+# an `out` of any layout, the blocks of 1 and 3 rows ran 7-9x slower (a (1, 256) @ (256, 256)
+# step took 33 us instead of 4.7).
+#
+# Each name is compiled (or loaded from Numba's cache) the first time it is looked up, by
+# `__getattr__` below: a compiled loop that calls it looks it up when it is itself compiled,
+# not when it is loaded from the cache. A fresh compile takes 6-12 s a name, so the small-shape
+# loops, which call none of them, and each cell's loops compile only what they call: on a
+# machine with an empty cache, an LSTM layer's first call took 50 s when all four were
+# compiled on import (RESULTS.md, round 15).
+_A_C, _A_ANY = numba.float32[:, ::1], numba.float32[:, :]
+_SIGNATURES = {
+    "panel_product": numba.void(_A_C, numba.float32[:, :, ::1], numba.float32[:, ::1]),
+    "panel_product_strided": numba.void(_A_ANY, numba.float32[:, :, ::1], numba.float32[:, ::1]),
+    # `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each
+    # panel read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]`
+    # needs no copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache
+    # lines it runs as fast as the packed product; a row of a page or more puts each k on a
+    # new page, where the prefetchers stop (0.55 of it at (20, 320) @ (320, 1024)). Its column
+    # offsets are masked non-negative: signed offsets read from an array kept NumPy's
+    # wraparound check on every load, and the loads did not vectorize (25-28 against 70-86
+    # GFLOP/s). `W` C-contiguous, `bases` int64.
+    "columns_product": numba.void(_A_C, numba.float32[:, ::1], numba.int64[::1],
+                                  numba.float32[:, ::1]),
+    "columns_product_strided": numba.void(_A_ANY, numba.float32[:, ::1], numba.int64[::1],
+                                          numba.float32[:, ::1]),
+}
 
 
-def _compiled(cache: bool = True):
-    """`panel_product` compiled for `_SIGNATURES` (or loaded from Numba's cache) with SLP on."""
+def compiled(name: str, cache: bool = True):
+    """The product `name` (a key of `_SIGNATURES`) compiled for its signature, or loaded from
+    Numba's cache, with SLP on."""
+    source = getattr(_panel_source, name.removesuffix("_strided"))
     with _slp_vectorizer():
-        return numba.njit(_SIGNATURES, cache=cache, nogil=True, error_model="numpy",
-                          fastmath={"contract"})(_panel_source.panel_product)
+        return numba.njit([_SIGNATURES[name]], cache=cache, nogil=True, error_model="numpy",
+                          fastmath={"contract"})(source)
 
 
-panel_product = _compiled()
-
-# `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each panel
-# read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]` needs no
-# copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache lines it runs
-# as fast as the packed product; a row of a page or more puts each k on a new page, where the
-# prefetchers stop (0.55 of it at (20, 320) @ (320, 1024)). Its column offsets are masked
-# non-negative: signed offsets read from an array kept NumPy's wraparound check on every load,
-# and the loads did not vectorize (25-28 against 70-86 GFLOP/s). Signatures: `a` as for
-# panel_product, `W` C-contiguous, `bases` int64.
-_COLUMN_SIGNATURES = [numba.void(a, numba.float32[:, ::1], numba.int64[::1],
-                                 numba.float32[:, ::1])
-                      for a in (numba.float32[:, ::1], numba.float32[:, :])]
-
-
-def _compiled_columns(cache: bool = True):
-    """`columns_product` compiled for `_COLUMN_SIGNATURES` (or loaded from the cache), SLP on."""
-    with _slp_vectorizer():
-        return numba.njit(_COLUMN_SIGNATURES, cache=cache, nogil=True, error_model="numpy",
-                          fastmath={"contract"})(_panel_source.columns_product)
-
-
-columns_product = _compiled_columns()
+def __getattr__(name: str):
+    # the products, compiled at their first look-up (see above) and kept as module globals
+    if name in _SIGNATURES:
+        product = globals()[name] = compiled(name)
+        return product
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @njit
