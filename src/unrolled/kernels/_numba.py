@@ -38,8 +38,8 @@ loop is compiled apart for packed weights and for weights read in place, each ca
 product; and the fused loops are loops of their own (`_numba_loops.FUSED_LOOPS`), not a branch
 of the BLAS loops, which call BLAS. On the benchmark machine, with an empty cache, the first
 call of an LSTM (32, 100, 16, 64) takes 19 s (50 s when every product was compiled on import),
-a GRU's after it 18 s, a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour 10 s in all (48 s;
-benchmarks/RESULTS.md, round 15).
+a GRU's after it 18 s, a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour with Numba installed
+10 s in all (48 s; benchmarks/RESULTS.md, round 15).
 `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """
