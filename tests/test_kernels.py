@@ -259,9 +259,11 @@ def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_ki
 
 
 def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkeypatch):
-    """Assigning, set_weights and training write into the views; a cell whose pair is no
-    longer one array (a deep copy) gets the packed copy, with the same numbers."""
+    """Assigning and set_weights write into the views; a copy (deepcopy, pickle) makes its
+    pair views of one array again; a cell whose pair is no longer one array gets the packed
+    copy, with the same numbers."""
     import copy
+    import pickle
 
     x = rng.standard_normal((4, 6, 3)).astype("float32")
     rnn = built(layers.RNN(make_cell("gru", 16), return_sequences=True), x)
@@ -272,9 +274,42 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
     assert cell.kernel.base is stacked and cell.recurrent_kernel.base is stacked
     np.testing.assert_array_equal(stacked[16:], np.full((3, 48), 0.5, dtype="float32"))
     np.testing.assert_array_equal(stacked[:16], cell.recurrent_kernel)
-    twin = copy.deepcopy(rnn)                 # copies each view on its own: two arrays
+    for twin in (copy.deepcopy(rnn), pickle.loads(pickle.dumps(rnn))):
+        pair = twin.cell.recurrent_kernel.base
+        assert pair is not stacked and twin.cell.kernel.base is pair
+        assert {id(w.value) for w in twin.cell.weights} >= {id(twin.cell.kernel),
+                                                            id(twin.cell.recurrent_kernel)}
+        np.testing.assert_array_equal(twin(x), rnn(x))
+    twin = copy.deepcopy(rnn)
+    twin.cell.__dict__["kernel"] = twin.cell.kernel.copy()   # the pair broken behind its back
+    next(w for w in twin.cell.weights if w.name == "kernel").value = twin.cell.kernel
     assert _numba.stacked_weights(twin.cell) is None
     np.testing.assert_array_equal(twin(x), rnn(x))
+
+
+@pytest.mark.parametrize("cell_kind", CELLS + ["stack"])
+@pytest.mark.parametrize("how", ["deepcopy", "pickle"])
+def test_a_copy_of_a_called_layer_runs_on_its_own_weights(rng, cell_kind, how):
+    """A layer keeps a kernel plan bound to its weight arrays; a copy of it (copy.deepcopy,
+    pickle) has arrays of its own and must not run on the original's: once the copy's
+    weights change, its output follows them and the original's does not move. (The copy
+    once kept the plan, and with it the original's weights.)"""
+    import copy
+    import pickle
+
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    cell = ([make_cell("lstm", u), make_cell("gru", u + 1)] if cell_kind == "stack"
+            else make_cell(cell_kind, u))
+    rnn = built(layers.RNN(cell, return_sequences=True), x)
+    before = rnn(x)
+    assert rnn.__dict__.get("_plan") is not None                 # a plain call keeps a plan
+    twin = copy.deepcopy(rnn) if how == "deepcopy" else pickle.loads(pickle.dumps(rnn))
+    np.testing.assert_array_equal(twin(x), before)
+    twin.set_weights([w * 0.5 for w in twin.get_weights()])
+    _compare_result(twin(x), _reference_call(twin, x), "float32")  # the copy's own weights
+    assert not np.allclose(twin(x), before)
+    np.testing.assert_array_equal(rnn(x), before)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "sigmoid", "linear", None, "softsign",

@@ -175,12 +175,19 @@ class BuiltinCell(RNNCell):
         # U's), each still its own weight, written in place like any other. The compiled loops
         # multiply `[h | x_t]` by `[W; U]` and can read it where it is instead of copying it
         # (unrolled.kernels._numba); as two arrays they needed the copy.
-        weights = {w.name: w for w in self._weights[-2:]}
+        weights = {w.name: w for w in self._weights}
         W, U = weights["recurrent_kernel"], weights["kernel"]
         stacked = np.concatenate([W.value, U.value])
         W.value, U.value = stacked[:self.units], stacked[self.units:]
         object.__setattr__(self, "recurrent_kernel", W.value)
         object.__setattr__(self, "kernel", U.value)
+
+    def __setstate__(self, state: dict) -> None:
+        # A copy (copy.deepcopy, pickle) copies the two views each on its own; they are made
+        # views of one `[W; U]` again, as after build.
+        self.__dict__.update(state)
+        if any(w.name == "recurrent_kernel" for w in self.__dict__.get("_weights", ())):
+            self._stack_weights()
 
     def _draw_mask(self, like: np.ndarray, rate: float) -> Any:
         if self.dropout_mask_count is None:

@@ -284,6 +284,14 @@ class Layer:
         for weight, array in zip(current, arrays):
             np.copyto(weight.value, array)
 
+    def __getstate__(self) -> dict:
+        # A copy (copy.deepcopy, pickle) leaves a recurrent layer's kept kernel plan behind: the
+        # plan is bound to this layer's weight arrays, and the copy has arrays of its own.
+        state = self.__dict__.copy()
+        if state.get("_plan") is not None:
+            state["_plan"] = None
+        return state
+
     def __setattr__(self, key: str, value: Any) -> None:
         # Re-binding an attribute that holds a weight (`cell.kernel = new`) writes the new values
         # into the existing array, so the `weights` list never goes stale.
