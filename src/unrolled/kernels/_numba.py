@@ -33,13 +33,14 @@ Costs, paid once per process: importing Numba (0.5-2 s) on the first call that c
 loading each compiled loop from Numba's cache (`cache=True`: compiled once per machine and
 dtype, stored next to this file or in Numba's user cache directory). The very first time, a
 loop compiles with everything it calls, so each loop calls only what its shape runs: the step
-products (`_numba_panels`, 6-20 s each to compile) are compiled at their first look-up; a fused
+products (`_numba_panels`, 13-20 s each to compile) are compiled at their first look-up; a fused
 loop is compiled apart for packed weights and for weights read in place, each calling one
 product; and the fused loops are loops of their own (`_numba_loops.FUSED_LOOPS`), not a branch
 of the BLAS loops, which call BLAS. On the benchmark machine, with an empty cache, the first
-call of an LSTM (32, 100, 16, 64) takes 19 s (50 s when every product was compiled on import),
-a GRU's after it 18 s, a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour with Numba installed
-10 s in all (48 s; benchmarks/RESULTS.md, round 15).
+call of an LSTM (32, 100, 16, 64) takes 19 s and of a GRU 22 s, each alone (the LSTM's took
+50 s when every product was compiled on import), the second of the two 10 s (they share the
+product), a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour with Numba installed 10 s in all
+(48 s; benchmarks/RESULTS.md, round 15).
 `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """

@@ -366,6 +366,17 @@ def _load_hx(hx, h, xt, k, b0):
             hx[b, U + f] = xt[k, b0 + b, f]
 
 
+@njit
+def _split_hx(hx, h, x):
+    # h, x = hx's columns of h and of x_t, each C-contiguous
+    U = h.shape[1]
+    for b in range(hx.shape[0]):
+        for j in range(U):
+            h[b, j] = hx[b, j]
+        for f in range(x.shape[1]):
+            x[b, f] = hx[b, U + f]
+
+
 # (`hx` is only the product's operand, refilled before each product; the gate arithmetic
 # writes h elsewhere, into the output: writing into `hx` directly ran unvectorized, 2x slower.)
 
@@ -779,6 +790,9 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
     hx = np.empty((R, U + F), dtype=np.float32)
+    # h and x_t again, each C-contiguous, for h W_h and x_t U_h (on hx's columns, a strided
+    # operand, each product would be compiled once more: 13 s on a fresh machine)
+    h_x = np.empty(R * (U + F), dtype=np.float32)
     z = np.empty(R * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
@@ -787,23 +801,21 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
             m = r1 - r0
             hxr, out = hx[:m], step[r0:r1]
             _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
+            _split_hx(hxr, hr, xr)
             for q in range(gate_blocks(U)):
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
-                # [h | x_t] [W; U] for z and r; h W_h and x_t U_h from hx's columns of h
-                # and of x_t (`a` strided)
                 if stacked is not None:
                     products.columns_product(hxr, stacked, _block_panels(cols_zr, 2, q, n), zr)
-                    products.columns_product_strided(hxr[:, :U], W_part,
-                                                     _block_panels(cols_h, 1, q, n), hW)
-                    products.columns_product_strided(hxr[:, U:], U_part,
-                                                     _block_panels(cols_h, 1, q, n), xU)
+                    products.columns_product(hr, W_part, _block_panels(cols_h, 1, q, n), hW)
+                    products.columns_product(xr, U_part, _block_panels(cols_h, 1, q, n), xU)
                 if panels is not None:
                     products.panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)
-                    products.panel_product_strided(hxr[:, :U], _block_panels(P_Wh, 1, q, n), hW)
-                    products.panel_product_strided(hxr[:, U:], _block_panels(P_Uh, 1, q, n), xU)
+                    products.panel_product(hr, _block_panels(P_Wh, 1, q, n), hW)
+                    products.panel_product(xr, _block_panels(P_Uh, 1, q, n), xU)
                 _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
                            use_mask, k, b0 + r0)
 
@@ -858,7 +870,7 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 # `panels` is what PANELS packed, or None where `stacked`, the cell's `[W; U]`, is read in
 # place (then `stacked` is not None). Numba compiles a loop once for each of the two, dropping
 # the `is None` branches it can decide from the argument's type, so each compiles only the one
-# product it calls (a fresh compile of one takes 6-20 s). `h_out` is `seq[-1]`, written as the
+# product it calls (a fresh compile of one takes 13-20 s). `h_out` is `seq[-1]`, written as the
 # output.
 
 

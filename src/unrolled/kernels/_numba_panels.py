@@ -62,23 +62,19 @@ def _slp_vectorizer():
         config.SLP_VECTORIZE = old
 
 
-# Each product is compiled for one layout of `a` under each of two names: `panel_product` for
-# a C-contiguous `a`, `panel_product_strided` for `a` of any layout (columns of a larger array,
-# as gru_fused passes: 1-6% slower than the C one at the grid's step shapes, one thread), and
-# likewise `columns_product` and `columns_product_strided`. `out` is C-contiguous: compiled for
-# an `out` of any layout, the blocks of 1 and 3 rows ran 7-9x slower (a (1, 256) @ (256, 256)
-# step took 33 us instead of 4.7).
+# Each product is compiled for `a` and `out` C-contiguous only: for `a` of any layout it ran
+# 1-6% slower at the grid's step shapes (one thread), and for an `out` of any layout the blocks
+# of 1 and 3 rows ran 7-9x slower (a (1, 256) @ (256, 256) step took 33 us instead of 4.7).
 #
-# Each name is compiled (or loaded from Numba's cache) the first time it is looked up, by
+# Each is compiled (or loaded from Numba's cache) the first time it is looked up, by
 # `__getattr__` below: a compiled loop that calls it looks it up when it is itself compiled,
-# not when it is loaded from the cache. A fresh compile takes 6-12 s a name, so the small-shape
-# loops, which call none of them, and each cell's loops compile only what they call: on a
-# machine with an empty cache, an LSTM layer's first call took 50 s when all four were
-# compiled on import (RESULTS.md, round 15).
-_A_C, _A_ANY = numba.float32[:, ::1], numba.float32[:, :]
+# not when it is loaded from the cache. A fresh compile takes 13-20 s, so the small-shape
+# loops, which call neither, and each cell's loops compile only what they call: on a machine
+# with an empty cache, an LSTM layer's first call took 50 s when both were compiled on import
+# for two layouts of `a` (RESULTS.md, round 15).
 _SIGNATURES = {
-    "panel_product": numba.void(_A_C, numba.float32[:, :, ::1], numba.float32[:, ::1]),
-    "panel_product_strided": numba.void(_A_ANY, numba.float32[:, :, ::1], numba.float32[:, ::1]),
+    "panel_product": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
+                                numba.float32[:, ::1]),
     # `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each
     # panel read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]`
     # needs no copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache
@@ -87,17 +83,15 @@ _SIGNATURES = {
     # offsets are masked non-negative: signed offsets read from an array kept NumPy's
     # wraparound check on every load, and the loads did not vectorize (25-28 against 70-86
     # GFLOP/s). `W` C-contiguous, `bases` int64.
-    "columns_product": numba.void(_A_C, numba.float32[:, ::1], numba.int64[::1],
-                                  numba.float32[:, ::1]),
-    "columns_product_strided": numba.void(_A_ANY, numba.float32[:, ::1], numba.int64[::1],
-                                          numba.float32[:, ::1]),
+    "columns_product": numba.void(numba.float32[:, ::1], numba.float32[:, ::1],
+                                  numba.int64[::1], numba.float32[:, ::1]),
 }
 
 
 def compiled(name: str, cache: bool = True):
     """The product `name` (a key of `_SIGNATURES`) compiled for its signature, or loaded from
     Numba's cache, with SLP on."""
-    source = getattr(_panel_source, name.removesuffix("_strided"))
+    source = getattr(_panel_source, name)
     with _slp_vectorizer():
         return numba.njit([_SIGNATURES[name]], cache=cache, nogil=True, error_model="numpy",
                           fastmath={"contract"})(source)
