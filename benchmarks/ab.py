@@ -1,0 +1,184 @@
+"""Two versions of unrolled side by side: each in a process of its own, sampled alternately.
+
+    python benchmarks/ab.py BASE [NEW] [--cells lstm,gru] [--shapes 32x100x16x64] [--rounds 15]
+
+BASE and NEW are git revisions of this repository (NEW defaults to the working tree). Each is
+exported (`git archive`) into a temporary directory, and a worker process imports unrolled from
+there, builds the same layers with the same weights and input, and warms them up; its compiled
+loops are compiled into that copy's own Numba cache the first time. The driver then asks the
+workers for samples in turn, swapping which goes first every round: one worker runs while the
+other waits on its pipe, so they never share the cores. A sample is as many back-to-back calls
+as fill about 20 ms (the same count for both), timed as one.
+
+It reports each point's median seconds a call, NEW's median over BASE's, the range of the
+per-round ratios, and the largest difference between the two outputs (0 when the numbers are
+the same to the bit). Both versions run with their own thread choice (unrolled.kernels._threads)
+unless `--threads one`, `all` or `rows` forces it where the call offers it.
+
+Two versions in one process, or one copied aside, share one thread pool, one BLAS and one set
+of loaded loops, and a measured difference can come from that rather than from the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+WORKER = r'''
+import json, sys, time
+import numpy as np
+from unrolled import layers
+from unrolled.kernels import _threads
+
+spec = json.loads(sys.argv[1])
+if spec["threads"] != "auto":
+    _pick = _threads.ThreadChoice.pick
+
+    def pick(self, _forced=spec["threads"]):
+        chosen = _pick(self)
+        return _forced if _forced in self.times else chosen   # where that setting is offered
+
+    _threads.ThreadChoice.pick = pick
+make = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+points = []
+for cell, shape in spec["points"]:
+    batch, steps, features, units = shape
+    layer = make[cell](units, return_sequences=True, seed=0)
+    layer.build((batch, steps, features))
+    rng = np.random.default_rng(0)
+    weights = [(rng.standard_normal(w.shape) * 0.3).astype("float32")
+               for w in layer.get_weights()]
+    layer.set_weights(weights)
+    x = np.random.default_rng(1).standard_normal((batch, steps, features)).astype("float32")
+    for _ in range(20):
+        layer(x)
+    points.append((layer, x))
+print(json.dumps({"ready": True}), flush=True)
+for line in sys.stdin:
+    order = json.loads(line)
+    layer, x = points[order["point"]]
+    if order["what"] == "output":
+        np.save(order["path"], layer(x))
+        print(json.dumps({"saved": True}), flush=True)
+        continue
+    calls = order["calls"]
+    start = time.perf_counter()
+    for _ in range(calls):
+        layer(x)
+    print(json.dumps({"seconds": (time.perf_counter() - start) / calls}), flush=True)
+'''
+
+
+class Worker:
+    """One version's process: `sample(point, calls)` seconds a call, `output(point, path)`."""
+
+    def __init__(self, source: pathlib.Path, points: list, threads: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(source)}
+        spec = json.dumps({"points": points, "threads": threads})
+        self.process = subprocess.Popen([sys.executable, "-c", WORKER, spec], env=env,
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self._read()
+
+    def _read(self) -> dict:
+        line = self.process.stdout.readline()
+        if not line:
+            raise RuntimeError(f"a worker ended (exit status {self.process.wait()})")
+        return json.loads(line)
+
+    def _ask(self, **order) -> dict:
+        self.process.stdin.write(json.dumps(order) + "\n")
+        self.process.stdin.flush()
+        return self._read()
+
+    def sample(self, point: int, calls: int) -> float:
+        return self._ask(what="sample", point=point, calls=calls)["seconds"]
+
+    def output(self, point: int, path: str) -> None:
+        self._ask(what="output", point=point, path=path)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+
+
+def export(revision: str | None, into: pathlib.Path) -> pathlib.Path:
+    """The `src` directory of `revision` (None: the working tree's own)."""
+    if revision is None:
+        return ROOT / "src"
+    into.mkdir(parents=True)
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", revision, "src"],
+                             capture_output=True, check=False)
+    if archive.returncode != 0:
+        raise SystemExit(f"revision {revision!r}: git archive failed: "
+                         f"{archive.stderr.decode().strip()}")
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into / "src"
+
+
+def parse_shape(text: str) -> list[int]:
+    parts = text.lower().split("x")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SystemExit(f"--shapes: expected batch x timesteps x features x units, four "
+                         f"positive integers such as 32x100x16x64, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("base", help="git revision measured first (the denominator)")
+    parser.add_argument("new", nargs="?", default=None,
+                        help="git revision to compare (default: the working tree)")
+    parser.add_argument("--cells", default="simple_rnn,lstm,gru")
+    parser.add_argument("--shapes", default="32x100x16x64")
+    parser.add_argument("--rounds", type=int, default=15, help="samples of each version a point")
+    parser.add_argument("--threads", choices=["auto", "one", "rows", "all"], default="auto")
+    args = parser.parse_args(argv)
+    cells = args.cells.split(",")
+    for cell in cells:
+        if cell not in ("simple_rnn", "lstm", "gru"):
+            raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
+    if args.rounds < 1:
+        raise SystemExit(f"--rounds: expected at least 1, got {args.rounds}")
+    points = [(cell, parse_shape(s)) for cell in cells for s in args.shapes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="unrolled-ab-") as tmp:
+        base = Worker(export(args.base, pathlib.Path(tmp) / "base"), points, args.threads)
+        new = Worker(export(args.new, pathlib.Path(tmp) / "new"), points, args.threads)
+        print(f"| cell | shape | {args.base} ms | {args.new or 'working tree'} ms | new / base "
+              f"| per-round range | max abs diff |")
+        print("|---|---|---|---|---|---|---|")
+        try:
+            for i, (cell, shape) in enumerate(points):
+                once = min(min(base.sample(i, 1), new.sample(i, 1)) for _ in range(3))
+                calls = max(1, int(0.02 / max(once, 1e-7)))
+                times: dict = {"base": [], "new": []}
+                for r in range(args.rounds):
+                    pair = [("base", base), ("new", new)]
+                    for name, worker in (pair if r % 2 == 0 else pair[::-1]):
+                        times[name].append(worker.sample(i, calls))
+                ratios = [n / b for b, n in zip(times["base"], times["new"])]
+                paths = [str(pathlib.Path(tmp) / f"{name}.npy") for name in ("base", "new")]
+                base.output(i, paths[0])
+                new.output(i, paths[1])
+                diff = float(np.max(np.abs(np.load(paths[0]) - np.load(paths[1]))))
+                b, n = statistics.median(times["base"]), statistics.median(times["new"])
+                print(f"| {cell} | {tuple(shape)} | {b * 1e3:.4g} | {n * 1e3:.4g} | "
+                      f"{n / b:.3f} | {min(ratios):.2f}-{max(ratios):.2f} | {diff:.1e} |",
+                      flush=True)
+        finally:
+            base.close()
+            new.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
