@@ -37,10 +37,10 @@ products (`_numba_panels`, 13-20 s each to compile) are compiled at their first 
 loop is compiled apart for packed weights and for weights read in place, each calling one
 product; and the fused loops are loops of their own (`_numba_loops.FUSED_LOOPS`), not a branch
 of the BLAS loops, which call BLAS. On the benchmark machine, with an empty cache, the first
-call of an LSTM (32, 100, 16, 64) takes 19 s and of a GRU 22 s, each alone (the LSTM's took
-50 s when every product was compiled on import), the second of the two 10 s (they share the
-product), a SimpleRNN (4, 5, 1, 2)'s 2.7 s, and the tour with Numba installed 10 s in all
-(48 s; benchmarks/RESULTS.md, round 15).
+call of an LSTM (32, 100, 16, 64) takes 19-21 s and of a GRU 17-22 s, each alone (47-53 s when
+every product was compiled on import), the second of the two 5-11 s (they share the product),
+a layer at (4, 5, 1, 2) 3-8 s (36-42 s), and the tour with Numba installed 10 s in all (48 s;
+`benchmarks/first_call.py`, benchmarks/RESULTS.md round 15).
 `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """

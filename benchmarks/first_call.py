@@ -1,0 +1,86 @@
+"""What a new machine pays on a layer's first call: the compiled loops compiling, from nothing.
+
+    PYTHONPATH=src python benchmarks/first_call.py [--cells lstm,gru] [--shapes 32x100x16x64]
+
+Each point runs in a fresh process with an empty Numba cache directory of its own
+(`NUMBA_CACHE_DIR`), as a new install or CI's fresh checkout runs it: the seconds of the
+layer's first call (Numba's import, the compiled loops' modules' import and every compile they
+trigger), of its second call, and the step products it compiled (`unrolled.kernels._numba_panels`, compiled on first look-up). With
+`--after`, each point's process first calls a layer of that cell at the shape given, so the
+figure is what the point adds to a process that has compiled that much already.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CODE = r'''
+import json, sys, time
+import numpy as np
+from unrolled import layers
+
+make = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+spec = json.loads(sys.argv[1])
+for cell, shape in spec["before"]:
+    make[cell](shape[3])(np.ones(shape[:3], "float32"))
+cell, shape = spec["point"]
+layer = make[cell](shape[3], return_sequences=True)
+x = np.ones(shape[:3], "float32")
+start = time.perf_counter()
+layer(x)
+first = time.perf_counter() - start
+start = time.perf_counter()
+layer(x)
+second = time.perf_counter() - start
+from unrolled.kernels import _numba_panels  # after the calls: the first call imports it
+products = sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))
+print(json.dumps({"first": first, "second": second, "products": products}))
+'''
+
+
+def parse_shape(text: str) -> list[int]:
+    parts = text.lower().split("x")
+    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise SystemExit(f"--shapes: expected batch x timesteps x features x units, four "
+                         f"positive integers such as 32x100x16x64, got {text!r}")
+    return [int(p) for p in parts]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cells", default="simple_rnn,lstm,gru")
+    parser.add_argument("--shapes", default="4x5x1x2,32x100x16x64")
+    parser.add_argument("--after", default=None, metavar="CELL:SHAPE",
+                        help="call this layer first in each process, e.g. lstm:32x100x16x64")
+    args = parser.parse_args(argv)
+    before = []
+    if args.after:
+        cell, _, shape = args.after.partition(":")
+        before = [(cell, parse_shape(shape))]
+    print("| cell | shape | first call s | second call s | step products compiled |")
+    print("|---|---|---|---|---|")
+    for cell in args.cells.split(","):
+        if cell not in ("simple_rnn", "lstm", "gru"):
+            raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
+        for text in args.shapes.split(","):
+            shape = parse_shape(text)
+            with tempfile.TemporaryDirectory(prefix="unrolled-numba-cache-") as cache:
+                env = {**os.environ, "NUMBA_CACHE_DIR": cache}
+                spec = json.dumps({"point": (cell, shape), "before": before})
+                done = subprocess.run([sys.executable, "-c", CODE, spec], env=env,
+                                      capture_output=True, text=True)
+            if done.returncode != 0:
+                raise SystemExit(f"{cell} {tuple(shape)}: the process failed:\n{done.stderr}")
+            found = json.loads(done.stdout.strip().splitlines()[-1])
+            print(f"| {cell} | {tuple(shape)} | {found['first']:.1f} | {found['second']:.4f} | "
+                  f"{', '.join(found['products']) or 'none'} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
