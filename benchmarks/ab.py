@@ -31,6 +31,7 @@ import sys
 import tempfile
 
 import numpy as np
+from bench import parse_shapes  # benchmarks/ is on the path: the script's directory
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -125,14 +126,6 @@ def export(revision: str | None, into: pathlib.Path) -> pathlib.Path:
     return into / "src"
 
 
-def parse_shape(text: str) -> list[int]:
-    parts = text.lower().split("x")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise SystemExit(f"--shapes: expected batch x timesteps x features x units, four "
-                         f"positive integers such as 32x100x16x64, got {text!r}")
-    return [int(p) for p in parts]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("base", help="git revision measured first (the denominator)")
@@ -149,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
     if args.rounds < 1:
         raise SystemExit(f"--rounds: expected at least 1, got {args.rounds}")
-    points = [(cell, parse_shape(s)) for cell in cells for s in args.shapes.split(",")]
+    points = [(cell, list(shape)) for cell in cells for shape in parse_shapes(args.shapes)]
     with tempfile.TemporaryDirectory(prefix="unrolled-ab-") as tmp:
         base = Worker(export(args.base, pathlib.Path(tmp) / "base"), points, args.threads)
         new = Worker(export(args.new, pathlib.Path(tmp) / "new"), points, args.threads)

@@ -609,12 +609,13 @@ def versions() -> list[str]:
 
 
 def parse_shapes(text: str) -> list[tuple]:
+    """`--shapes`: comma-separated `batch x timesteps x features x units`, positive integers."""
     shapes = []
     for item in text.split(","):
         parts = item.lower().replace("(", "").replace(")", "").split("x")
-        if len(parts) != 4:
+        if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
             raise SystemExit(f"--shapes: {item!r} is not batch x timesteps x features x units, "
-                             f"e.g. 32x100x16x64")
+                             f"four positive integers, e.g. 32x100x16x64")
         shapes.append(tuple(int(p) for p in parts))
     return shapes
 

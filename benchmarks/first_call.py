@@ -5,9 +5,10 @@
 Each point runs in a fresh process with an empty Numba cache directory of its own
 (`NUMBA_CACHE_DIR`), as a new install or CI's fresh checkout runs it: the seconds of the
 layer's first call (Numba's import, the compiled loops' modules' import and every compile they
-trigger), of its second call, and the step products it compiled (`unrolled.kernels._numba_panels`, compiled on first look-up). With
-`--after`, each point's process first calls a layer of that cell at the shape given, so the
-figure is what the point adds to a process that has compiled that much already.
+trigger), of its second call, and the step products it compiled
+(`unrolled.kernels._numba_panels`, compiled at their first look-up). With `--after`, each
+point's process first calls a layer of that cell at the shape given, so the figure is what
+the point adds to a process that has compiled that much already.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import os
 import subprocess
 import sys
 import tempfile
+
+from bench import parse_shapes  # benchmarks/ is on the path: the script's directory
 
 CODE = r'''
 import json, sys, time
@@ -43,14 +46,6 @@ print(json.dumps({"first": first, "second": second, "products": products}))
 '''
 
 
-def parse_shape(text: str) -> list[int]:
-    parts = text.lower().split("x")
-    if len(parts) != 4 or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise SystemExit(f"--shapes: expected batch x timesteps x features x units, four "
-                         f"positive integers such as 32x100x16x64, got {text!r}")
-    return [int(p) for p in parts]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="simple_rnn,lstm,gru")
@@ -61,14 +56,18 @@ def main(argv: list[str] | None = None) -> int:
     before = []
     if args.after:
         cell, _, shape = args.after.partition(":")
-        before = [(cell, parse_shape(shape))]
-    print("| cell | shape | first call s | second call s | step products compiled |")
-    print("|---|---|---|---|---|")
-    for cell in args.cells.split(","):
+        if cell not in ("simple_rnn", "lstm", "gru") or not shape:
+            raise SystemExit(f"--after: expected CELL:SHAPE such as lstm:32x100x16x64, with CELL "
+                             f"simple_rnn, lstm or gru, got {args.after!r}")
+        before = [(cell, list(parse_shapes(shape)[0]))]
+    cells, shapes = args.cells.split(","), [list(s) for s in parse_shapes(args.shapes)]
+    for cell in cells:
         if cell not in ("simple_rnn", "lstm", "gru"):
             raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
-        for text in args.shapes.split(","):
-            shape = parse_shape(text)
+    print("| cell | shape | first call s | second call s | step products compiled |")
+    print("|---|---|---|---|---|")
+    for cell in cells:
+        for shape in shapes:
             with tempfile.TemporaryDirectory(prefix="unrolled-numba-cache-") as cache:
                 env = {**os.environ, "NUMBA_CACHE_DIR": cache}
                 spec = json.dumps({"point": (cell, shape), "before": before})
