@@ -281,3 +281,18 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:3] == ["True []", "True True [] ['columns_product']",
                                            "True [] ['columns_product']"], done.stdout
+
+
+def test_the_products_slp_setting_changes_under_numbas_compiler_lock():
+    """The products compile with LLVM's SLP vectorizer on, a process-wide Numba setting; it is
+    changed only while Numba's compiler lock is held, so that no other thread compiles with
+    it (a product looked up from Python compiles outside any loop's compile)."""
+    from numba.core.compiler_lock import global_compiler_lock
+
+    from unrolled.kernels import _numba_panels
+
+    before = _numba_panels.config.SLP_VECTORIZE
+    with _numba_panels._slp_vectorizer():
+        assert global_compiler_lock.is_locked()
+        assert _numba_panels.config.SLP_VECTORIZE == 1
+    assert _numba_panels.config.SLP_VECTORIZE == before

@@ -42,6 +42,7 @@ import contextlib
 import numba
 import numpy as np
 from numba.core import config
+from numba.core.compiler_lock import global_compiler_lock
 
 from unrolled.kernels import _panel_source
 
@@ -53,13 +54,17 @@ njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 @contextlib.contextmanager
 def _slp_vectorizer():
     # Numba reads the setting whenever it builds an optimization pipeline; setting it in its
-    # config module is the supported way besides the environment variable.
-    old = config.SLP_VECTORIZE
-    config.SLP_VECTORIZE = 1
-    try:
-        yield
-    finally:
-        config.SLP_VECTORIZE = old
+    # config module is the supported way besides the environment variable. Numba's compiler
+    # lock is held throughout, so that no other thread's compile sees the setting (a product
+    # looked up from Python, not from a compiling loop, may compile while another thread is
+    # compiling).
+    with global_compiler_lock:
+        old = config.SLP_VECTORIZE
+        config.SLP_VECTORIZE = 1
+        try:
+            yield
+        finally:
+            config.SLP_VECTORIZE = old
 
 
 # Each product is compiled for `a` and `out` C-contiguous only: for `a` of any layout it ran
