@@ -31,7 +31,9 @@ import sys
 import tempfile
 
 import numpy as np
-from bench import parse_shapes  # benchmarks/ is on the path: the script's directory
+
+# benchmarks/ is on the path: the script's directory
+from bench import CELLS, parse_cells, parse_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -131,15 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("base", help="git revision measured first (the denominator)")
     parser.add_argument("new", nargs="?", default=None,
                         help="git revision to compare (default: the working tree)")
-    parser.add_argument("--cells", default="simple_rnn,lstm,gru")
+    parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--shapes", default="32x100x16x64")
     parser.add_argument("--rounds", type=int, default=15, help="samples of each version a point")
     parser.add_argument("--threads", choices=["auto", "one", "rows", "all"], default="auto")
     args = parser.parse_args(argv)
-    cells = args.cells.split(",")
-    for cell in cells:
-        if cell not in ("simple_rnn", "lstm", "gru"):
-            raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
+    cells = parse_cells(args.cells)
     if args.rounds < 1:
         raise SystemExit(f"--rounds: expected at least 1, got {args.rounds}")
     points = [(cell, list(shape)) for cell in cells for shape in parse_shapes(args.shapes)]

@@ -608,6 +608,15 @@ def versions() -> list[str]:
     return found
 
 
+def parse_cells(text: str) -> list[str]:
+    """`--cells`: comma-separated names from CELLS."""
+    cells = [c.strip() for c in text.split(",") if c.strip()]
+    for c in cells:
+        if c not in CELLS:
+            raise SystemExit(f"--cells: unknown cell {c!r}; choose from {', '.join(CELLS)}")
+    return cells
+
+
 def parse_shapes(text: str) -> list[tuple]:
     """`--shapes`: comma-separated `batch x timesteps x features x units`, positive integers."""
     shapes = []
@@ -758,10 +767,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
     args = parser.parse_args(argv)
-    cells = [c.strip() for c in args.cells.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r}; choose from {', '.join(CELLS)}")
+    cells = parse_cells(args.cells)
     peers = [p.strip() for p in args.peers.split(",") if p.strip()]
     for p in peers:
         if p not in PEERS:

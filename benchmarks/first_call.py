@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 
-from bench import parse_shapes  # benchmarks/ is on the path: the script's directory
+# benchmarks/ is on the path: the script's directory
+from bench import CELLS, parse_cells, parse_shapes
 
 CODE = r'''
 import json, sys, time
@@ -48,7 +49,7 @@ print(json.dumps({"first": first, "second": second, "products": products}))
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="simple_rnn,lstm,gru")
+    parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--shapes", default="4x5x1x2,32x100x16x64")
     parser.add_argument("--after", default=None, metavar="CELL:SHAPE",
                         help="call this layer first in each process, e.g. lstm:32x100x16x64")
@@ -56,14 +57,11 @@ def main(argv: list[str] | None = None) -> int:
     before = []
     if args.after:
         cell, _, shape = args.after.partition(":")
-        if cell not in ("simple_rnn", "lstm", "gru") or not shape:
+        if cell not in CELLS or not shape:
             raise SystemExit(f"--after: expected CELL:SHAPE such as lstm:32x100x16x64, with CELL "
-                             f"simple_rnn, lstm or gru, got {args.after!r}")
+                             f"one of {', '.join(CELLS)}, got {args.after!r}")
         before = [(cell, list(parse_shapes(shape)[0]))]
-    cells, shapes = args.cells.split(","), [list(s) for s in parse_shapes(args.shapes)]
-    for cell in cells:
-        if cell not in ("simple_rnn", "lstm", "gru"):
-            raise SystemExit(f"--cells: expected simple_rnn, lstm or gru, got {cell!r}")
+    cells, shapes = parse_cells(args.cells), [list(s) for s in parse_shapes(args.shapes)]
     print("| cell | shape | first call s | second call s | step products compiled |")
     print("|---|---|---|---|---|")
     for cell in cells:
