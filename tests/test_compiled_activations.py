@@ -252,9 +252,11 @@ def test_fast_sigmoid_of_the_forward_loops_is_within_2e_7_of_the_sigmoid():
 def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
     """With an empty Numba cache (a new machine), a small-shape loop compiles no step product,
     and an LSTM whose fused loop reads `[W; U]` in place compiles that loop and
-    `columns_product` only: not the packed weights' `panel_product`, nor the BLAS loop (each
-    product takes 13-20 s to compile; all of them on import made an LSTM's first call 50 s).
-    A GRU after it compiles no product more: its products are on C-contiguous operands too."""
+    `columns_product` only: not the packed weights' `panel_product`, nor the BLAS loop (all of
+    them on import made an LSTM's first call 50 s). A GRU after it compiles no product more:
+    its products are on C-contiguous operands too. And no loop compiles Numba's message for a
+    slice assigned from an array of another shape (3.4 s of string formatting code, for a copy
+    of the initial state)."""
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     import os
     import subprocess
@@ -262,6 +264,14 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
 
     code = (
         "import numpy as np\n"
+        "from numba.core import event\n"
+        "compiles = []\n"
+        "class Compiles(event.Listener):\n"
+        "    def on_start(self, e):\n"
+        "        compiles.append(e.data['dispatcher'].py_func.__qualname__)\n"
+        "    def on_end(self, e):\n"
+        "        pass\n"
+        "event.register('numba:compile', Compiles())\n"
         "from unrolled import layers\n"
         "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
         "def looked_up():\n"
@@ -274,13 +284,15 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
         "      != [], _numba_loops.lstm_blas.signatures, looked_up())\n"
         "layers.GRU(64)(np.ones((32, 20, 16), 'float32'))\n"
         "print(_numba_loops.gru_own.signatures != [], _numba_loops.gru_blas.signatures,\n"
-        "      looked_up())\n")
+        "      looked_up())\n"
+        "print([n for n in compiles if 'shape_context' in n])\n")
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
            "UNROLLED_STEP_THREADS": "1"}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:3] == ["True []", "True True [] ['columns_product']",
-                                           "True [] ['columns_product']"], done.stdout
+    assert done.stdout.split("\n")[:4] == [
+        "True []", "True True [] ['columns_product']", "True [] ['columns_product']", "[]"
+    ], done.stdout
 
 
 def test_the_products_slp_setting_changes_under_numbas_compiler_lock():

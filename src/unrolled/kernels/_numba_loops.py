@@ -16,8 +16,8 @@ import numba
 import numpy as np
 from numba.extending import overload
 
-from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 from unrolled.kernels import _numba_panels as products
+from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -136,6 +136,15 @@ def _final_into(seq, h, need_seq):
 
 
 @njit
+def copy_into(dst, src):
+    # dst[:] = src, for 2-D arrays of one shape. A slice assignment compiles Numba's message for
+    # mismatched shapes, string formatting that took 3.4 s of a first call's compile.
+    for b in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[b, j] = src[b, j]
+
+
+@njit
 def copy_rows(seq, k, h, b0):
     # seq[k, b0:b0+rows] = h, without the slice object
     for b in range(h.shape[0]):
@@ -162,7 +171,7 @@ def lstm(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, code, gate_code, s
         if need_seq:
             copy_rows(seq, k, h, 0)
     _final_into(seq, h, need_seq)
-    c_final[:] = c
+    copy_into(c_final, c)
 
 
 @njit
@@ -697,7 +706,7 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     P = np.empty((1 if direct else chunk * B, U), dtype=np.float32)  # x U of a chunk
     hW = np.empty((B, U), dtype=np.float32)
     h = h_out[b0:b1]                    # the state; with `direct`, the output's last rows
-    h[:] = h0[b0:b1]
+    copy_into(h, h0[b0:b1])
     prev = h
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
@@ -723,7 +732,7 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
                 if need_seq:
                     copy_rows(seq, k, h, b0)
     if direct:
-        h[:] = prev
+        copy_into(h, prev)
 
 
 @njit_fused
@@ -737,8 +746,8 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
     P = np.empty((chunk * B, 4 * U), dtype=np.float32)
     hW = np.empty((B, 4 * U), dtype=np.float32)
     h, c = h_out[b0:b1], c_out[b0:b1]   # the states, updated in place after each product
-    h[:] = h0[b0:b1]
-    c[:] = c0[b0:b1]
+    copy_into(h, h0[b0:b1])
+    copy_into(c, c0[b0:b1])
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         _stage(stage, xt, start, stop, b0, b1)
@@ -831,7 +840,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 3 * U), dtype=np.float32)
     h = h_out[b0:b1]                    # the state, updated in place after the products
-    h[:] = h0[b0:b1]
+    copy_into(h, h0[b0:b1])
     if reset_after:                                                 # BLAS's products
         hW = np.empty((B, 3 * U), dtype=np.float32)
         W_zr = W_h = recurrent[:1]                                  # unused
@@ -889,7 +898,7 @@ def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_se
 def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
              panels, stacked, h_out, c_out, b0, b1):
     c = c_out[b0:b1]
-    c[:] = c0[b0:b1]
+    copy_into(c, c0[b0:b1])
     if panels is not None:
         lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None, c,
                    b0, b1)
