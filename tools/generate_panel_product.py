@@ -42,16 +42,22 @@ def panel_product(a, panels, out):
     """`out = a @ W` for `a (M, K)` and W (K, N) packed in `panels (ceil(N / {WIDTH}), K, {WIDTH})`.
 
     `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order. The last panel, when
-    N is not a multiple of {WIDTH}, is summed into `tail` and copied: a store that depends on the
-    column inside the block would keep LLVM from vectorizing the block (3x slower).
+    N is not a multiple of {WIDTH}, is summed into `tail`, (M, {WIDTH}), by the same blocks, and
+    copied: a store that depends on the column inside the block would keep LLVM from
+    vectorizing the block (3x slower).
     """
     M, K = a.shape
     n = out.shape[1]
     M4 = M - M % {ROWS}
     P = panels.shape[0]
     full = n // {WIDTH}
-    for p in range(full):
-        j = {WIDTH} * p
+    tail = out if full == P else np.empty((M, {WIDTH}), dtype=np.float32)
+    # the full panels into out, then the last into tail; switching arrays a panel at a time
+    # cost a reference count each, and up to 10% at 2 to 4 rows
+    for part in range(2):
+        dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)
+        for p in range(p0, p1):
+            j = {WIDTH} * (p - p0)
 '''
 
 ONE_ROW = f'''    if M - M4 == 1:
@@ -61,10 +67,10 @@ ONE_ROW = f'''    if M - M4 == 1:
 '''
 
 TAIL = f'''    if full < P:
-        p = full
-        j = {WIDTH} * p
-        width = n - j
-        tail = np.empty(({ROWS}, {WIDTH}), dtype=np.float32)
+        j = {WIDTH} * full
+        for i in range(M):
+            for c in range(n - j):
+                out[i, j + c] = tail[i, c]
 '''
 
 
@@ -111,12 +117,7 @@ def _at(row: str, r: int) -> str:
     return f"{row} + {r}" if r else row
 
 
-def _copy_tail(rows: int, indent: str) -> list[str]:
-    return [f"{indent}for c in range(width):"] + [
-        f"{indent}    out[{_at('i', r)}, j + c] = tail[{r}, c]" for r in range(rows)]
-
-
-def _rest(indent: str, target, tail: bool, smallest: int) -> list[str]:
+def _rest(indent: str, target, smallest: int) -> list[str]:
     """The last M % ROWS rows, if at least `smallest`, in one block of as many rows. A block of
     fewer rows has fewer independent sums to overlap the latency of a multiply-add: one row ran
     at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as four."""
@@ -124,8 +125,6 @@ def _rest(indent: str, target, tail: bool, smallest: int) -> list[str]:
     for rows in range(ROWS - 1, smallest - 1, -1):
         lines.append(f"{indent}{'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
         lines += _block(rows, indent + "    ", "i", target)
-        if tail:
-            lines += _copy_tail(rows, indent + "    ")
     return lines
 
 
@@ -184,20 +183,19 @@ def columns_source() -> str:
 
 def source() -> str:
     lines = [HEADER.rstrip("\n")]
-    to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
-    to_tail = lambda r, c: f"tail[{r}, {c}]"  # noqa: E731
-    lines.append(f"        for i in range(0, M4, {ROWS}):")
-    lines += _block(ROWS, " " * 12, "i", to_out)
-    lines += _rest(" " * 8, to_out, tail=False, smallest=2)
+    to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
+    lines.append(f"            for i in range(0, M4, {ROWS}):")
+    lines += _block(ROWS, " " * 16, "i", to_dst)
+    lines += _rest(" " * 12, to_dst, smallest=2)
     lines += ONE_ROW.rstrip("\n").split("\n")
     lines += _one_row(" " * 12)
-    lines.append(f"        for p in range(full - full % {PANELS}, full):")
-    lines.append(f"            j = {WIDTH} * p")
-    lines += _block(1, " " * 12, "i", to_out)
+    lines.append("        for part in range(2):")
+    lines.append(f"            dst, p0, p1 = (out, full - full % {PANELS}, full) if part == 0 "
+                 "else (tail, full, P)")
+    lines.append("            for p in range(p0, p1):")
+    lines.append(f"                j = {WIDTH} * p if part == 0 else 0")
+    lines += _block(1, " " * 16, "i", to_dst)
     lines.append(TAIL.rstrip("\n"))
-    lines.append(f"        for i in range(0, M4, {ROWS}):")
-    lines += _block(ROWS, " " * 12, "i", to_tail) + _copy_tail(ROWS, " " * 12)
-    lines += _rest(" " * 8, to_tail, tail=True, smallest=1)
     return "\n".join(lines) + "\n" + columns_source()
 
 
