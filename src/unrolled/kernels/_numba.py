@@ -235,6 +235,26 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
     return max(CHUNK_STEPS, CHUNK_BYTES // max(batch * max(gates * cell.units, features) * 4, 1))
 
 
+def _products_called(kind: str, fused: bool, stacked: Any) -> tuple[str, ...]:
+    """The step products (`_numba_panels`) the BLAS loop or fused loop of `kind` calls."""
+    if fused:
+        return ("columns_product",) if stacked is not None else ("panel_product",)
+    return ("panel_product",) if kind == "gru" else ()  # gru_blas's reset_before branch
+
+
+def compile_products_first(names: tuple[str, ...]) -> None:
+    """Look up these step products before a loop that calls them is compiled: each is compiled
+    on its own (or loaded from Numba's cache, a few milliseconds). A product compiled in the
+    middle of a loop's compile, where the loop first names it, took twice as long: 12.6 s
+    against 5.8 for `columns_product` (Numba's overload resolution does more work there), and
+    an LSTM (32, 100, 16, 64)'s first call 17.9 s against 11.8 (RESULTS.md, round 16)."""
+    if names:
+        from unrolled.kernels import _numba_panels
+
+        for name in names:
+            getattr(_numba_panels, name)
+
+
 def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
@@ -296,6 +316,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
         stacked = stacked_weights(cell) if fused else None
         packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
+        compile_products_first(_products_called(kind, fused, stacked))
 
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)

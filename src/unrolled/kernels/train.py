@@ -161,6 +161,7 @@ def _compiled(cell: Any, dtype: np.dtype) -> Any:
         _scipy_warm = True
     from unrolled.kernels import _numba_train
 
+    _numba.compile_products_first(("panel_product",))  # every training loop calls it
     return _numba_train
 
 
