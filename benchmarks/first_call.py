@@ -1,14 +1,16 @@
 """What a new machine pays on a layer's first call: the compiled loops compiling, from nothing.
 
     PYTHONPATH=src python benchmarks/first_call.py [--cells lstm,gru] [--shapes 32x100x16x64]
+        [--mode forward|train] [--after CELL:SHAPE]
 
 Each point runs in a fresh process with an empty Numba cache directory of its own
 (`NUMBA_CACHE_DIR`), as a new install or CI's fresh checkout runs it: the seconds of the
 layer's first call (Numba's import, the compiled loops' modules' import and every compile they
 trigger), of its second call, and the step products it compiled
-(`unrolled.kernels._numba_panels`, compiled at their first look-up). With `--after`, each
-point's process first calls a layer of that cell at the shape given, so the figure is what
-the point adds to a process that has compiled that much already.
+(`unrolled.kernels._numba_panels`, compiled at their first look-up). `--mode train` times a
+model of that one layer instead, its first and second `train_on_batch` (SGD, MSE). With
+`--after`, each point's process first calls a layer of that cell at the shape given, so the
+figure is what the point adds to a process that has compiled that much already.
 """
 
 from __future__ import annotations
@@ -33,13 +35,21 @@ spec = json.loads(sys.argv[1])
 for cell, shape in spec["before"]:
     make[cell](shape[3])(np.ones(shape[:3], "float32"))
 cell, shape = spec["point"]
-layer = make[cell](shape[3], return_sequences=True)
 x = np.ones(shape[:3], "float32")
+if spec["mode"] == "train":
+    from unrolled import models
+    model = models.Sequential([layers.Input(shape[1:3]), make[cell](shape[3])])
+    model.compile(optimizer="sgd", loss="mse")
+    y = np.ones((shape[0], shape[3]), "float32")
+    call = lambda: model.train_on_batch(x, y)
+else:
+    layer = make[cell](shape[3], return_sequences=True)
+    call = lambda: layer(x)
 start = time.perf_counter()
-layer(x)
+call()
 first = time.perf_counter() - start
 start = time.perf_counter()
-layer(x)
+call()
 second = time.perf_counter() - start
 from unrolled.kernels import _numba_panels  # after the calls: the first call imports it
 products = sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))
@@ -51,6 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--shapes", default="4x5x1x2,32x100x16x64")
+    parser.add_argument("--mode", choices=("forward", "train"), default="forward")
     parser.add_argument("--after", default=None, metavar="CELL:SHAPE",
                         help="call this layer first in each process, e.g. lstm:32x100x16x64")
     args = parser.parse_args(argv)
@@ -68,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         for shape in shapes:
             with tempfile.TemporaryDirectory(prefix="unrolled-numba-cache-") as cache:
                 env = {**os.environ, "NUMBA_CACHE_DIR": cache}
-                spec = json.dumps({"point": (cell, shape), "before": before})
+                spec = json.dumps({"point": (cell, shape), "before": before,
+                                   "mode": args.mode})
                 done = subprocess.run([sys.executable, "-c", CODE, spec], env=env,
                                       capture_output=True, text=True)
             if done.returncode != 0:
