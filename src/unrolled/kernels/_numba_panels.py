@@ -73,10 +73,12 @@ def _slp_vectorizer():
 #
 # Each is compiled (or loaded from Numba's cache) the first time it is looked up, by
 # `__getattr__` below: a compiled loop that calls it looks it up when it is itself compiled,
-# not when it is loaded from the cache. A fresh compile takes 13-20 s, so the small-shape
-# loops, which call neither, and each cell's loops compile only what they call: on a machine
-# with an empty cache, an LSTM layer's first call took 50 s when both were compiled on import
-# for two layouts of `a` (RESULTS.md, round 15).
+# not when it is loaded from the cache (`_numba.compile_products_first` looks a loop's product
+# up before the loop compiles: compiled in the middle of the loop's compile it took twice as
+# long). A fresh compile takes 5-7 s, so the small-shape loops, which call neither, and each
+# cell's loops compile only what they call: on a machine with an empty cache, an LSTM layer's
+# first call took 50 s when both were compiled on import for two layouts of `a` (RESULTS.md,
+# round 15).
 _SIGNATURES = {
     "panel_product": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
                                 numba.float32[:, ::1]),
