@@ -588,6 +588,35 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     assert _threads.current_threads() == before
 
 
+def test_row_blocks_run_off_the_callers_cpu(monkeypatch):
+    """`by_rows` keeps the pool's threads off the CPU of the thread that calls it (Linux, two
+    CPUs or more, as CI and the benchmark machine): left to the scheduler, the two blocks of a
+    call often ran on one CPU, one after the other, for streaks of many calls. When the caller
+    is found on another CPU, the threads move."""
+    import os
+    import threading
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("CPU affinity is Linux's, and needs two CPUs")
+    cpus = frozenset(os.sched_getaffinity(0))
+
+    def where(b0, b1):
+        return b0, threading.get_native_id(), frozenset(os.sched_getaffinity(0))
+
+    def blocks():
+        found = _threads.by_rows(where, (), 4, 2)
+        return [mask for b0, tid, mask in found if tid != threading.get_native_id()]
+
+    blocks()                            # the pool's thread exists from the first call on
+    [mask] = blocks()
+    caller = _threads._placed[0]
+    assert mask == cpus - {caller}
+    moved = min(cpus - {caller})
+    monkeypatch.setattr(_threads, "_current_cpu", lambda: moved)
+    [mask] = blocks()
+    assert mask == cpus - {moved}
+
+
 def test_the_thread_setting_is_chosen_by_timing_each():
     ONE, ALL, ROWS = _threads.ONE, _threads.ALL, _threads.ROWS
     cost = {ONE: 1.0, ALL: 3.0, ROWS: 6.0}

@@ -241,22 +241,76 @@ def step_threads(work: int, key: Any = None, parts: int = 1,
 
 
 _pool: Any = None
+# The pool's threads (their kernel ids), and how they were last placed (see _place_workers).
+_workers: list[int] = []
+_placed: tuple | None = None
+_cpus: frozenset = frozenset()
+_current_cpu: Any = None    # glibc's sched_getcpu, where there is one
+
+
+def _note_worker() -> None:
+    # the pool's initializer, in each of its threads
+    _workers.append(threading.get_native_id())
+
+
+def _start_pool() -> Any:
+    global _pool, _cpus, _current_cpu
+    from concurrent.futures import ThreadPoolExecutor
+
+    if hasattr(os, "sched_setaffinity"):
+        try:
+            import ctypes
+
+            _current_cpu = ctypes.CDLL(None).sched_getcpu
+            _current_cpu.restype = ctypes.c_int
+            _current_cpu.argtypes = ()
+            _cpus = frozenset(os.sched_getaffinity(0))
+        except (OSError, AttributeError):
+            _current_cpu = None
+    _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
+                               thread_name_prefix="unrolled-rows", initializer=_note_worker)
+    return _pool
+
+
+def _place_workers() -> None:
+    """Keep the pool's threads off the CPU the calling thread is on (Linux): each may run on
+    any of the process's other CPUs. Left to itself, the scheduler often woke the pool's thread
+    on the caller's own CPU and kept both there for many calls, so that two blocks of rows ran
+    one after the other: on the 2-vCPU benchmark machine, after a pause or another library's
+    work, LSTM (32, 100, 16, 64) calls in two blocks took 2.2-3.0 ms for streaks of ten calls
+    and more, as long as on one thread, against 1.2-1.4 ms with the threads on two CPUs. Placed
+    this way, 1.2-1.9 ms after the first call (RESULTS.md, round 16). The affinity is set again
+    only when the caller has moved to another CPU, or the pool has grown."""
+    global _placed
+    if _current_cpu is None:
+        return
+    cpu = _current_cpu()
+    placed = (cpu, len(_workers))
+    if placed == _placed:
+        return
+    others = _cpus - {cpu}
+    if cpu < 0 or not others:
+        return
+    for worker in list(_workers):
+        try:
+            os.sched_setaffinity(worker, others)
+        except OSError:         # a thread gone, or a CPU no longer ours: leave it to the kernel
+            pass
+    _placed = placed
 
 
 def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
     """`[fn(*args, b0, b1) for each block]` over `blocks` blocks of the `rows` rows, all but the
-    first on a pool's threads (the compiled loops release the GIL), each with one BLAS thread."""
+    first on a pool's threads (the compiled loops release the GIL), each with one BLAS thread,
+    and each on another CPU than the caller's where the system lets it say so
+    (`_place_workers`)."""
     if blocks <= 1:
         return [fn(*args, 0, rows)]
-    global _pool
-    if _pool is None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
-                                   thread_name_prefix="unrolled-rows")
+    pool = _pool if _pool is not None else _start_pool()
+    _place_workers()
     bounds = [rows * i // blocks for i in range(blocks + 1)]
     with one_thread():
-        futures = [_pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
+        futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
         try:
             first = fn(*args, bounds[0], bounds[1])
         finally:
