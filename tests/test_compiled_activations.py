@@ -313,3 +313,29 @@ def test_the_products_slp_setting_changes_under_numbas_compiler_lock():
         assert global_compiler_lock.is_locked()
         assert _numba_panels.config.SLP_VECTORIZE == 1
     assert _numba_panels.config.SLP_VECTORIZE == before
+
+
+def test_a_loop_that_calls_no_blas_is_not_offered_one_blas_thread(monkeypatch):
+    """A fused loop multiplies with its own products, so one BLAS thread (`ONE`) and BLAS's own
+    count (`ALL`) are the same call: its thread choice offers `ALL` and blocks of rows only.
+    A loop that calls BLAS (the GRU with reset_after=False, whose BLAS loop projects by
+    `np.dot`) is offered all three."""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    from unrolled import layers
+    from unrolled.kernels import _numba, _threads
+
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_threads, "_choices", {})
+    if not _threads.blas_controllers():
+        pytest.skip("threadpoolctl finds no BLAS: no thread choice")
+    x = np.ones((32, 20, 16), "float32")
+    for layer, offered in [(layers.LSTM(64), {_threads.ALL, _threads.ROWS}),
+                           (layers.GRU(64, reset_after=False),
+                            {_threads.ONE, _threads.ALL, _threads.ROWS})]:
+        layer(x)
+        layer(x)
+        [choice] = [c for key, c in _threads._choices.items()
+                    if key[1] == (type(layer.cell),)]
+        assert set(choice.times) == offered, (type(layer).__name__, choice.times)

@@ -58,8 +58,8 @@ class Plan:
     cells drops the plan (`Layer.__setattr__`); so does turning the compiled loops on or off.
     """
 
-    __slots__ = ("cells", "kernels", "work", "parts", "shape", "dtype", "compiled", "states",
-                 "single", "plain")
+    __slots__ = ("cells", "kernels", "work", "parts", "blas", "shape", "dtype", "compiled",
+                 "states", "single", "plain")
 
     def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
         self.cells, self.kernels = cells, kernels
@@ -69,6 +69,8 @@ class Plan:
         # blocks of rows at once: only when every kernel is a compiled loop that runs them
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
+        # whether any kernel calls BLAS: if none does, one BLAS thread and all are one setting
+        self.blas = any(getattr(k, "blas", True) for k in kernels)
         self.shape, self.dtype = x.shape, x.dtype
         self.compiled = _numba.enabled
         self.states: list | None = None
@@ -144,7 +146,8 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
     # small products), every thread, or blocks of rows on threads: timed per kind of call; see
     # _threads.
     if _threads.chooses(plan.work, plan.parts):
-        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells)), plan.parts):
+        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells)), plan.parts,
+                          blas=plan.blas):
             seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
     else:
         seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)

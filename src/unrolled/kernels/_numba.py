@@ -336,5 +336,6 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
+        kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel

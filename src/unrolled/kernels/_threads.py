@@ -210,12 +210,15 @@ def blocks(rows: int) -> int:
 
 @contextlib.contextmanager
 def step_threads(work: int, key: Any = None, parts: int = 1,
-                 rows_one_thread: bool = True) -> Iterator[None]:
+                 rows_one_thread: bool = True, blas: bool = True) -> Iterator[None]:
     """Run the body under the setting chosen for calls of kind `key` (default: all calls of
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
     body's compiled loops read `parts()`). Under `ROWS` the body has one BLAS thread, unless
     `rows_one_thread` is False: then only the row blocks do (`by_rows` limits them), and the
-    body's other products keep every thread (the training kernels' whole-sequence products)."""
+    body's other products keep every thread (the training kernels' whole-sequence products).
+    `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
+    call and only `ALL` is on offer; trying both cost twice the tries of a slower setting (in
+    the benchmark's rotation, where the host slowed the row blocks, a try every few calls)."""
     if not chooses(work, parts) or not blas_controllers():
         yield
         return
@@ -223,7 +226,8 @@ def step_threads(work: int, key: Any = None, parts: int = 1,
         with _one_thread():
             yield
         return
-    options = ((ONE, ALL) if in_range(work) else (ALL,)) + ((ROWS,) if parts > 1 else ())
+    options = ((ONE, ALL) if in_range(work) and blas else (ALL,)) + ((ROWS,) if parts > 1
+                                                                     else ())
     choice = _choice((work, parts) if key is None else key, options)
     first = choice.calls == 0
     setting = choice.pick()
