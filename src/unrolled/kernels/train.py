@@ -158,10 +158,10 @@ def _compiled(cell: Any, dtype: np.dtype) -> Any:
     global _scipy_warm
     if not _scipy_warm:
         _warm_blas(scipy_too=True)
+        _numba.compile_products_first(("panel_product",))  # every training loop calls it
         _scipy_warm = True
     from unrolled.kernels import _numba_train
 
-    _numba.compile_products_first(("panel_product",))  # every training loop calls it
     return _numba_train
 
 
