@@ -326,7 +326,7 @@ def test_a_loop_that_calls_no_blas_is_not_offered_one_blas_thread(monkeypatch):
 
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_threads, "MODE", "auto")
-    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
     monkeypatch.setattr(_threads, "_choices", {})
     if not _threads.blas_controllers():
         pytest.skip("threadpoolctl finds no BLAS: no thread choice")

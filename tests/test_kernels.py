@@ -617,6 +617,25 @@ def test_row_blocks_run_off_the_callers_cpu(monkeypatch):
     assert mask == cpus - {moved}
 
 
+def test_row_blocks_count_the_cpus_the_process_may_use(monkeypatch):
+    """Blocks of rows: at most one a CPU the process may run on, not one a CPU of the machine
+    (a container's CPU set or `taskset` may allow fewer): limited to one CPU, no blocks."""
+    import os
+
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("CPU affinity is Linux's, and needs two CPUs")
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    allowed = os.sched_getaffinity(0)
+    big = 1 << 30
+    assert _threads.row_parts(64, big) == min(len(allowed), 64 // _threads.ROW_BLOCK_MIN)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        assert _threads.cores() == 1
+        assert _threads.row_parts(64, big) == 1
+    finally:
+        os.sched_setaffinity(0, allowed)
+
+
 def test_the_thread_setting_is_chosen_by_timing_each():
     ONE, ALL, ROWS = _threads.ONE, _threads.ALL, _threads.ROWS
     cost = {ONE: 1.0, ALL: 3.0, ROWS: 6.0}
@@ -859,7 +878,7 @@ def test_row_blocks_are_offered_for_compiled_loops_with_enough_work(monkeypatch)
     monkeypatch.setattr(_numba, "WORK_MAX", SHIPPED_WORK_MAX)
     monkeypatch.setattr(_numba, "BLAS_MIN", SHIPPED_BLAS_MIN)
     monkeypatch.setattr(_threads, "MODE", "auto")
-    monkeypatch.setattr(_threads.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
     x = np.zeros((32, 100, 16), dtype="float32")
     rnn = layers.LSTM(64, name="kernel_test_rows")
     rnn.build(x.shape)

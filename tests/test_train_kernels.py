@@ -393,7 +393,7 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
     monkeypatch.setattr(_threads, "parts", _REAL_PARTS)
     monkeypatch.setattr(_threads, "ROW_BLOCK_MIN", 1)
     monkeypatch.setattr(train, "ROW_BLOCK_WORK_MIN", 0)
-    monkeypatch.setattr(train.os, "cpu_count", lambda: 3)
+    monkeypatch.setattr(_threads, "cores", lambda: 3)
     monkeypatch.setattr(_threads, "MODE", "auto")
     monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
     monkeypatch.setattr(_threads, "blas_controllers", lambda: ["stand-in"])  # so it chooses

@@ -51,8 +51,8 @@ import time
 from typing import Any, Iterator
 
 __all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
-           "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "STEP_WORK_MIN",
-           "STEP_WORK_MAX", "blas_controllers"]
+           "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS",
+           "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
 # below it BLAS runs one thread anyway and switching would cost more than it saves.
@@ -178,13 +178,22 @@ def _choice(key: Any, options: tuple) -> ThreadChoice:
     return found
 
 
+def cores() -> int:
+    """How many CPUs this process may run on: its CPU affinity where the system has one (a
+    container's CPU set or `taskset` may allow fewer CPUs than the machine has, and
+    `os.cpu_count()` counts the machine's), else `os.cpu_count()`."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
+    return os.cpu_count() or 1
+
+
 def row_parts(batch: int, call_work: int) -> int:
     """How many blocks of rows a call of `batch` rows and `call_work` recurrent multiply-adds
-    may be split into (1: not at all)."""
-    cores = os.cpu_count() or 1
-    if cores < 2 or MODE != "auto" or batch < 2 * ROW_BLOCK_MIN or call_work < ROW_WORK_MIN:
+    may be split into (1: not at all): at most one a CPU the process may use (`cores`)."""
+    n = cores()
+    if n < 2 or MODE != "auto" or batch < 2 * ROW_BLOCK_MIN or call_work < ROW_WORK_MIN:
         return 1
-    return min(cores, batch // ROW_BLOCK_MIN)
+    return min(n, batch // ROW_BLOCK_MIN)
 
 
 def chooses(work: int, parts: int = 1) -> bool:
@@ -271,7 +280,7 @@ def _start_pool() -> Any:
             _cpus = frozenset(os.sched_getaffinity(0))
         except (OSError, AttributeError):
             _current_cpu = None
-    _pool = ThreadPoolExecutor(max_workers=(os.cpu_count() or 2) - 1,
+    _pool = ThreadPoolExecutor(max_workers=max(1, cores() - 1),
                                thread_name_prefix="unrolled-rows", initializer=_note_worker)
     return _pool
 

@@ -492,8 +492,9 @@ def _own_product(W: np.ndarray, parts: int) -> bool:
 
 
 def _row_parts(B: int, step_work: int, work: int) -> int:
-    """How many row blocks the compiled loops may run at once (1: on this thread only)."""
-    cores = os.cpu_count() or 1
+    """How many row blocks the compiled loops may run at once (1: on this thread only): at most
+    one a CPU the process may use."""
+    cores = _threads.cores()
     if (cores < 2 or _threads.MODE != "auto" or B < 2 * _threads.ROW_BLOCK_MIN
             or work < ROW_BLOCK_WORK_MIN or step_work <= _threads.STEP_WORK_MIN
             or _threads.limited()):
