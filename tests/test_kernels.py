@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import os
 
 import numpy as np
 import pytest
@@ -588,16 +589,20 @@ def test_thread_setting_restored_when_the_loop_raises(rng, monkeypatch):
     assert _threads.current_threads() == before
 
 
+# CPU affinity is Linux's; these tests need two CPUs to place threads on (CI has two)
+_TWO_CPUS = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="CPU affinity is Linux's, and needs two CPUs")
+
+
+@_TWO_CPUS
 def test_row_blocks_run_off_the_callers_cpu(monkeypatch):
     """`by_rows` keeps the pool's threads off the CPU of the thread that calls it (Linux, two
     CPUs or more, as CI and the benchmark machine): left to the scheduler, the two blocks of a
     call often ran on one CPU, one after the other, for streaks of many calls. When the caller
     is found on another CPU, the threads move."""
-    import os
     import threading
 
-    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("CPU affinity is Linux's, and needs two CPUs")
     cpus = frozenset(os.sched_getaffinity(0))
 
     def where(b0, b1):
@@ -617,13 +622,10 @@ def test_row_blocks_run_off_the_callers_cpu(monkeypatch):
     assert mask == cpus - {moved}
 
 
+@_TWO_CPUS
 def test_row_blocks_count_the_cpus_the_process_may_use(monkeypatch):
     """Blocks of rows: at most one a CPU the process may run on, not one a CPU of the machine
     (a container's CPU set or `taskset` may allow fewer): limited to one CPU, no blocks."""
-    import os
-
-    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
-        pytest.skip("CPU affinity is Linux's, and needs two CPUs")
     monkeypatch.setattr(_threads, "MODE", "auto")
     allowed = os.sched_getaffinity(0)
     big = 1 << 30
