@@ -382,11 +382,12 @@ def test_training_step_skips_only_the_model_inputs_gradient(rng, monkeypatch):
 
 
 def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch):
-    """Each phase of a compiled training call is timed under one BLAS thread, every thread and
-    blocks of rows (`_threads.ROWS`) for enough work, and the loops run what the choice picked:
-    under ROWS, blocks of rows each limited to one thread, while the whole-sequence products
-    outside the blocks keep every thread. The results do not depend on the setting, and no
-    limit outlasts a call. (The same on every path: it turns the compiled loops on itself.)"""
+    """Each phase of a compiled training call with rows enough is timed under one BLAS thread
+    and blocks of rows (`_threads.ROWS`), never BLAS's own thread count (whose threads would
+    spin on the CPUs the blocks need), and the loops run what the choice picked: under ROWS,
+    the loop and the whole-sequence products in blocks of rows, every block and product on
+    one BLAS thread. The results do not depend on the setting, and no limit outlasts a call.
+    (The same on every path: it turns the compiled loops on itself.)"""
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
     pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
     monkeypatch.setattr(_numba, "enabled", True)
@@ -399,14 +400,6 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
     monkeypatch.setattr(_threads, "blas_controllers", lambda: ["stand-in"])  # so it chooses
     monkeypatch.setattr(_threads, "_one_thread", _Limit)
     monkeypatch.setattr(train, "ENABLED", True)
-    calls = []                                  # (blocks, limits held when the loop started)
-    real_by_rows = train._by_rows
-
-    def by_rows(fn, args, rows, blocks):
-        calls.append((blocks, _Limit.depth))
-        return real_by_rows(fn, args, rows, blocks)
-
-    monkeypatch.setattr(train, "_by_rows", by_rows)
     picked = []
     real_pick = _threads.ThreadChoice.pick
 
@@ -415,6 +408,24 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
         return picked[-1]
 
     monkeypatch.setattr(_threads.ThreadChoice, "pick", pick)
+    calls = []          # (the phase's setting, blocks, limits held when the blocks started)
+    real_by_rows = train._by_rows
+
+    def by_rows(fn, args, rows, blocks):
+        calls.append((picked[-1], fn.__name__, blocks, _Limit.depth))
+        return real_by_rows(fn, args, rows, blocks)
+
+    monkeypatch.setattr(train, "_by_rows", by_rows)
+    products = []       # limits held in each whole-sequence product
+    for name in ("_matmul_rows", "_at_b_rows"):
+        real = getattr(train, name)
+
+        def counted(*args, _real=real):
+            products.append(_Limit.depth)
+            return _real(*args)
+
+        counted.__name__ = name
+        monkeypatch.setattr(train, name, counted)
     layer = layers.LSTM(U, return_sequences=True)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(B, T, F)).astype("float32")
@@ -430,10 +441,13 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
         assert _Limit.depth == 0
     for phase in ("forward", "backward"):
         assert set(_threads._choices[(id(layer), B, phase, "kernel")].times) == {
-            _threads.ONE, _threads.ALL, _threads.ROWS}
-    assert set(picked) == {_threads.ONE, _threads.ALL, _threads.ROWS}
-    expected = {_threads.ONE: (1, 1), _threads.ALL: (1, 0), _threads.ROWS: (3, 0)}
-    assert calls == [expected[s] for s in picked]
+            _threads.ONE, _threads.ROWS}
+    assert set(picked) == {_threads.ONE, _threads.ROWS}
+    # one BLAS thread around everything: blocks of 3 rows under ROWS, one block under ONE
+    assert {(s, b, d) for s, _, b, d in calls} == {(_threads.ONE, 1, 1), (_threads.ROWS, 3, 1)}
+    in_rows = {fn for s, fn, _, _ in calls if s == _threads.ROWS}
+    assert {"lstm_forward", "lstm_backward", "_matmul_rows", "_at_b_rows"} <= in_rows
+    assert products and min(products) >= 1
     for other in outputs[1:]:
         for a, b in zip(outputs[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)

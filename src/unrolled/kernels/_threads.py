@@ -218,16 +218,20 @@ def blocks(rows: int) -> int:
 
 
 @contextlib.contextmanager
-def step_threads(work: int, key: Any = None, parts: int = 1,
-                 rows_one_thread: bool = True, blas: bool = True) -> Iterator[None]:
+def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
+                 every_thread: bool = True) -> Iterator[None]:
     """Run the body under the setting chosen for calls of kind `key` (default: all calls of
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
-    body's compiled loops read `parts()`). Under `ROWS` the body has one BLAS thread, unless
-    `rows_one_thread` is False: then only the row blocks do (`by_rows` limits them), and the
-    body's other products keep every thread (the training kernels' whole-sequence products).
+    body's compiled loops read `parts()`). Under `ONE` and `ROWS` the body has one BLAS thread.
     `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
     call and only `ALL` is on offer; trying both cost twice the tries of a slower setting (in
-    the benchmark's rotation, where the host slowed the row blocks, a try every few calls)."""
+    the benchmark's rotation, where the host slowed the row blocks, a try every few calls).
+    `every_thread=False`: `ALL` is not on offer beside `ROWS` (the training kernels, which run
+    their other products in blocks of rows too). After a product on several threads,
+    OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs the next
+    row blocks need: a training step of LSTM (32, 100, 16, 64) took 10.6-10.8 ms so, and
+    6.1-7.0 ms with the spinning cut short (RESULTS.md, round 17). Each try of `ALL` would
+    start that again."""
     if not chooses(work, parts) or not blas_controllers():
         yield
         return
@@ -235,13 +239,15 @@ def step_threads(work: int, key: Any = None, parts: int = 1,
         with _one_thread():
             yield
         return
-    options = ((ONE, ALL) if in_range(work) and blas else (ALL,)) + ((ROWS,) if parts > 1
-                                                                     else ())
+    one_all = (ONE, ALL) if in_range(work) and blas else (ALL,)
+    if parts > 1 and not every_thread:
+        one_all = (ONE,) if blas else (ALL,)
+    options = one_all + ((ROWS,) if parts > 1 else ())
     choice = _choice((work, parts) if key is None else key, options)
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
-    limit = setting == ONE or (setting == ROWS and rows_one_thread)
+    limit = setting in (ONE, ROWS)
     outer = getattr(_local, "parts", 1)   # a choice inside another's body keeps its blocks
     with _one_thread() if limit else contextlib.nullcontext():
         _local.parts = parts if setting == ROWS else outer

@@ -417,7 +417,7 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     else:
         b_in, b_rec = bias, None
     P = kept.empty("P", (T, B, G * U), dtype)                       # pre-activations
-    np.matmul(X.reshape(T * B, F), cell.kernel, out=P.reshape(T * B, G * U))  # all x_t U at once
+    _matmul(X.reshape(T * B, F), cell.kernel, P.reshape(T * B, G * U))  # all x_t U at once
     A = kept.empty("A", P.shape, dtype)                             # post-activation gates
     H = kept.empty("H", (T + 1, B, U), dtype)                       # h_0 .. h_T
     np.copyto(H[0], states[0])
@@ -505,18 +505,24 @@ def _row_parts(B: int, step_work: int, work: int) -> int:
 def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
     """The thread setting of one phase ("forward" or "backward") of a training call, timed
     for this layer, batch size and phase (unrolled.kernels._threads.step_threads): one BLAS
-    thread, every thread, or, for the compiled loops, blocks of batch rows at once (`ROWS`;
-    the loops read `_threads.parts()`), the whole-sequence products then keeping every thread.
+    thread or every thread; or, for the compiled loops with rows enough, one BLAS thread or
+    blocks of batch rows at once (`ROWS`; the loops read `_threads.parts()`), where the
+    whole-sequence products run in blocks of rows as well (`_matmul`, `_at_b`), each on one
+    BLAS thread.
 
-    On the shared 2-core machine each is fastest at some load: LSTM (256, 100, 256, 1024) took
-    11.8 s a step in two row blocks and 13.2 s with BLAS on two threads while a core was idle,
-    and with a busy core an every-thread try of LSTM (32, 100, 16, 64) took 43 ms instead of
-    21. A setting r times slower is tried again every (r - 1) / 2% calls."""
+    Beside row blocks, BLAS never gets more than one thread: after a product on two threads,
+    OpenBLAS's second thread spins for about 0.1 s waiting for the next, on the CPU the pool's
+    block needs, and that took LSTM (32, 100, 16, 64) training steps from 6.1-7.0 ms to
+    10.6-10.8 (RESULTS.md, round 17). On the shared 2-core machine each setting is fastest at
+    some load: LSTM (256, 100, 256, 1024) took 11.8 s a step in two row blocks and 13.2 s with
+    BLAS on two threads while a core was idle, and with a busy core an every-thread try of
+    LSTM (32, 100, 16, 64) took 43 ms instead of 21. A setting r times slower is tried again
+    every (r - 1) / 2% calls."""
     cell = rnn.cell
     G, U = _GATES[type(cell)], cell.units
     step_work = B * G * U * U
     parts = _row_parts(B, step_work, T * step_work) if compiled else 1
-    return step_threads(step_work, (id(rnn), B, phase, "kernel"), parts, rows_one_thread=False)
+    return step_threads(step_work, (id(rnn), B, phase, "kernel"), parts, every_thread=False)
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
@@ -722,16 +728,45 @@ class _Rule:
             np.add(self.d_out[k - 1], self.d_out[k], out=self.d_out[k - 1], where=inv)
 
 
+def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
+    """`out = a @ b` for a whole sequence's rows; under row blocks (`_threads.parts()`), in as
+    many blocks of `a`'s rows on the pool's threads, each with one BLAS thread (see
+    `_phase_threads`)."""
+    parts = _threads.blocks(a.shape[0])
+    if parts == 1:
+        np.matmul(a, b, out=out)
+    else:
+        _by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
+
+
+def _matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
+    np.matmul(a[r0:r1], b, out=out[r0:r1])
+
+
 _CHUNK_ROWS = 128
 
 
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows.
+    Under row blocks (`_threads.parts()`), each block of rows sums its own on a thread of the
+    pool with one BLAS thread, and the blocks' sums are added in order (see `_phase_threads`).
 
     With n <= 256 and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs this
     product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took 336 ms,
     and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or 1024 is
     as fast whole as in pieces. So narrow, tall products go in 128-row pieces."""
+    parts = _threads.blocks(b.shape[0])
+    if parts > 1:
+        first, *rest = _by_rows(_at_b_rows, (a, b), b.shape[0], parts)
+        for part in rest:
+            first += part
+        return first
+    return _at_b_rows(a, b, 0, b.shape[0])
+
+
+def _at_b_rows(a: np.ndarray, b: np.ndarray, r0: int, r1: int) -> np.ndarray:
+    # `a[r0:r1]^T b[r0:r1]`, on this thread's BLAS
+    a, b = a[r0:r1], b[r0:r1]
     rows, n = b.shape
     if n > 256 or rows < 64 * _CHUNK_ROWS:
         return a.T @ b
@@ -754,7 +789,7 @@ def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray | None
     if not tape.need_dx:
         return None
     d_xt = tape.buffers.empty("d_xt", (T, B, F), flat.dtype)        # processing order
-    np.matmul(flat, cell.kernel.T, out=d_xt.reshape(T * B, F))
+    _matmul(flat, cell.kernel.T, d_xt.reshape(T * B, F))
     d_x = d_xt.transpose(1, 0, 2)
     if tape.order[0] != 0:                                          # go_backwards
         d_x = d_x[:, ::-1]
