@@ -417,7 +417,7 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
 
     monkeypatch.setattr(train, "_by_rows", by_rows)
     products = []       # limits held in each whole-sequence product
-    for name in ("_matmul_rows", "_at_b_rows"):
+    for name in ("_matmul_rows", "_at_b_columns"):
         real = getattr(train, name)
 
         def counted(*args, _real=real):
@@ -446,7 +446,7 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
     # one BLAS thread around everything: blocks of 3 rows under ROWS, one block under ONE
     assert {(s, b, d) for s, _, b, d in calls} == {(_threads.ONE, 1, 1), (_threads.ROWS, 3, 1)}
     in_rows = {fn for s, fn, _, _ in calls if s == _threads.ROWS}
-    assert {"lstm_forward", "lstm_backward", "_matmul_rows", "_at_b_rows"} <= in_rows
+    assert {"lstm_forward", "lstm_backward", "_matmul_rows", "_at_b_columns"} <= in_rows
     assert products and min(products) >= 1
     for other in outputs[1:]:
         for a, b in zip(outputs[0], other):

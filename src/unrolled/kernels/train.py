@@ -748,35 +748,37 @@ _CHUNK_ROWS = 128
 
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows.
-    Under row blocks (`_threads.parts()`), each block of rows sums its own on a thread of the
-    pool with one BLAS thread, and the blocks' sums are added in order (see `_phase_threads`).
-
-    With n <= 256 and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs this
-    product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took 336 ms,
-    and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or 1024 is
-    as fast whole as in pieces. So narrow, tall products go in 128-row pieces."""
-    parts = _threads.blocks(b.shape[0])
+    Under row blocks (`_threads.parts()`), in as many blocks of the result's columns on the
+    pool's threads, each with one BLAS thread (see `_phase_threads`): each block sums over all
+    the rows, so no partial sums are held and added (at the largest point, with blocks of rows,
+    a (1024, 4096) partial sum a block)."""
+    out = np.empty((a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
+    parts = _threads.blocks(b.shape[1])
     if parts > 1:
-        first, *rest = _by_rows(_at_b_rows, (a, b), b.shape[0], parts)
-        for part in rest:
-            first += part
-        return first
-    return _at_b_rows(a, b, 0, b.shape[0])
+        _by_rows(_at_b_columns, (a, b, out), b.shape[1], parts)
+    else:
+        _at_b_columns(a, b, out, 0, b.shape[1])
+    return out
 
 
-def _at_b_rows(a: np.ndarray, b: np.ndarray, r0: int, r1: int) -> np.ndarray:
-    # `a[r0:r1]^T b[r0:r1]`, on this thread's BLAS
-    a, b = a[r0:r1], b[r0:r1]
+def _at_b_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, c0: int, c1: int) -> None:
+    """`out[:, c0:c1] = a^T b[:, c0:c1]`, on this thread's BLAS.
+
+    With n <= 256 columns and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs
+    this product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took
+    336 ms, and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or
+    1024 is as fast whole as in pieces. So narrow, tall products go in 128-row pieces."""
+    b, o = b[:, c0:c1], out[:, c0:c1]
     rows, n = b.shape
     if n > 256 or rows < 64 * _CHUNK_ROWS:
-        return a.T @ b
-    out = a[:_CHUNK_ROWS].T @ b[:_CHUNK_ROWS]                     # (m, n)
-    part = np.empty_like(out)
+        np.matmul(a.T, b, out=o)
+        return
+    np.matmul(a[:_CHUNK_ROWS].T, b[:_CHUNK_ROWS], out=o)          # (m, n)
+    part = np.empty(o.shape, dtype=o.dtype)
     for start in range(_CHUNK_ROWS, rows, _CHUNK_ROWS):
         stop = min(start + _CHUNK_ROWS, rows)
         np.matmul(a[start:stop].T, b[start:stop], out=part)
-        out += part
-    return out
+        o += part
 
 
 def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray | None:
