@@ -286,3 +286,79 @@ def test_config_round_trip_is_silent():
         warnings.simplefilter("error")
         for layer in (layers.Dense(2), layers.Embedding(3, 2), layers.Masking(), layers.Dropout(0.1)):
             type(layer).from_config(layer.get_config())
+
+
+class _Limit:
+    """A stand-in for the one-BLAS-thread limit: counts how often and how deep it is held."""
+    depth = entered = 0
+
+    def __enter__(self):
+        type(self).depth += 1
+        type(self).entered += 1
+
+    def __exit__(self, *exc):
+        type(self).depth -= 1
+
+
+def test_dense_products_keep_off_blas_threads_while_row_blocks_run(monkeypatch, rng):
+    """While a recurrent layer has run in blocks of rows within the last `BLOCKS_RECENT`
+    seconds, a Dense layer's large products (forward, weight gradient, input gradient) run in
+    blocks on the pool's threads, each under a one-BLAS-thread limit, and its mid-size ones
+    under that limit on the calling thread: OpenBLAS's own threads would spin for about 0.1 s
+    afterwards on the CPUs the blocks need. Otherwise NumPy runs them as it would. The
+    numbers are the plain products' either way."""
+    import math
+    import time
+
+    from unrolled.kernels import _threads
+    from unrolled.training import Grads
+
+    monkeypatch.setattr(_threads, "_one_thread", _Limit)
+    monkeypatch.setattr(_threads, "blas_controllers", lambda: ["stand-in"])
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    calls = []                               # (product, blocks, limits held inside it)
+    for name in ("_matmul_rows", "_at_b_columns"):
+        real = getattr(_threads, name)
+
+        def counted(*args, _real=real, _name=name):
+            calls.append((_name, args[-1] - args[-2], _Limit.depth))
+            return _real(*args)
+
+        monkeypatch.setattr(_threads, name, counted)
+
+    def run(layer, x):
+        y, cache = layer.forward_train(x)
+        grads = Grads()
+        d_x = layer.backward(cache, np.ones_like(y), grads)
+        return [y, d_x, *grads.for_weights(layer.trainable_weights)]
+
+    large = layers.Dense(64)                             # (2048, 40) @ (40, 64): 5.2M
+    x = rng.normal(size=(32, 64, 40)).astype("float32")
+    assert 32 * 64 * 40 * 64 >= _threads.PRODUCT_WORK_MIN
+    mid = layers.Dense(300)                              # (32, 40) @ (40, 300): 0.38M
+    x_mid = rng.normal(size=(32, 40)).astype("float32")
+    assert _threads.STEP_WORK_MIN < 32 * 40 * 300 < _threads.PRODUCT_WORK_MIN
+
+    monkeypatch.setattr(_threads, "_blocks_ran", -math.inf)        # no blocks lately
+    alone = run(large, x) + run(mid, x_mid)
+    assert _Limit.entered == 0               # whole, on this thread, BLAS as it is
+    assert calls == [("_at_b_columns", 64, 0), ("_at_b_columns", 300, 0)]
+    calls.clear()
+
+    monkeypatch.setattr(_threads, "_blocks_ran", time.monotonic())  # blocks just ran
+    beside = run(large, x)
+    assert [name for name, _, _ in calls] == (["_matmul_rows"] * 2 + ["_at_b_columns"] * 2
+                                              + ["_matmul_rows"] * 2)
+    assert all(depth >= 1 for _, _, depth in calls)
+    assert sorted(size for _, size, _ in calls) == [32, 32] + [1024] * 4   # halves
+    calls.clear()
+    entered = _Limit.entered
+    beside += run(mid, x_mid)
+    assert _Limit.entered == entered + 3     # three products whole, each on one BLAS thread
+    assert calls == [("_at_b_columns", 300, 1)]
+    assert _Limit.depth == 0
+    for a, b in zip(alone, beside):          # sums in another order: float32 roundings
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6 * np.abs(b).max())
+    W, b = large.get_weights()
+    np.testing.assert_allclose(beside[0], x @ W + b, rtol=1e-5, atol=1e-5)

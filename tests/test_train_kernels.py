@@ -415,17 +415,18 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
         calls.append((picked[-1], fn.__name__, blocks, _Limit.depth))
         return real_by_rows(fn, args, rows, blocks)
 
-    monkeypatch.setattr(train, "_by_rows", by_rows)
+    monkeypatch.setattr(train, "_by_rows", by_rows)         # the loops
+    monkeypatch.setattr(_threads, "by_rows", by_rows)       # the whole-sequence products
     products = []       # limits held in each whole-sequence product
     for name in ("_matmul_rows", "_at_b_columns"):
-        real = getattr(train, name)
+        real = getattr(_threads, name)
 
         def counted(*args, _real=real):
             products.append(_Limit.depth)
             return _real(*args)
 
         counted.__name__ = name
-        monkeypatch.setattr(train, name, counted)
+        monkeypatch.setattr(_threads, name, counted)
     layer = layers.LSTM(U, return_sequences=True)
     rng = np.random.default_rng(0)
     x = rng.normal(size=(B, T, F)).astype("float32")

@@ -52,6 +52,7 @@ from typing import Any, Iterator
 
 __all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
            "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS",
+           "matmul", "at_b", "product", "product_parts",
            "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
@@ -260,6 +261,7 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
 
 
 _pool: Any = None
+_blocks_ran = -math.inf     # time.monotonic() of the last call in blocks (by_rows)
 # The pool's threads (their kernel ids), and how they were last placed (see _place_workers).
 _workers: list[int] = []
 _placed: tuple | None = None
@@ -325,8 +327,10 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
     (`_place_workers`)."""
     if blocks <= 1:
         return [fn(*args, 0, rows)]
+    global _blocks_ran
     pool = _pool if _pool is not None else _start_pool()
     _place_workers()
+    _blocks_ran = time.monotonic()
     bounds = [rows * i // blocks for i in range(blocks + 1)]
     with one_thread():
         futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
@@ -335,6 +339,117 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
         finally:
             rest = [future.result() for future in futures]
     return [first, *rest]
+
+
+# ------------------------------------------------------------------ whole products
+
+# A product of at least this many multiply-adds goes to the pool's threads in blocks
+# (`product_parts`), as do row blocks (`ROW_WORK_MIN`): a hand-off costs tens of microseconds.
+PRODUCT_WORK_MIN = ROW_WORK_MIN
+# How long after a call in blocks of rows the other layers' products stay off BLAS's threads
+# (`product`): OpenBLAS's threads spin for about 0.1 s after a product.
+BLOCKS_RECENT = 1.0
+
+
+def product(a: Any, b: Any, out: Any, transpose_a: bool = False) -> None:
+    """`out = a @ b` (or `a^T b` with `transpose_a`, by `at_b`) for the products of layers
+    outside the recurrent kernels (Dense): as NumPy runs it, unless blocks of rows ran in the
+    last `BLOCKS_RECENT` seconds (a recurrent layer of the same model, say). Then the product
+    keeps off BLAS's own threads, whose spinning would take the blocks' CPUs: in blocks on the
+    pool's threads when large (`product_parts`), else on one BLAS thread. A model of an
+    embedding, an LSTM (32, 100, 16, 128) and a Dense layer took 27-29 ms a training step so,
+    against 33-37 (RESULTS.md, round 17); a model without row blocks runs as before (on its
+    own, a pool's hand-off made a small Dense layer's call twice as long)."""
+    import numpy as np
+
+    m = a.shape[1] if transpose_a else a.shape[0]
+    work = a.shape[0] * a.shape[1] * b.shape[1]
+    recent = time.monotonic() - _blocks_ran < BLOCKS_RECENT
+    if transpose_a:
+        at_b(a, b, out, product_parts(work, b.shape[1]) if recent else 1, limit=recent)
+    elif recent:
+        matmul(a, b, out, product_parts(work, m), limit=True)
+    else:
+        np.matmul(a, b, out=out)
+
+
+def product_parts(work: int, size: int) -> int:
+    """How many blocks a product of `work` multiply-adds, splittable `size` ways, runs in on
+    the pool (`matmul`, `at_b`): one a CPU the process may use for `PRODUCT_WORK_MIN` or
+    more, in auto mode; else 1."""
+    if MODE != "auto" or work < PRODUCT_WORK_MIN:
+        return 1
+    return max(1, min(cores(), size))
+
+
+def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
+    """`out = a @ b` for a 2-D `a`, in `parts` blocks of `a`'s rows at once on the pool's
+    threads (`by_rows`), each with one BLAS thread; with one part, on this thread, under the
+    caller's BLAS setting, or with `limit` on one BLAS thread where BLAS would take more
+    (`STEP_WORK_MIN`).
+
+    unrolled's products never run on BLAS's own threads while row blocks may follow: after a
+    product on several threads, OpenBLAS's threads wait for the next one by spinning, about
+    0.1 s, on the CPUs the next blocks need. An LSTM (32, 100, 16, 64) training step took
+    10.6-10.8 ms so, against 6.1-7.0 with the spinning cut short; a model of an embedding, that
+    LSTM with 128 units and a Dense layer, 37 ms a step against 25 with the Dense products on
+    one BLAS thread (RESULTS.md, round 17). The pool's threads sleep when idle."""
+    import numpy as np
+
+    if parts > 1:
+        by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
+        return
+    with _limit_if(limit and a.shape[0] * a.shape[1] * b.shape[1] > STEP_WORK_MIN):
+        np.matmul(a, b, out=out)
+
+
+def _limit_if(limit: bool) -> Any:
+    return one_thread() if limit else contextlib.nullcontext()
+
+
+def _matmul_rows(a: Any, b: Any, out: Any, r0: int, r1: int) -> None:
+    import numpy as np
+
+    np.matmul(a[r0:r1], b, out=out[r0:r1])
+
+
+# Tall, narrow sums go in pieces of this many rows (`at_b`).
+CHUNK_ROWS = 128
+
+
+def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
+    """`out = a^T b` for `a` (rows, m) and `b` (rows, n), a sum over many rows (a weight
+    gradient), in `parts` blocks of the result's columns at once on the pool's threads, each
+    with one BLAS thread; with one part, as `matmul` does. Each block sums over all the rows,
+    so no partial sums are held and added."""
+    if parts > 1:
+        by_rows(_at_b_columns, (a, b, out), b.shape[1], parts)
+        return
+    with _limit_if(limit and a.shape[0] * a.shape[1] * b.shape[1] > STEP_WORK_MIN):
+        _at_b_columns(a, b, out, 0, b.shape[1])
+
+
+def _at_b_columns(a: Any, b: Any, out: Any, c0: int, c1: int) -> None:
+    """`out[:, c0:c1] = a^T b[:, c0:c1]`, on this thread's BLAS.
+
+    With n <= 256 columns and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs
+    this product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took
+    336 ms, and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or
+    1024 is as fast whole as in pieces. So narrow, tall products go in `CHUNK_ROWS`-row
+    pieces."""
+    import numpy as np
+
+    b, o = b[:, c0:c1], out[:, c0:c1]
+    rows, n = b.shape
+    if n > 256 or rows < 64 * CHUNK_ROWS:
+        np.matmul(a.T, b, out=o)
+        return
+    np.matmul(a[:CHUNK_ROWS].T, b[:CHUNK_ROWS], out=o)            # (m, n)
+    part = np.empty(o.shape, dtype=o.dtype)
+    for start in range(CHUNK_ROWS, rows, CHUNK_ROWS):
+        stop = min(start + CHUNK_ROWS, rows)
+        np.matmul(a[start:stop].T, b[start:stop], out=part)
+        o += part
 
 
 def limited() -> bool:

@@ -732,53 +732,16 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """`out = a @ b` for a whole sequence's rows; under row blocks (`_threads.parts()`), in as
     many blocks of `a`'s rows on the pool's threads, each with one BLAS thread (see
     `_phase_threads`)."""
-    parts = _threads.blocks(a.shape[0])
-    if parts == 1:
-        np.matmul(a, b, out=out)
-    else:
-        _by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
-
-
-def _matmul_rows(a: np.ndarray, b: np.ndarray, out: np.ndarray, r0: int, r1: int) -> None:
-    np.matmul(a[r0:r1], b, out=out[r0:r1])
-
-
-_CHUNK_ROWS = 128
+    _threads.matmul(a, b, out, _threads.blocks(a.shape[0]))
 
 
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows.
-    Under row blocks (`_threads.parts()`), in as many blocks of the result's columns on the
-    pool's threads, each with one BLAS thread (see `_phase_threads`): each block sums over all
-    the rows, so no partial sums are held and added (at the largest point, with blocks of rows,
-    a (1024, 4096) partial sum a block)."""
+    """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows;
+    under row blocks, in blocks of the result's columns on the pool's threads, each with one
+    BLAS thread (`_threads.at_b`; see `_phase_threads`)."""
     out = np.empty((a.shape[1], b.shape[1]), dtype=np.result_type(a, b))
-    parts = _threads.blocks(b.shape[1])
-    if parts > 1:
-        _by_rows(_at_b_columns, (a, b, out), b.shape[1], parts)
-    else:
-        _at_b_columns(a, b, out, 0, b.shape[1])
+    _threads.at_b(a, b, out, _threads.blocks(b.shape[1]))
     return out
-
-
-def _at_b_columns(a: np.ndarray, b: np.ndarray, out: np.ndarray, c0: int, c1: int) -> None:
-    """`out[:, c0:c1] = a^T b[:, c0:c1]`, on this thread's BLAS.
-
-    With n <= 256 columns and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs
-    this product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took
-    336 ms, and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or
-    1024 is as fast whole as in pieces. So narrow, tall products go in 128-row pieces."""
-    b, o = b[:, c0:c1], out[:, c0:c1]
-    rows, n = b.shape
-    if n > 256 or rows < 64 * _CHUNK_ROWS:
-        np.matmul(a.T, b, out=o)
-        return
-    np.matmul(a[:_CHUNK_ROWS].T, b[:_CHUNK_ROWS], out=o)          # (m, n)
-    part = np.empty(o.shape, dtype=o.dtype)
-    for start in range(_CHUNK_ROWS, rows, _CHUNK_ROWS):
-        stop = min(start + _CHUNK_ROWS, rows)
-        np.matmul(a[start:stop].T, b[start:stop], out=part)
-        o += part
 
 
 def _weight_grads(tape: _Tape, dZx: np.ndarray, grads: Any) -> np.ndarray | None:

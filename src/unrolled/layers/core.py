@@ -19,6 +19,25 @@ from unrolled.layers.base import Layer
 __all__ = ["Dense", "Embedding", "Masking", "Dropout"]
 
 
+# OpenBLAS runs a product of up to this many multiply-adds on one thread by itself
+# (unrolled.kernels._threads.STEP_WORK_MIN): below it `_product` is a plain `@`.
+_ONE_THREAD_WORK = 4 * 65536
+
+
+def _product(a: np.ndarray, b: np.ndarray, transpose_a: bool = False) -> np.ndarray:
+    """`a @ b` (`a^T b` with `transpose_a`) for 2-D arrays; above `_ONE_THREAD_WORK`, by
+    unrolled.kernels._threads.product: off BLAS's own threads while a recurrent layer runs in
+    blocks of rows."""
+    if a.shape[0] * a.shape[1] * b.shape[1] <= _ONE_THREAD_WORK:
+        return a.T @ b if transpose_a else a @ b
+    from unrolled.kernels import _threads
+
+    out = np.empty((a.shape[1] if transpose_a else a.shape[0], b.shape[1]),
+                   dtype=np.result_type(a, b))
+    _threads.product(a, b, out, transpose_a)
+    return out
+
+
 def _refuse_unsupported(owner: str, **values: Any) -> None:
     """LoRA and quantization change what a layer stores; unrolled keeps plain float weights."""
     for name, value in values.items():
@@ -115,6 +134,10 @@ class Dense(Layer):
         super().build(input_shape)
 
     def __call__(self, inputs: Any, training: Any = None) -> np.ndarray:
+        return self.call(self._checked(inputs))
+
+    def _checked(self, inputs: Any) -> np.ndarray:
+        # the input as an array of the layer's dtype, checked; builds the layer on first use
         owner = f"Dense '{self.name}'"
         x = _checks.as_float_array(inputs, "inputs", owner, np.dtype(self.dtype))
         if x.ndim < 2:
@@ -125,21 +148,30 @@ class Dense(Layer):
             )
         self._maybe_build(x.shape)
         self.check_input_features(x.shape[-1], "inputs")
-        return self.call(x)
+        return x
 
     def call(self, inputs: np.ndarray, training: Any = None) -> np.ndarray:
-        z = inputs @ self.kernel                                  # (..., units)
+        return np.asarray(self.activation(self._pre_activation(inputs)), dtype=self.dtype)
+
+    def _pre_activation(self, x: Any) -> np.ndarray:
+        # x @ kernel (+ bias), (..., units): one product over all leading axes at once, kept
+        # off BLAS's own threads while a recurrent layer runs in blocks of rows (`_product`)
+        if x.ndim == 2:
+            z = _product(x, self.kernel)
+        else:
+            z = _product(x.reshape(-1, x.shape[-1]), self.kernel)
+            z = z.reshape(*x.shape[:-1], self.units)
         if self.bias is not None:
-            z = z + self.bias                                     # (..., units)
-        return np.asarray(self.activation(z), dtype=self.dtype)   # (..., units)
+            z += self.bias
+        return z
 
     # ---------------------------------------------------------------- backward (training)
 
     def forward_train(self, inputs: Any, training: Any = True) -> tuple[np.ndarray, dict]:
         """The call, plus what `backward` needs (the input, pre-activation and output)."""
-        x = _checks.as_float_array(inputs, "inputs", f"Dense '{self.name}'", np.dtype(self.dtype))
-        y = self(x)
-        z = x @ self.kernel + (self.bias if self.bias is not None else 0)  # (..., units)
+        x = self._checked(inputs)
+        z = self._pre_activation(x)
+        y = np.asarray(self.activation(z), dtype=self.dtype)
         return y, {"x": x, "z": z, "y": y}
 
     def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> np.ndarray:
@@ -155,11 +187,11 @@ class Dense(Layer):
         x = cache["x"]
         dz = activation_vjp(self.activation, cache["z"], cache["y"], d_y)
         flat_x = x.reshape(-1, x.shape[-1])                       # (batch*..., features)
-        flat_dz = dz.reshape(-1, dz.shape[-1])                    # (batch*..., units)
-        grads.add(self, "kernel", flat_x.T @ flat_dz)             # (features, units)
+        flat_dz = np.asarray(dz).reshape(-1, self.units)          # (batch*..., units)
+        grads.add(self, "kernel", _product(flat_x, flat_dz, transpose_a=True))  # (features, units)
         if self.bias is not None:
             grads.add(self, "bias", flat_dz.sum(axis=0))          # (units,)
-        return dz @ self.kernel.T                                 # (..., features)
+        return _product(flat_dz, self.kernel.T).reshape(x.shape)  # (..., features)
 
     def compute_output_shape(self, input_shape: Any) -> tuple:
         return (*_shape_tuple(input_shape, "Dense.compute_output_shape")[:-1], self.units)
