@@ -37,6 +37,13 @@ error or not. Without threadpoolctl it does nothing. Thread counts do not change
 BLAS splits a product's output between threads, never a sum. Row blocks can move a row's
 numbers by a float rounding: a product with fewer rows may sum in another order.
 
+BLAS's own threads and blocks of rows do not mix. After a product on several threads,
+OpenBLAS's threads wait for the next by spinning, about 0.1 s, and took the CPUs the row blocks
+needed (a training step of LSTM (32, 100, 16, 64): 10.6-10.8 ms so, 6.1-7.0 without;
+benchmarks/RESULTS.md, round 17). So training does its whole-sequence products in blocks too
+(`matmul`, `at_b`) and is not offered `ALL` beside `ROWS`, and the other layers' products
+(`product`: Dense) keep off BLAS's threads for `BLOCKS_RECENT` seconds after any row blocks.
+
 `UNROLLED_STEP_THREADS` in the environment: `auto` (the default, as above), `1` (always one
 thread in range, no row blocks), `0` (never limit, no row blocks; for measuring it).
 """
@@ -357,18 +364,17 @@ def product(a: Any, b: Any, out: Any, transpose_a: bool = False) -> None:
     last `BLOCKS_RECENT` seconds (a recurrent layer of the same model, say). Then the product
     keeps off BLAS's own threads, whose spinning would take the blocks' CPUs: in blocks on the
     pool's threads when large (`product_parts`), else on one BLAS thread. A model of an
-    embedding, an LSTM (32, 100, 16, 128) and a Dense layer took 27-29 ms a training step so,
-    against 33-37 (RESULTS.md, round 17); a model without row blocks runs as before (on its
+    embedding, an LSTM (32, 100, 16, 128) and a Dense layer took 23-32 ms a training step so,
+    against 32-37 (RESULTS.md, round 17); a model without row blocks runs as before (on its
     own, a pool's hand-off made a small Dense layer's call twice as long)."""
     import numpy as np
 
-    m = a.shape[1] if transpose_a else a.shape[0]
     work = a.shape[0] * a.shape[1] * b.shape[1]
     recent = time.monotonic() - _blocks_ran < BLOCKS_RECENT
     if transpose_a:
         at_b(a, b, out, product_parts(work, b.shape[1]) if recent else 1, limit=recent)
     elif recent:
-        matmul(a, b, out, product_parts(work, m), limit=True)
+        matmul(a, b, out, product_parts(work, a.shape[0]), limit=True)
     else:
         np.matmul(a, b, out=out)
 
@@ -388,12 +394,11 @@ def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
     caller's BLAS setting, or with `limit` on one BLAS thread where BLAS would take more
     (`STEP_WORK_MIN`).
 
-    unrolled's products never run on BLAS's own threads while row blocks may follow: after a
-    product on several threads, OpenBLAS's threads wait for the next one by spinning, about
-    0.1 s, on the CPUs the next blocks need. An LSTM (32, 100, 16, 64) training step took
-    10.6-10.8 ms so, against 6.1-7.0 with the spinning cut short; a model of an embedding, that
-    LSTM with 128 units and a Dense layer, 37 ms a step against 25 with the Dense products on
-    one BLAS thread (RESULTS.md, round 17). The pool's threads sleep when idle."""
+    Blocks on the pool rather than BLAS's own threads: after a product on several threads,
+    OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs that row
+    blocks need next, while the pool's threads sleep when idle. An LSTM (32, 100, 16, 64)
+    training step took 10.6-10.8 ms with BLAS's threads spinning, against 6.1-7.0 with the
+    spinning cut short (RESULTS.md, round 17)."""
     import numpy as np
 
     if parts > 1:
