@@ -106,6 +106,30 @@ def test_sequential_simple_rnn_stack_matches_keras(keras, rng):
     check_summary(ours, theirs)
 
 
+def test_predict_on_batch_matches_keras(keras, rng):
+    """`predict_on_batch`: the whole batch in one step, as Keras's; one output or several."""
+    ours = Sequential([Input(shape=(None, 3)), layers.LSTM(5, return_sequences=True, name="a"),
+                       layers.Dense(2, name="d")])
+    theirs = keras.Sequential([keras.Input(shape=(None, 3)),
+                               keras.layers.LSTM(5, return_sequences=True, name="a"),
+                               keras.layers.Dense(2, name="d")])
+    copy_weights(ours, theirs)
+    x = rng.normal(size=(40, 6, 3)).astype("float32")         # more than predict's 32 a step
+    got = ours.predict_on_batch(x)
+    assert isinstance(got, np.ndarray) and got.shape == (40, 6, 2)
+    compare_outputs(got, theirs.predict_on_batch(x), "predict_on_batch")
+    compare_outputs(got, ours.predict(x))
+    two_ours, two_theirs = _two_in_two_out(unrolled, layers), _two_in_two_out(keras, keras.layers)
+    copy_weights(two_ours, two_theirs)
+    xa = rng.normal(size=(7, 5, 3)).astype("float32")
+    xb = rng.normal(size=(7, 4, 3)).astype("float32")
+    got = two_ours.predict_on_batch([xa, xb])
+    assert isinstance(got, list) and len(got) == 2
+    compare_outputs(got, two_theirs.predict_on_batch([xa, xb]), "predict_on_batch")
+    with pytest.raises(ValueError, match="different numbers of samples"):
+        two_ours.predict_on_batch([xa, xb[:5]])
+
+
 def test_sequential_builds_lazily_on_first_call(keras, rng):
     ours = Sequential([layers.SimpleRNN(4, return_sequences=True)])
     ours.add(layers.SimpleRNN(3))

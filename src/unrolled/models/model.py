@@ -259,6 +259,18 @@ class Model(Trainer, SavingMixin, Layer):
                   for k in range(len(chunks[0]))]
         return pack_like(struct, joined)
 
+    def predict_on_batch(self, x: Any) -> Any:
+        """Outputs for `x` as one batch (Keras's `predict_on_batch`): `predict` in a single
+        step, whatever the number of samples. Returns what `predict` returns."""
+        arrays = self._standardize_for_predict(x)
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}'.predict_on_batch: the inputs have "
+                f"different numbers of samples ({[a.shape[0] for a in arrays]}); every input "
+                f"needs one row per sample.")
+        out = self._predict_step(arrays)
+        return pack_like(out, [np.asarray(a) for a in flatten(out)])
+
     def _standardize_for_predict(self, x: Any) -> list[np.ndarray]:
         return self._standardize(x)
 
