@@ -156,6 +156,7 @@ class Dense(Layer):
     def _pre_activation(self, x: Any) -> np.ndarray:
         # x @ kernel (+ bias), (..., units): one product over all leading axes at once, kept
         # off BLAS's own threads while a recurrent layer runs in blocks of rows (`_product`)
+        x = np.asarray(x)
         if x.ndim == 2:
             z = _product(x, self.kernel)
         else:

@@ -243,11 +243,7 @@ class Model(Trainer, SavingMixin, Layer):
         batch_size = 32 if batch_size is None else _checks.positive_int(
             batch_size, "batch_size", f"{type(self).__name__}.predict")
         total = arrays[0].shape[0]
-        sizes = {a.shape[0] for a in arrays}
-        if len(sizes) > 1:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}'.predict: the inputs have different numbers "
-                f"of samples ({[a.shape[0] for a in arrays]}); every input needs one row per sample.")
+        self._check_samples(arrays, "predict")
         if total == 0:
             raise ValueError(f"{type(self).__name__} '{self.name}'.predict: the input has 0 samples.")
         chunks: list[list] = []
@@ -263,13 +259,15 @@ class Model(Trainer, SavingMixin, Layer):
         """Outputs for `x` as one batch (Keras's `predict_on_batch`): `predict` in a single
         step, whatever the number of samples. Returns what `predict` returns."""
         arrays = self._standardize_for_predict(x)
-        if len({a.shape[0] for a in arrays}) > 1:
-            raise ValueError(
-                f"{type(self).__name__} '{self.name}'.predict_on_batch: the inputs have "
-                f"different numbers of samples ({[a.shape[0] for a in arrays]}); every input "
-                f"needs one row per sample.")
+        self._check_samples(arrays, "predict_on_batch")
         out = self._predict_step(arrays)
         return pack_like(out, [np.asarray(a) for a in flatten(out)])
+
+    def _check_samples(self, arrays: list, method: str) -> None:
+        if len({a.shape[0] for a in arrays}) > 1:
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}'.{method}: the inputs have different numbers "
+                f"of samples ({[a.shape[0] for a in arrays]}); every input needs one row per sample.")
 
     def _standardize_for_predict(self, x: Any) -> list[np.ndarray]:
         return self._standardize(x)
