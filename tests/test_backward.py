@@ -420,6 +420,39 @@ def test_dense_and_embedding_match_jax(keras, rng):
                  what="Embedding dL/dembeddings")
 
 
+def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, rng,
+                                                                         monkeypatch):
+    """From ADD_ROWS_MIN numbers on, Embedding's backward adds the rows by a compiled loop:
+    np.add.at's sums to the bit (each id repeats about a hundred times, so the order of each
+    row's sum shows), and JAX's gradient within float32 roundings."""
+    import jax
+
+    from unrolled.kernels import _numba, _numba_loops
+
+    compiled, calls = _numba_loops.add_rows, []
+    monkeypatch.setattr(_numba_loops, "add_rows",
+                        lambda *args: (calls.append(args[1].size), compiled(*args)))
+    vocab, dim = 50, 16
+    ids = rng.integers(0, vocab, size=(64, 80)).astype("int32")
+    assert ids.size * dim >= _numba.ADD_ROWS_MIN
+    emb, kemb = layers.Embedding(vocab, dim), keras.layers.Embedding(vocab, dim)
+    emb(ids)
+    kemb(ids)
+    kemb.set_weights(emb.get_weights())
+    y, cache = emb.forward_train(ids)
+    d = rng.normal(size=y.shape).astype("float32")
+    grads = Grads()
+    emb.backward(cache, d, grads)
+    ours = grads.for_weights(emb.trainable_weights)[0]
+    assert calls == [ids.size]                                   # the compiled loop ran
+    expected = np.zeros_like(emb.embeddings)
+    np.add.at(expected, ids.reshape(-1), d.reshape(-1, dim))
+    np.testing.assert_array_equal(ours, expected)
+    k_w = jax.grad(lambda w: (kemb.stateless_call(w, [], ids)[0] * d).sum())(
+        [v.value for v in kemb.trainable_variables])
+    assert_close(ours, np.asarray(k_w[0]), what="Embedding dL/dembeddings")
+
+
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
 @pytest.mark.parametrize("return_sequences", [False, True])
 def test_bidirectional_matches_jax(keras, rng, merge_mode, return_sequences):

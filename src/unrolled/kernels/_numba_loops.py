@@ -145,6 +145,17 @@ def copy_into(dst, src):
 
 
 @njit
+def add_rows(table, ids, rows):
+    # table[ids[k]] += rows[k] for k = 0, 1, ...: np.add.at(table, ids, rows) in the same order,
+    # so the same sums to the bit, without add.at's per-element dispatch (about 10 ns a number).
+    # The ids are checked to lie in [0, len(table)) before this is called.
+    for k in range(ids.shape[0]):
+        row = table[ids[k]]
+        for j in range(row.shape[0]):
+            row[j] += rows[k, j]
+
+
+@njit
 def copy_rows(seq, k, h, b0):
     # seq[k, b0:b0+rows] = h, without the slice object
     for b in range(h.shape[0]):

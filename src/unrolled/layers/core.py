@@ -356,8 +356,10 @@ class Embedding(Layer):
     def backward(self, cache: dict, d_y: np.ndarray, grads: Any) -> None:
         """A lookup backwards: each row's gradient is added to the row it was read from
         (rows read twice get both). Integer ids have no gradient, so this returns None."""
+        from unrolled.kernels import _numba  # np.add.at, compiled where Numba runs
+
         d_embeddings = np.zeros_like(self.embeddings)             # (input_dim, output_dim)
-        np.add.at(d_embeddings, cache["ids"].reshape(-1), d_y.reshape(-1, self.output_dim))
+        _numba.add_rows(d_embeddings, cache["ids"].reshape(-1), d_y.reshape(-1, self.output_dim))
         grads.add(self, "embeddings", d_embeddings)
         return None
 
