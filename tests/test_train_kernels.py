@@ -465,6 +465,22 @@ class _Limit:
         type(self).depth -= 1
 
 
+@pytest.mark.parametrize("rows", [64 * 4 - 1, 64 * 4, 64 * 4 + 3])
+def test_tall_weight_gradients_in_pieces_sum_every_row(rows, monkeypatch):
+    """A weight gradient `a^T b` of 64 * CHUNK_ROWS rows or more is summed in pieces of
+    CHUNK_ROWS rows (fewer run whole); either way every row counts once, a last short piece
+    included, and only the block's columns are written."""
+    monkeypatch.setattr(_threads, "CHUNK_ROWS", 4)
+    rng = np.random.default_rng(rows)
+    a = rng.normal(size=(rows, 5)).astype("float32")
+    b = rng.normal(size=(rows, 7)).astype("float32")
+    out = np.full((5, 7), np.nan, dtype="float32")
+    _threads._at_b_columns(a, b, out, 2, 6)
+    np.testing.assert_allclose(out[:, 2:6], a.T.astype("float64") @ b[:, 2:6], rtol=1e-5,
+                               atol=1e-4)
+    assert np.isnan(out[:, [0, 1, 6]]).all()
+
+
 def test_row_blocks_take_the_panel_product_whatever_the_weights_size():
     """On one thread, weights over OWN_GEMM_BYTES go to BLAS (which then has every core); in row
     blocks each block has one thread, and the panel product is faster there at every size."""

@@ -418,8 +418,8 @@ def _matmul_rows(a: Any, b: Any, out: Any, r0: int, r1: int) -> None:
     np.matmul(a[r0:r1], b, out=out[r0:r1])
 
 
-# Tall, narrow sums go in pieces of this many rows (`at_b`).
-CHUNK_ROWS = 128
+# Tall, narrow sums of 64 * CHUNK_ROWS rows or more go in pieces of this many rows (`at_b`).
+CHUNK_ROWS = 1024
 
 
 def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
@@ -437,11 +437,14 @@ def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
 def _at_b_columns(a: Any, b: Any, out: Any, c0: int, c1: int) -> None:
     """`out[:, c0:c1] = a^T b[:, c0:c1]`, on this thread's BLAS.
 
-    With n <= 256 columns and tens of thousands of rows, OpenBLAS (NumPy's and SciPy's) runs
-    this product at a third of its usual rate, one thread: (256, 25600) @ (25600, 256) took
-    336 ms, and the same as a sum of 128-row products 101 ms (torch's MKL: 95 ms); n = 768 or
-    1024 is as fast whole as in pieces. So narrow, tall products go in `CHUNK_ROWS`-row
-    pieces."""
+    With n <= 256 columns and tens of thousands of rows, an older OpenBLAS ran this product at
+    a third of its usual rate on one thread (round 9's host: (256, 25600) @ (25600, 256) took
+    336 ms whole, 101 ms as a sum of 128-row products). OpenBLAS 0.3.31 on round 18's host
+    runs it whole at 68-89 GFLOP/s a thread, and 128-row pieces there were the slowest way
+    (57-78): a training step of `benchmarks/models.py`'s `sentiment` model took 0.91-0.92 of
+    its time with the weight gradients whole. So products of fewer than 64 * CHUNK_ROWS rows
+    run whole, and taller ones still go in pieces of `CHUNK_ROWS` rows, which were as fast as
+    whole at 51 200 rows here."""
     import numpy as np
 
     b, o = b[:, c0:c1], out[:, c0:c1]
