@@ -51,6 +51,39 @@ def test_updates_match_keras(keras, rng, name, config):
     _run_both(keras, name, config, rng)
 
 
+LARGE_CASES = [("Adam", {}), ("AdamW", {"learning_rate": 0.01, "weight_decay": 0.1}),
+               ("Adam", {"learning_rate": 0.01, "clipvalue": 0.3}),
+               ("Adam", {"learning_rate": 0.01, "amsgrad": True})]
+
+
+@pytest.mark.parametrize("name,config", LARGE_CASES,
+                         ids=[f"{n}-{sorted(c)}" for n, c in LARGE_CASES])
+def test_large_weights_updated_in_one_compiled_pass_match_keras(keras, rng, monkeypatch, name,
+                                                                 config):
+    """Adam's update of a weight of 65 536 numbers or more runs as one compiled pass (the
+    small weight beside it, and amsgrad, in NumPy): Keras's numbers within float32 roundings,
+    and NumPy's passes' to the bit."""
+    from unrolled.kernels import _numba, _numba_loops
+
+    compiled, calls = _numba_loops.adam_update, []
+    monkeypatch.setattr(_numba_loops, "adam_update",
+                        lambda *args: (calls.append(args[0].size), compiled(*args)))
+    shapes = ((512, 130), (7, 3))
+    _run_both(keras, name, config, rng, steps=3, shapes=shapes)
+    assert calls == ([] if config.get("amsgrad") else [512 * 130] * 3)
+    values = [rng.normal(size=s).astype("float32") for s in shapes]
+    grads = [[rng.normal(size=s).astype("float32") for s in shapes] for _ in range(3)]
+    updated = []
+    for enabled in (True, False):
+        monkeypatch.setattr(_numba, "enabled", enabled)
+        ours, opt = [v.copy() for v in values], getattr(optimizers, name)(**config)
+        for step in grads:
+            opt.apply_gradients(zip(step, ours))
+        updated.append(ours)
+    for a, b in zip(*updated):
+        np.testing.assert_array_equal(a, b)
+
+
 SCHEDULES = [
     ("ExponentialDecay", dict(initial_learning_rate=0.1, decay_steps=3, decay_rate=0.5)),
     ("ExponentialDecay", dict(initial_learning_rate=0.1, decay_steps=2, decay_rate=0.7,

@@ -171,6 +171,25 @@ def add_rows(table: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
     np.add.at(table, ids, rows)
 
 
+def adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, c1: Any, c2: Any,
+                alpha: Any, eps: Any) -> bool:
+    """Adam's update of one weight in one compiled pass, when Numba runs and the weight has at
+    least ADD_ROWS_MIN numbers, all four arrays C-contiguous of one float dtype; returns
+    whether it ran (else the caller runs NumPy's passes). The same bits as NumPy's version,
+    which makes about eleven passes over the weight, most of them allocating: an
+    Embedding(20000, 64) table's update took 3.9-4.0 ms so, 0.76-0.90 in one pass."""
+    if (w.size < ADD_ROWS_MIN or not all(a.dtype == w.dtype and a.flags.c_contiguous
+                                         and a.shape == w.shape for a in (g, m, v))
+            or not w.flags.c_contiguous or not available()):
+        return False
+    from unrolled.kernels import _numba_loops
+
+    t = w.dtype.type
+    _numba_loops.adam_update(w.reshape(-1), g.reshape(-1), m.reshape(-1), v.reshape(-1),
+                             t(c1), t(c2), t(alpha), t(eps))
+    return True
+
+
 def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
     """The compiled kernel for `cell` over `steps` timesteps of `batch` samples, or None (the
     NumPy kernel runs)."""

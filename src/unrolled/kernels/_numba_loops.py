@@ -156,6 +156,20 @@ def add_rows(table, ids, rows):
 
 
 @njit
+def adam_update(w, g, m, v, c1, c2, alpha, eps):
+    # Adam's update (unrolled.optimizers.Adam.update_step, without amsgrad) in one pass over
+    # 1-D views, each number by the same operations in the same order as the NumPy version,
+    # so the same bits: m += (g - m) c1; v += (g^2 - v) c2; w -= m alpha / (sqrt(v) + eps).
+    for k in range(w.shape[0]):
+        gk = g[k]
+        mk = m[k] + (gk - m[k]) * c1
+        vk = v[k] + (gk * gk - v[k]) * c2
+        m[k] = mk
+        v[k] = vk
+        w[k] = w[k] - (mk * alpha) / (math.sqrt(vk) + eps)
+
+
+@njit
 def copy_rows(seq, k, h, b0):
     # seq[k, b0:b0+rows] = h, without the slice object
     for b in range(h.shape[0]):

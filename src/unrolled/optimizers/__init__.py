@@ -36,6 +36,11 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "get", "se
            "schedules"]
 
 
+# Weights of this many numbers or more may be updated by a compiled pass (Adam; the same
+# bits), where NumPy's passes over a large weight (an embedding table) take most of an update.
+_LARGE = 1 << 16
+
+
 def _array(variable: Any, owner: str) -> np.ndarray:
     """The array an update writes into: a layer Weight's own array, or a NumPy array itself."""
     array = getattr(variable, "value", variable)
@@ -301,6 +306,12 @@ class Adam(Optimizer):
         beta_1_power = np.power(f(self.beta_1), t)
         beta_2_power = np.power(f(self.beta_2), t)
         alpha = lr * np.sqrt(f(1) - beta_2_power) / (f(1) - beta_1_power)
+        if not self.amsgrad and w.size >= _LARGE:
+            from unrolled.kernels import _numba  # the same numbers in one compiled pass
+
+            if _numba.adam_update(w, g, m, v, f(1 - self.beta_1), f(1 - self.beta_2), alpha,
+                                  f(self.epsilon)):
+                return
         m += (g - m) * f(1 - self.beta_1)
         v += (np.square(g) - v) * f(1 - self.beta_2)
         if self.amsgrad:
