@@ -185,6 +185,40 @@ def test_embedding_mask_flows_into_rnn_like_keras(keras, rng, padding):
     np.testing.assert_array_equal(rnn.compute_mask(None, mask), mask)
 
 
+@pytest.mark.parametrize("padding", ["post", "pre"])
+@pytest.mark.parametrize("kind", ["LSTM", "GRU", "SimpleRNN"])
+def test_a_padded_batch_in_spans_matches_keras(keras, rng, monkeypatch, padding, kind):
+    """A padded batch runs in spans of its valid rows (unrolled.kernels._runs, forced here at
+    a small shape) through a model as Keras builds it: Embedding(mask_zero) ->
+    Bidirectional(return_sequences) -> Bidirectional -> Dense. Keras's outputs."""
+    from unrolled import Input, Sequential
+    from unrolled.kernels import _dispatch, _runs
+
+    monkeypatch.setattr(_runs, "RATE", 1.0)
+    monkeypatch.setattr(_runs, "SPAN_SECONDS", 0.0)
+    runs, real = [], _dispatch._by_spans
+    monkeypatch.setattr(_dispatch, "_by_spans", lambda *args: (runs.append(1), real(*args))[1])
+    batch, timesteps, vocab = 9, 12, 30
+    ids = rng.integers(1, vocab, size=(batch, timesteps))
+    lengths = np.array([12, 0, 1, 5, 7, 12, 3, 9, 2])
+    for b, n in enumerate(lengths):
+        if padding == "post":
+            ids[b, n:] = 0
+        else:
+            ids[b, :timesteps - n] = 0
+
+    def build(L, make_input):
+        return [make_input(shape=(timesteps,), dtype="int32"), L.Embedding(vocab, 4, mask_zero=True),
+                L.Bidirectional(getattr(L, kind)(6, return_sequences=True)),
+                L.Bidirectional(getattr(L, kind)(5)), L.Dense(2)]
+
+    ours = Sequential(build(layers, Input))
+    theirs = keras.Sequential(build(keras.layers, keras.Input))
+    theirs.set_weights(ours.get_weights())
+    assert_close(ours.predict(ids), np.asarray(theirs(ids)), what=f"{kind} {padding}-padded")
+    assert len(runs) == 4                           # both directions of both layers in spans
+
+
 # -------------------------------------------------------------------------------------- Masking
 
 

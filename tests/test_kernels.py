@@ -17,7 +17,7 @@ import pytest
 
 from conftest import assert_close
 from unrolled import kernels, layers
-from unrolled.kernels import _numba, _outputs, _plan, _threads
+from unrolled.kernels import _numba, _outputs, _plan, _runs, _threads
 from unrolled.kernels import _dispatch
 from unrolled.layers import base
 from unrolled.layers.rnn import RNN
@@ -194,6 +194,93 @@ def test_every_option(rng, cell_kind, mask_kind, go_backwards, return_sequences,
                                unroll=mode in ("unroll", "both")), x)
         states = random_states(rng, rnn, b) if with_h0 else rnn.get_initial_state(b)
         both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
+def take_every_span(monkeypatch):
+    """Make `_runs.plan` take spans whenever they leave out any masked step; returns the list
+    that `_by_spans` appends to on each run."""
+    monkeypatch.setattr(_runs, "RATE", 1.0)
+    monkeypatch.setattr(_runs, "SPAN_SECONDS", 0.0)
+    monkeypatch.setattr(_runs, "MIN_GAIN", 0.0)
+    runs, real = [], _dispatch._by_spans
+
+    def counted(*args):
+        runs.append(args[-1])
+        return real(*args)
+
+    monkeypatch.setattr(_dispatch, "_by_spans", counted)
+    return runs
+
+
+@pytest.mark.parametrize("cell_kind", CELLS)
+@pytest.mark.parametrize("mask_kind", ["post", "pre"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("mode", ["plain", "zero_output_for_mask", "unroll"])
+def test_padded_batches_run_in_spans_of_their_valid_rows(rng, monkeypatch, cell_kind, mask_kind,
+                                                         go_backwards, return_sequences, mode):
+    """Padding after the data or before it, processed either way: the valid steps of each row
+    are one run, so the call runs in spans of steps over the rows valid in each
+    (unrolled.kernels._runs), with rows that are all padding, and all data, among them."""
+    runs = take_every_span(monkeypatch)
+    for with_h0, return_state in itertools.product([False, True], [False, True]):
+        b, t, f, u = int(rng.integers(4, 12)), int(rng.integers(4, 15)), 3, 5
+        lengths = np.concatenate([[0, t], rng.integers(0, t + 1, size=b - 2)])
+        rng.shuffle(lengths)
+        steps = np.arange(t)[None, :]
+        mask = (steps < lengths[:, None] if mask_kind == "post"
+                else steps >= (t - lengths)[:, None])
+        x = rng.standard_normal((b, t, f)).astype("float32")
+        rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=return_sequences,
+                               return_state=return_state, go_backwards=go_backwards,
+                               zero_output_for_mask=mode == "zero_output_for_mask",
+                               unroll=mode == "unroll"), x)
+        states = random_states(rng, rnn, b) if with_h0 else rnn.get_initial_state(b)
+        before = len(runs)
+        both_ways(rnn, x, states, mask)
+        assert len(runs) == before + 1, "the call did not run in spans"
+        assert sum(rows * (stop - start) for start, stop, rows in runs[-1].spans) < b * t
+
+
+def test_masks_of_other_shapes_run_whole(rng, monkeypatch):
+    """A row with a gap in its valid steps, or runs that neither all start at the first step
+    nor all end at the last: no spans, the whole masked call."""
+    runs = take_every_span(monkeypatch)
+    gap = np.ones((4, 8), dtype=bool)
+    gap[1, 3] = False                                   # row 1: valid, masked, valid
+    mixed = np.zeros((4, 8), dtype=bool)
+    mixed[:2, :5] = True                                # rows 0-1 from the start
+    mixed[2:, 3:] = True                                # rows 2-3 to the end
+    assert _runs.plan(gap.T, 100) is None and _runs.plan(mixed.T, 100) is None
+    rnn = built(layers.RNN(make_cell("lstm", 5), return_sequences=True),
+                np.zeros((4, 8, 3), "float32"))
+    for mask in (gap, mixed):
+        both_ways(rnn, rng.standard_normal((4, 8, 3)).astype("float32"),
+                  rnn.get_initial_state(4), mask)
+    assert runs == []
+
+
+def test_spans_cover_every_valid_step_and_only_those_rows_leave(rng):
+    """`_runs.plan`'s spans tile the steps, and no row left out of a span has a valid step in
+    it: the spans' rows are those valid in some step of the span, first in `order`."""
+    seen = 0
+    for trial in range(200):
+        b, t = int(rng.integers(2, 40)), int(rng.integers(2, 50))
+        lengths = rng.integers(0, t + 1, size=b)
+        steps = np.arange(t)[None, :]
+        mask = steps < lengths[:, None] if trial % 2 else steps >= (t - lengths)[:, None]
+        spans = _runs.plan(mask.T, 10 ** 9)
+        if spans is None:
+            continue
+        seen += 1
+        valid = mask.T[:, spans.order]
+        assert spans.spans[0][0] == 0 and spans.spans[-1][1] == t
+        assert len(spans.spans) <= _runs.MAX_SEGMENTS
+        for (start, stop, rows), following in zip(spans.spans, spans.spans[1:] + [(t,)]):
+            assert stop == following[0]
+            assert not valid[start:stop, rows:].any()
+            assert rows == 0 or valid[start:stop, rows - 1].any()
+    assert seen > 100
 
 
 @pytest.mark.parametrize("units", [16, 37, 80, 150])

@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled.kernels import _numba, _outputs
+from unrolled.kernels import _numba, _outputs, _runs
 from unrolled.kernels._plan import NO_MASK, Steps
 from unrolled.kernels import _threads
 from unrolled.kernels._threads import step_threads
@@ -142,15 +142,25 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
     else:
         steps = Steps(mask.T[::-1] if backwards else mask.T)        # (timesteps, batch)
 
+    # A padded batch whose valid steps form one run a sample: only the valid rows of each span
+    # of steps run (unrolled.kernels._runs). One cell only (a stack's cells would need a span's
+    # sequence between them).
+    spans = (_runs.plan(steps.valid, (plan.cells[0].kernel.shape[0]
+                                      + plan.cells[0].recurrent_kernel.shape[0])
+                        * plan.cells[0].recurrent_kernel.shape[1])
+             if steps.valid is not None and plan.single else None)
+    body = _each_cell if spans is None else (
+        lambda plan, rnn, xt, states, steps: _by_spans(plan, rnn, x, states, steps, spans))
+
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
     # small products), every thread, or blocks of rows on threads: timed per kind of call; see
     # _threads.
     if _threads.chooses(plan.work, plan.parts):
-        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells)), plan.parts,
-                          blas=plan.blas):
-            seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
+        with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells),
+                                      spans is not None), plan.parts, blas=plan.blas):
+            seq, finals, stacked = body(plan, rnn, xt, states, steps)
     else:
-        seq, finals, stacked = _each_cell(plan, rnn, xt, states, steps)
+        seq, finals, stacked = body(plan, rnn, xt, states, steps)
 
     last_final = finals[-1] if stacked else finals
     h_last = last_final[0] if isinstance(last_final, list) else last_final   # (batch, units)
@@ -195,3 +205,42 @@ def _each_cell(plan: Plan, rnn: Any, xt: np.ndarray, states: list, steps: Steps
             cell_final[0] = cell_final[0].copy()
         finals.append(cell_final if nested else cell_final[0])
     return seq, (finals if stacked else finals[0]), stacked
+
+
+def _by_spans(plan: Plan, rnn: Any, x: np.ndarray, states: Any, steps: Steps,
+              spans: _runs.Segments) -> tuple[np.ndarray | None, Any, bool]:
+    """`_each_cell` for one cell, span by span. The rows are put in `spans.order` once (the
+    input, the states, the mask), so that each span runs the kernel on its first rows, a view,
+    with the mask for those that start or stop inside it; the other rows keep their states,
+    and their outputs there are the h they carry. The outputs and states are put back in the
+    caller's order at the end."""
+    cell, kernel = plan.cells[0], plan.kernels[0]
+    B, T = x.shape[:2]
+    dtype = x.dtype
+    order = spans.order
+    xt = x[order].transpose(1, 0, 2)                            # (timesteps, batch, features)
+    if rnn.go_backwards:
+        xt = xt[::-1]
+    valid = steps.valid[:, order]                               # (timesteps, batch)
+    nested = isinstance(states, (list, tuple))
+    current = [np.array(np.broadcast_to(s, (B, np.shape(s)[-1]))[order], dtype=dtype)
+               for s in (states if nested else (states,))]      # each (batch, units), sorted
+    need_seq = rnn.return_sequences
+    seq = np.empty((T, B, cell.units), dtype=dtype) if need_seq else None
+    for start, stop, rows in spans.spans:
+        if need_seq:  # rows out of this span carry their h through it
+            seq[start:stop, rows:] = current[0][rows:]
+        if not rows:
+            continue
+        part = valid[start:stop, :rows]
+        out, final = kernel(cell, xt[start:stop, :rows], [s[:rows] for s in current],
+                            NO_MASK if part.all() else Steps(part), need_seq)
+        if need_seq:
+            seq[start:stop, :rows] = out
+        for s, f in zip(current, final):
+            s[:rows] = f
+    back = np.argsort(order)                                    # sorted row of each row
+    finals = [s[back] for s in current]
+    if need_seq:
+        seq = seq[:, back]
+    return seq, (finals if nested else finals[0]), False
