@@ -81,7 +81,8 @@ def plan(valid: np.ndarray, row_work: int) -> Segments | None:
         alive = T - starts[order]
     else:
         return None
-    # running[t]: how many rows run at step t (prefix) or have begun by step T - 1 - t (else)
+    # running[k]: how many runs are longer than k steps: the rows running at step k (prefix),
+    # or the rows begun before step T - k (else)
     running = np.cumsum(np.bincount(alive, minlength=T + 1)[::-1])[::-1][1:].tolist()
     alive_at = alive.tolist()
     best, best_gain = None, threshold
