@@ -608,6 +608,20 @@ def versions() -> list[str]:
     return found
 
 
+def parse_peers(text: str, known: list[str]) -> list[str]:
+    """`--peers`: names from `known`, comma-separated; unrolled is always timed, first."""
+    peers = [p.strip() for p in text.split(",") if p.strip()]
+    for p in peers:
+        if p not in known:
+            raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(known)}")
+    return peers if "unrolled" in peers else ["unrolled", *peers]
+
+
+def check_reps(reps: int | None) -> None:
+    if reps is not None and reps < 1:
+        raise SystemExit(f"--reps: expected a count of at least 1, got {reps}")
+
+
 def parse_cells(text: str) -> list[str]:
     """`--cells`: comma-separated names from CELLS."""
     cells = [c.strip() for c in text.split(",") if c.strip()]
@@ -768,16 +782,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
     args = parser.parse_args(argv)
     cells = parse_cells(args.cells)
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    for p in peers:
-        if p not in PEERS:
-            raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(PEERS)}")
-    if "unrolled" not in peers:
-        peers.insert(0, "unrolled")
+    peers = parse_peers(args.peers, PEERS)
     shapes = parse_shapes(args.shapes) if args.shapes else (SHAPES[:3] if args.quick else SHAPES)
-
-    if args.reps is not None and args.reps < 1:
-        raise SystemExit(f"--reps: expected a count of at least 1, got {args.reps}")
+    check_reps(args.reps)
     results = run(cells, shapes, peers, args.quick, mode=args.mode, reps=args.reps)
     report_tables(results)
 

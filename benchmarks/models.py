@@ -43,8 +43,9 @@ import statistics
 import sys
 from typing import Any, Callable
 
-import bench  # benchmarks/bench.py: the environment, the timing loop, the machine's description
 import numpy as np
+
+import bench  # benchmarks/bench.py: the environment, the timing loop, the machine's description
 
 PEERS = ["unrolled", "torch", "keras-jax"]
 LEARNING_RATE = 1e-3
@@ -348,14 +349,8 @@ def main(argv: list[str] | None = None) -> int:
     for n in names:
         if n not in MODELS:
             raise SystemExit(f"--models: unknown model {n!r}; choose from {', '.join(MODELS)}")
-    peers = [p.strip() for p in args.peers.split(",") if p.strip()]
-    for p in peers:
-        if p not in PEERS:
-            raise SystemExit(f"--peers: unknown peer {p!r}; choose from {', '.join(PEERS)}")
-    if "unrolled" not in peers:
-        peers.insert(0, "unrolled")
-    if args.reps is not None and args.reps < 1:
-        raise SystemExit(f"--reps: expected a count of at least 1, got {args.reps}")
+    peers = bench.parse_peers(args.peers, PEERS)
+    bench.check_reps(args.reps)
     report_table(run(names, peers, args.quick, args.reps))
     return 0
 

@@ -405,19 +405,28 @@ def test_dense_and_embedding_match_jax(keras, rng):
     for a, b in zip(grads.for_weights(dense.trainable_weights), k_w):
         assert_close(a, np.asarray(b), what="Dense dL/dw")
 
-    emb, kemb = layers.Embedding(7, 3), keras.layers.Embedding(7, 3)
     ids = rng.integers(0, 7, size=(3, 5))
+    ours, theirs, _, returned = _embedding_gradients(keras, rng, 7, 3, ids)
+    assert returned is None
+    assert_close(ours, theirs, what="Embedding dL/dembeddings")
+
+
+def _embedding_gradients(keras, rng, vocab: int, dim: int, ids: np.ndarray) -> tuple:
+    """Embedding(vocab, dim)'s table gradient for a random output gradient `d`, and JAX's for
+    Keras's layer with the same weights: `(ours, theirs, d, what backward returned)`."""
+    import jax
+
+    emb, kemb = layers.Embedding(vocab, dim), keras.layers.Embedding(vocab, dim)
     emb(ids)
     kemb(ids)
     kemb.set_weights(emb.get_weights())
     y, cache = emb.forward_train(ids)
     d = rng.normal(size=y.shape).astype("float32")
     grads = Grads()
-    assert emb.backward(cache, d, grads) is None
-    k_w = jax.grad(lambda w: (kemb.stateless_call(w, [], ids)[0] * d).sum())(
-        [v.value for v in kemb.trainable_variables])
-    assert_close(grads.for_weights(emb.trainable_weights)[0], np.asarray(k_w[0]),
-                 what="Embedding dL/dembeddings")
+    returned = emb.backward(cache, d, grads)
+    theirs = jax.grad(lambda w: (kemb.stateless_call(w, [], ids)[0] * d).sum())(
+        [v.value for v in kemb.trainable_variables])[0]
+    return grads.for_weights(emb.trainable_weights)[0], np.asarray(theirs), d, returned
 
 
 def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, rng,
@@ -425,8 +434,6 @@ def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, 
     """From ADD_ROWS_MIN numbers on, Embedding's backward adds the rows by a compiled loop:
     np.add.at's sums to the bit (each id repeats about a hundred times, so the order of each
     row's sum shows), and JAX's gradient within float32 roundings."""
-    import jax
-
     from unrolled.kernels import _numba, _numba_loops
 
     compiled, calls = _numba_loops.add_rows, []
@@ -435,22 +442,12 @@ def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, 
     vocab, dim = 50, 16
     ids = rng.integers(0, vocab, size=(64, 80)).astype("int32")
     assert ids.size * dim >= _numba.ADD_ROWS_MIN
-    emb, kemb = layers.Embedding(vocab, dim), keras.layers.Embedding(vocab, dim)
-    emb(ids)
-    kemb(ids)
-    kemb.set_weights(emb.get_weights())
-    y, cache = emb.forward_train(ids)
-    d = rng.normal(size=y.shape).astype("float32")
-    grads = Grads()
-    emb.backward(cache, d, grads)
-    ours = grads.for_weights(emb.trainable_weights)[0]
+    ours, theirs, d, _ = _embedding_gradients(keras, rng, vocab, dim, ids)
     assert calls == [ids.size]                                   # the compiled loop ran
-    expected = np.zeros_like(emb.embeddings)
+    expected = np.zeros((vocab, dim), dtype="float32")
     np.add.at(expected, ids.reshape(-1), d.reshape(-1, dim))
     np.testing.assert_array_equal(ours, expected)
-    k_w = jax.grad(lambda w: (kemb.stateless_call(w, [], ids)[0] * d).sum())(
-        [v.value for v in kemb.trainable_variables])
-    assert_close(ours, np.asarray(k_w[0]), what="Embedding dL/dembeddings")
+    assert_close(ours, theirs, what="Embedding dL/dembeddings")
 
 
 @pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])

@@ -208,7 +208,8 @@ def test_a_padded_batch_in_spans_matches_keras(keras, rng, monkeypatch, padding,
             ids[b, :timesteps - n] = 0
 
     def build(L, make_input):
-        return [make_input(shape=(timesteps,), dtype="int32"), L.Embedding(vocab, 4, mask_zero=True),
+        return [make_input(shape=(timesteps,), dtype="int32"),
+                L.Embedding(vocab, 4, mask_zero=True),
                 L.Bidirectional(getattr(L, kind)(6, return_sequences=True)),
                 L.Bidirectional(getattr(L, kind)(5)), L.Dense(2)]
 
