@@ -59,6 +59,31 @@ def test_dense_parity(keras, rng, shape, activation, use_bias):
             theirs.compute_output_shape((batch, *shape[1:]))
 
 
+@pytest.mark.parametrize("activation", [None, "softmax"])
+def test_dense_over_a_time_major_view_matches_keras(keras, rng, activation):
+    """A recurrent layer's `return_sequences` output is a (batch, timesteps, features) view of
+    a time-major array; Dense multiplies it where it lies. The numbers are Keras's, and
+    training through it gives the gradients a contiguous copy gives."""
+    from unrolled.training import Grads
+
+    ours = layers.Dense(5, activation=activation, bias_initializer="random_normal")
+    theirs = keras.layers.Dense(5, activation=activation)
+    time_major = rng.normal(size=(7, 4, 3)).astype("float32")          # (timesteps, batch, f)
+    x = time_major.transpose(1, 0, 2)                                   # (batch, timesteps, f)
+    assert not x.flags.c_contiguous
+    twins(ours, theirs, np.ascontiguousarray(x))
+    assert_close(ours(x), np.asarray(theirs(np.ascontiguousarray(x))))
+    d = rng.normal(size=(4, 7, 5)).astype("float32")
+    results = []
+    for given in (x, np.ascontiguousarray(x)):
+        y, cache = ours.forward_train(given)
+        grads = Grads()
+        d_x = ours.backward(cache, d, grads)
+        results.append([y, d_x, *grads.for_weights(ours.trainable_weights)])
+    for a, b in zip(*results):
+        assert_close(a, b, atol=1e-6, rtol=1e-6)
+
+
 def test_dense_passes_mask_through(keras, rng):
     x = rng.normal(size=(2, 4, 3)).astype("float32")
     mask = rng.random((2, 4)) < 0.5
