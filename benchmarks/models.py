@@ -29,6 +29,10 @@ Peers:
 - keras-jax: the same Keras model; forward by `predict_on_batch` or a `jax.jit` of
   `stateless_call`, whichever was faster during warm-up; a step by `train_on_batch` (Keras
   compiles it with XLA).
+- onnxruntime (forward only; it does not train): the model as an ONNX graph built with
+  `onnx.helper` (Gather, the ONNX LSTM/GRU nodes, MatMul or Gemm), the padded batch's lengths
+  given as the LSTM's `sequence_lens`, which skips the padding as torch's packed sequence does.
+  Its threads are told to stop spinning after each run, as in bench.py.
 
 Every peer's forward output is checked against unrolled's (largest difference at most 1e-4) and
 its first step's loss against unrolled's first (relative difference at most 1e-4) before timing.
@@ -47,7 +51,7 @@ import numpy as np
 
 import bench  # benchmarks/bench.py: the environment, the timing loop, the machine's description
 
-PEERS = ["unrolled", "torch", "keras-jax"]
+PEERS = ["unrolled", "torch", "keras-jax", "onnxruntime"]
 LEARNING_RATE = 1e-3
 EPSILON = 1e-7  # Keras's Adam default; torch's is 1e-8
 
@@ -257,6 +261,93 @@ def make_torch(name: str, weights: list, lengths: Any) -> tuple[Callable, Callab
     return forward, step
 
 
+def make_onnxruntime(name: str, weights: list, lengths: Any) -> tuple[Callable, None]:
+    import onnxruntime
+    from onnx import TensorProto, helper, numpy_helper
+
+    nodes, inits = [], []
+
+    def const(array: np.ndarray, label: str) -> str:
+        inits.append(numpy_helper.from_array(np.ascontiguousarray(array), label))
+        return label
+
+    def node(op: str, inputs: list, outputs: list, **attrs: Any) -> None:
+        nodes.append(helper.make_node(op, inputs, outputs, **attrs))
+
+    def recurrent(kind: str, directions: list, x: str, label: str, extra: list) -> None:
+        """An ONNX LSTM/GRU node from Keras's weights, one (kernel, recurrent, bias) a
+        direction: `label`_Y (T, dirs, B, U) and `label`_Yh (dirs, B, U)."""
+        Ws, Rs, Bs = [], [], []
+        for kernel, rec, bias in directions:
+            if kind == "LSTM":  # Keras i, f, c, o -> ONNX i, o, f, c; one bias
+                order = [0, 3, 1, 2]
+                Ws.append(bench._blocks(kernel.T, order, 4))
+                Rs.append(bench._blocks(rec.T, order, 4))
+                Bs.append(np.concatenate([bench._blocks(bias, order, 4), np.zeros_like(bias)]))
+            else:  # GRU: both z, r, h; Keras's bias rows are ONNX's Wb and Rb
+                Ws.append(kernel.T)
+                Rs.append(rec.T)
+                Bs.append(np.concatenate([bias[0], bias[1]]))
+        attrs = {"hidden_size": directions[0][1].shape[0]}
+        if len(directions) == 2:
+            attrs["direction"] = "bidirectional"
+        if kind == "GRU":
+            attrs["linear_before_reset"] = 1                     # Keras's reset_after=True
+        node(kind, [x, const(np.stack(Ws), label + "_W"), const(np.stack(Rs), label + "_R"),
+                    const(np.stack(Bs), label + "_B"), *extra], [label + "_Y", label + "_Yh"],
+             **attrs)
+
+    axes0, axes1 = const(np.array([0], "int64"), "axes0"), const(np.array([1], "int64"), "axes1")
+    feeds: dict[str, Any] = {}
+    if name in ("sentiment", "char_lm"):
+        table = weights[0]
+        inputs = [helper.make_tensor_value_info("ids", TensorProto.INT64, None)]
+        node("Gather", [const(table, "table"), "ids"], ["emb"])                 # (B, T, E)
+        node("Transpose", ["emb"], ["emb_t"], perm=[1, 0, 2])                  # (T, B, E)
+    else:
+        inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)]
+        node("Transpose", ["x"], ["emb_t"], perm=[1, 0, 2])
+    if name == "sentiment":
+        _, *lstm, w, b = weights
+        inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, None))
+        feeds["lens"] = np.asarray(lengths, dtype="int32")
+        recurrent("LSTM", [lstm[:3], lstm[3:]], "emb_t", "lstm", ["lens"])
+        node("Transpose", ["lstm_Yh"], ["h_b"], perm=[1, 0, 2])               # (B, 2, U)
+        node("Reshape", ["h_b", const(np.array([0, -1], "int64"), "flat")], ["h"])
+        node("Gemm", ["h", const(w, "w"), const(b, "b")], ["z"])
+        node("Sigmoid", ["z"], ["out"])
+    elif name == "char_lm":
+        _, kernel, rec, bias, w, b = weights
+        recurrent("LSTM", [(kernel, rec, bias)], "emb_t", "lstm", [])
+        node("Squeeze", ["lstm_Y", axes1], ["seq_t"])                          # (T, B, U)
+        node("Transpose", ["seq_t"], ["seq"], perm=[1, 0, 2])
+        node("MatMul", ["seq", const(w, "w")], ["zw"])
+        node("Add", ["zw", const(b, "b")], ["out"])                            # (B, T, V)
+    else:  # stacked_gru
+        *grus, w, b = weights
+        recurrent("GRU", [grus[:3]], "emb_t", "gru1", [])
+        node("Squeeze", ["gru1_Y", axes1], ["seq1"])                           # (T, B, U)
+        recurrent("GRU", [grus[3:]], "seq1", "gru2", [])
+        node("Squeeze", ["gru2_Yh", axes0], ["h"])                             # (B, U)
+        node("Gemm", ["h", const(w, "w"), const(b, "b")], ["out"])
+    graph = helper.make_graph(nodes, name, inputs,
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
+                              inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = min(model.ir_version, 10)
+    options = onnxruntime.SessionOptions()
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                           providers=["CPUExecutionProvider"])
+    key = inputs[0].name
+
+    def forward(x):
+        return session.run(None, {key: x.astype("int64") if x.dtype.kind in "iu" else x,
+                                  **feeds})[0]
+
+    return forward, None
+
+
 # ------------------------------------------------------------------------ the run
 
 
@@ -276,7 +367,8 @@ def run(names: list[str], peers: list[str], quick: bool, reps: int | None,
         reference, first_loss = forward(x), None
         makers = {"unrolled": lambda: (forward, step),
                   "torch": lambda: make_torch(name, weights, lengths),
-                  "keras-jax": lambda: make_keras(name, weights, notes)}
+                  "keras-jax": lambda: make_keras(name, weights, notes),
+                  "onnxruntime": lambda: make_onnxruntime(name, weights, lengths)}
         forwards, steps, notes = {}, {}, {}
         for peer in peers:
             try:
@@ -284,22 +376,26 @@ def run(names: list[str], peers: list[str], quick: bool, reps: int | None,
                 err = float(np.max(np.abs(np.asarray(f(x)) - reference)))
                 if err > 1e-4:
                     raise RuntimeError(f"forward output differs from unrolled's by {err:.2g}")
-                loss = s((x, y))                                  # the first step, untimed
-                first_loss = loss if first_loss is None else first_loss
-                rel = abs(loss - first_loss) / max(abs(first_loss), 1e-12)
-                if rel > 1e-4:
-                    raise RuntimeError(f"first step's loss {loss:.6g} differs from unrolled's "
-                                       f"{first_loss:.6g}")
+                if s is not None:                                 # a peer that trains
+                    loss = s((x, y))                              # the first step, untimed
+                    first_loss = loss if first_loss is None else first_loss
+                    rel = abs(loss - first_loss) / max(abs(first_loss), 1e-12)
+                    if rel > 1e-4:
+                        raise RuntimeError(f"first step's loss {loss:.6g} differs from "
+                                           f"unrolled's {first_loss:.6g}")
                 notes[f"{peer} max|diff|"] = f"{err:.1e}"
                 if peer == "torch":  # its thread count, for each mode apart
                     f = bench.torch_best_threads(f, x, notes)
                     threads = {}
                     s = bench.torch_best_threads(s, (x, y), threads)
                     notes["torch"] += f" forward, {threads['torch']} training"
-                forwards[peer], steps[peer] = f, s
+                forwards[peer] = f
+                if s is not None:
+                    steps[peer] = s
                 for _ in range(bench.SETTLE_CALLS):               # unrolled's thread choices
                     f(x)
-                    s((x, y))
+                    if s is not None:
+                        s((x, y))
             except Exception as error:  # noqa: BLE001 - a missing peer is reported
                 skipped[peer] = f"{type(error).__name__}: {error}"
         for mode, fns in (("forward", forwards), ("train", steps)):
