@@ -346,6 +346,33 @@ def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_ki
         np.testing.assert_array_equal(fast[1], packed[1])
 
 
+@pytest.mark.parametrize("units", [5, 16, 37, 64, 80, 150])
+@pytest.mark.parametrize("gates, first, total", [(4, 0, 4), (2, 0, 3), (1, 2, 3)])
+@pytest.mark.parametrize("below", [0, 7])
+def test_gate_panels_lay_out_each_block_of_units_gate_by_gate(rng, units, gates, first, total,
+                                                               below):
+    """`gate_panels`: block q of GATE_UNITS units holds gates first..first+gates-1 of its units
+    side by side, WIDTH columns a panel, the rows of `[top; bottom]` in each; zeros past the
+    last column. Whole panels and a partial last block alike (a NumPy reference of the
+    layout)."""
+    from unrolled.kernels import _numba_loops as loops
+
+    top = rng.standard_normal((units, total * units)).astype("float32")
+    bottom = rng.standard_normal((below, total * units)).astype("float32")
+    panels = loops.gate_panels(top, bottom, first, gates, units)
+    rows = np.concatenate([top, bottom])
+    width, block = loops.WIDTH, loops.GATE_UNITS
+    per = gates * block // width
+    expected = np.zeros_like(panels)
+    for q, u0 in enumerate(range(0, units, block)):
+        n = min(block, units - u0)
+        columns = np.concatenate([rows[:, (first + g) * units + u0:(first + g) * units + u0 + n]
+                                  for g in range(gates)], axis=1)  # (K, gates * n)
+        for pos in range(gates * n):
+            expected[q * per + pos // width, :, pos % width] = columns[:, pos]
+    np.testing.assert_array_equal(panels, expected)
+
+
 def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkeypatch):
     """Assigning and set_weights write into the views; a copy (deepcopy, pickle) makes its
     pair views of one array again; a cell whose pair is no longer one array gets the packed
