@@ -221,23 +221,43 @@ def make_keras_tf(cell, shape, weights, layer):
     return lambda x: np.asarray(model.predict_on_batch(x))
 
 
-def make_onnxruntime(cell, shape, weights, layer):
-    import onnx
+def onnx_recurrent(cell: str, kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray
+                   ) -> tuple[str, np.ndarray, np.ndarray, np.ndarray, dict]:
+    """Keras's weights of one direction as an ONNX RNN/LSTM/GRU node's: `(op, W, R, B, attrs)`
+    with W (gates*units, features), R (gates*units, units), B (2*gates*units,)."""
+    attrs = {"hidden_size": recurrent.shape[0]}
+    if cell == "simple_rnn":
+        return "RNN", kernel.T, recurrent.T, np.concatenate([bias, np.zeros_like(bias)]), attrs
+    if cell == "lstm":  # Keras i, f, c, o -> ONNX i, o, f, c
+        order = [0, 3, 1, 2]
+        return ("LSTM", _blocks(kernel.T, order, 4), _blocks(recurrent.T, order, 4),
+                np.concatenate([_blocks(bias, order, 4), np.zeros_like(bias)]), attrs)
+    # GRU: Keras and ONNX both z, r, h; reset_after=True is linear_before_reset=1
+    attrs["linear_before_reset"] = 1
+    return "GRU", kernel.T, recurrent.T, np.concatenate([bias[0], bias[1]]), attrs
+
+
+def onnx_session(graph: Any) -> Any:
+    """An onnxruntime CPU session of `graph` (opset 14), its threads told to stop spinning."""
     import onnxruntime
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
+    model.ir_version = min(model.ir_version, 10)
+    options = onnxruntime.SessionOptions()
+    # ORT's intra-op threads otherwise keep spinning after `run` returns, and in an
+    # interleaved run they hold a core through the next peer's sample (unrolled's blocks of
+    # rows measured 8.5 ms instead of 4.4 after an ORT sample). They still spin during a run.
+    options.add_session_config_entry("session.force_spinning_stop", "1")
+    return onnxruntime.InferenceSession(model.SerializeToString(), options,
+                                        providers=["CPUExecutionProvider"])
+
+
+def make_onnxruntime(cell, shape, weights, layer):
     from onnx import TensorProto, helper, numpy_helper
 
     batch, timesteps, features, units = shape
-    kernel, recurrent, bias = weights
-    attrs = {"hidden_size": units}
-    if cell == "simple_rnn":
-        op, W, R, B = "RNN", kernel.T, recurrent.T, np.concatenate([bias, np.zeros_like(bias)])
-    elif cell == "lstm":  # Keras i, f, c, o -> ONNX i, o, f, c
-        order = [0, 3, 1, 2]
-        op, W, R = "LSTM", _blocks(kernel.T, order, 4), _blocks(recurrent.T, order, 4)
-        B = np.concatenate([_blocks(bias, order, 4), np.zeros_like(bias)])
-    else:  # GRU: Keras and ONNX both z, r, h; reset_after=True is linear_before_reset=1
-        op, W, R, B = "GRU", kernel.T, recurrent.T, np.concatenate([bias[0], bias[1]])
-        attrs["linear_before_reset"] = 1
+    op, W, R, B, attrs = onnx_recurrent(cell, *weights)
     inits = [numpy_helper.from_array(np.ascontiguousarray(a[None]).astype("float32"), name)
              for a, name in ((W, "W"), (R, "R"), (B, "B"))]
     node = helper.make_node(op, ["X", "W", "R", "B"], ["Y"], **attrs)
@@ -246,15 +266,7 @@ def make_onnxruntime(cell, shape, weights, layer):
                                                       [timesteps, batch, features])],
         [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [timesteps, 1, batch, units])],
         inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = min(model.ir_version, 10)
-    options = onnxruntime.SessionOptions()
-    # ORT's intra-op threads otherwise keep spinning after `run` returns, and in an
-    # interleaved run they hold a core through the next peer's sample (unrolled's blocks of
-    # rows measured 8.5 ms instead of 4.4 after an ORT sample). They still spin during a run.
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = onnx_session(graph)
 
     def run(x):
         y = session.run(None, {"X": np.ascontiguousarray(x.transpose(1, 0, 2))})[0]

@@ -262,7 +262,6 @@ def make_torch(name: str, weights: list, lengths: Any) -> tuple[Callable, Callab
 
 
 def make_onnxruntime(name: str, weights: list, lengths: Any) -> tuple[Callable, None]:
-    import onnxruntime
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
@@ -274,28 +273,16 @@ def make_onnxruntime(name: str, weights: list, lengths: Any) -> tuple[Callable, 
     def node(op: str, inputs: list, outputs: list, **attrs: Any) -> None:
         nodes.append(helper.make_node(op, inputs, outputs, **attrs))
 
-    def recurrent(kind: str, directions: list, x: str, label: str, extra: list) -> None:
+    def recurrent(cell: str, directions: list, x: str, label: str, extra: list) -> None:
         """An ONNX LSTM/GRU node from Keras's weights, one (kernel, recurrent, bias) a
         direction: `label`_Y (T, dirs, B, U) and `label`_Yh (dirs, B, U)."""
-        Ws, Rs, Bs = [], [], []
-        for kernel, rec, bias in directions:
-            if kind == "LSTM":  # Keras i, f, c, o -> ONNX i, o, f, c; one bias
-                order = [0, 3, 1, 2]
-                Ws.append(bench._blocks(kernel.T, order, 4))
-                Rs.append(bench._blocks(rec.T, order, 4))
-                Bs.append(np.concatenate([bench._blocks(bias, order, 4), np.zeros_like(bias)]))
-            else:  # GRU: both z, r, h; Keras's bias rows are ONNX's Wb and Rb
-                Ws.append(kernel.T)
-                Rs.append(rec.T)
-                Bs.append(np.concatenate([bias[0], bias[1]]))
-        attrs = {"hidden_size": directions[0][1].shape[0]}
+        converted = [bench.onnx_recurrent(cell, *weights) for weights in directions]
+        op, attrs = converted[0][0], converted[0][4]
         if len(directions) == 2:
             attrs["direction"] = "bidirectional"
-        if kind == "GRU":
-            attrs["linear_before_reset"] = 1                     # Keras's reset_after=True
-        node(kind, [x, const(np.stack(Ws), label + "_W"), const(np.stack(Rs), label + "_R"),
-                    const(np.stack(Bs), label + "_B"), *extra], [label + "_Y", label + "_Yh"],
-             **attrs)
+        stacked = [np.stack([c[i] for c in converted]) for i in (1, 2, 3)]   # W, R, B
+        node(op, [x, *(const(a, f"{label}_{n}") for a, n in zip(stacked, "WRB")), *extra],
+             [label + "_Y", label + "_Yh"], **attrs)
 
     axes0, axes1 = const(np.array([0], "int64"), "axes0"), const(np.array([1], "int64"), "axes1")
     feeds: dict[str, Any] = {}
@@ -311,34 +298,29 @@ def make_onnxruntime(name: str, weights: list, lengths: Any) -> tuple[Callable, 
         _, *lstm, w, b = weights
         inputs.append(helper.make_tensor_value_info("lens", TensorProto.INT32, None))
         feeds["lens"] = np.asarray(lengths, dtype="int32")
-        recurrent("LSTM", [lstm[:3], lstm[3:]], "emb_t", "lstm", ["lens"])
+        recurrent("lstm", [lstm[:3], lstm[3:]], "emb_t", "lstm", ["lens"])
         node("Transpose", ["lstm_Yh"], ["h_b"], perm=[1, 0, 2])               # (B, 2, U)
         node("Reshape", ["h_b", const(np.array([0, -1], "int64"), "flat")], ["h"])
         node("Gemm", ["h", const(w, "w"), const(b, "b")], ["z"])
         node("Sigmoid", ["z"], ["out"])
     elif name == "char_lm":
         _, kernel, rec, bias, w, b = weights
-        recurrent("LSTM", [(kernel, rec, bias)], "emb_t", "lstm", [])
+        recurrent("lstm", [(kernel, rec, bias)], "emb_t", "lstm", [])
         node("Squeeze", ["lstm_Y", axes1], ["seq_t"])                          # (T, B, U)
         node("Transpose", ["seq_t"], ["seq"], perm=[1, 0, 2])
         node("MatMul", ["seq", const(w, "w")], ["zw"])
         node("Add", ["zw", const(b, "b")], ["out"])                            # (B, T, V)
     else:  # stacked_gru
         *grus, w, b = weights
-        recurrent("GRU", [grus[:3]], "emb_t", "gru1", [])
+        recurrent("gru", [grus[:3]], "emb_t", "gru1", [])
         node("Squeeze", ["gru1_Y", axes1], ["seq1"])                           # (T, B, U)
-        recurrent("GRU", [grus[3:]], "seq1", "gru2", [])
+        recurrent("gru", [grus[3:]], "seq1", "gru2", [])
         node("Squeeze", ["gru2_Yh", axes0], ["h"])                             # (B, U)
         node("Gemm", ["h", const(w, "w"), const(b, "b")], ["out"])
     graph = helper.make_graph(nodes, name, inputs,
                               [helper.make_tensor_value_info("out", TensorProto.FLOAT, None)],
                               inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 14)])
-    model.ir_version = min(model.ir_version, 10)
-    options = onnxruntime.SessionOptions()
-    options.add_session_config_entry("session.force_spinning_stop", "1")
-    session = onnxruntime.InferenceSession(model.SerializeToString(), options,
-                                           providers=["CPUExecutionProvider"])
+    session = bench.onnx_session(graph)
     key = inputs[0].name
 
     def forward(x):
