@@ -431,7 +431,7 @@ def _embedding_gradients(keras, rng, vocab: int, dim: int, ids: np.ndarray) -> t
 
 def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, rng,
                                                                          monkeypatch):
-    """From ADD_ROWS_MIN numbers on, Embedding's backward adds the rows by a compiled loop:
+    """From COMPILED_PASS_MIN numbers on, Embedding's backward adds the rows by a compiled loop:
     np.add.at's sums to the bit (each id repeats about a hundred times, so the order of each
     row's sum shows), and JAX's gradient within float32 roundings."""
     from unrolled.kernels import _numba, _numba_loops
@@ -441,7 +441,7 @@ def test_a_large_embedding_gradient_is_add_at_to_the_bit_and_matches_jax(keras, 
                         lambda *args: (calls.append(args[1].size), compiled(*args)))
     vocab, dim = 50, 16
     ids = rng.integers(0, vocab, size=(64, 80)).astype("int32")
-    assert ids.size * dim >= _numba.ADD_ROWS_MIN
+    assert ids.size * dim >= _numba.COMPILED_PASS_MIN
     ours, theirs, d, _ = _embedding_gradients(keras, rng, vocab, dim, ids)
     assert calls == [ids.size]                                   # the compiled loop ran
     expected = np.zeros((vocab, dim), dtype="float32")

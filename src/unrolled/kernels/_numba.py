@@ -149,20 +149,22 @@ def _compiled() -> dict[str, Callable] | None:
     return _loops
 
 
-# The most numbers `add_rows` leaves to `np.add.at`: below it Numba's import on a first call
-# (0.5-2 s) is not worth the time saved (add.at takes about 10 ns a number; 0.7 ms here).
-ADD_ROWS_MIN = 1 << 16
+# The fewest numbers `add_rows` and `adam_update` run compiled: below it Numba's import on a
+# first call (0.5-2 s) is not worth the time saved (add.at takes about 10 ns a number; 0.7 ms
+# here). unrolled.optimizers restates it (`_LARGE`) to skip importing this module for small
+# weights.
+COMPILED_PASS_MIN = 1 << 16
 
 
 def add_rows(table: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
     """`table[ids[k]] += rows[k]` for every k in order: `np.add.at(table, ids, rows)`, to the bit.
 
     table (n, width), ids (k,) integers in [0, n) (the caller checks), rows (k, width) of the
-    table's dtype. Compiled when Numba runs and `rows` has at least ADD_ROWS_MIN numbers: an
+    table's dtype. Compiled when Numba runs and `rows` has at least COMPILED_PASS_MIN numbers: an
     Embedding(20000, 64) gradient over 12 800 ids took 8.8 ms by add.at, a seventh of a
     training step of the model around it (benchmarks/models.py, `sentiment`).
     """
-    if (rows.size >= ADD_ROWS_MIN and rows.dtype == table.dtype and table.flags.c_contiguous
+    if (rows.size >= COMPILED_PASS_MIN and rows.dtype == table.dtype and table.flags.c_contiguous
             and available()):
         from unrolled.kernels import _numba_loops
 
@@ -174,11 +176,11 @@ def add_rows(table: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> None:
 def adam_update(w: np.ndarray, g: np.ndarray, m: np.ndarray, v: np.ndarray, c1: Any, c2: Any,
                 alpha: Any, eps: Any) -> bool:
     """Adam's update of one weight in one compiled pass, when Numba runs and the weight has at
-    least ADD_ROWS_MIN numbers, all four arrays C-contiguous of one float dtype; returns
+    least COMPILED_PASS_MIN numbers, all four arrays C-contiguous of one float dtype; returns
     whether it ran (else the caller runs NumPy's passes). The same bits as NumPy's version,
     which makes about eleven passes over the weight, most of them allocating: an
     Embedding(20000, 64) table's update took 3.9-4.0 ms so, 0.76-0.90 in one pass."""
-    if (w.size < ADD_ROWS_MIN or not all(a.dtype == w.dtype and a.flags.c_contiguous
+    if (w.size < COMPILED_PASS_MIN or not all(a.dtype == w.dtype and a.flags.c_contiguous
                                          and a.shape == w.shape for a in (g, m, v))
             or not w.flags.c_contiguous or not available()):
         return False

@@ -40,14 +40,12 @@ MIN_GAIN = 0.15
 class Segments:
     """How to run a masked call in spans: `order` (batch,) the rows sorted so that the valid
     rows of any step come first; `spans` a list of `(start, stop, rows)`: steps start..stop-1
-    (processing order) run on the rows `order[:rows]` (none: no kernel runs); `prefix`:
-    whether the runs all start at the first step (rows leave as their runs end) or all end at
-    the last (rows join as their runs begin)."""
+    (processing order) run on the rows `order[:rows]` (none: no kernel runs)."""
 
-    __slots__ = ("order", "spans", "prefix")
+    __slots__ = ("order", "spans")
 
-    def __init__(self, order: np.ndarray, spans: list, prefix: bool):
-        self.order, self.spans, self.prefix = order, spans, prefix
+    def __init__(self, order: np.ndarray, spans: list):
+        self.order, self.spans = order, spans
 
 
 def plan(valid: np.ndarray, row_work: int) -> Segments | None:
@@ -93,7 +91,7 @@ def plan(valid: np.ndarray, row_work: int) -> Segments | None:
         gain = (T * B - area) * row_work / RATE - calls * SPAN_SECONDS
         if gain > best_gain:
             best, best_gain = spans, gain
-    return None if best is None else Segments(order, best, prefix)
+    return None if best is None else Segments(order, best)
 
 
 def _spans(alive: list, running: list, T: int, prefix: bool, n: int) -> list:

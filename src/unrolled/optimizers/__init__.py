@@ -38,6 +38,8 @@ __all__ = ["Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "Adagrad", "get", "se
 
 # Weights of this many numbers or more may be updated by a compiled pass (Adam; the same
 # bits), where NumPy's passes over a large weight (an embedding table) take most of an update.
+# The literal of unrolled.kernels._numba.COMPILED_PASS_MIN, which decides: checked here first
+# so that an update of small weights does not import the kernels.
 _LARGE = 1 << 16
 
 
