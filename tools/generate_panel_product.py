@@ -1,10 +1,13 @@
-"""Writes src/unrolled/kernels/_panel_source.py, the bodies of the compiled panel products:
-`panel_product` (W packed in panels) and `columns_product` (W's columns read where they are).
+"""Writes src/unrolled/kernels/_panel_source.py and _panel_source_wide.py, the bodies of the
+compiled panel products: `panel_product` (W packed in panels) and `columns_product` (W's columns
+read where they are). The first is for CPUs with 16 vector registers of 256 bits (AVX2); the
+second, for CPUs with AVX-512 (32 registers of 512 bits), keeps twice the rows in registers and
+asks LLVM for 512-bit vectors (see unrolled.kernels._numba_panels).
 
 Each product keeps a block of ROWS x WIDTH running sums in named local variables, so that LLVM
 holds them in vector registers for the whole loop over k. Numba has no way to say "a fixed-size
 block of registers" except by naming every one, hence a generator rather than 100 lines typed by
-hand. Run it after changing ROWS, WIDTH or the template:
+hand. Run it after changing VARIANTS, WIDTH or the template:
 
     python tools/generate_panel_product.py
 
@@ -18,19 +21,32 @@ from __future__ import annotations
 import pathlib
 import sys
 
-ROWS, WIDTH = 5, 16
-PANELS = 3  # a lone last row runs against this many panels at once
-TARGET = (pathlib.Path(__file__).resolve().parents[1]
-          / "src/unrolled/kernels/_panel_source.py")
+WIDTH = 16
+KERNELS = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels"
+# file: (ROWS, PANELS, wide). ROWS rows of a block are summed at once; a lone last row runs
+# against PANELS panels at once; `wide` files ask for 512-bit vectors.
+VARIANTS = {"_panel_source.py": (5, 3, False), "_panel_source_wide.py": (10, 6, True)}
+ROWS, PANELS = VARIANTS["_panel_source.py"][:2]  # set by source() for the file it writes
 
-HEADER = f'''"""The bodies of `_numba_panels.panel_product` and `columns_product`, written by
-tools/generate_panel_product.py.
+_WIDE_NOTE = """
+
+For CPUs with AVX-512: each function first asks LLVM for 512-bit vectors
+(unrolled.kernels._vector_width), and ROWS is twice the 256-bit variant's, for the 32 vector
+registers."""
+
+_WIDE_IMPORT = "\nfrom unrolled.kernels._vector_width import prefer_512_bit_vectors\n"
+_WIDE_CALL = "    prefer_512_bit_vectors()\n"
+
+
+def _header(wide: bool) -> str:
+    return f'''"""The bodies of `_numba_panels.panel_product` and `columns_product`, written by
+tools/generate_panel_product.py.{_WIDE_NOTE if wide else ""}
 
 Do not edit: change the generator and run it again. See unrolled.kernels._numba_panels.
 """
 
 import numpy as np
-
+{_WIDE_IMPORT if wide else ""}
 ROWS, WIDTH = {ROWS}, {WIDTH}
 _ZERO = np.float32(0)
 # columns_product's column offsets, masked non-negative: an index that may be negative keeps
@@ -46,7 +62,7 @@ def panel_product(a, panels, out):
     copied: a store that depends on the column inside the block would keep LLVM from
     vectorizing the block (3x slower).
     """
-    M, K = a.shape
+{_WIDE_CALL if wide else ""}    M, K = a.shape
     n = out.shape[1]
     M4 = M - M % {ROWS}
     P = panels.shape[0]
@@ -60,7 +76,8 @@ def panel_product(a, panels, out):
             j = {WIDTH} * (p - p0)
 '''
 
-ONE_ROW = f'''    if M - M4 == 1:
+def _one_row_head() -> str:
+    return f'''    if M - M4 == 1:
         i = M4
         for p in range(0, full - full % {PANELS}, {PANELS}):
             j = {WIDTH} * p
@@ -91,7 +108,7 @@ def _start(panel: str) -> str:
 
 
 def _starts(indent: str, panels: list[str], weight) -> list[str]:
-    """In place: each panel's first column of W, masked non-negative (see HEADER)."""
+    """In place: each panel's first column of W, masked non-negative (see the header)."""
     if weight is _packed:
         return []
     return [f"{indent}{_start(panel)} = bases[{panel}] & _MASK" for panel in panels]
@@ -144,7 +161,8 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
     return lines
 
 
-COLUMNS_HEADER = f'''
+def _columns_header(wide: bool) -> str:
+    return f'''
 
 def columns_product(a, W, bases, out):
     """`out = a @ W[:, columns]`, W read where it is: out's columns {WIDTH} p .. {WIDTH} p + {WIDTH - 1}
@@ -153,7 +171,7 @@ def columns_product(a, W, bases, out):
     `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see `_numba_panels.columns_product`.
     The blocks and the order of every sum are panel_product's, so the two give the same bits.
     """
-    M, K = a.shape
+{_WIDE_CALL if wide else ""}    M, K = a.shape
     M4 = M - M % {ROWS}
     P = bases.shape[0]
     for p in range(P):
@@ -161,9 +179,9 @@ def columns_product(a, W, bases, out):
 '''
 
 
-def columns_source() -> str:
+def columns_source(wide: bool) -> str:
     to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
-    lines = [COLUMNS_HEADER.rstrip("\n")]
+    lines = [_columns_header(wide).rstrip("\n")]
     lines.append(f"        for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 12, "i", to_out, _in_place)
     lines.append("        i = M4")
@@ -181,13 +199,16 @@ def columns_source() -> str:
     return "\n".join(lines) + "\n"
 
 
-def source() -> str:
-    lines = [HEADER.rstrip("\n")]
+def source(name: str = "_panel_source.py") -> str:
+    """The text of `name`, a key of VARIANTS."""
+    global ROWS, PANELS
+    ROWS, PANELS, wide = VARIANTS[name]
+    lines = [_header(wide).rstrip("\n")]
     to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
     lines.append(f"            for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 16, "i", to_dst)
     lines += _rest(" " * 12, to_dst, smallest=2)
-    lines += ONE_ROW.rstrip("\n").split("\n")
+    lines += _one_row_head().rstrip("\n").split("\n")
     lines += _one_row(" " * 12)
     lines.append("        for part in range(2):")
     lines.append(f"            dst, p0, p1 = (out, full - full % {PANELS}, full) if part == 0 "
@@ -196,15 +217,16 @@ def source() -> str:
     lines.append(f"                j = {WIDTH} * p if part == 0 else 0")
     lines += _block(1, " " * 16, "i", to_dst)
     lines.append(TAIL.rstrip("\n"))
-    return "\n".join(lines) + "\n" + columns_source()
+    return "\n".join(lines) + "\n" + columns_source(wide)
 
 
 def main() -> int:
-    TARGET.write_text(source())
-    print(f"wrote {TARGET}")
+    for name in VARIANTS:
+        (KERNELS / name).write_text(source(name))
+        print(f"wrote {KERNELS / name}")
     # Numba's cache keys a compiled function on its own file only: the loops that call the
     # product would keep the old one. Drop the kernels' cached compiles next to the source.
-    stale = list((TARGET.parent / "__pycache__").glob("*.nb[ic]"))
+    stale = list((KERNELS / "__pycache__").glob("*.nb[ic]"))
     for path in stale:
         path.unlink()
     print(f"removed {len(stale)} cached Numba files (another NUMBA_CACHE_DIR: clear it too)")

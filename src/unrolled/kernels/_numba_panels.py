@@ -44,9 +44,23 @@ import numpy as np
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
-from unrolled.kernels import _panel_source
+from unrolled.kernels import _panel_source, _vector_width
 
-ROWS, WIDTH = _panel_source.ROWS, _panel_source.WIDTH
+# The products' source for this CPU: 5 rows a block in 256-bit vectors, or, with AVX-512, 10
+# rows in 512-bit vectors (see the module's docstring). Both sum each number in the same order.
+WIDE = _vector_width.available()
+
+
+def source_module(wide: bool = WIDE):
+    """The generated module holding the products' Python source: 256-bit or 512-bit."""
+    if wide:
+        from unrolled.kernels import _panel_source_wide
+
+        return _panel_source_wide
+    return _panel_source
+
+
+ROWS, WIDTH = source_module().ROWS, _panel_source.WIDTH
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -95,10 +109,10 @@ _SIGNATURES = {
 }
 
 
-def compiled(name: str, cache: bool = True):
+def compiled(name: str, cache: bool = True, wide: bool = WIDE):
     """The product `name` (a key of `_SIGNATURES`) compiled for its signature, or loaded from
-    Numba's cache, with SLP on."""
-    source = getattr(_panel_source, name)
+    Numba's cache, with SLP on; from the 512-bit source if `wide`."""
+    source = getattr(source_module(wide), name)
     with _slp_vectorizer():
         return numba.njit([_SIGNATURES[name]], cache=cache, nogil=True, error_model="numpy",
                           fastmath={"contract"})(source)

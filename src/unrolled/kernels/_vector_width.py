@@ -1,0 +1,48 @@
+"""512-bit vectors for one compiled function, on CPUs with AVX-512.
+
+LLVM's X86 backend, for most CPUs with AVX-512, prefers 256-bit vectors: its vectorizers build
+no wider vectors, and 512-bit registers are used only where code asks for them. The panel
+products (`_numba_panels`) are fastest on such a CPU with 512-bit vectors: one register holds a
+whole row of a 16-column panel, and the 32 registers hold the sums of 10 rows (156-185 GFLOP/s
+on one thread against 101-134 with 256-bit vectors, and OpenBLAS's 132-167; RESULTS.md, round
+19). Clang's `-mprefer-vector-width=512` sets two attributes on every function; Numba has no
+such option, so `prefer_512_bit_vectors()`, called first in a compiled function, sets them on
+the function that calls it and emits no instruction. Each number's arithmetic is the same in a
+vector of either width, so the results are the same to the bit.
+
+`available()` says whether the host has AVX-512 (Numba's target CPU features, which
+NUMBA_CPU_FEATURES overrides).
+"""
+
+from __future__ import annotations
+
+from numba import types
+from numba.core.extending import intrinsic
+
+__all__ = ["prefer_512_bit_vectors", "available"]
+
+# LLVM's function attributes (written as clang writes them); llvmlite's attribute set accepts
+# only the attributes it knows, so these go into the set itself.
+_ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
+
+
+@intrinsic
+def prefer_512_bit_vectors(typingctx):
+    def codegen(context, builder, signature, args):
+        for attribute in _ATTRIBUTES:
+            set.add(builder.function.attributes, attribute)
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+def available() -> bool:
+    """Whether the CPU Numba compiles for has AVX-512F (and so 32 registers of 512 bits)."""
+    from numba.core import config
+
+    features = config.CPU_FEATURES
+    if features is None:
+        import llvmlite.binding as llvm
+
+        features = llvm.get_host_cpu_features().flatten()
+    return "+avx512f" in features.split(",")
