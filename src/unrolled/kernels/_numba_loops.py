@@ -19,6 +19,7 @@ from numba.extending import overload
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack
+from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
 # check and a raise, which would keep the loops from vectorizing.
@@ -435,6 +436,7 @@ def _split_hx(hx, h, x):
 
 @njit_fused
 def _tanh_units_rows(P, row0, bias, hW, h, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # h = tanh((x_t U + b) + h W) in place (hW holds the product), rows kept where masked
     for b in range(h.shape[0]):
         if use_mask and not mask[k, b0 + b]:
@@ -445,6 +447,7 @@ def _tanh_units_rows(P, row0, bias, hW, h, mask, use_mask, k, b0):
 
 @njit_fused
 def _tanh_units_in_place(out, bias, hW):
+    prefer_512_bit_vectors()
     # out = tanh((out + b) + h W), `out` holding x_t U (a row of the output). Apart from
     # _tanh_units_rows so that the loop reads and writes one array under one name, rather than
     # two arguments that overlap (`out` passed as both P and new).
@@ -455,6 +458,7 @@ def _tanh_units_in_place(out, bias, hW):
 
 @njit_fused
 def _lstm_units_rows(P, row0, bias, hW, c, h, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # c, h in place from (x_t U + b) + h W (hW holds the product), rows kept where masked
     U = c.shape[1]
     for b in range(c.shape[0]):
@@ -473,6 +477,7 @@ def _lstm_units_rows(P, row0, bias, hW, c, h, mask, use_mask, k, b0):
 
 @njit_fused
 def _gru_units_rows(P, row0, b_in, hW, b_rec, h, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # reset_after, h in place, with hW = h [W_z | W_r | W_h] and P's rows x_t U; rows kept
     # where masked
     U = h.shape[1]
@@ -490,6 +495,7 @@ def _gru_units_rows(P, row0, b_in, hW, b_rec, h, mask, use_mask, k, b0):
 
 @njit_fused
 def _gru_gates_rows(P, row0, b_in, zr, h, rh):
+    prefer_512_bit_vectors()
     # reset_after=False, first half: zr = sigmoid((x_t U_zr + b_zr) + h W_zr) in place, rh = r h
     U = h.shape[1]
     for b in range(h.shape[0]):
@@ -502,6 +508,7 @@ def _gru_gates_rows(P, row0, b_in, zr, h, rh):
 
 @njit_fused
 def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # reset_after=False, second half, h in place: hh = tanh((x_t U_h + b_h) + (r h) W_h);
     # h = z h + (1 - z) hh; rows kept where masked
     U = h.shape[1]
@@ -555,6 +562,7 @@ def _state_rows(seq, h0, need_seq, k, b0, b1):
 
 @njit_fused
 def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # out = tanh(out + b) in place, out holding [h | x_t] [W; U]; masked rows get h_{t-1} back
     for b in range(out.shape[0]):
         if use_mask and not mask[k, b0 + b]:
@@ -679,6 +687,7 @@ def _block_out(z, rows, width):
 
 @njit_fused
 def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # units u0..u0+n-1 of a step: c in place and h into `out`, from the block's pre-activations
     # z + b (z's columns [i | f | c | o] of the block, n each); masked rows keep c and get
     # h_{t-1} back from hx. The unit indexes are unsigned (`_unsigned`), so every access
@@ -820,6 +829,7 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
 
 @njit_fused
 def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
     # units u0..u0+n-1 of a reset_after step into `out`: z, r from zr + b (zr's columns [z | r]
     # of the block, n each), hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h)),
     # h = z h_{t-1} + (1 - z) hh, h_{t-1} read from hx; masked rows get h_{t-1} back. Unsigned

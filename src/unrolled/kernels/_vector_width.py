@@ -29,8 +29,9 @@ _ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
 @intrinsic
 def prefer_512_bit_vectors(typingctx):
     def codegen(context, builder, signature, args):
-        for attribute in _ATTRIBUTES:
-            set.add(builder.function.attributes, attribute)
+        if available():  # elsewhere the attributes would change nothing; leave them off
+            for attribute in _ATTRIBUTES:
+                set.add(builder.function.attributes, attribute)
         return context.get_dummy_value()
 
     return types.none(), codegen
