@@ -1,6 +1,7 @@
 """Two versions of unrolled side by side: each in a process of its own, sampled alternately.
 
     python benchmarks/ab.py BASE [NEW] [--cells lstm,gru] [--shapes 32x100x16x64] [--rounds 15]
+                            [--mode train]
 
 BASE and NEW are git revisions of this repository (NEW defaults to the working tree). Each is
 exported (`git archive`) into a temporary directory, and a worker process imports unrolled from
@@ -12,7 +13,10 @@ as fill about 20 ms (the same count for both), timed as one.
 
 It reports each point's median seconds a call, NEW's median over BASE's, the range of the
 per-round ratios, and the largest difference between the two outputs (0 when the numbers are
-the same to the bit). Both versions run with their own thread choice (unrolled.kernels._threads)
+the same to the bit). `--mode train` times one training step instead, as `bench.py --mode
+train` does (`Sequential([Input, layer])`, MSE, SGD(0.01), `train_on_batch`); both versions
+take the same steps from the same weights, so the outputs compared at the end are the layer's
+after all of them. Both versions run with their own thread choice (unrolled.kernels._threads)
 unless `--threads one`, `all` or `rows` forces it where the call offers it.
 
 Two versions in one process, or one copied aside, share one thread pool, one BLAS and one set
@@ -40,7 +44,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKER = r'''
 import json, sys, time
 import numpy as np
-from unrolled import layers
+import unrolled
+from unrolled import layers, optimizers
 from unrolled.kernels import _threads
 
 spec = json.loads(sys.argv[1])
@@ -63,13 +68,20 @@ for cell, shape in spec["points"]:
                for w in layer.get_weights()]
     layer.set_weights(weights)
     x = np.random.default_rng(1).standard_normal((batch, steps, features)).astype("float32")
+    if spec["mode"] == "train":
+        model = unrolled.Sequential([unrolled.Input((steps, features)), layer])
+        model.compile(optimizers.SGD(0.01), "mse")
+        y = np.random.default_rng(2).standard_normal((batch, steps, units)).astype("float32")
+        call = lambda model=model, x=x, y=y: model.train_on_batch(x, y)
+    else:
+        call = lambda layer=layer, x=x: layer(x)
     for _ in range(20):
-        layer(x)
-    points.append((layer, x))
+        call()
+    points.append((layer, x, call))
 print(json.dumps({"ready": True}), flush=True)
 for line in sys.stdin:
     order = json.loads(line)
-    layer, x = points[order["point"]]
+    layer, x, call = points[order["point"]]
     if order["what"] == "output":
         np.save(order["path"], layer(x))
         print(json.dumps({"saved": True}), flush=True)
@@ -77,7 +89,7 @@ for line in sys.stdin:
     calls = order["calls"]
     start = time.perf_counter()
     for _ in range(calls):
-        layer(x)
+        call()
     print(json.dumps({"seconds": (time.perf_counter() - start) / calls}), flush=True)
 '''
 
@@ -85,9 +97,9 @@ for line in sys.stdin:
 class Worker:
     """One version's process: `sample(point, calls)` seconds a call, `output(point, path)`."""
 
-    def __init__(self, source: pathlib.Path, points: list, threads: str) -> None:
+    def __init__(self, source: pathlib.Path, points: list, threads: str, mode: str) -> None:
         env = {**os.environ, "PYTHONPATH": str(source)}
-        spec = json.dumps({"points": points, "threads": threads})
+        spec = json.dumps({"points": points, "threads": threads, "mode": mode})
         self.process = subprocess.Popen([sys.executable, "-c", WORKER, spec], env=env,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         self._read()
@@ -137,14 +149,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", default="32x100x16x64")
     parser.add_argument("--rounds", type=int, default=15, help="samples of each version a point")
     parser.add_argument("--threads", choices=["auto", "one", "rows", "all"], default="auto")
+    parser.add_argument("--mode", choices=["forward", "train"], default="forward",
+                        help="forward (default) or train (one SGD step)")
     args = parser.parse_args(argv)
     cells = parse_cells(args.cells)
     if args.rounds < 1:
         raise SystemExit(f"--rounds: expected at least 1, got {args.rounds}")
     points = [(cell, list(shape)) for cell in cells for shape in parse_shapes(args.shapes)]
     with tempfile.TemporaryDirectory(prefix="unrolled-ab-") as tmp:
-        base = Worker(export(args.base, pathlib.Path(tmp) / "base"), points, args.threads)
-        new = Worker(export(args.new, pathlib.Path(tmp) / "new"), points, args.threads)
+        base = Worker(export(args.base, pathlib.Path(tmp) / "base"), points, args.threads,
+                      args.mode)
+        new = Worker(export(args.new, pathlib.Path(tmp) / "new"), points, args.threads,
+                     args.mode)
         print(f"| cell | shape | {args.base} ms | {args.new or 'working tree'} ms | new / base "
               f"| per-round range | max abs diff |")
         print("|---|---|---|---|---|---|---|")
