@@ -23,15 +23,35 @@ def _within_float32_sums(out, a, w):
     assert np.all(excess <= 1e-30), np.max(excess)
 
 
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 33])
-@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64, 100])
-@pytest.mark.parametrize("K", [1, 5, 17, 64])
-def test_panel_product_is_a_times_w(M, N, K):
-    """Every remainder of the 4-row blocks and the 16-column panels; nothing written past N.
-    A row comes out the same bits in a block of 4, 3, 2 or 1 rows (its sums run over k in
-    order in each), so row blocks on threads do not change results."""
+_products: dict = {}
+
+
+def _variant(wide: bool):
+    """The products of one generated source: the 256-bit one (5 rows a block) or the 512-bit
+    one (10 rows a block, for CPUs with AVX-512), whichever this CPU runs. On a CPU without
+    AVX-512 the wide source compiles to 256-bit vectors and must still be right."""
+    from types import SimpleNamespace
+
     from unrolled.kernels import _numba_panels
 
+    if wide not in _products:
+        _products[wide] = SimpleNamespace(**{
+            name: _numba_panels.compiled(name, wide=wide) for name in _numba_panels._SIGNATURES})
+    return _products[wide]
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 19, 33])
+@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64, 100, 120])
+@pytest.mark.parametrize("K", [1, 5, 17, 64])
+def test_panel_product_is_a_times_w(M, N, K, wide):
+    """Every remainder of the blocks of 5 (or 10) rows, of the 16-column panels and of the lone
+    row's 3 (or 6) panels at once; nothing written past N. A row comes out the same bits in a
+    block of any size (its sums run over k in order in each), so row blocks on threads do not
+    change results; and the two sources give the same bits."""
+    from unrolled.kernels import _numba_panels
+
+    products = _variant(wide)
     rng = np.random.default_rng(M * 10_000 + N * 100 + K)
     a = rng.standard_normal((M, K)).astype("float32")
     w = rng.standard_normal((K, N)).astype("float32")
@@ -41,23 +61,28 @@ def test_panel_product_is_a_times_w(M, N, K):
     # panel comes after the others) or, from the last row, in the guard after the array.
     buffer = np.full(M * N + 16, np.nan, dtype="float32")
     out = buffer[:M * N].reshape(M, N)
-    _numba_panels.panel_product(a, panels, out)
+    products.panel_product(a, panels, out)
     _within_float32_sums(out, a, w)
     assert np.isnan(buffer[M * N:]).all()
     for i in range(M):
         row = np.empty((1, N), dtype="float32")
-        _numba_panels.panel_product(a[i:i + 1], panels, row)
+        products.panel_product(a[i:i + 1], panels, row)
         np.testing.assert_array_equal(row[0], out[i])
+    other = np.empty_like(out)
+    _variant(not wide).panel_product(a, panels, other)
+    np.testing.assert_array_equal(other, out)
 
 
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 33])
-@pytest.mark.parametrize("panels", [1, 2, 3, 4, 5, 7])
-def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panels):
+@pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 19, 33])
+@pytest.mark.parametrize("panels", [1, 2, 3, 4, 5, 6, 7, 13])
+def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panels, wide):
     """`columns_product(a, W, starts, out)`: out's panel p is W's 16 columns from starts[p],
-    read where they are; every remainder of the blocks of 5 rows and of the lone row's 3
-    panels at once; the same bits as panel_product on those columns packed, in any order."""
+    read where they are; every remainder of the row blocks and of the lone row's panels at
+    once; the same bits as panel_product on those columns packed, in any order."""
     from unrolled.kernels import _numba_panels
 
+    products = _variant(wide)
     rng = np.random.default_rng(M * 100 + panels)
     K, N = 37, 16 * panels + 40
     W = rng.standard_normal((K, N)).astype("float32")
@@ -65,11 +90,23 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     starts = rng.choice(N - 15, size=panels, replace=False).astype(np.int64)  # any column
     chosen = np.hstack([W[:, s:s + 16] for s in starts])
     out = np.full((M, 16 * panels), np.nan, dtype="float32")
-    _numba_panels.columns_product(a, W, starts, out)
+    products.columns_product(a, W, starts, out)
     packed = np.empty_like(out)
-    _numba_panels.panel_product(a, _numba_panels.packed(chosen), packed)
+    products.panel_product(a, _numba_panels.packed(chosen), packed)
     np.testing.assert_array_equal(out, packed)
     _within_float32_sums(out, a, chosen)
+
+
+def test_the_cpus_products_come_from_its_source():
+    """The loops call the products of the source for this CPU: the 512-bit one where Numba
+    compiles for AVX-512, the 256-bit one elsewhere; ROWS says which."""
+    from unrolled.kernels import _numba_panels, _panel_source, _panel_source_wide, _vector_width
+
+    wide = _vector_width.available()
+    assert _numba_panels.WIDE is wide
+    assert _numba_panels.source_module() is (_panel_source_wide if wide else _panel_source)
+    assert _numba_panels.ROWS == (10 if wide else 5)
+    assert _numba_panels.panel_product.py_func is _numba_panels.source_module().panel_product
 
 
 def test_stacked_panels_multiply_h_and_x_at_once():
@@ -84,7 +121,8 @@ def test_stacked_panels_multiply_h_and_x_at_once():
 
 
 def test_panel_source_is_what_the_generator_writes():
-    """src/unrolled/kernels/_panel_source.py is generated; edit tools/generate_panel_product.py."""
+    """src/unrolled/kernels/_panel_source.py and _panel_source_wide.py are generated; edit
+    tools/generate_panel_product.py."""
     import importlib.util
     import pathlib
 
@@ -93,14 +131,17 @@ def test_panel_source_is_what_the_generator_writes():
         "generate_panel_product", root / "tools" / "generate_panel_product.py")
     generator = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(generator)
-    assert generator.TARGET.read_text() == generator.source(), (
-        "run `python tools/generate_panel_product.py` after changing the generator")
+    assert set(generator.VARIANTS) == {"_panel_source.py", "_panel_source_wide.py"}
+    for name in generator.VARIANTS:
+        assert (generator.KERNELS / name).read_text() == generator.source(name), (
+            f"{name}: run `python tools/generate_panel_product.py` after changing the generator")
 
 
 def test_panel_product_is_vectorized_and_numba_setting_restored():
     """The SLP vectorizer was on while panel_product and columns_product compiled: their machine
     code multiplies packed floats (`..ps` instructions; without SLP it is scalar `..ss`, 10x
-    slower), from whole vectors of W (no `vinsertps`). Numba's own setting is back to what the
+    slower), from whole vectors of W (no `vinsertps`); the 512-bit source in 512-bit registers
+    (zmm) where the CPU has AVX-512, and the 256-bit one never. Numba's own setting is back to what the
     environment says. (Numba cannot show the code of a function loaded from
     its cache, so this compiles a fresh one the same way.)"""
     import os
@@ -108,14 +149,24 @@ def test_panel_product_is_vectorized_and_numba_setting_restored():
 
     from unrolled.kernels import _numba_panels
 
+    from unrolled.kernels import _vector_width
+
     for name in _numba_panels._SIGNATURES:
-        asm = "\n".join(_numba_panels.compiled(name, cache=False).inspect_asm().values())
-        packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
-        assert len(packed) >= 16, f"{name} is not vectorized ({len(packed)} packed products)"
-        # Vectors built from single floats: the loads of W did not vectorize (columns_product
-        # with signed, unmasked column offsets had 192 and ran at a third of the speed).
-        built = re.findall(r"\bvinsertps\b", asm)
-        assert not built, f"{name} builds {len(built)} vectors from single floats"
+        for wide in (False, True):
+            asm = "\n".join(_numba_panels.compiled(name, cache=False, wide=wide)
+                            .inspect_asm().values())
+            packed = re.findall(r"\b(?:v?fn?madd\d*ps|v?mulps)\b", asm)
+            assert len(packed) >= 16, f"{name} is not vectorized ({len(packed)} packed products)"
+            # Vectors built from single floats: the loads of W did not vectorize (columns_product
+            # with signed, unmasked column offsets had 192 and ran at a third of the speed).
+            built = re.findall(r"\bvinsertps\b", asm)
+            assert not built, f"{name} builds {len(built)} vectors from single floats"
+            # 512-bit multiply-adds from the wide source on a CPU with AVX-512, else none
+            zmm = re.findall(r"\bvfn?madd\w*ps\s[^\n]*\bzmm", asm)
+            if wide and _vector_width.available():
+                assert len(zmm) >= 10, f"{name}: {len(zmm)} 512-bit multiply-adds"
+            else:
+                assert not zmm, f"{name} ({'wide' if wide else '256-bit'}): {len(zmm)} in zmm"
     assert _numba_panels.config.SLP_VECTORIZE == int(os.environ.get("NUMBA_SLP_VECTORIZE", "0"))
 
 
@@ -147,7 +198,9 @@ def test_fast_tanh_of_the_forward_loops_is_within_five_ulp_of_numpy():
 
 
 def test_forward_step_arithmetic_stays_in_float32():
-    """The forward loops' step functions compute in float32 throughout. An int literal beside
+    """The forward loops' step functions compute in float32 throughout, in 512-bit vectors on a
+    CPU with AVX-512 (they ask for them: 0.86-0.96 of a layer's time at (32, 100, 16, 64) and
+    (128, 200, 64, 256), RESULTS.md round 19). An int literal beside
     a float32 (`1 - z`) is float64 in Numba, so the GRU's state update ran in double precision:
     half as many numbers a vector instruction, and conversions each way (the GRU unit took
     3.1 ns instead of 2.4). Checked in the LLVM code of a fresh compile (Numba cannot show the
@@ -171,13 +224,14 @@ def test_forward_step_arithmetic_stays_in_float32():
         "_gru_candidate_rows": (m, i, v, m, m, m, mask, flag, i, i),
     }
     for name, types in signatures.items():
-        _assert_float32_vectors(_numba_loops, name, types)
+        _assert_float32_vectors(_numba_loops, name, types, wide=True)
 
 
-def _assert_float32_vectors(module, name, types):
+def _assert_float32_vectors(module, name, types, wide=False):
     """`module.name`, compiled afresh for `types` as the loops compile it (fused multiply-adds),
     computes in float32, never float64, and in vectors of float32 (LLVM's vectorizer gave up
-    on it otherwise)."""
+    on it otherwise). `wide`: the function asks for 512-bit vectors, so on a CPU with AVX-512
+    its machine code uses 512-bit registers (zmm), and elsewhere none."""
     import re
 
     import numba
@@ -189,6 +243,14 @@ def _assert_float32_vectors(module, name, types):
     assert not doubles, f"{name} computes in float64: {sorted(set(doubles))}"
     assert re.search(r"\b(?:fadd|fmul|load|store)\b[^\n]*\bfloat\b", llvm), f"{name}: no float32"
     assert re.search(r"<\d+ x float>", llvm), f"{name}: not vectorized"
+    if wide:
+        from unrolled.kernels import _vector_width
+
+        zmm = re.findall(r"\bzmm\d+", "\n".join(fresh.inspect_asm().values()))
+        if _vector_width.available():
+            assert zmm, f"{name}: no 512-bit vectors on a CPU with AVX-512"
+        else:
+            assert not zmm, f"{name}: 512-bit registers on a CPU without AVX-512"
 
 
 def test_training_step_arithmetic_is_float32_vectors():

@@ -15,14 +15,15 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
-  OpenBLAS), on the weights packed once a call or, where that is as fast, read in place from
+  OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or, where that is as fast, read in place from
   the cell's `[W; U]` (`stacked_weights`), and the fused loops fold the input projection into
   it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
   SciPy's sgemm). Everything between two products (adding the projection and bias, the
   activations, the gate arithmetic, the state update and the mask) is one compiled pass per
-  step, with activations that vectorize (`tanh32_fast`, a rational function within 5 ulp of
-  NumPy's tanh, and `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel
+  step (in 512-bit vectors on CPUs with AVX-512, `_vector_width`), with activations that
+  vectorize (`tanh32_fast`, a rational function within 5 ulp of NumPy's tanh, and
+  `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel
   needs 3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs
   without AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`).
 

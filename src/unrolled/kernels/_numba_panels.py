@@ -33,6 +33,16 @@ ran from 2% slower to 17% faster than 4 at the step shapes of the grid and the l
 (128, 1024) @ (1024, 4096) 85.9 against 80.3 (OpenBLAS: 72.9). 6 rows (twelve sums) ran 2-29%
 slower than 4, probably because twelve sums, two panel vectors and a broadcast need more than
 the 16 vector registers.
+
+**CPUs with AVX-512** (32 vector registers of 512 bits) run a second generated source,
+`_panel_source_wide.py`: 10 rows a block, and each product asks LLVM for 512-bit vectors
+(`_vector_width.prefer_512_bit_vectors`; LLVM otherwise builds 256-bit vectors for most of
+these CPUs). A row of a panel is then one register, and a block's sums ten. On an Intel Xeon
+with AVX-512 (round 19's benchmark machine), one thread, best of 7 interleaved samples: 5 rows
+in 256-bit vectors 93-128 GFLOP/s at the grid's step shapes, 5 rows in 512-bit 101-134, 8 rows
+114-156, 10 rows 123-185, 12 rows 118-184 (and 18 s to compile, against 12 for 10 rows);
+OpenBLAS 132-167. 10 rows in 256-bit vectors ran at 99-127. The sums and their order are the
+same in both sources, so both give the same bits.
 """
 
 from __future__ import annotations
@@ -47,7 +57,7 @@ from numba.core.compiler_lock import global_compiler_lock
 from unrolled.kernels import _panel_source, _vector_width
 
 # The products' source for this CPU: 5 rows a block in 256-bit vectors, or, with AVX-512, 10
-# rows in 512-bit vectors (see the module's docstring). Both sum each number in the same order.
+# rows in 512-bit vectors (see above). Both sum each number in the same order.
 WIDE = _vector_width.available()
 
 
