@@ -23,10 +23,14 @@ import sys
 
 WIDTH = 16
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels"
-# file: (ROWS, PANELS, wide). ROWS rows of a block are summed at once; a lone last row runs
-# against PANELS panels at once; `wide` files ask for 512-bit vectors.
-VARIANTS = {"_panel_source.py": (5, 3, False), "_panel_source_wide.py": (10, 6, True)}
-ROWS, PANELS = VARIANTS["_panel_source.py"][:2]  # set by source() for the file it writes
+# file: (ROWS, REST, PANELS, wide). ROWS rows of a block are summed at once; the M % ROWS rows
+# left go in one block of the largest size in REST that fits, and a last row left over runs
+# alone, against PANELS panels at once; `wide` files ask for 512-bit vectors. The wide file
+# has no blocks of 9, 7 and 5 rows: blocks of every size up to 9 took its products 12 s to
+# compile, these 7-8 s, and the grid's half batches of 16 rows still run as 10 + 6.
+VARIANTS = {"_panel_source.py": (5, (4, 3, 2), 3, False),
+            "_panel_source_wide.py": (10, (8, 6, 4, 3, 2), 6, True)}
+ROWS, REST, PANELS = VARIANTS["_panel_source.py"][:3]  # set by source() for the file it writes
 
 _WIDE_NOTE = """
 
@@ -77,8 +81,8 @@ def panel_product(a, panels, out):
 '''
 
 def _one_row_head() -> str:
-    return f'''    if M - M4 == 1:
-        i = M4
+    return f'''    if {_lone_rows()}:
+        i = M - 1
         for p in range(0, full - full % {PANELS}, {PANELS}):
             j = {WIDTH} * p
 '''
@@ -134,14 +138,27 @@ def _at(row: str, r: int) -> str:
     return f"{row} + {r}" if r else row
 
 
-def _rest(indent: str, target, smallest: int) -> list[str]:
-    """The last M % ROWS rows, if at least `smallest`, in one block of as many rows. A block of
-    fewer rows has fewer independent sums to overlap the latency of a multiply-add: one row ran
-    at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as four."""
+def _rest_block(r: int) -> int:
+    """The rows of the block that takes a remainder of r rows: the largest of REST up to r; a
+    last row left over goes with the lone row (see _lone_rows)."""
+    return max((size for size in REST if size <= r), default=0)
+
+
+def _lone_rows() -> str:
+    """The condition, on the rows past the last whole block, for a lone row at M - 1."""
+    left = [r for r in range(1, ROWS) if r - _rest_block(r) == 1]
+    return " or ".join(f"M - M4 == {r}" for r in left)
+
+
+def _rest(indent: str, target, smallest: int, weight=_packed) -> list[str]:
+    """The last M % ROWS rows, if at least `smallest`, in one block (see REST). A block of
+    fewer rows has fewer independent sums to overlap the latency of a multiply-add: one row
+    ran at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as four."""
     lines = [f"{indent}i = M4"]
-    for rows in range(ROWS - 1, smallest - 1, -1):
-        lines.append(f"{indent}{'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
-        lines += _block(rows, indent + "    ", "i", target)
+    sizes = [size for size in REST if size >= smallest]
+    for size in sizes:
+        lines.append(f"{indent}{'if' if size == sizes[0] else 'elif'} M - i >= {size}:")
+        lines += _block(size, indent + "    ", "i", target, weight)
     return lines
 
 
@@ -184,12 +201,9 @@ def columns_source(wide: bool) -> str:
     lines = [_columns_header(wide).rstrip("\n")]
     lines.append(f"        for i in range(0, M4, {ROWS}):")
     lines += _block(ROWS, " " * 12, "i", to_out, _in_place)
-    lines.append("        i = M4")
-    for rows in range(ROWS - 1, 1, -1):
-        lines.append(f"        {'if' if rows == ROWS - 1 else 'elif'} M - M4 == {rows}:")
-        lines += _block(rows, " " * 12, "i", to_out, _in_place)
-    lines.append("    if M - M4 == 1:")
-    lines.append("        i = M4")
+    lines += _rest(" " * 8, to_out, 2, _in_place)
+    lines.append(f"    if {_lone_rows()}:")
+    lines.append("        i = M - 1")
     lines.append(f"        for p in range(0, P - P % {PANELS}, {PANELS}):")
     lines.append(f"            j = {WIDTH} * p")
     lines += _one_row(" " * 12, _in_place)
@@ -201,8 +215,8 @@ def columns_source(wide: bool) -> str:
 
 def source(name: str = "_panel_source.py") -> str:
     """The text of `name`, a key of VARIANTS."""
-    global ROWS, PANELS
-    ROWS, PANELS, wide = VARIANTS[name]
+    global ROWS, REST, PANELS
+    ROWS, REST, PANELS, wide = VARIANTS[name]
     lines = [_header(wide).rstrip("\n")]
     to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
     lines.append(f"            for i in range(0, M4, {ROWS}):")
