@@ -35,28 +35,38 @@ def _variant(wide: bool):
     from unrolled.kernels import _numba_panels
 
     if wide not in _products:
-        _products[wide] = SimpleNamespace(**{
-            name: _numba_panels.compiled(name, wide=wide) for name in _numba_panels._SIGNATURES})
+        _products[wide] = SimpleNamespace(
+            width=_numba_panels.source_module(wide).WIDTH,
+            **{name: _numba_panels.compiled(name, wide=wide)
+               for name in _numba_panels._SIGNATURES})
     return _products[wide]
 
 
-@pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 19, 33])
-@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 40, 64, 100, 120])
-@pytest.mark.parametrize("K", [1, 5, 17, 64])
-def test_panel_product_is_a_times_w(M, N, K, wide):
-    """Every remainder of the blocks of 5 (or 10) rows, of the 16-column panels and of the lone
-    row's 3 (or 6) panels at once; nothing written past N. A row comes out the same bits in a
-    block of any size (its sums run over k in order in each), so row blocks on threads do not
-    change results; and the two sources give the same bits."""
+def _packed(w, width):
+    """w in panels `width` columns wide, as the products of that source read them."""
     from unrolled.kernels import _numba_panels
 
+    panels = np.empty((-(-w.shape[1] // width), w.shape[0], width), dtype="float32")
+    _numba_panels.pack(panels, w, 0)
+    return panels
+
+
+@pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17, 33])
+@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 31, 32, 33, 40, 64, 100, 130, 200])
+@pytest.mark.parametrize("K", [1, 5, 17, 64])
+def test_panel_product_is_a_times_w(M, N, K, wide):
+    """Every remainder of the row blocks (5 rows, or 8 in the 512-bit source), of the panels (16
+    columns, or 32) and of the lone row's 3 (or 4) panels at once; nothing written past N. A
+    row comes out the same bits in a block of any size (its sums run over k in order in each),
+    so row blocks on threads do not change results; and the two sources give the same bits."""
     products = _variant(wide)
+    width = products.width
     rng = np.random.default_rng(M * 10_000 + N * 100 + K)
     a = rng.standard_normal((M, K)).astype("float32")
     w = rng.standard_normal((K, N)).astype("float32")
-    panels = _numba_panels.packed(w)
-    assert panels.shape == (-(-N // 16), K, 16)
+    panels = _packed(w, width)
+    assert panels.shape == (-(-N // width), K, width)
     # A write past column N lands in the next row (checked after it was written: the last
     # panel comes after the others) or, from the last row, in the guard after the array.
     buffer = np.full(M * N + 16, np.nan, dtype="float32")
@@ -68,31 +78,30 @@ def test_panel_product_is_a_times_w(M, N, K, wide):
         row = np.empty((1, N), dtype="float32")
         products.panel_product(a[i:i + 1], panels, row)
         np.testing.assert_array_equal(row[0], out[i])
-    other = np.empty_like(out)
-    _variant(not wide).panel_product(a, panels, other)
+    other, products = np.empty_like(out), _variant(not wide)
+    products.panel_product(a, _packed(w, products.width), other)
     np.testing.assert_array_equal(other, out)
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 19, 33])
-@pytest.mark.parametrize("panels", [1, 2, 3, 4, 5, 6, 7, 13])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17, 33])
+@pytest.mark.parametrize("panels", [1, 2, 3, 4, 5, 7, 9])
 def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panels, wide):
-    """`columns_product(a, W, starts, out)`: out's panel p is W's 16 columns from starts[p],
-    read where they are; every remainder of the row blocks and of the lone row's panels at
-    once; the same bits as panel_product on those columns packed, in any order."""
-    from unrolled.kernels import _numba_panels
-
+    """`columns_product(a, W, starts, out)`: out's panel p is W's 16 (or 32) columns from
+    starts[p], read where they are; every remainder of the row blocks and of the lone row's
+    panels at once; the same bits as panel_product on those columns packed, in any order."""
     products = _variant(wide)
+    width = products.width
     rng = np.random.default_rng(M * 100 + panels)
-    K, N = 37, 16 * panels + 40
+    K, N = 37, width * panels + 40
     W = rng.standard_normal((K, N)).astype("float32")
     a = rng.standard_normal((M, K)).astype("float32")
-    starts = rng.choice(N - 15, size=panels, replace=False).astype(np.int64)  # any column
-    chosen = np.hstack([W[:, s:s + 16] for s in starts])
-    out = np.full((M, 16 * panels), np.nan, dtype="float32")
+    starts = rng.choice(N - width + 1, size=panels, replace=False).astype(np.int64)  # any column
+    chosen = np.hstack([W[:, s:s + width] for s in starts])
+    out = np.full((M, width * panels), np.nan, dtype="float32")
     products.columns_product(a, W, starts, out)
     packed = np.empty_like(out)
-    products.panel_product(a, _numba_panels.packed(chosen), packed)
+    products.panel_product(a, _packed(chosen, width), packed)
     np.testing.assert_array_equal(out, packed)
     _within_float32_sums(out, a, chosen)
 
@@ -105,7 +114,7 @@ def test_the_cpus_products_come_from_its_source():
     wide = _vector_width.available()
     assert _numba_panels.WIDE is wide
     assert _numba_panels.source_module() is (_panel_source_wide if wide else _panel_source)
-    assert _numba_panels.ROWS == (10 if wide else 5)
+    assert (_numba_panels.ROWS, _numba_panels.WIDTH) == ((8, 32) if wide else (5, 16))
     assert _numba_panels.panel_product.py_func is _numba_panels.source_module().panel_product
 
 
@@ -141,15 +150,13 @@ def test_panel_product_is_vectorized_and_numba_setting_restored():
     """The SLP vectorizer was on while panel_product and columns_product compiled: their machine
     code multiplies packed floats (`..ps` instructions; without SLP it is scalar `..ss`, 10x
     slower), from whole vectors of W (no `vinsertps`); the 512-bit source in 512-bit registers
-    (zmm) where the CPU has AVX-512, and the 256-bit one never. Numba's own setting is back to what the
-    environment says. (Numba cannot show the code of a function loaded from
-    its cache, so this compiles a fresh one the same way.)"""
+    (zmm) where the CPU has AVX-512, and the 256-bit one never. Numba's own setting is back to
+    what the environment says. (Numba cannot show the code of a function loaded from its
+    cache, so this compiles a fresh one the same way.)"""
     import os
     import re
 
-    from unrolled.kernels import _numba_panels
-
-    from unrolled.kernels import _vector_width
+    from unrolled.kernels import _numba_panels, _vector_width
 
     for name in _numba_panels._SIGNATURES:
         for wide in (False, True):

@@ -306,11 +306,13 @@ def test_gated_cells_over_several_panels_of_units(rng, cell_kind, units, mask_ki
 @pytest.mark.parametrize("threads_of_rows", [1, 2])
 def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, mask_kind,
                                                  return_sequences, threads_of_rows):
-    """A batch of 47: the fused loops run a step by FUSED_ROWS = 20 rows at a time, so 20 + 20
-    + 7 rows, or on two threads of rows, 24 and 23 (20 + 4 and 20 + 3), with 80 units (two
-    blocks of units for LSTM and GRU)."""
+    """A batch of 2 FUSED_ROWS + 7: the fused loops run a step by FUSED_ROWS rows at a time (20,
+    or 32 with AVX-512), so two whole blocks and 7 rows, or on two threads of rows a block and
+    a part each, with 80 units (two blocks of units for LSTM and GRU)."""
+    from unrolled.kernels._numba_loops import FUSED_ROWS
+
     monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
-    b, t, f = 47, 5, 3
+    b, t, f = 2 * FUSED_ROWS + 7, 5, 3
     x = rng.standard_normal((b, t, f)).astype("float32")
     rnn = built(layers.RNN(make_cell(cell_kind, 80), return_sequences=return_sequences,
                            return_state=True), x)
@@ -318,16 +320,19 @@ def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, ma
 
 
 @pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])
-@pytest.mark.parametrize("units", [16, 64, 128])
+@pytest.mark.parametrize("units", [16, 32, 64, 128])
 @pytest.mark.parametrize("mask_kind", [None, "random"])
-@pytest.mark.parametrize("batch, threads_of_rows", [(47, 1), (47, 2), (1, 1), (6, 1)])
+@pytest.mark.parametrize("batch, threads_of_rows", [(47, 1), (47, 2), (1, 1), (6, 1), (15, 1)])
 def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_kind, units,
                                                        mask_kind, batch, threads_of_rows):
     """The fused loops read `[W; U]` where the cell keeps it (the recurrent kernel and the
     kernel are views of one array) where that is as fast as a packed copy: the reference's
     numbers, and the packed copy's to the bit. LSTM and GRU at 128 units (rows of 2 and 1.5
-    KB) keep the copy. Blocks of rows in every remainder of the product's blocks of 5, a lone
-    row included."""
+    KB) keep the copy, and so do units that are not whole panels (16 units where a panel is 32
+    columns, with AVX-512). Blocks of rows in every remainder of the product's row blocks (5,
+    or 8 with AVX-512), a lone row included."""
+    from unrolled.kernels._numba_panels import WIDTH
+
     monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
     t, f = 5, 3
     x = rng.standard_normal((batch, t, f)).astype("float32")
@@ -335,7 +340,7 @@ def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_ki
                            return_state=True), x)
     cell = rnn.cell
     assert cell.kernel.base is cell.recurrent_kernel.base is not None
-    expected = not (cell_kind != "simple_rnn" and units == 128)
+    expected = units % WIDTH == 0 and not (cell_kind != "simple_rnn" and units == 128)
     assert (_numba.stacked_weights(cell) is not None) == expected
     states, mask = random_states(rng, rnn, batch), make_mask(rng, mask_kind, batch, t)
     fast = both_ways(rnn, x, states, mask)

@@ -1,13 +1,13 @@
 """Writes src/unrolled/kernels/_panel_source.py and _panel_source_wide.py, the bodies of the
 compiled panel products: `panel_product` (W packed in panels) and `columns_product` (W's columns
 read where they are). The first is for CPUs with 16 vector registers of 256 bits (AVX2); the
-second, for CPUs with AVX-512 (32 registers of 512 bits), keeps twice the rows in registers and
-asks LLVM for 512-bit vectors (see unrolled.kernels._numba_panels).
+second, for CPUs with AVX-512 (32 registers of 512 bits), has panels twice as wide, keeps more
+sums in registers and asks LLVM for 512-bit vectors (see unrolled.kernels._numba_panels).
 
 Each product keeps a block of ROWS x WIDTH running sums in named local variables, so that LLVM
 holds them in vector registers for the whole loop over k. Numba has no way to say "a fixed-size
 block of registers" except by naming every one, hence a generator rather than 100 lines typed by
-hand. Run it after changing VARIANTS, WIDTH or the template:
+hand. Run it after changing VARIANTS or the template:
 
     python tools/generate_panel_product.py
 
@@ -21,21 +21,22 @@ from __future__ import annotations
 import pathlib
 import sys
 
-WIDTH = 16
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels"
-# file: (ROWS, REST, PANELS, wide). ROWS rows of a block are summed at once; the M % ROWS rows
-# left go in one block of the largest size in REST that fits, and a last row left over runs
-# alone, against PANELS panels at once; `wide` files ask for 512-bit vectors. The wide file
-# has no blocks of 9, 7 and 5 rows: blocks of every size up to 9 took its products 12 s to
-# compile, these 7-8 s, and the grid's half batches of 16 rows still run as 10 + 6.
-VARIANTS = {"_panel_source.py": (5, (4, 3, 2), 3, False),
-            "_panel_source_wide.py": (10, (8, 6, 4, 3, 2), 6, True)}
-ROWS, REST, PANELS = VARIANTS["_panel_source.py"][:3]  # set by source() for the file it writes
+# file: (WIDTH, ROWS, REST, PANELS, wide). A panel is WIDTH columns; ROWS rows of a block are
+# summed at once; the M % ROWS rows left go in one block of the largest size in REST that fits,
+# and a last row left over runs alone, against PANELS panels at once; `wide` files ask for
+# 512-bit vectors. The wide file's panels are two 512-bit vectors wide, so each row's broadcast
+# feeds two multiply-adds (8 rows: 16 sums in 16 of the 32 registers); it has no blocks of 7 and
+# 5 rows, which would add to its compile time for the rare batches that leave them.
+VARIANTS = {"_panel_source.py": (16, 5, (4, 3, 2), 3, False),
+            "_panel_source_wide.py": (32, 8, (6, 4, 3, 2), 4, True)}
+# set by source() for the file it writes
+WIDTH, ROWS, REST, PANELS = VARIANTS["_panel_source.py"][:4]
 
 _WIDE_NOTE = """
 
 For CPUs with AVX-512: each function first asks LLVM for 512-bit vectors
-(unrolled.kernels._vector_width), and ROWS is twice the 256-bit variant's, for the 32 vector
+(unrolled.kernels._vector_width), and a panel is two of them wide, for the 32 vector
 registers."""
 
 _WIDE_IMPORT = "\nfrom unrolled.kernels._vector_width import prefer_512_bit_vectors\n"
@@ -87,7 +88,8 @@ def _one_row_head() -> str:
             j = {WIDTH} * p
 '''
 
-TAIL = f'''    if full < P:
+def _tail() -> str:
+    return f'''    if full < P:
         j = {WIDTH} * full
         for i in range(M):
             for c in range(n - j):
@@ -215,8 +217,9 @@ def columns_source(wide: bool) -> str:
 
 def source(name: str = "_panel_source.py") -> str:
     """The text of `name`, a key of VARIANTS."""
-    global ROWS, REST, PANELS
-    ROWS, REST, PANELS, wide = VARIANTS[name]
+    global WIDTH, ROWS, REST, PANELS
+    WIDTH, ROWS, REST, PANELS, wide = VARIANTS[name]
+    assert all(0 <= r - _rest_block(r) <= 1 for r in range(1, ROWS)), "REST leaves 2 rows"
     lines = [_header(wide).rstrip("\n")]
     to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
     lines.append(f"            for i in range(0, M4, {ROWS}):")
@@ -230,7 +233,7 @@ def source(name: str = "_panel_source.py") -> str:
     lines.append("            for p in range(p0, p1):")
     lines.append(f"                j = {WIDTH} * p if part == 0 else 0")
     lines += _block(1, " " * 16, "i", to_dst)
-    lines.append(TAIL.rstrip("\n"))
+    lines.append(_tail().rstrip("\n"))
     return "\n".join(lines) + "\n" + columns_source(wide)
 
 

@@ -15,8 +15,9 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
-  OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or, where that is as fast, read in place from
-  the cell's `[W; U]` (`stacked_weights`), and the fused loops fold the input projection into
+  OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
+  where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
+  fused loops fold the input projection into
   it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
   SciPy's sgemm). Everything between two products (adding the projection and bias, the
@@ -89,12 +90,12 @@ OWN_GEMM_BYTES = 2 << 20
 # (unrolled.layers._builtin), and the fused loops read it there, with
 # `_numba_panels.columns_product`, instead of packing a copy, where that is as fast: `[W; U]`
 # of at most IN_PLACE_BYTES with rows of at most IN_PLACE_ROW bytes, and blocks of whole
-# panels (units a multiple of 16). The product alone, one thread, against the packed one: the
-# same at (20, 80) @ (80, 64) and (80, 192), 0.84-0.99 at (80, 256), 0.55 at (320, 1024),
-# where each row of W is a page of its own. Whole layers at (32, 100, 16, 64), in place
-# against packed, interleaved: SimpleRNN 0.98-1.03, GRU 0.96-1.20 (median of six runs 1.01),
-# LSTM 0.97-1.02 (benchmarks/RESULTS.md, round 14). The copy was most of a step's scratch
-# there: 83% of the forward pass's allowance for it.
+# panels (units a multiple of the panels' width, `_numba_panels.WIDTH`). The product alone,
+# one thread, against the packed one: the same at (20, 80) @ (80, 64) and (80, 192), 0.84-0.99
+# at (80, 256), 0.55 at (320, 1024), where each row of W is a page of its own. Whole layers
+# at (32, 100, 16, 64), in place against packed, interleaved: SimpleRNN 0.98-1.03, GRU
+# 0.96-1.20 (median of six runs 1.01), LSTM 0.97-1.02 (benchmarks/RESULTS.md, round 14). The
+# copy was most of a step's scratch there: 83% of the forward pass's allowance for it.
 IN_PLACE_BYTES = 1 << 18
 IN_PLACE_ROW = 1024
 
@@ -257,6 +258,8 @@ def stacked_weights(cell: Any) -> np.ndarray | None:
     """`[W; U]` when the cell's fused loop reads its weights where they are (see
     IN_PLACE_BYTES), else None: the recurrent kernel and the kernel still views of one array,
     recurrent rows first (they are, from build, as long as nothing replaces them)."""
+    from unrolled.kernels._numba_panels import WIDTH  # loaded with the loops that call this
+
     W, U = cell.recurrent_kernel, cell.kernel
     stacked = W.base
     if (stacked is None or U.base is not stacked
@@ -264,7 +267,7 @@ def stacked_weights(cell: Any) -> np.ndarray | None:
             or stacked.shape != (W.shape[0] + U.shape[0], W.shape[1])
             or W.ctypes.data != stacked.ctypes.data
             or U.ctypes.data != stacked.ctypes.data + W.nbytes
-            or W.shape[0] % 16 or stacked.nbytes > IN_PLACE_BYTES
+            or W.shape[0] % WIDTH or stacked.nbytes > IN_PLACE_BYTES
             or W.shape[1] * W.itemsize > IN_PLACE_ROW):
         return None
     return stacked

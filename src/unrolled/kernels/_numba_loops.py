@@ -18,7 +18,7 @@ from numba.extending import overload
 
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import WIDTH, packed, packed_stack
+from unrolled.kernels._numba_panels import ROWS, WIDTH, packed, packed_stack
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -534,8 +534,9 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # pre-activations, no state array of h: at (128, 200, 64, 256) the forward pass's memory
 # budget allows one step's scratch, and the packed weights take most of it.
 # They also run a step by FUSED_ROWS rows at a time (rows never meet), so that `hx` and the
-# pre-activations hold that many rows whatever the batch.
-FUSED_ROWS = 20
+# pre-activations hold that many rows whatever the batch: four of the product's row blocks (20
+# rows; 32 with AVX-512's 8-row blocks).
+FUSED_ROWS = 4 * ROWS
 
 
 @numba.njit(cache=True, inline="always")

@@ -70,7 +70,7 @@ def source_module(wide: bool = WIDE):
     return _panel_source
 
 
-ROWS, WIDTH = source_module().ROWS, _panel_source.WIDTH
+ROWS, WIDTH = source_module().ROWS, source_module().WIDTH
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 
@@ -143,17 +143,19 @@ def panel_count(n):
 
 @njit
 def pack(panels, W, k0):
-    """`panels[p, k0 + k, c] = W[k, WIDTH p + c]`, zero past W's last column."""
+    """`panels[p, k0 + k, c] = W[k, width p + c]`, zero past W's last column; `width` is
+    `panels.shape[2]` (WIDTH, or the other source's, in tests)."""
     K, N = W.shape
-    full = N // WIDTH
+    width = panels.shape[2]
+    full = N // width
     for p in range(full):
         for k in range(K):
-            for c in range(WIDTH):
-                panels[p, k0 + k, c] = W[k, WIDTH * p + c]
+            for c in range(width):
+                panels[p, k0 + k, c] = W[k, width * p + c]
     if full < panels.shape[0]:
         for k in range(K):
-            for c in range(WIDTH):
-                j = WIDTH * full + c
+            for c in range(width):
+                j = width * full + c
                 panels[full, k0 + k, c] = W[k, j] if j < N else 0
 
 
