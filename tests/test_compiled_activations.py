@@ -52,9 +52,9 @@ def _packed(w, width):
 
 
 @pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
-@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 17, 33])
-@pytest.mark.parametrize("N", [1, 7, 15, 16, 17, 31, 32, 33, 40, 64, 100, 130, 200])
-@pytest.mark.parametrize("K", [1, 5, 17, 64])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 17, 33])
+@pytest.mark.parametrize("N", [1, 7, 16, 17, 31, 32, 33, 100, 130])
+@pytest.mark.parametrize("K", [1, 17, 64])
 def test_panel_product_is_a_times_w(M, N, K, wide):
     """Every remainder of the row blocks (5 rows, or 8 in the 512-bit source), of the panels (16
     columns, or 32) and of the lone row's 3 (or 4) panels at once; nothing written past N. A
