@@ -35,14 +35,19 @@ slower than 4, probably because twelve sums, two panel vectors and a broadcast n
 the 16 vector registers.
 
 **CPUs with AVX-512** (32 vector registers of 512 bits) run a second generated source,
-`_panel_source_wide.py`: 10 rows a block, and each product asks LLVM for 512-bit vectors
-(`_vector_width.prefer_512_bit_vectors`; LLVM otherwise builds 256-bit vectors for most of
-these CPUs). A row of a panel is then one register, and a block's sums ten. On an Intel Xeon
-with AVX-512 (round 19's benchmark machine), one thread, best of 7 interleaved samples: 5 rows
-in 256-bit vectors 93-128 GFLOP/s at the grid's step shapes, 5 rows in 512-bit 101-134, 8 rows
-114-156, 10 rows 123-185, 12 rows 118-184 (and 18 s to compile, against 12 for 10 rows);
-OpenBLAS 132-167. 10 rows in 256-bit vectors ran at 99-127. The sums and their order are the
-same in both sources, so both give the same bits.
+`_panel_source_wide.py`: panels of 32 columns (two 512-bit vectors), 8 rows a block, and each
+product asks LLVM for 512-bit vectors (`_vector_width.prefer_512_bit_vectors`; LLVM otherwise
+builds 256-bit vectors for most of these CPUs). Per k a block loads two vectors of W and
+broadcasts 8 numbers of `a` into 16 fused multiply-adds, whose sums take 16 registers. On an
+Intel Xeon with AVX-512 (round 19's benchmark machine), one thread, best of 7 interleaved
+samples at the grid's step shapes from (16, 80) @ (80, 256) to (64, 320) @ (320, 1024):
+16-column panels, 5 rows, 256-bit vectors (the other source) 93-128 GFLOP/s; the same in
+512-bit vectors 101-134; 16 columns and 10 rows 143-185 (12 rows: no faster, 18 s to compile);
+32 columns and 8 rows 185-212, 6 rows 163-192; OpenBLAS 104-166. At (128, 1024) @ (1024, 4096)
+the 32-column product ran at 152 against OpenBLAS's 166. Rows left after the whole blocks go in
+one block of 6, 4, 3 or 2 rows and a lone row: blocks of every size took the products twice as
+long to compile. The sums and their order are the same in both sources, so both give the same
+bits.
 """
 
 from __future__ import annotations
@@ -56,8 +61,9 @@ from numba.core.compiler_lock import global_compiler_lock
 
 from unrolled.kernels import _panel_source, _vector_width
 
-# The products' source for this CPU: 5 rows a block in 256-bit vectors, or, with AVX-512, 10
-# rows in 512-bit vectors (see above). Both sum each number in the same order.
+# The products' source for this CPU: 16-column panels and 5 rows a block in 256-bit vectors,
+# or, with AVX-512, 32-column panels and 8 rows in 512-bit vectors (see above). Both sum each
+# number in the same order.
 WIDE = _vector_width.available()
 
 

@@ -2,13 +2,15 @@
 
 LLVM's X86 backend, for most CPUs with AVX-512, prefers 256-bit vectors: its vectorizers build
 no wider vectors, and 512-bit registers are used only where code asks for them. The panel
-products (`_numba_panels`) are fastest on such a CPU with 512-bit vectors: one register holds a
-whole row of a 16-column panel, and the 32 registers hold the sums of 10 rows (156-185 GFLOP/s
-on one thread against 101-134 with 256-bit vectors, and OpenBLAS's 132-167; RESULTS.md, round
-19). Clang's `-mprefer-vector-width=512` sets two attributes on every function; Numba has no
-such option, so `prefer_512_bit_vectors()`, called first in a compiled function, sets them on
-the function that calls it and emits no instruction. Each number's arithmetic is the same in a
-vector of either width, so the results are the same to the bit.
+products (`_numba_panels`) are fastest on such a CPU with 512-bit vectors: two registers hold a
+row of a 32-column panel, and 16 of the 32 registers the sums of a block of 8 rows (185-212
+GFLOP/s on one thread at the grid's step shapes, against 93-128 for the 256-bit products and
+OpenBLAS's 104-166; RESULTS.md, round 19). The forward loops' step arithmetic asks for them
+too: 0.86-0.96 of a layer's time. Clang's `-mprefer-vector-width=512` sets two attributes on
+every function; Numba has no such option, so `prefer_512_bit_vectors()`, called first in a
+compiled function, sets them on the function that calls it and emits no instruction. Each
+number's arithmetic is the same in a vector of either width, so the results are the same to
+the bit.
 
 `available()` says whether the host has AVX-512 (Numba's target CPU features, which
 NUMBA_CPU_FEATURES overrides).
