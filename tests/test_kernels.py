@@ -307,7 +307,7 @@ def test_gated_cells_over_several_panels_of_units(rng, cell_kind, units, mask_ki
 def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, mask_kind,
                                                  return_sequences, threads_of_rows):
     """A batch of 2 FUSED_ROWS + 7: the fused loops run a step by FUSED_ROWS rows at a time (20,
-    or 32 with AVX-512), so two whole blocks and 7 rows, or on two threads of rows a block and
+    or 16 with AVX-512), so two whole blocks and 7 rows, or on two threads of rows a block and
     a part each, with 80 units (two blocks of units for LSTM and GRU)."""
     from unrolled.kernels._numba_loops import FUSED_ROWS
 

@@ -534,9 +534,11 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # pre-activations, no state array of h: at (128, 200, 64, 256) the forward pass's memory
 # budget allows one step's scratch, and the packed weights take most of it.
 # They also run a step by FUSED_ROWS rows at a time (rows never meet), so that `hx` and the
-# pre-activations hold that many rows whatever the batch: four of the product's row blocks (20
-# rows; 32 with AVX-512's 8-row blocks).
-FUSED_ROWS = 4 * ROWS
+# pre-activations hold that many rows whatever the batch: whole row blocks of the product, at
+# least 16 rows (20 in blocks of 5; 16 in AVX-512's blocks of 8). 32 rows with AVX-512 ran at
+# the same speed and took (128, 200, 64, 256)'s forward pass 25-45 KB over its memory budget
+# (RESULTS.md, round 19).
+FUSED_ROWS = ROWS * -(-16 // ROWS)
 
 
 @numba.njit(cache=True, inline="always")
