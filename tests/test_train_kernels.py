@@ -447,7 +447,7 @@ def test_the_thread_choice_offers_row_blocks_and_the_loops_follow_it(monkeypatch
     # one BLAS thread around everything: blocks of 3 rows under ROWS, one block under ONE
     assert {(s, b, d) for s, _, b, d in calls} == {(_threads.ONE, 1, 1), (_threads.ROWS, 3, 1)}
     in_rows = {fn for s, fn, _, _ in calls if s == _threads.ROWS}
-    assert {"lstm_forward", "lstm_backward", "_matmul_rows", "_at_b_columns"} <= in_rows
+    assert {"lstm_forward", "lstm_backward", "_matmul_rows", "_at_b_all_columns"} <= in_rows
     assert products and min(products) >= 1
     for other in outputs[1:]:
         for a, b in zip(outputs[0], other):
@@ -479,6 +479,29 @@ def test_tall_weight_gradients_in_pieces_sum_every_row(rows, monkeypatch):
     np.testing.assert_allclose(out[:, 2:6], a.T.astype("float64") @ b[:, 2:6], rtol=1e-5,
                                atol=1e-4)
     assert np.isnan(out[:, [0, 1, 6]]).all()
+
+
+@pytest.mark.parametrize("parts", [1, 2, 3])
+def test_weight_gradients_and_bias_sums_come_from_one_pass(parts, monkeypatch):
+    """`_at_b_sums`: every `a^T b` and b's column sums from one pass over b's columns (one
+    hand-off to the pool in row blocks, `parts` blocks of columns); the sums are
+    `b.sum(axis=0)` to the bit, and the products the same in any number of blocks."""
+    monkeypatch.setattr(_threads, "blocks", lambda n: min(parts, n))
+    rng = np.random.default_rng(parts)
+    rows = 3 * 97
+    xs = rng.normal(size=(rows, 5)).astype("float32")
+    hs = rng.normal(size=(rows, 11)).astype("float32")
+    dz = rng.normal(size=(rows, 44)).astype("float32")
+    (d_kernel, d_recurrent), sums = train._at_b_sums([xs, hs], dz, True)
+    np.testing.assert_array_equal(sums, dz.sum(axis=0))
+    for a, out in [(xs, d_kernel), (hs, d_recurrent)]:
+        np.testing.assert_allclose(out, a.T.astype("float64") @ dz, rtol=1e-5, atol=1e-4)
+        whole = np.empty_like(out)
+        _threads._at_b_columns(a, dz, whole, 0, dz.shape[1])
+        np.testing.assert_array_equal(out, whole)
+    (alone,), none = train._at_b_sums([hs], dz, False)
+    assert none is None
+    np.testing.assert_array_equal(alone, d_recurrent)
 
 
 def test_row_blocks_take_the_panel_product_whatever_the_weights_size():

@@ -434,6 +434,25 @@ def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
         _at_b_columns(a, b, out, 0, b.shape[1])
 
 
+def at_b_all(pairs: list, b: Any, sums: Any, parts: int) -> None:
+    """`out = a^T b` for each `(a, out)` in `pairs` and, unless `sums` is None, `sums = b`'s
+    column sums, in `parts` blocks of the columns at once (`at_b`): each block does all of them
+    for its columns, so one hand-off to the pool serves every product."""
+    if parts > 1:
+        by_rows(_at_b_all_columns, (pairs, b, sums), b.shape[1], parts)
+    else:
+        _at_b_all_columns(pairs, b, sums, 0, b.shape[1])
+
+
+def _at_b_all_columns(pairs: list, b: Any, sums: Any, c0: int, c1: int) -> None:
+    import numpy as np
+
+    for a, out in pairs:
+        _at_b_columns(a, b, out, c0, c1)
+    if sums is not None:                # row after row down each column, as b.sum(axis=0) adds
+        np.sum(b[:, c0:c1], axis=0, out=sums[c0:c1])
+
+
 def _at_b_columns(a: Any, b: Any, out: Any, c0: int, c1: int) -> None:
     """`out[:, c0:c1] = a^T b[:, c0:c1]`, on this thread's BLAS.
 
