@@ -23,13 +23,14 @@ import sys
 
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "src/unrolled/kernels"
 # file: (WIDTH, ROWS, REST, PANELS, wide). A panel is WIDTH columns; ROWS rows of a block are
-# summed at once; the M % ROWS rows left go in one block of the largest size in REST that fits,
-# and a last row left over runs alone, against PANELS panels at once; `wide` files ask for
-# 512-bit vectors. The wide file's panels are two 512-bit vectors wide, so each row's broadcast
-# feeds two multiply-adds (8 rows: 16 sums in 16 of the 32 registers); it has no blocks of 7 and
-# 5 rows, which would add to its compile time for the rare batches that leave them.
+# summed at once; the M % ROWS rows left go in REST's blocks (each size at most once, the
+# largest first, where it fits), and a last row left over runs alone, against PANELS panels at
+# once; `wide` files ask for 512-bit vectors. The wide file's panels are two 512-bit vectors
+# wide, so each row's broadcast feeds two multiply-adds (8 rows: 16 sums in 16 of the 32
+# registers). Its rows left over go in blocks of 4 and 2: with a block of every size up to 7
+# each product took 13 s to compile (RESULTS.md, round 19).
 VARIANTS = {"_panel_source.py": (16, 5, (4, 3, 2), 3, False),
-            "_panel_source_wide.py": (32, 8, (6, 4, 3, 2), 4, True)}
+            "_panel_source_wide.py": (32, 8, (4, 2), 4, True)}
 # set by source() for the file it writes
 WIDTH, ROWS, REST, PANELS = VARIANTS["_panel_source.py"][:4]
 
@@ -140,27 +141,32 @@ def _at(row: str, r: int) -> str:
     return f"{row} + {r}" if r else row
 
 
-def _rest_block(r: int) -> int:
-    """The rows of the block that takes a remainder of r rows: the largest of REST up to r; a
-    last row left over goes with the lone row (see _lone_rows)."""
-    return max((size for size in REST if size <= r), default=0)
+def _rest_taken(r: int) -> int:
+    """The rows that REST's blocks take of a remainder of r rows: each size at most once, the
+    largest first, where it fits; a last row left over goes with the lone row (_lone_rows)."""
+    taken = 0
+    for size in REST:
+        if r - taken >= size:
+            taken += size
+    return taken
 
 
 def _lone_rows() -> str:
     """The condition, on the rows past the last whole block, for a lone row at M - 1."""
-    left = [r for r in range(1, ROWS) if r - _rest_block(r) == 1]
+    left = [r for r in range(1, ROWS) if r - _rest_taken(r) == 1]
     return " or ".join(f"M - M4 == {r}" for r in left)
 
 
 def _rest(indent: str, target, smallest: int, weight=_packed) -> list[str]:
-    """The last M % ROWS rows, if at least `smallest`, in one block (see REST). A block of
-    fewer rows has fewer independent sums to overlap the latency of a multiply-add: one row
-    ran at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as four."""
+    """The last M % ROWS rows, if at least `smallest`, in REST's blocks (see _rest_taken). A
+    block of fewer rows has fewer independent sums to overlap the latency of a multiply-add:
+    one row ran at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as
+    four."""
     lines = [f"{indent}i = M4"]
-    sizes = [size for size in REST if size >= smallest]
-    for size in sizes:
-        lines.append(f"{indent}{'if' if size == sizes[0] else 'elif'} M - i >= {size}:")
+    for size in (size for size in REST if size >= smallest):
+        lines.append(f"{indent}if M - i >= {size}:")
         lines += _block(size, indent + "    ", "i", target, weight)
+        lines.append(f"{indent}    i += {size}")
     return lines
 
 
@@ -219,7 +225,7 @@ def source(name: str = "_panel_source.py") -> str:
     """The text of `name`, a key of VARIANTS."""
     global WIDTH, ROWS, REST, PANELS
     WIDTH, ROWS, REST, PANELS, wide = VARIANTS[name]
-    assert all(0 <= r - _rest_block(r) <= 1 for r in range(1, ROWS)), "REST leaves 2 rows"
+    assert all(0 <= r - _rest_taken(r) <= 1 for r in range(1, ROWS)), "REST leaves 2 rows"
     lines = [_header(wide).rstrip("\n")]
     to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
     lines.append(f"            for i in range(0, M4, {ROWS}):")

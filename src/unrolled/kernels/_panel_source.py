@@ -376,7 +376,8 @@ def panel_product(a, panels, out):
                 dst[i + 3, j + 13] = s3_13
                 dst[i + 3, j + 14] = s3_14
                 dst[i + 3, j + 15] = s3_15
-            elif M - i >= 3:
+                i += 4
+            if M - i >= 3:
                 s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
                 s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
                 s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
@@ -496,7 +497,8 @@ def panel_product(a, panels, out):
                 dst[i + 2, j + 13] = s2_13
                 dst[i + 2, j + 14] = s2_14
                 dst[i + 2, j + 15] = s2_15
-            elif M - i >= 2:
+                i += 3
+            if M - i >= 2:
                 s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
                 s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
                 for k in range(K):
@@ -582,6 +584,7 @@ def panel_product(a, panels, out):
                 dst[i + 1, j + 13] = s1_13
                 dst[i + 1, j + 14] = s1_14
                 dst[i + 1, j + 15] = s1_15
+                i += 2
     if M - M4 == 1:
         i = M - 1
         for p in range(0, full - full % 3, 3):
@@ -1106,7 +1109,8 @@ def columns_product(a, W, bases, out):
             out[i + 3, j + 13] = s3_13
             out[i + 3, j + 14] = s3_14
             out[i + 3, j + 15] = s3_15
-        elif M - i >= 3:
+            i += 4
+        if M - i >= 3:
             c = bases[p] & _MASK
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
@@ -1227,7 +1231,8 @@ def columns_product(a, W, bases, out):
             out[i + 2, j + 13] = s2_13
             out[i + 2, j + 14] = s2_14
             out[i + 2, j + 15] = s2_15
-        elif M - i >= 2:
+            i += 3
+        if M - i >= 2:
             c = bases[p] & _MASK
             s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
@@ -1314,6 +1319,7 @@ def columns_product(a, W, bases, out):
             out[i + 1, j + 13] = s1_13
             out[i + 1, j + 14] = s1_14
             out[i + 1, j + 15] = s1_15
+            i += 2
     if M - M4 == 1:
         i = M - 1
         for p in range(0, P - P % 3, 3):
