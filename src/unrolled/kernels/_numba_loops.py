@@ -955,7 +955,7 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 # `panels` is what PANELS packed, or None where `stacked`, the cell's `[W; U]`, is read in
 # place (then `stacked` is not None). Numba compiles a loop once for each of the two, dropping
 # the `is None` branches it can decide from the argument's type, so each compiles only the one
-# product it calls (a fresh compile of one takes 5-7 s). `h_out` is `seq[-1]`, written as the
+# product it calls (a fresh compile of one takes 3-10 s). `h_out` is `seq[-1]`, written as the
 # output.
 
 

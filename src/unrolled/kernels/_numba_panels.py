@@ -42,12 +42,12 @@ broadcasts 8 numbers of `a` into 16 fused multiply-adds, whose sums take 16 regi
 Intel Xeon with AVX-512 (round 19's benchmark machine), one thread, best of 7 interleaved
 samples at the grid's step shapes from (16, 80) @ (80, 256) to (64, 320) @ (320, 1024):
 16-column panels, 5 rows, 256-bit vectors (the other source) 93-128 GFLOP/s; the same in
-512-bit vectors 101-134; 16 columns and 10 rows 143-185 (12 rows: no faster, 18 s to compile);
+512-bit vectors 101-134; 16 columns and 10 rows 123-185 (12 rows: no faster, 18 s to compile);
 32 columns and 8 rows 185-212, 6 rows 163-192; OpenBLAS 104-166. At (128, 1024) @ (1024, 4096)
-the 32-column product ran at 152 against OpenBLAS's 166. Rows left after the whole blocks go in
-blocks of 4 and 2 rows and a lone row: with blocks of every size up to 7 each product took 13 s
-to compile, 9-10 s so (the 256-bit ones 3-4 s). The sums and their order are the same in both sources, so both give the same
-bits.
+the 32-column product ran at 152 against OpenBLAS's 166. Rows left after the whole blocks go
+in blocks of 4 and 2 rows and a lone row: with blocks of every size up to 7 each product took
+13 s to compile, 9-10 s so (the 256-bit ones 3-4 s). The sums and their order are the same
+in both sources, so both give the same bits.
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def _slp_vectorizer():
 # `__getattr__` below: a compiled loop that calls it looks it up when it is itself compiled,
 # not when it is loaded from the cache (`_numba.compile_products_first` looks a loop's product
 # up before the loop compiles: compiled in the middle of the loop's compile it took twice as
-# long). A fresh compile takes 5-7 s, so the small-shape loops, which call neither, and each
+# long). A fresh compile takes 3-10 s, so the small-shape loops, which call neither, and each
 # cell's loops compile only what they call: on a machine with an empty cache, an LSTM layer's
 # first call took 50 s when both were compiled on import for two layouts of `a` (RESULTS.md,
 # round 15).
