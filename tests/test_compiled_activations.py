@@ -106,6 +106,20 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     _within_float32_sums(out, a, chosen)
 
 
+def test_avx512_is_read_from_the_features_numba_compiles_for(monkeypatch):
+    """`_vector_width.available()` follows Numba's target features (NUMBA_CPU_FEATURES
+    overrides the host's), and says no where the feature list lacks AVX-512F."""
+    from numba.core import config
+
+    from unrolled.kernels import _vector_width
+
+    for features, expected in [("+avx2,+fma,-avx512f", False), ("+avx2,+avx512f,+avx512vl", True),
+                               ("", False)]:
+        monkeypatch.setattr(config, "CPU_FEATURES", features)
+        monkeypatch.setattr(_vector_width, "_available", None)
+        assert _vector_width.available() is expected, features
+
+
 def test_the_cpus_products_come_from_its_source():
     """The loops call the products of the source for this CPU: the 512-bit one where Numba
     compiles for AVX-512, the 256-bit one elsewhere; ROWS says which."""

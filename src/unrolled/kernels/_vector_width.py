@@ -23,8 +23,9 @@ from numba.core.extending import intrinsic
 
 __all__ = ["prefer_512_bit_vectors", "available"]
 
-# LLVM's function attributes (written as clang writes them); llvmlite's attribute set accepts
-# only the attributes it knows, so these go into the set itself.
+# LLVM's function attributes (written as clang writes them). llvmlite's attribute set accepts
+# only the attributes it knows, so these go into the set itself (a `set`, written out as given);
+# were that to change, the functions would compile without them: slower, the same numbers.
 _ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
 
 
@@ -32,20 +33,32 @@ _ATTRIBUTES = ('"prefer-vector-width"="512"', '"min-legal-vector-width"="512"')
 def prefer_512_bit_vectors(typingctx):
     def codegen(context, builder, signature, args):
         if available():  # elsewhere the attributes would change nothing; leave them off
-            for attribute in _ATTRIBUTES:
-                set.add(builder.function.attributes, attribute)
+            attributes = builder.function.attributes
+            if isinstance(attributes, set):
+                for attribute in _ATTRIBUTES:
+                    set.add(attributes, attribute)
         return context.get_dummy_value()
 
     return types.none(), codegen
 
 
+_available: bool | None = None
+
+
 def available() -> bool:
-    """Whether the CPU Numba compiles for has AVX-512F (and so 32 registers of 512 bits)."""
-    from numba.core import config
+    """Whether the CPU Numba compiles for has AVX-512F (and so 32 registers of 512 bits); False
+    where LLVM cannot say."""
+    global _available
+    if _available is None:
+        from numba.core import config
 
-    features = config.CPU_FEATURES
-    if features is None:
-        import llvmlite.binding as llvm
+        features = config.CPU_FEATURES
+        if features is None:
+            try:
+                import llvmlite.binding as llvm
 
-        features = llvm.get_host_cpu_features().flatten()
-    return "+avx512f" in features.split(",")
+                features = llvm.get_host_cpu_features().flatten()
+            except (RuntimeError, OSError):   # LLVM knows no feature list for this host
+                features = ""
+        _available = "+avx512f" in features.split(",")
+    return _available
