@@ -17,8 +17,7 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
-  fused loops fold the input projection into
-  it (`[h | x_t] [W; U]`);
+  fused loops fold the input projection into it (`[h | x_t] [W; U]`);
   above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
   SciPy's sgemm). Everything between two products (adding the projection and bias, the
   activations, the gate arithmetic, the state update and the mask) is one compiled pass per
@@ -37,10 +36,9 @@ dtype, stored next to this file or in Numba's user cache directory). The very fi
 loop compiles with everything it calls, so each loop calls only what its shape runs: the step
 products (`_numba_panels`, 3-7 s each to compile, 8-10 s in 512-bit vectors) are compiled at
 their first look-up, which `_bind` makes before the loop that calls them compiles
-(`compile_products_first`); a fused
-loop is compiled apart for packed weights and for weights read in place, each calling one
-product; and the fused loops are loops of their own (`_numba_loops.FUSED_LOOPS`), not a branch
-of the BLAS loops, which call BLAS. On the Zen 3 benchmark machine, with an empty cache, the
+(`compile_products_first`); a fused loop is compiled apart for packed weights and for weights
+read in place, each calling one product; and the fused loops are loops of their own
+(`_numba_loops.FUSED_LOOPS`), not a branch of the BLAS loops, which call BLAS. On the Zen 3 benchmark machine, with an empty cache, the
 first call of a layer at (32, 100, 16, 64) took 9-12 s (13-21 s with round 15's code, 43-53 s
 when every product was compiled on import), a layer at (4, 5, 1, 2) 3-5 s, and a first
 training step at (32, 100, 16, 64) 13-18 s (21-30 s with round 15's code)

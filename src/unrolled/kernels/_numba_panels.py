@@ -76,7 +76,8 @@ def source_module(wide: bool = WIDE):
     return _panel_source
 
 
-ROWS, WIDTH = source_module().ROWS, source_module().WIDTH
+_source = source_module()
+ROWS, WIDTH = _source.ROWS, _source.WIDTH
 
 njit = numba.njit(cache=True, nogil=True, error_model="numpy")
 

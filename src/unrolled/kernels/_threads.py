@@ -428,7 +428,7 @@ def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
     with one BLAS thread; with one part, as `matmul` does. Each block sums over all the rows,
     so no partial sums are held and added."""
     if parts > 1:
-        by_rows(_at_b_columns, (a, b, out), b.shape[1], parts)
+        at_b_all([(a, out)], b, None, parts)
         return
     with _limit_if(limit and a.shape[0] * a.shape[1] * b.shape[1] > STEP_WORK_MIN):
         _at_b_columns(a, b, out, 0, b.shape[1])

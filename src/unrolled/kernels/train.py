@@ -738,7 +738,7 @@ def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """`a^T b` for a weight gradient, `a` (T*batch, m), `b` (T*batch, n): a sum over many rows;
     under row blocks, in blocks of the result's columns on the pool's threads, each with one
-    BLAS thread (`_threads.at_b`; see `_phase_threads`)."""
+    BLAS thread (`_at_b_sums`; see `_phase_threads`)."""
     return _at_b_sums([a], b, False)[0][0]
 
 
