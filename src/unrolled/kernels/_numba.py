@@ -38,13 +38,14 @@ products (`_numba_panels`, 3-7 s each to compile, 8-10 s in 512-bit vectors) are
 their first look-up, which `_bind` makes before the loop that calls them compiles
 (`compile_products_first`); a fused loop is compiled apart for packed weights and for weights
 read in place, each calling one product; and the fused loops are loops of their own
-(`_numba_loops.FUSED_LOOPS`), not a branch of the BLAS loops, which call BLAS. On the Zen 3 benchmark machine, with an empty cache, the
-first call of a layer at (32, 100, 16, 64) took 9-12 s (13-21 s with round 15's code, 43-53 s
-when every product was compiled on import), a layer at (4, 5, 1, 2) 3-5 s, and a first
-training step at (32, 100, 16, 64) 13-18 s (21-30 s with round 15's code)
-(`benchmarks/first_call.py`, benchmarks/RESULTS.md rounds 15 and 16). On round 19's machine,
-with AVX-512, whose product takes 8-10 s to compile (3-4 s for the 256-bit one): 10.6-12.6 s
-at (32, 100, 16, 64), 1.5-2.3 s at (4, 5, 1, 2), 13.4 s for the first training step.
+(`_numba_loops.FUSED_LOOPS`), not a branch of the BLAS loops, which call BLAS. On the Zen 3
+benchmark machine, with an empty cache, the first call of a layer at (32, 100, 16, 64) took
+9-12 s (13-21 s with round 15's code, 43-53 s when every product was compiled on import), a
+layer at (4, 5, 1, 2) 3-5 s, and a first training step at (32, 100, 16, 64) 13-18 s (21-30 s
+with round 15's code) (`benchmarks/first_call.py`, benchmarks/RESULTS.md rounds 15 and 16).
+On round 19's machine, with AVX-512, whose product takes 8-10 s to compile (3-4 s for the
+256-bit one): 10.6-12.6 s at (32, 100, 16, 64), 1.5-2.3 s at (4, 5, 1, 2), 13.4 s for the
+first training step.
 `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """
