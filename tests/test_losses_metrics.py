@@ -75,6 +75,30 @@ def test_rank_reconciliation_and_reductions(keras, rng):
         assert_close(ours, np.asarray(theirs), what=reduction)
 
 
+@pytest.mark.parametrize("reduction", ["sum_over_batch_size", "sum", "mean_with_sample_weight"])
+@pytest.mark.parametrize("weighting", ["none", "sample_weight", "mask", "both", "all_masked"])
+def test_mse_one_difference_matches_the_general_formula(rng, reduction, weighting):
+    # MeanSquaredError.value_and_grad takes one difference for the value and the gradient; the
+    # base class's value_and_grad (fn, _reduce, grad) is the formula it must give.
+    y_true = rng.normal(size=(4, 6, 5)).astype("float32")
+    y_pred = rng.normal(size=(4, 6, 5)).astype("float32")
+    sw = rng.uniform(0, 2, size=4).astype("float32") if weighting in ("sample_weight",
+                                                                       "both") else None
+    mask = None
+    if weighting in ("mask", "both"):
+        mask = rng.uniform(size=(4, 6)) > 0.3
+    elif weighting == "all_masked":
+        mask = np.zeros((4, 6), dtype=bool)
+    loss = losses.MeanSquaredError(reduction=reduction)
+    value, grad = loss.value_and_grad(y_true, y_pred, sample_weight=sw, mask=mask)
+    ref_value, ref_grad = losses.Loss.value_and_grad(loss, y_true, y_pred, sw, mask)
+    assert grad.shape == y_pred.shape and grad.dtype == np.float32
+    assert_close(value, ref_value, what="value")
+    assert_close(value, loss(y_true, y_pred, sample_weight=sw, mask=mask), what="__call__")
+    assert_close(grad, ref_grad, atol=1e-7, what="gradient")
+    assert np.any(grad != 0) or weighting == "all_masked"
+
+
 def test_probabilities_gradient_finite_differences(rng):
     for loss in (losses.BinaryCrossentropy(), losses.CategoricalCrossentropy()):
         y, p = _data(type(loss).__name__, rng, (3, 4))

@@ -194,13 +194,18 @@ class MeanSquaredError(Loss):
 
     _default_name = "mean_squared_error"
 
-    # Both in place on their one full-size temporary, in the same order of operations as the
-    # formulas above (the same numbers): at (256, 100, 1024) each temporary is 105 MB of fresh
-    # memory, and the value and gradient took 240 ms of a 3.3 s training step with five.
+    # Both in place on their one full-size temporary: at (256, 100, 1024) each temporary is
+    # 105 MB of fresh memory, and the value and gradient took 240 ms of a 3.3 s training step
+    # with five. The squares' sum is a dot product over the last axis (einsum: one pass, no
+    # array of squares), the same numbers in __call__ and value_and_grad.
+
+    @staticmethod
+    def _values(diff: np.ndarray) -> np.ndarray:
+        n = diff.shape[-1]
+        return np.einsum("...i,...i->...", diff, diff) / diff.dtype.type(n)  # (batch, ...)
 
     def fn(self, y_true, y_pred):
-        diff = np.subtract(y_true, y_pred)
-        return np.mean(np.square(diff, out=diff), axis=-1)               # (batch, ...)
+        return self._values(np.subtract(y_true, y_pred))
 
     def grad(self, y_true, y_pred, d_values):
         n = y_pred.shape[-1]
@@ -211,6 +216,28 @@ class MeanSquaredError(Loss):
             return scale * diff / n                                      # like y_pred
         np.multiply(scale, diff, out=diff)
         return np.divide(diff, n, out=diff)
+
+    def value_and_grad(self, y_true, y_pred, sample_weight=None, mask=None):
+        """One difference `y_pred - y_true` for both (three passes over the batch's values
+        instead of seven): the value from its squares' sums, the gradient
+        `diff * 2 d_values / classes` in place on it."""
+        y_true_a, y_pred_a = self._prepare(y_true, y_pred)
+        if (self.reduction in ("none", None) or y_true_a.shape != y_pred_a.shape
+                or y_pred_a.ndim < 2):
+            return super().value_and_grad(y_true, y_pred, sample_weight, mask)
+        diff = np.subtract(y_pred_a, y_true_a)
+        values = self._values(diff)                                      # (batch, ...)
+        weight = self._weights(values, sample_weight, mask)
+        loss = self._reduce(values, weight)
+        divisor = diff.dtype.type(1) if self.reduction == "sum" else self._divisor(values, weight)
+        if not divisor:
+            return loss, np.zeros_like(diff).reshape(np.shape(y_pred))
+        two = diff.dtype.type(2)
+        if weight is None:
+            np.multiply(diff, two / (divisor * diff.shape[-1]), out=diff)
+        else:
+            np.multiply(diff, (weight * (two / (divisor * diff.shape[-1])))[..., None], out=diff)
+        return loss, diff.reshape(np.shape(y_pred))
 
 
 class MeanAbsoluteError(Loss):
