@@ -285,9 +285,9 @@ def test_training_step_arithmetic_is_float32_vectors():
     m, v, i = numba.float32[:, ::1], numba.float32[::1], numba.int64
     real = numba.boolean[::1]
     signatures = {
-        "_simple_units": (m, v, m, m, m, i),
-        "_lstm_gates": (m, v, m, m, i),
-        "_lstm_state": (m, m, m, m, m, i, i),
+        "_simple_units": (m, m, m, i, i, i),
+        "_lstm_gates": (m, m, i, i),
+        "_lstm_state": (m, m, m, m, m, i, i, i),
         "_gru_gates": (m, v, m, m, i),
         "_gru_reset_after": (m, v, m, v, m, m, i),
         "_gru_reset_before": (m, m, m, i, i),

@@ -63,12 +63,13 @@ ONE = F32(1)
 
 
 @njit
-def _keep(new, old, valid, k, b0, b1):
-    # masked samples keep their previous state
+def _keep(new, old, valid, k, b0, b1, j0):
+    # masked samples keep their previous state (columns j0..: a state in XH's rows follows
+    # their input)
     for b in range(b0, b1):
         if not valid[k, b]:
             n, o = new[b], old[b]
-            for j in range(n.shape[0]):
+            for j in range(j0, n.shape[0]):
                 n[j] = o[j]
 
 
@@ -81,48 +82,44 @@ def _pre_activation(P, row, col0, bias, R, r, width):
 
 
 @njit_fused
-def _simple_units(P, bias, hW, A, H, b0):
-    # z = (x_t U + b) + h W into P; A = H = tanh(z), rows b0..
-    for r in range(hW.shape[0]):
-        row = b0 + r
-        _pre_activation(P, row, 0, bias, hW, r, hW.shape[1])
-        for j in range(hW.shape[1]):
-            A[row, j] = tanh32_fast(P[row, j])
-        for j in range(hW.shape[1]):
-            H[row, j] = A[row, j]
+def _simple_units(P, A, XH, F, b0, b1):
+    # A = tanh(z), into XH's state columns too; rows b0..b1-1
+    for b in range(b0, b1):
+        for j in range(A.shape[1]):
+            A[b, j] = tanh32_fast(P[b, j])
+        for j in range(A.shape[1]):
+            XH[b, F + j] = A[b, j]
 
 
 @njit
-def simple_forward(P, A, H, W, bias, valid, use_mask, own, b0, b1):
-    """P holds x_t U on entry; per step z = (P[k] + b) + h W (kept in P), h = tanh(z)."""
-    T, U = P.shape[0], P.shape[2]
-    hW = np.empty((b1 - b0, U), dtype=np.float32)
-    Wp = _packed_if(W, own)
+def simple_forward(P, A, XH, UW, F, valid, use_mask, own, b0, b1):
+    """XH[k] = [x_k | h_k | 1] (the 1 with a bias); per step z = XH[k] [U; W; b] into P,
+    h = tanh(z) into XH[k + 1]'s state columns."""
+    T = P.shape[0]
+    UWp = _packed_if(UW, own)
     for k in range(T):
-        _product(H[k, b0:b1], W, Wp, hW, own)                       # h_{t-1} W  (batch, units)
-        _simple_units(P[k], bias, hW, A[k], H[k + 1], b0)
+        _product(XH[k, b0:b1], UW, UWp, P[k, b0:b1], own)           # z  (batch, units)
+        _simple_units(P[k], A[k], XH[k + 1], F, b0, b1)
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k, b0, b1)
+            _keep(XH[k + 1], XH[k], valid, k, b0, b1, F)
 
 
 @njit_fused
-def _lstm_gates(P, bias, hW, A, b0):
-    # z = (x_t U + b) + h W into P; A = [sigmoid(z_i) | sigmoid(z_f) | tanh(z_g) | sigmoid(z_o)]
+def _lstm_gates(P, A, b0, b1):
+    # A = [sigmoid(z_i) | sigmoid(z_f) | tanh(z_g) | sigmoid(z_o)], rows b0..b1-1
     U = A.shape[1] // 4
-    for r in range(hW.shape[0]):
-        row = b0 + r
-        _pre_activation(P, row, 0, bias, hW, r, 4 * U)
+    for b in range(b0, b1):
         for j in range(2 * U):
-            A[row, j] = sigmoid32_fast(P[row, j])
+            A[b, j] = sigmoid32_fast(P[b, j])
         for j in range(2 * U, 3 * U):
-            A[row, j] = tanh32_fast(P[row, j])
+            A[b, j] = tanh32_fast(P[b, j])
         for j in range(3 * U, 4 * U):
-            A[row, j] = sigmoid32_fast(P[row, j])
+            A[b, j] = sigmoid32_fast(P[b, j])
 
 
 @njit_fused
-def _lstm_state(A, c_prev, c, tc, h, b0, b1):
-    # c_t = f c_{t-1} + i g, tc = tanh(c_t), h_t = o tc
+def _lstm_state(A, c_prev, c, tc, XH, F, b0, b1):
+    # c_t = f c_{t-1} + i g, tc = tanh(c_t), h_t = o tc (into XH's state columns)
     U = c.shape[1]
     for b in range(b0, b1):
         for j in range(U):
@@ -130,22 +127,22 @@ def _lstm_state(A, c_prev, c, tc, h, b0, b1):
             c[b, j] = cv
             t = tanh32_fast(cv)
             tc[b, j] = t
-            h[b, j] = A[b, 3 * U + j] * t
+            XH[b, F + j] = A[b, 3 * U + j] * t
 
 
 @njit
-def lstm_forward(P, A, H, C, TC, W, bias, valid, use_mask, own, b0, b1):
-    """Gates [i|f|g|o]; c_t = f c_{t-1} + i g, h_t = o tanh(c_t)."""
-    T, G = P.shape[0], P.shape[2]
-    hW = np.empty((b1 - b0, G), dtype=np.float32)
-    Wp = _packed_if(W, own)
+def lstm_forward(P, A, XH, C, TC, UW, F, valid, use_mask, own, b0, b1):
+    """Gates [i|f|g|o]; c_t = f c_{t-1} + i g, h_t = o tanh(c_t). XH[k] = [x_k | h_k | 1]: each
+    step's one product is z = XH[k] [U; W; b]."""
+    T = P.shape[0]
+    UWp = _packed_if(UW, own)
     for k in range(T):
-        _product(H[k, b0:b1], W, Wp, hW, own)                       # (batch, 4*units)
-        _lstm_gates(P[k], bias, hW, A[k], b0)
-        _lstm_state(A[k], C[k], C[k + 1], TC[k], H[k + 1], b0, b1)
+        _product(XH[k, b0:b1], UW, UWp, P[k, b0:b1], own)           # z  (batch, 4*units)
+        _lstm_gates(P[k], A[k], b0, b1)
+        _lstm_state(A[k], C[k], C[k + 1], TC[k], XH[k + 1], F, b0, b1)
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k, b0, b1)
-            _keep(C[k + 1], C[k], valid, k, b0, b1)
+            _keep(XH[k + 1], XH[k], valid, k, b0, b1, F)
+            _keep(C[k + 1], C[k], valid, k, b0, b1, 0)
 
 
 @njit_fused
@@ -238,7 +235,7 @@ def gru_forward(P, A, H, RH, W, bias, b_rec, valid, use_mask, reset_after, own, 
             _gru_candidate_input(P[k], bias, rhW, b0)
         _gru_update(P[k], A[k], H[k], H[k + 1], b0, b1)
         if use_mask:
-            _keep(H[k + 1], H[k], valid, k, b0, b1)
+            _keep(H[k + 1], H[k], valid, k, b0, b1, 0)
 
 
 # ------------------------------------------------------------------ backward

@@ -264,7 +264,7 @@ def buffers(rnn: Any) -> _Buffers:
 class _Tape:
     """Everything one training forward keeps for its backward (see the module docstring)."""
 
-    __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "P", "A", "H", "C", "TC", "RH",
+    __slots__ = ("kind", "cell", "T", "B", "F", "U", "X", "XH", "P", "A", "H", "C", "TC", "RH",
                  "valid", "keep", "inv", "masked", "order", "act", "rec", "dtype", "compiled",
                  "need_dx", "parts", "buffers")
 
@@ -397,8 +397,19 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     order = list(range(T - 1, -1, -1)) if rnn.go_backwards else list(range(T))
     tape.order = order
 
-    X = kept.empty("X", (T, B, F), dtype)                           # processing order
     xt = x.transpose(1, 0, 2)
+    # The compiled SimpleRNN and LSTM loops keep x_k and h_k side by side, and a 1 with a bias:
+    # XH[k] = [x_k | h_k | 1]. Each step is one product XH[k] [U; W; b], and all the weight
+    # gradients one XH^T dZ (`_grads`).
+    tape.XH = None
+    if compiled is not None and kind != "gru":
+        ones = cell.bias is not None
+        tape.XH = kept.empty("XH", (T + 1, B, F + U + ones), dtype)
+        if ones:
+            tape.XH[:, :, F + U] = 1
+        X = tape.XH[:T, :, :F]
+    else:
+        X = kept.empty("X", (T, B, F), dtype)                       # processing order
     np.copyto(X, xt[::-1] if rnn.go_backwards else xt)
     tape.X = X
     if mask is not None and not mask.all():
@@ -417,9 +428,13 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
     else:
         b_in, b_rec = bias, None
     P = kept.empty("P", (T, B, G * U), dtype)                       # pre-activations
-    _matmul(X.reshape(T * B, F), cell.kernel, P.reshape(T * B, G * U))  # all x_t U at once
+    if tape.XH is None:
+        _matmul(X.reshape(T * B, F), cell.kernel, P.reshape(T * B, G * U))  # all x_t U at once
     A = kept.empty("A", P.shape, dtype)                             # post-activation gates
-    H = kept.empty("H", (T + 1, B, U), dtype)                       # h_0 .. h_T
+    if tape.XH is None:
+        H = kept.empty("H", (T + 1, B, U), dtype)                   # h_0 .. h_T
+    else:
+        H = tape.XH[:, :, F:F + U]
     np.copyto(H[0], states[0])
     tape.P, tape.A, tape.H = P, A, H
     tape.C = tape.TC = tape.RH = None
@@ -446,23 +461,28 @@ def _forward(rnn: Any, cell: Any, x: np.ndarray, states: list, mask: np.ndarray 
 def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
                       b_rec: np.ndarray | None, states: list) -> None:
     """The per-step loop compiled (float32, tanh/sigmoid): the same tape, a pass or two a step.
-    `tape.P` holds `x_t U`; the loops add `b_in` (zeros without a bias)."""
+    SimpleRNN and LSTM: each step's product is `XH[k] [U; W; b]` (tape.XH; `x_t U` and the bias
+    with it). GRU: `tape.P` holds `x_t U`; the loop adds `b_in` (zeros without a bias)."""
     nb, T, B, U = tape.compiled, tape.T, tape.B, tape.U
     valid, use_mask = (tape.valid, True) if tape.valid is not None else (_NO_MASK, False)
     W = cell.recurrent_kernel
-    bias = _numba._zeros_if_none(b_in, tape.P.shape[2], tape.dtype)
     tape.parts = _threads.blocks(B)                   # ROWS chosen: blocks of rows at once
-    own = _own_product(W, tape.parts)
+    if tape.kind != "gru":                          # [U; W; b]  (features + units (+ 1), G*units)
+        UW = np.concatenate([cell.kernel, W] + ([b_in[None]] if b_in is not None else []))
+        own = _own_product(UW, tape.parts)
+    else:
+        own = _own_product(W, tape.parts)
     if tape.kind == "simple":
-        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.H, W, bias, valid, use_mask, own), B,
-                 tape.parts)
+        _by_rows(nb.simple_forward, (tape.P, tape.A, tape.XH, UW, tape.F, valid, use_mask, own),
+                 B, tape.parts)
     elif tape.kind == "lstm":
         tape.C = tape.buffers.empty("C", (T + 1, B, U), tape.dtype)
         np.copyto(tape.C[0], states[1])
         tape.TC = tape.buffers.empty("TC", (T, B, U), tape.dtype)
-        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.H, tape.C, tape.TC, W, bias, valid,
+        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.XH, tape.C, tape.TC, UW, tape.F, valid,
                                    use_mask, own), B, tape.parts)
     else:
+        bias = _numba._zeros_if_none(b_in, tape.P.shape[2], tape.dtype)
         tape.RH = tape.buffers.empty("RH", (T, B, U), tape.dtype)
         b_rec = _numba._zeros_if_none(b_rec, 3 * U, tape.dtype)
         _by_rows(nb.gru_forward, (tape.P, tape.A, tape.H, tape.RH, W, bias, b_rec, valid,
@@ -794,8 +814,14 @@ def _grads(tape: _Tape, dZ: np.ndarray, grads: Any) -> np.ndarray:
     T, B, U, F = tape.T, tape.B, tape.U, tape.F
     cell = tape.cell
     flat = dZ.reshape(T * B, -1)                                    # (T*batch, G*units)
-    (d_kernel, d_recurrent), d_bias = _at_b_sums(
-        [tape.X.reshape(T * B, F), tape.H[:-1].reshape(T * B, U)], flat, cell.bias is not None)
+    if tape.XH is not None:                             # [X | H | 1]^T dZ: one product
+        (d_all,), _ = _at_b_sums([tape.XH[:T].reshape(T * B, tape.XH.shape[2])], flat, False)
+        d_kernel, d_recurrent = d_all[:F], d_all[F:F + U]
+        d_bias = d_all[F + U] if cell.bias is not None else None
+    else:
+        (d_kernel, d_recurrent), d_bias = _at_b_sums(
+            [tape.X.reshape(T * B, F), tape.H[:-1].reshape(T * B, U)], flat,
+            cell.bias is not None)
     grads.add(cell, "kernel", d_kernel)                             # (features, G*units)
     grads.add(cell, "recurrent_kernel", d_recurrent)                # (units, G*units)
     if d_bias is not None:
