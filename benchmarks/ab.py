@@ -16,10 +16,11 @@ per-round ratios, and the largest difference between the two outputs (0 when the
 the same to the bit). `--mode train` times one training step instead, as `bench.py --mode
 train` does (`Sequential([Input, layer])`, MSE, SGD(0.01), `train_on_batch`), and what is
 compared is a fresh copy's weights after one step from the starting weights, not the outputs
-after the hundreds of steps timed. Even one step is no measure for the SimpleRNN: its starting
-weights (0.3 standard deviation, 64 units) make it chaotic, and at (32, 100, 16, 64) one step's
-weights from the training kernel and from the readable reference differ by up to 3.0, against
-7e-9 with weights of 0.1 standard deviation. Both versions run with their own thread choice (unrolled.kernels._threads)
+after the hundreds of steps timed. Even one step is no measure where the starting weights (0.3
+standard deviation) make the layer chaotic: at SimpleRNN (32, 100, 16, 64) one step's weights
+from the training kernel and from the readable reference differ by up to 3.0, against 7e-9
+with weights of 0.1 standard deviation, and at (256, 100, 256, 1024) the gradients explode (two
+versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). Both versions run with their own thread choice (unrolled.kernels._threads)
 unless `--threads one`, `all` or `rows` forces it where the call offers it.
 
 Two versions in one process, or one copied aside, share one thread pool, one BLAS and one set

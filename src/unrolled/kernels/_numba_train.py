@@ -13,8 +13,10 @@ vectorized, within 3e-7 of tanh and the sigmoid), and the derivatives `1 - y^2`,
 are taken from the stored gates inside the backward's pass.
 
 The loops write the tape the NumPy kernel writes (P, A, H, C, TC, RH; see train.py), so its
-backward, `cache["steps"]` and `cache["step_grads"]` read them alike; the whole-sequence
-weight-gradient products stay in train.py. Row-vector math in processing order k = 0..T-1;
+backward, `cache["steps"]` and `cache["step_grads"]` read them alike, except that the SimpleRNN
+and LSTM loops keep X and H in one array, `XH[k] = [x_k | h_k | 1]` (the 1 where there is a
+bias), of which train.py's X and H are views. The whole-sequence weight-gradient products stay
+in train.py. Row-vector math in processing order k = 0..T-1;
 `valid` is `(T, batch)` (True: the sample's step is real), read only when `use_mask`.
 
 Imported only by `train.py` when `unrolled.kernels._numba.available()`; `import unrolled` never
@@ -51,15 +53,19 @@ ONE = F32(1)
 
 # ------------------------------------------------------------------ forward
 #
-# Each step: the product `h_{t-1} W` for the block's rows, then the step's arithmetic in
-# functions of their own over `(rows, units)` (as the inference loops, _numba_loops), compiled
-# with fused multiply-adds and the forward loops' activations, `tanh32_fast` and
-# `sigmoid32_fast` (within 3e-7 and 2e-7 of tanh and the sigmoid, absolute): the tape then holds
-# the gates the inference pass computes. `P` holds `x_t U` on entry; the bias is added here,
-# `(x_t U + b) + h W`, the NumPy kernel's order, and the sum is kept in `P`. LSTM (32 rows,
-# 100 steps, 16 features, 64 units, one thread, Zen 3): the loop took 3.4-4.7 ms as per-row
-# passes with the 2-ulp activations, 2.5-3.2 ms so (of which 1.25 ms are the products); one
-# loop a unit writing all five tape arrays took 1.1x as long as the two functions below.
+# Each step: one product for the block's rows, then the step's arithmetic in functions of their
+# own over `(rows, units)` (as the inference loops, _numba_loops), compiled with fused
+# multiply-adds and the forward loops' activations, `tanh32_fast` and `sigmoid32_fast` (within
+# 3e-7 and 2e-7 of tanh and the sigmoid, absolute). SimpleRNN and LSTM: the product is
+# `z = XH[k] [U; W; b]`, input, recurrent term and bias at once, straight into `P`; the next
+# state goes into `XH[k + 1]`'s state columns. Against the input projected for all steps first
+# and `(x_t U + b) + h W` a step, LSTM (32, 100, 16, 64) training took 0.88 of the time (the
+# projection, with 16 features, ran at 41 GFLOP/s on one thread; round 20). GRU: `P` holds
+# `x_t U` on entry and the bias is added here, `(x_t U + b) + h W`, the NumPy kernel's order:
+# its reset gate applies to the recurrent term alone. LSTM (32 rows, 100 steps, 16 features,
+# 64 units, one thread, Zen 3): the loop took 3.4-4.7 ms as per-row passes with the 2-ulp
+# activations, 2.5-3.2 ms so (of which 1.25 ms are the products); one loop a unit writing all
+# five tape arrays took 1.1x as long as the two functions below.
 
 
 @njit

@@ -17,6 +17,11 @@ What is stored (processing order k = 0..T-1, time-major; kept between calls, `_B
     RH  (T, batch, units)           GRU: r_h = (h W + b_rec)[h block] (reset_after) or r * h
                                     (reset_after=False)
 
+The compiled SimpleRNN and LSTM loops keep X and H in one array instead, X and H being views
+of it, and add the input term in each step's product (`_forward_compiled`)::
+
+    XH  (T+1, batch, features + units (+ 1))   [x_k | h_k | 1], the 1 where there is a bias
+
 The backward walks k = T-1 .. 0 writing each step's pre-activation gradient `dZ_k` into a
 `(T, batch, G*units)` buffer (the step's only products are `dZ_k W^T` and, for
 reset_after=False, `d_a W_h^T`), then once for the whole sequence::
@@ -25,6 +30,8 @@ reset_after=False, `d_a W_h^T`), then once for the whole sequence::
     dU += X^T dZ           (features, T*batch) @ (T*batch, G*units)
     db += dZ summed over steps and batch
     dX  = dZ U^T           (T*batch, G*units) @ (G*units, features)
+
+where the tape has XH, the first three are one product, `[dU; dW; db] = XH[:-1]^T dZ`.
 
 Activation derivatives are computed once for all steps from the stored P and A. Softmax-like
 activations (which mix a gate's units) take their vector-Jacobian product per step.
