@@ -44,8 +44,8 @@ benchmark machine, with an empty cache, the first call of a layer at (32, 100, 1
 layer at (4, 5, 1, 2) 3-5 s, and a first training step at (32, 100, 16, 64) 13-18 s (21-30 s
 with round 15's code) (`benchmarks/first_call.py`, benchmarks/RESULTS.md rounds 15 and 16).
 On round 19's machine, with AVX-512, whose product takes 8-10 s to compile (3-4 s for the
-256-bit one): 10.6-12.6 s at (32, 100, 16, 64), 1.5-2.3 s at (4, 5, 1, 2), 13.4 s for the
-first training step.
+256-bit one): 10.6-12.6 s at (32, 100, 16, 64), 1.5-2.3 s at (4, 5, 1, 2) (1.7-2.4 s with
+round 20's small loops), 13.4 s for the first training step.
 `import unrolled` never imports Numba. `UNROLLED_NUMBA=0` (read at the first call)
 turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled = False`.
 """
@@ -336,7 +336,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
         def plain(rnn, x, states):
             # The layer's whole return value for a plain call (no mask, one cell): what
             # `Plan.call` makes of `kernel`'s, with nothing in between. At (4, 5, 1, 2) the
-            # loop itself takes about 3 us, and each Python step here about 0.1-0.3 us: built
+            # loop's call takes 1.4-2.2 us, and each Python step here about 0.1-0.3 us: built
             # by a helper shared with `Plan.call` (a call and a list more), a layer call took
             # 4-7% longer (interleaved, all three cells), so the few lines stay in both.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
