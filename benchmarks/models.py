@@ -24,8 +24,8 @@ Peers:
   `compile(Adam(1e-3), loss)`.
 - torch: the same model as `torch.nn` modules (weights copied, gates reordered where torch's
   order differs), forward under `inference_mode`; a step is `zero_grad`, the loss, `backward`,
-  `Adam(lr=1e-3, eps=1e-7).step()`. Default thread count or one thread, whichever was faster
-  during warm-up.
+  `Adam(lr=1e-3, eps=1e-7).step()`. Default thread count and one thread, both sampled in the
+  rotation, the faster one's median kept.
 - keras-jax: the same Keras model; forward by `predict_on_batch` or a `jax.jit` of
   `stateless_call`, whichever was faster during warm-up; a step by `train_on_batch` (Keras
   compiles it with XLA).
@@ -366,14 +366,13 @@ def run(names: list[str], peers: list[str], quick: bool, reps: int | None,
                         raise RuntimeError(f"first step's loss {loss:.6g} differs from "
                                            f"unrolled's {first_loss:.6g}")
                 notes[f"{peer} max|diff|"] = f"{err:.1e}"
-                if peer == "torch":  # its thread count, for each mode apart
-                    f = bench.torch_best_threads(f, x, notes)
-                    threads = {}
-                    s = bench.torch_best_threads(s, (x, y), threads)
-                    notes["torch"] += f" forward, {threads['torch']} training"
-                forwards[peer] = f
-                if s is not None:
-                    steps[peer] = s
+                if peer == "torch":  # two thread settings each, the faster kept after
+                    forwards.update(bench.torch_settings(f))
+                    steps.update(bench.torch_settings(s))
+                else:
+                    forwards[peer] = f
+                    if s is not None:
+                        steps[peer] = s
                 for _ in range(bench.SETTLE_CALLS):               # unrolled's thread choices
                     f(x)
                     if s is not None:
@@ -383,6 +382,11 @@ def run(names: list[str], peers: list[str], quick: bool, reps: int | None,
         for mode, fns in (("forward", forwards), ("train", steps)):
             times = bench.interleaved(fns, x if mode == "forward" else (x, y), budget,
                                       least, most)
+            threads: dict = {}
+            bench.keep_faster_torch(times, threads)
+            if threads:
+                notes["torch"] = threads["torch"] if mode == "forward" else (
+                    f"{notes['torch']} forward, {threads['torch']} training")
             medians = {p: statistics.median(t) for p, t in times.items()}
             fastest = min((t for p, t in medians.items() if p != "unrolled"), default=None)
             row = {"model": name, "mode": mode, "medians": medians, "fastest_peer": fastest,
