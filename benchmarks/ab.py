@@ -20,8 +20,9 @@ after the hundreds of steps timed. Even one step is no measure where the startin
 standard deviation) make the layer chaotic: at SimpleRNN (32, 100, 16, 64) one step's weights
 from the training kernel and from the readable reference differ by up to 3.0, against 7e-9
 with weights of 0.1 standard deviation, and at (256, 100, 256, 1024) the gradients explode (two
-versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). Both versions run with their own thread choice (unrolled.kernels._threads)
-unless `--threads one`, `all` or `rows` forces it where the call offers it.
+versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). Both
+versions run with their own thread choice (unrolled.kernels._threads) unless `--threads one`,
+`all` or `rows` forces it where the call offers it.
 
 Two versions in one process, or one copied aside, share one thread pool, one BLAS and one set
 of loaded loops, and a measured difference can come from that rather than from the code.
