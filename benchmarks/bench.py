@@ -26,8 +26,8 @@ returning the whole output sequence `(batch, timesteps, units)` as a NumPy array
 Method: after warm-up calls (for unrolled, enough for its timed thread choice to try each
 setting twice), the peers run round-robin (one sample each per repetition, in a
 rotating order) until a time budget per grid point is spent. A sample is as many back-to-back
-calls as fill about 20 ms (one at large shapes), timed together and divided: the time per call
-of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
+calls as fill about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`),
+timed together and divided: the time per call of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
 forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
 reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
 itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn in the rotation like a
@@ -386,24 +386,29 @@ def _median_time(fn: Callable, x: np.ndarray, budget: float, most: int) -> float
 
 
 SAMPLE_SECONDS = 0.02  # one timed sample of a peer: enough back-to-back calls to last this long
+# A training step's sample: a loop of training steps is many steps back to back, and a step is
+# slower after another library's calls (LSTM (32, 100, 16, 64): unrolled's first step after
+# four of torch's took 7.4 ms, the next ones 3.7-4.0; after 0.1 s of sleep alone, 6.0). In
+# samples of 20 ms, four steps, that first step was a quarter of each sample (round 20).
+TRAIN_SAMPLE_SECONDS = 0.1
 
 
-def calls_per_sample(fn: Callable, x: np.ndarray) -> int:
-    """How many back-to-back calls of `fn` make one sample of about SAMPLE_SECONDS."""
+def calls_per_sample(fn: Callable, x: np.ndarray, seconds: float = SAMPLE_SECONDS) -> int:
+    """How many back-to-back calls of `fn` make one sample of about `seconds`."""
     once = min(_timed(lambda: fn(x)) for _ in range(3))
-    return max(1, int(SAMPLE_SECONDS / max(once, 1e-7)))
+    return max(1, int(seconds / max(once, 1e-7)))
 
 
 def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: int,
-                most: int, pause_around: dict[str, float] | None = None
-                ) -> dict[str, list[float]]:
+                most: int, pause_around: dict[str, float] | None = None,
+                sample_seconds: float = SAMPLE_SECONDS) -> dict[str, list[float]]:
     """Seconds per call, one entry per sample: round-robin samples (rotating the order) until
     `budget` seconds and `least` samples. A sample times `calls_per_sample` back-to-back calls
     (one call at large shapes, hundreds at tiny ones) and divides: the repeated, warm calls of
     a loop over batches, timed without the clock's and the collector's overhead per call.
     `pause_around[name]`: seconds of sleep before and after each of that entry's samples,
     untimed."""
-    counts = {name: calls_per_sample(fn, x) for name, fn in fns.items()}
+    counts = {name: calls_per_sample(fn, x, sample_seconds) for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
     end = time.perf_counter() + budget
@@ -698,11 +703,13 @@ def gemm_call() -> tuple[Callable, float]:
 
 def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
         out: Callable[[str], None] = print, mode: str = "forward",
-        reps: int | None = None) -> dict:
+        reps: int | None = None, sample_seconds: float | None = None) -> dict:
     budget, least, most = (0.5, 2, 10) if quick else (3.0, 3, 200)
     if reps is not None:
         least, most = reps, max(most, reps)
     train = mode == "train"
+    if sample_seconds is None:
+        sample_seconds = TRAIN_SAMPLE_SECONDS if train else SAMPLE_SECONDS
     out(f"# unrolled benchmark: {MODES[mode]}")
     for line in machine() + versions():
         out(f"- {line}")
@@ -748,7 +755,8 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
             alongside = flops >= ALONGSIDE_FLOPS
             if alongside:
                 fns["sgemm"], gemm_flops = gemm_call()
-            times = interleaved(fns, x, budget, least, most, pause_around={"sgemm": BLAS_IDLE})
+            times = interleaved(fns, x, budget, least, most, pause_around={"sgemm": BLAS_IDLE},
+                                sample_seconds=sample_seconds)
             keep_faster_torch(times, notes)
             gemm_times = times.pop("sgemm", None)
             gemm_point = gemm_flops / statistics.median(gemm_times) if alongside else gemm
@@ -811,14 +819,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=None,
                         help="at least this many samples of each peer a point (default: 3, "
                              "--quick 2)")
+    parser.add_argument("--sample-seconds", type=float, default=None,
+                        help=f"seconds of back-to-back calls a sample (default: "
+                             f"{SAMPLE_SECONDS}, --mode train {TRAIN_SAMPLE_SECONDS})")
     parser.add_argument("--no-import", action="store_true", help="skip the import-time table")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory table")
     args = parser.parse_args(argv)
+    if args.sample_seconds is not None and not args.sample_seconds > 0:
+        raise SystemExit(f"--sample-seconds: expected a positive number of seconds, got "
+                         f"{args.sample_seconds}")
     cells = parse_cells(args.cells)
     peers = parse_peers(args.peers, PEERS)
     shapes = parse_shapes(args.shapes) if args.shapes else (SHAPES[:3] if args.quick else SHAPES)
     check_reps(args.reps)
-    results = run(cells, shapes, peers, args.quick, mode=args.mode, reps=args.reps)
+    results = run(cells, shapes, peers, args.quick, mode=args.mode, reps=args.reps,
+                  sample_seconds=args.sample_seconds)
     report_tables(results)
 
     if not args.no_import:

@@ -36,8 +36,8 @@ Peers:
 
 Every peer's forward output is checked against unrolled's (largest difference at most 1e-4) and
 its first step's loss against unrolled's first (relative difference at most 1e-4) before timing.
-Timing is bench.py's: round-robin samples of about 20 ms each (rotating the order), medians,
-and ratios to the fastest peer and to torch.
+Timing is bench.py's: round-robin samples of about 20 ms each, 0.1 s for training steps
+(rotating the order), medians, and ratios to the fastest peer and to torch.
 """
 
 from __future__ import annotations
@@ -381,7 +381,8 @@ def run(names: list[str], peers: list[str], quick: bool, reps: int | None,
                 skipped[peer] = f"{type(error).__name__}: {error}"
         for mode, fns in (("forward", forwards), ("train", steps)):
             times = bench.interleaved(fns, x if mode == "forward" else (x, y), budget,
-                                      least, most)
+                                      least, most, sample_seconds=bench.TRAIN_SAMPLE_SECONDS
+                                      if mode == "train" else bench.SAMPLE_SECONDS)
             threads: dict = {}
             bench.keep_faster_torch(times, threads)
             if threads:
