@@ -24,12 +24,12 @@ returning the whole output sequence `(batch, timesteps, units)` as a NumPy array
   kernels require layout=0; the transpose of the input is inside the timed call).
 
 Method: after warm-up calls (for unrolled, enough for its timed thread choice to try each
-setting twice), the peers run round-robin (one sample each per repetition, in a
-rotating order) until a time budget per grid point is spent. A sample is as many back-to-back
-calls as fill about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`),
-timed together and divided: the time per call of a loop over batches. Medians are reported with the ratio to the fastest peer, and each
-forward's FLOPs over the sgemm throughput give the fraction of the matrix-multiply limit
-reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
+setting twice), the peers run round-robin (one sample each per repetition, in a rotating
+order) until a time budget per grid point is spent. A sample is as many back-to-back calls as
+fill about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`), timed
+together and divided: the time per call of a loop over batches. Medians are reported with the
+ratio to the fastest peer, and each forward's FLOPs over the sgemm throughput give the fraction
+of the matrix-multiply limit reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
 itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn in the rotation like a
 peer, and the limit is the point's FLOPs over its median throughput, a ratio of medians measured
 side by side like the others (on a shared machine the speed of a core moves by a third within
