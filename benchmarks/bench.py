@@ -167,12 +167,12 @@ def torch_settings(fn: Callable) -> dict[str, Callable]:
 
 def keep_faster_torch(times: dict[str, list[float]], note: dict) -> None:
     """Keep the faster of torch's two settings (by median) as "torch" in `times`, say which in
-    `note`, and give torch back its default thread count."""
-    import torch
-
+    `note`, and give torch back its default thread count. Nothing to do without torch."""
     one = times.pop(TORCH_ONE, None)
     if "torch" not in times:
         return
+    import torch
+
     threads = torch_settings.default
     if one is not None and statistics.median(one) < statistics.median(times["torch"]):
         times["torch"], threads = one, 1
