@@ -24,21 +24,22 @@ returning the whole output sequence `(batch, timesteps, units)` as a NumPy array
   kernels require layout=0; the transpose of the input is inside the timed call).
 
 Method: after warm-up calls (for unrolled, enough for its timed thread choice to try each
-setting twice), the peers run round-robin (one sample each per repetition, in a rotating
-order) until a time budget per grid point is spent. A sample is as many back-to-back calls as
-fill about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`), timed
-together and divided: the time per call of a loop over batches. Medians are reported with the
-ratio to the fastest peer, and each forward's FLOPs over the sgemm throughput give the fraction
-of the matrix-multiply limit reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is measured at the point
-itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn in the rotation like a
-peer, and the limit is the point's FLOPs over its median throughput, a ratio of medians measured
-side by side like the others (on a shared machine the speed of a core moves by a third within
-minutes, and the limit with it). Its samples have an untimed pause of `BLAS_IDLE` seconds
-before and after them: threads of BLAS and of the peers keep spinning for a while after a call
-(a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x as long), and the
-sgemm is to measure the machine, not the peer before it. (A 1024^3 product measured 118-130
-GFLOP/s there while unrolled's LSTM steps ran faster than that: too small to be the limit.)
-Elsewhere the limit comes from the same 2048^3 `np.matmul` at the start of the run (best of 5).
+setting twice), the peers run round-robin (one sample each per repetition, in a rotating order)
+until a time budget per grid point is spent. A sample is as many back-to-back calls as fill
+about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`), timed together
+and divided: the time per call of a loop over batches. Medians are reported with the ratio to
+the fastest peer, and each forward's FLOPs over the sgemm throughput give the fraction of the
+matrix-multiply limit reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is
+measured at the point itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn
+in the rotation like a peer, and the limit is the point's FLOPs over its median throughput, a
+ratio of medians measured side by side like the others (on a shared machine the speed of a core
+moves by a third within minutes, and the limit with it). Its samples have an untimed pause of
+`BLAS_IDLE` seconds before and after them: threads of BLAS and of the peers keep spinning for a
+while after a call (a call of unrolled's row blocks right after a 1024^3 `np.matmul` took 1.5x
+as long), and the sgemm is to measure the machine, not the peer before it. (A 1024^3 product
+measured 118-130 GFLOP/s there while unrolled's LSTM steps ran faster than that: too small to
+be the limit.) Elsewhere the limit comes from the same 2048^3 `np.matmul` at the start of the
+run (best of 5).
 
 `--mode train` times one training step instead: forward, mean-squared-error loss against a
 fixed target `(batch, timesteps, units)`, backward through time, and one plain SGD update
@@ -136,6 +137,7 @@ def make_torch(cell, shape, weights, layer, module_only: bool = False):
 
 
 TORCH_ONE = "torch@1"  # torch on one thread, in the rotation beside its default setting
+_torch_default_threads: int | None = None
 
 
 def torch_settings(fn: Callable) -> dict[str, Callable]:
@@ -150,9 +152,10 @@ def torch_settings(fn: Callable) -> dict[str, Callable]:
     """
     import torch
 
-    if not hasattr(torch_settings, "default"):  # torch's own count, before any setting here
-        torch_settings.default = torch.get_num_threads()
-    default = torch_settings.default
+    global _torch_default_threads
+    if _torch_default_threads is None:      # torch's own count, before any setting here
+        _torch_default_threads = torch.get_num_threads()
+    default = _torch_default_threads
 
     def at(n: int) -> Callable:
         def run(x):
@@ -173,10 +176,10 @@ def keep_faster_torch(times: dict[str, list[float]], note: dict) -> None:
         return
     import torch
 
-    threads = torch_settings.default
+    threads = _torch_default_threads
     if one is not None and statistics.median(one) < statistics.median(times["torch"]):
         times["torch"], threads = one, 1
-    torch.set_num_threads(torch_settings.default)
+    torch.set_num_threads(_torch_default_threads)
     note["torch"] = f"{threads} thread{'s' if threads > 1 else ''}"
 
 
