@@ -13,7 +13,14 @@ idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 
 The compiled loops have a third way (`ROWS`): batch rows never meet in a recurrent layer, so
 the batch can be cut into blocks that run the whole sequence at once on separate threads, each
-with one BLAS thread (`by_rows`), with one hand-off per call instead of one per step.
+with one BLAS thread (`by_rows`), with one hand-off per call instead of one per step. The
+forward loops hand their blocks to Numba's own threads, in one call of a parallel form of the
+loop, where Numba's threading layer may be entered from several threads (OpenMP or TBB; see
+`_run_native`); other blocks go to a pool of Python threads. Numba's GNU OpenMP threads wait
+for the next call by spinning for a few milliseconds, so the training loops, whose whole-
+sequence products go to the pool right after them, keep to the pool: on LSTM
+(32, 100, 16, 64) a training step took 4.1-4.4 ms with its loops on Numba's threads, against
+3.6 with everything on the pool (RESULTS.md, round 21).
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
@@ -281,10 +288,9 @@ def _note_worker() -> None:
     _workers.append(threading.get_native_id())
 
 
-def _start_pool() -> Any:
-    global _pool, _cpus, _current_cpu
-    from concurrent.futures import ThreadPoolExecutor
-
+def _find_cpus() -> None:
+    # glibc's sched_getcpu and the CPUs this process may use, for _place_workers (Linux)
+    global _cpus, _current_cpu
     if hasattr(os, "sched_setaffinity"):
         try:
             import ctypes
@@ -295,6 +301,14 @@ def _start_pool() -> Any:
             _cpus = frozenset(os.sched_getaffinity(0))
         except (OSError, AttributeError):
             _current_cpu = None
+
+
+def _start_pool() -> Any:
+    global _pool
+    from concurrent.futures import ThreadPoolExecutor
+
+    if _current_cpu is None:
+        _find_cpus()
     _pool = ThreadPoolExecutor(max_workers=max(1, cores() - 1),
                                thread_name_prefix="unrolled-rows", initializer=_note_worker)
     return _pool
@@ -308,18 +322,19 @@ def _place_workers() -> None:
     work, LSTM (32, 100, 16, 64) calls in two blocks took 2.2-3.0 ms for streaks of ten calls
     and more, as long as on one thread, against 1.2-1.4 ms with the threads on two CPUs. Placed
     this way, 1.2-1.9 ms after the first call (RESULTS.md, round 16). The affinity is set again
-    only when the caller has moved to another CPU, or the pool has grown."""
+    only when the caller has moved to another CPU, or the pool has grown. Numba's threads, which
+    run the compiled loops' parallel forms (`_run_native`), are placed the same way."""
     global _placed
     if _current_cpu is None:
         return
     cpu = _current_cpu()
-    placed = (cpu, len(_workers))
+    placed = (cpu, len(_workers), len(_native_workers))
     if placed == _placed:
         return
     others = _cpus - {cpu}
     if cpu < 0 or not others:
         return
-    for worker in list(_workers):
+    for worker in [*_workers, *_native_workers]:
         try:
             os.sched_setaffinity(worker, others)
         except OSError:         # a thread gone, or a CPU no longer ours: leave it to the kernel
@@ -328,16 +343,25 @@ def _place_workers() -> None:
 
 
 def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
-    """`[fn(*args, b0, b1) for each block]` over `blocks` blocks of the `rows` rows, all but the
-    first on a pool's threads (the compiled loops release the GIL), each with one BLAS thread,
-    and each on another CPU than the caller's where the system lets it say so
-    (`_place_workers`)."""
+    """`[fn(*args, b0, b1) for each block]` over `blocks` blocks of the `rows` rows at once,
+    each with one BLAS thread, and each on another CPU than the caller's where the system lets
+    it say so (`_place_workers`).
+
+    A compiled loop with a parallel form (`native_blocks`) runs its blocks in one call of that
+    form, on Numba's threads, when Numba's threading layer is safe to call from several threads
+    (`native_ready`); such loops return nothing, and so does each block here. Anything else
+    runs its first block on the calling thread and the others on the pool's threads (the
+    compiled loops release the GIL). A hand-off to the pool takes 60-90 us on the 2-vCPU
+    benchmark machine (two thread wake-ups and the interpreter's lock), Numba's 2 us while its
+    threads are awake (RESULTS.md, round 21)."""
     if blocks <= 1:
         return [fn(*args, 0, rows)]
     global _blocks_ran
+    _blocks_ran = time.monotonic()
+    if fn in _native and native_ready() and _run_native(fn, args, rows, blocks):
+        return [None] * blocks
     pool = _pool if _pool is not None else _start_pool()
     _place_workers()
-    _blocks_ran = time.monotonic()
     bounds = [rows * i // blocks for i in range(blocks + 1)]
     with one_thread():
         futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
@@ -346,6 +370,112 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
         finally:
             rest = [future.result() for future in futures]
     return [first, *rest]
+
+
+# ------------------------------------------------------------------ blocks on Numba's threads
+
+# A compiled loop -> its parallel form `(args, bounds)`, which runs `loop(*args, bounds[i],
+# bounds[i + 1])` for each i at once (a `prange` over the blocks); registered where both are
+# defined (unrolled.kernels._numba_loops: the forward loops).
+_native: dict = {}
+# UNROLLED_NATIVE_BLOCKS=0 keeps every block on the pool (for measuring it, or a threading
+# layer that misbehaves); tests flip it.
+NATIVE = os.environ.get("UNROLLED_NATIVE_BLOCKS", "1") != "0"
+# Numba's threading layers that may be entered from several threads at once. The "workqueue"
+# layer, Numba's fallback where neither TBB nor an OpenMP library loads, may not: two threads
+# entering it at once end the process.
+_SAFE_LAYERS = ("omp", "tbb")
+_native_state: bool | None = None   # whether the layer is one of those (None: not launched yet)
+_native_lock = threading.Lock()
+_forked = False
+# The kernel ids of Numba's threads, found at the first parallel call (see _run_native).
+_native_workers: list[int] = []
+
+
+def native_blocks(loop: Any, parallel: Any) -> None:
+    """Register `parallel(args, bounds)` as the way to run `loop`'s blocks of rows at once."""
+    _native[loop] = parallel
+
+
+def native_ready() -> bool:
+    """Whether parallel forms may run: not turned off, not in a child forked after this
+    process launched Numba's threading layer (the GNU OpenMP library is not safe across a
+    fork), and that layer, once launched, one of `_SAFE_LAYERS`."""
+    return NATIVE and not _forked and _native_state is not False
+
+
+def _after_fork() -> None:
+    # In a forked child only the forking thread goes on: the pool's threads, and Numba's, are
+    # not there. A new pool is started at the child's first blocks (the parent's, whose threads
+    # are gone, would take the blocks and never run them). Numba's threading layer, if the
+    # parent launched it, is not entered again: Numba ends a child that enters GNU OpenMP
+    # after its parent did.
+    global _forked, _pool, _placed
+    _forked = _native_state is not None
+    _pool, _placed = None, None
+    _workers.clear()
+    _native_workers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _tasks() -> set[int]:
+    # this process's threads' kernel ids (Linux), else none
+    try:
+        return {int(t) for t in os.listdir("/proc/self/task")}
+    except (OSError, ValueError):
+        return set()
+
+
+def _run_native(loop: Any, args: tuple, rows: int, blocks: int) -> bool:
+    """`loop`'s blocks in one call of its parallel form, on as many of Numba's threads (set for
+    this call and restored: Numba's thread count is the calling thread's own setting). False
+    where Numba cannot compile or launch the form: then nothing ran, and the loop's blocks go
+    to the pool from then on. The first call launches Numba's threading layer, under a lock so
+    that no other thread enters it before it is known to be safe; the threads it starts are
+    found then (the process's new threads that are not Python's), to be placed off the
+    caller's CPU as the pool's are."""
+    global _native_state, _placed
+    import numba
+    import numpy as np
+    from numba.core.errors import NumbaError
+
+    parallel = _native[loop]
+    bounds = np.array([rows * i // blocks for i in range(blocks + 1)], dtype=np.int64)
+    try:
+        if _native_state is None:
+            with _native_lock:
+                if _native_state is None:
+                    before = _tasks()
+                    _call_native(numba, parallel, args, bounds, blocks)
+                    _native_state = numba.threading_layer() in _SAFE_LAYERS
+                    if _native_state:
+                        python = {t.native_id for t in threading.enumerate()}
+                        _native_workers.extend(sorted(_tasks() - before - python))
+                        if _current_cpu is None:
+                            _find_cpus()
+                        _placed = None
+                    return True
+        _place_workers()
+        _call_native(numba, parallel, args, bounds, blocks)
+    except (NumbaError, TypeError, ValueError):
+        # not compiled for these arguments (Numba's parallel lowering raises TypeError for
+        # some), or no threading layer to launch: a compiled form raises nothing else
+        _native.pop(loop, None)
+        return False
+    return True
+
+
+def _call_native(numba: Any, parallel: Any, args: tuple, bounds: Any, blocks: int) -> None:
+    threads = numba.get_num_threads()
+    numba.set_num_threads(min(blocks, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with one_thread():
+            parallel(args, bounds)
+    finally:
+        numba.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ whole products

@@ -1,0 +1,202 @@
+"""Blocks of batch rows on Numba's threads: the compiled loops' parallel forms, which
+`unrolled.kernels._threads.by_rows` calls in place of a hand-off to its pool of Python threads.
+
+The same numbers to the bit as the pool's blocks; the parallel form is what ran; the pool again
+where Numba's threading layer cannot be entered from several threads, in a process forked from
+one that used the GNU OpenMP library, or where the form does not compile; and Numba's threads
+kept off the caller's CPU as the pool's are.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import numpy as np
+import pytest
+
+from unrolled import layers
+from unrolled.kernels import _numba, _threads
+
+KINDS = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+
+
+@pytest.fixture
+def two_blocks(monkeypatch):
+    """The compiled loops on, every call in two blocks of rows."""
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_threads, "parts", lambda: 2)
+    monkeypatch.setattr(_threads, "NATIVE", True)
+
+
+def layer_and_input(kind, units=24, batch=19, steps=6, features=5, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, features)).astype("float32")
+    layer = KINDS[kind](units, return_sequences=True, return_state=True,
+                        name=f"native_blocks_{kind}", **kwargs)
+    layer(x)
+    layer.set_weights([rng.normal(0, 0.4, w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    return layer, x
+
+
+def spy_parallel(monkeypatch):
+    """Count the calls of every registered parallel form."""
+    calls = []
+    for loop, parallel in list(_threads._native.items()):
+        def counted(args, bounds, _parallel=parallel, _name=loop.__name__):
+            calls.append((_name, bounds.tolist()))
+            return _parallel(args, bounds)
+
+        monkeypatch.setitem(_threads._native, loop, counted)
+    return calls
+
+
+def spy_pool(monkeypatch):
+    """Count the blocks handed to the pool's threads."""
+    submitted = []
+    pool = _threads._pool if _threads._pool is not None else _threads._start_pool()
+    real = pool.submit
+
+    def submit(fn, *args):
+        submitted.append(getattr(fn, "__name__", fn))
+        return real(fn, *args)
+
+    monkeypatch.setattr(pool, "submit", submit)
+    return submitted
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("loops", ["fused", "blas"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, loops, masked):
+    """Each loop's blocks on Numba's threads and on the pool: the same bits, and each way is
+    the one that ran. "blas": the loops that call BLAS for the step products (the recurrent
+    kernel over `OWN_GEMM_BYTES`); "fused": the loops with their own products."""
+    if loops == "blas":
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+    layer, x = layer_and_input(kind)
+    mask = None
+    if masked:
+        mask = np.random.default_rng(1).random(x.shape[:2]) < 0.7
+    parallel_calls = spy_parallel(monkeypatch)
+    pooled = spy_pool(monkeypatch)
+
+    native = layer(x, mask=mask)
+    loop = f"{kind}_{'own' if loops == 'fused' else 'blas'}"
+    assert [name for name, _ in parallel_calls] == [loop]
+    assert parallel_calls[0][1] == [0, 9, 19]
+    assert pooled == []
+
+    monkeypatch.setattr(_threads, "NATIVE", False)
+    on_pool = layer(x, mask=mask)
+    assert len(parallel_calls) == 1 and len(pooled) == 1
+    for a, b in zip(native, on_pool):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_layer_that_cannot_take_turns_uses_the_pool(two_blocks, monkeypatch):
+    """Numba's "workqueue" threading layer (its fallback where neither TBB nor an OpenMP
+    library loads) ends the process when two threads enter it at once: where the first call
+    finds that layer, the pool runs every call after it."""
+    import numba
+
+    layer, x = layer_and_input("lstm")
+    expected = layer(x)
+    monkeypatch.setattr(_threads, "_native_state", None)
+    monkeypatch.setattr(numba, "threading_layer", lambda: "workqueue")
+    parallel_calls = spy_parallel(monkeypatch)
+    pooled = spy_pool(monkeypatch)
+    first = layer(x)
+    assert len(parallel_calls) == 1 and pooled == []
+    assert _threads._native_state is False and not _threads.native_ready()
+    second = layer(x)
+    assert len(parallel_calls) == 1 and len(pooled) == 1
+    for a, b, c in zip(expected, first, second):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def test_a_parallel_form_that_does_not_compile_falls_back_to_the_pool(two_blocks, monkeypatch):
+    """A Numba error from a parallel form (it cannot be compiled for these arguments, say) runs
+    the call on the pool, and that loop's calls after it; the other loops keep theirs."""
+    from numba.core.errors import TypingError
+
+    from unrolled.kernels import _numba_loops
+
+    layer, x = layer_and_input("gru")
+    expected = layer(x)
+
+    def broken(args, bounds):
+        raise TypingError("no parallel form for these arguments")
+
+    monkeypatch.setattr(_threads, "_native_state", True)
+    monkeypatch.setattr(_threads, "_native", dict(_threads._native))
+    _threads._native[_numba_loops.gru_own] = broken
+    pooled = spy_pool(monkeypatch)
+    got = layer(x)
+    assert pooled == ["gru_own"]
+    assert _numba_loops.gru_own not in _threads._native
+    assert _numba_loops.lstm_own in _threads._native and _threads.native_ready()
+    again = layer(x)
+    assert pooled == ["gru_own", "gru_own"]
+    for a, b, c in zip(expected, got, again):
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(a, c)
+
+
+def _blocks_in_child(queue):
+    # runs in a forked child: the layer's call in two blocks of rows, and whether the parallel
+    # forms were still on
+    _numba.enabled = True
+    _threads.parts = lambda: 2
+    layer, x = layer_and_input("lstm")
+    queue.put((_threads.native_ready(), [np.asarray(a) for a in layer(x)]))
+
+
+@pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="fork is POSIX's")
+def test_a_forked_child_runs_its_blocks_on_the_pool(two_blocks):
+    """The GNU OpenMP library behind Numba's "omp" layer is not safe across a fork: a child
+    that enters it after its parent did is ended by Numba. A child forked after parallel forms
+    ran uses the pool, with the same numbers."""
+    layer, x = layer_and_input("lstm")
+    expected = layer(x)
+    assert _threads._native_state is not None    # the layer has been launched in this process
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    child = context.Process(target=_blocks_in_child, args=(queue,))
+    child.start()
+    ready, got = queue.get(timeout=120)
+    child.join(timeout=60)
+    assert child.exitcode == 0
+    assert ready is False
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+_TWO_CPUS = pytest.mark.skipif(
+    not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+    reason="CPU affinity is Linux's, and needs two CPUs")
+
+
+@_TWO_CPUS
+def test_numbas_threads_run_off_the_callers_cpu(two_blocks, monkeypatch):
+    """Numba's threads that run the parallel forms are found at the first one's launch and
+    placed as the pool's are: on the process's CPUs other than the caller's."""
+    layer, x = layer_and_input("simple_rnn")
+    layer(x)
+    layer(x)
+    if _threads._native_state is not True:
+        pytest.fail(f"Numba's threading layer here is not one that may be entered from several "
+                    f"threads ({__import__('numba').threading_layer()}): the parallel forms "
+                    f"never run")
+    assert _threads._native_workers, "no thread of Numba's was found"
+    cpus = frozenset(os.sched_getaffinity(0))
+    caller = _threads._placed[0]
+    for tid in _threads._native_workers:
+        assert os.sched_getaffinity(tid) == cpus - {caller}
+    moved = min(cpus - {caller})
+    monkeypatch.setattr(_threads, "_current_cpu", lambda: moved)
+    layer(x)
+    for tid in _threads._native_workers:
+        assert os.sched_getaffinity(tid) == cpus - {moved}
