@@ -38,11 +38,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 
 import numpy as np
 
 # benchmarks/ is on the path: the script's directory
-from bench import CELLS, parse_cells, parse_shapes
+from bench import CELLS, SAMPLE_IDLE, parse_cells, parse_shapes
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -189,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
                     pair = [("base", base), ("new", new)]
                     for name, worker in (pair if r % 2 == 0 else pair[::-1]):
                         times[name].append(worker.sample(i, calls))
+                        time.sleep(SAMPLE_IDLE)     # the worker's spinning threads stop
                 ratios = [n / b for b, n in zip(times["base"], times["new"])]
                 paths = [str(pathlib.Path(tmp) / f"{name}.npy") for name in ("base", "new")]
                 base.output(i, paths[0])

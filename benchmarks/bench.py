@@ -27,7 +27,9 @@ Method: after warm-up calls (for unrolled, enough for its timed thread choice to
 setting twice), the peers run round-robin (one sample each per repetition, in a rotating order)
 until a time budget per grid point is spent. A sample is as many back-to-back calls as fill
 about 20 ms (one at large shapes; 0.1 s for training steps, `--sample-seconds`), timed together
-and divided: the time per call of a loop over batches. Medians are reported with the ratio to
+and divided: the time per call of a loop over batches; after each sample an untimed sleep of
+`SAMPLE_IDLE` seconds lets the threads a peer leaves spinning (OpenMP's spin a few
+milliseconds) stop before the next peer's sample. Medians are reported with the ratio to
 the fastest peer, and each forward's FLOPs over the sgemm throughput give the fraction of the
 matrix-multiply limit reached. At points of at least `ALONGSIDE_FLOPS` a call, the sgemm is
 measured at the point itself: a `np.matmul` of two 2048 x 2048 float32 matrices takes its turn
@@ -410,7 +412,7 @@ def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: i
     (one call at large shapes, hundreds at tiny ones) and divides: the repeated, warm calls of
     a loop over batches, timed without the clock's and the collector's overhead per call.
     `pause_around[name]`: seconds of sleep before and after each of that entry's samples,
-    untimed."""
+    untimed; after every sample at least `SAMPLE_IDLE`."""
     counts = {name: calls_per_sample(fn, x, sample_seconds) for name, fn in fns.items()}
     times: dict[str, list[float]] = {name: [] for name in fns}
     names = list(fns)
@@ -427,7 +429,7 @@ def interleaved(fns: dict[str, Callable], x: np.ndarray, budget: float, least: i
             for _ in range(n):
                 fn(x)
             times[name].append((time.perf_counter() - t) / n)
-            time.sleep(pause)
+            time.sleep(max(pause, SAMPLE_IDLE))
         rep += 1
     return times
 
@@ -693,6 +695,10 @@ SETTLE_CALLS = 7  # one untimed first call, then up to three settings twice each
 ALONGSIDE_FLOPS = 1e9  # from here on (per timed call) the sgemm limit is measured at the point
 GEMM_N = 2048          # the sgemm measured there: (n, n) @ (n, n), float32
 BLAS_IDLE = 0.3        # seconds for OpenBLAS's threads to stop spinning after a product
+# Seconds of untimed sleep after every sample: the OpenMP threads of torch and of unrolled's
+# forward row blocks (Numba's) spin for a few milliseconds after a call, on a CPU the next
+# peer's sample needs (round 21).
+SAMPLE_IDLE = 0.02
 
 
 def gemm_call() -> tuple[Callable, float]:
