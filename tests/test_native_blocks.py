@@ -200,3 +200,23 @@ def test_numbas_threads_run_off_the_callers_cpu(two_blocks, monkeypatch):
     layer(x)
     for tid in _threads._native_workers:
         assert os.sched_getaffinity(tid) == cpus - {moved}
+
+
+def test_gnu_openmp_starts_with_a_short_spin_unless_told_otherwise(monkeypatch):
+    """Numba's threading layer starts with `GOMP_SPINCOUNT` at `SPIN_COUNT` (GNU OpenMP's
+    threads spin that long for the next call, not its default of about 5 ms here), and the
+    environment is as it was afterwards; an environment that sets OpenMP's waiting already
+    is left alone."""
+    for name in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY"):
+        monkeypatch.delenv(name, raising=False)
+    with _threads._short_spin():
+        assert os.environ["GOMP_SPINCOUNT"] == _threads.SPIN_COUNT
+    assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.setenv("OMP_WAIT_POLICY", "passive")
+    with _threads._short_spin():
+        assert "GOMP_SPINCOUNT" not in os.environ
+    monkeypatch.delenv("OMP_WAIT_POLICY")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "123")
+    with _threads._short_spin():
+        assert os.environ["GOMP_SPINCOUNT"] == "123"
+    assert os.environ["GOMP_SPINCOUNT"] == "123"

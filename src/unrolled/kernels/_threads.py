@@ -17,10 +17,11 @@ with one BLAS thread (`by_rows`), with one hand-off per call instead of one per 
 forward loops hand their blocks to Numba's own threads, in one call of a parallel form of the
 loop, where Numba's threading layer may be entered from several threads (OpenMP or TBB; see
 `_run_native`); other blocks go to a pool of Python threads. Numba's GNU OpenMP threads wait
-for the next call by spinning for a few milliseconds, so the training loops, whose whole-
-sequence products go to the pool right after them, keep to the pool: on LSTM
-(32, 100, 16, 64) a training step took 4.1-4.4 ms with its loops on Numba's threads, against
-3.6 with everything on the pool (RESULTS.md, round 21).
+for the next call by spinning (about 0.2 ms, `SPIN_COUNT`), on the CPU the pool's thread uses
+too, so the training loops, whose whole-sequence products go to the pool right after them,
+keep to the pool: on LSTM (32, 100, 16, 64) a training step took 4.1-4.4 ms with its loops on
+Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.6 with
+everything on the pool (RESULTS.md, round 21).
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
@@ -449,7 +450,8 @@ def _run_native(loop: Any, args: tuple, rows: int, blocks: int) -> bool:
             with _native_lock:
                 if _native_state is None:
                     before = _tasks()
-                    _call_native(numba, parallel, args, bounds, blocks)
+                    with _short_spin():
+                        _call_native(numba, parallel, args, bounds, blocks)
                     _native_state = numba.threading_layer() in _SAFE_LAYERS
                     if _native_state:
                         python = {t.native_id for t in threading.enumerate()}
@@ -466,6 +468,30 @@ def _run_native(loop: Any, args: tuple, rows: int, blocks: int) -> bool:
         _native.pop(loop, None)
         return False
     return True
+
+
+# How long GNU OpenMP's threads spin, waiting for the next parallel call, before they sleep:
+# `GOMP_SPINCOUNT` for the library's start (it reads the variable once, when it is loaded),
+# unless the environment says otherwise. Its own default, 300 000, kept Numba's thread spinning
+# about 5 ms after each call here, on the CPU where the pool's thread then ran a `Dense`
+# layer's block of rows: a model of an LSTM (32, 100, 32, 256) and a Dense layer took 1.07 of
+# its time with the pool alone, and 0.99 with 10 000, about 0.2 ms (RESULTS.md, round 21).
+SPIN_COUNT = "10000"
+
+
+@contextlib.contextmanager
+def _short_spin() -> Iterator[None]:
+    """`GOMP_SPINCOUNT=SPIN_COUNT` in the environment while Numba's threading layer starts
+    (and loads GNU OpenMP, unless something loaded it before), then as it was; nothing where
+    the environment sets either of OpenMP's waiting policies already."""
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        yield
+        return
+    os.environ["GOMP_SPINCOUNT"] = SPIN_COUNT
+    try:
+        yield
+    finally:
+        os.environ.pop("GOMP_SPINCOUNT", None)
 
 
 def _call_native(numba: Any, parallel: Any, args: tuple, bounds: Any, blocks: int) -> None:
