@@ -220,3 +220,41 @@ def test_gnu_openmp_starts_with_a_short_spin_unless_told_otherwise(monkeypatch):
     with _threads._short_spin():
         assert os.environ["GOMP_SPINCOUNT"] == "123"
     assert os.environ["GOMP_SPINCOUNT"] == "123"
+
+
+def test_a_call_that_loads_a_parallel_form_is_not_timed(two_blocks, monkeypatch):
+    """A parallel form is compiled, or loaded from Numba's cache, at its first call with new
+    argument types: milliseconds that are no measure of the row blocks' setting. The thread
+    choice leaves that call out, as it does a kind's first call."""
+    from unrolled.kernels import _numba_loops
+
+    real = _threads._native[_numba_loops.lstm_own]
+
+    class Loading:
+        """The real form, with one more compiled signature after its second call (the first
+        is the kind's first, which is not timed anyway)."""
+        overloads: dict = {}
+        seen = 0
+
+        def __call__(self, args, bounds):
+            real(args, bounds)
+            self.seen += 1
+            if self.seen == 2:
+                self.overloads = {"loaded": True}
+
+    layer, x = layer_and_input("lstm", units=64, batch=32, steps=100, features=16)
+    monkeypatch.setitem(_threads._native, _numba_loops.lstm_own, Loading())
+    monkeypatch.setattr(_threads, "MODE", "auto")
+
+    def pick(choice):
+        choice.calls += 1
+        return _threads.ROWS
+
+    monkeypatch.setattr(_threads.ThreadChoice, "pick", pick)
+    monkeypatch.setattr(_threads, "_choices", {})
+    for _ in range(5):
+        layer(x)
+    [choice] = [c for key, c in _threads._choices.items() if key[0] == x.shape]
+    # 5 calls: the kind's first, then the one that loaded the form, neither timed
+    assert choice.calls == 5
+    assert len(choice.times[_threads.ROWS]) == 3

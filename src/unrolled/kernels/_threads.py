@@ -265,13 +265,18 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
     start = time.perf_counter()
     limit = setting in (ONE, ROWS)
     outer = getattr(_local, "parts", 1)   # a choice inside another's body keeps its blocks
+    _local.loaded = False
     with _one_thread() if limit else contextlib.nullcontext():
         _local.parts = parts if setting == ROWS else outer
         try:
             yield
         finally:
             _local.parts = outer
-    if not first:       # a kind's first call also loads compiled loops and touches new memory
+    # A kind's first call also loads compiled loops and touches new memory, and a call that
+    # loaded a loop's parallel form (`_run_native`) is no measure of its setting either: in a
+    # benchmark run, LSTM (32, 100, 16, 64)'s first two calls in row blocks took 10.4 and 4.3
+    # ms, against 0.65 after, and kept the choice on one thread for the whole run.
+    if not first and not _local.loaded:
         choice.record(setting, time.perf_counter() - start)
 
 
@@ -497,11 +502,14 @@ def _short_spin() -> Iterator[None]:
 def _call_native(numba: Any, parallel: Any, args: tuple, bounds: Any, blocks: int) -> None:
     threads = numba.get_num_threads()
     numba.set_num_threads(min(blocks, numba.config.NUMBA_NUM_THREADS))
+    compiled = len(getattr(parallel, "overloads", ()))
     try:
         with one_thread():
             parallel(args, bounds)
     finally:
         numba.set_num_threads(threads)
+        if len(getattr(parallel, "overloads", ())) != compiled:    # compiled, or loaded
+            _local.loaded = True
 
 
 # ------------------------------------------------------------------ whole products
