@@ -960,20 +960,20 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 
 
 # The fused loops behind the BLAS loops' arguments, for weights that fit the caches (`own`):
-# `stacked` is the cell's `[W; U]`, read in place, or None, and then `panels` is what PANELS
-# packed (else placeholders: `no_panels`). Numba compiles a loop once for each of the two,
-# dropping the `is None` branch it can decide from the argument's type, so each compiles only
-# the one product it calls (a fresh compile of one takes 3-10 s). `h_out` is `seq[-1]`, written
-# as the output.
+# `panels` is what PANELS packed, or None where `stacked`, the cell's `[W; U]`, is read in
+# place (then `stacked` is not None). Numba compiles a loop once for each of the two, dropping
+# the `is None` branches it can decide from the argument's type, so each compiles only the one
+# product it calls (a fresh compile of one takes 3-10 s). `h_out` is `seq[-1]`, written as the
+# output.
 
 
 @njit_fused
 def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
                    panels, stacked, h_out, b0, b1):
-    if stacked is None:
+    if panels is not None:
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None,
                          b0, b1)
-    else:
+    if stacked is not None:
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked,
                          b0, b1)
 
@@ -983,10 +983,10 @@ def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
              panels, stacked, h_out, c_out, b0, b1):
     c = c_out[b0:b1]
     copy_into(c, c0[b0:b1])
-    if stacked is None:
+    if panels is not None:
         lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None, c,
                    b0, b1)
-    else:
+    if stacked is not None:
         lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked, c,
                    b0, b1)
 
@@ -995,12 +995,8 @@ def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
 def gru_own(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq, need_seq,
             chunk, own, panels, stacked, h_out, b0, b1):
     # reset_after only
-    if stacked is None:
-        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, None,
-                  b0, b1)
-    else:
-        gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, None, stacked,
-                  b0, b1)
+    gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
+              b0, b1)
 
 
 FUSED_LOOPS = {"simple_rnn": simple_rnn_own, "lstm": lstm_own, "gru": gru_own}
@@ -1050,57 +1046,81 @@ PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
 
 # Each loop that runs in blocks of rows has a parallel form: one call that runs every block at
 # once on Numba's threads (`prange`), `loop(*args, bounds[i], bounds[i + 1])` for each block i.
-# The tuple of panel arrays among the arguments is taken apart before the `prange` and put
-# together in it: Numba passes what a `prange` body reads to its threads one value at a time,
-# and takes no tuple of arrays as one.
 # unrolled.kernels._threads.by_rows calls it in place of a hand-off to its pool of Python
 # threads where Numba's threading layer allows (see there): LSTM (32, 100, 16, 64) took 0.64
 # ms a call so, against 0.72-0.78 through the pool, with the same numbers (RESULTS.md, round
 # 21). Written out one per loop, each naming its loop: a parallel function that takes the loop
-# as an argument is compiled again in every process (Numba cannot cache it).
+# as an argument is compiled again in every process (Numba cannot cache it). The tuple of
+# panel arrays among the arguments (or None) is taken apart before the `prange` (`_split`) and
+# put together in it (`_join`): Numba passes what a `prange` body reads to its threads one
+# value at a time, and takes no tuple of arrays as one.
+
+
+def _split(panels):
+    """The panel arrays of `panels`, three, or three Nones where `panels` is None."""
+
+
+@overload(_split)
+def _split_overload(panels):
+    if isinstance(panels, numba.types.NoneType):
+        return lambda panels: (None, None, None)
+    return lambda panels: (panels[0], panels[1], panels[2])
+
+
+def _join(p0, p1, p2):
+    """`(p0, p1, p2)` again, or None where `_split` gave Nones."""
+
+
+@overload(_join)
+def _join_overload(p0, p1, p2):
+    if isinstance(p0, numba.types.NoneType):
+        return lambda p0, p1, p2: None
+    return lambda p0, p1, p2: (p0, p1, p2)
+
+
 njit_blocks = numba.njit(cache=True, nogil=True, parallel=True)
 
 
 @njit_blocks
 def simple_rnn_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], args[-3], args[-2:]
+    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        simple_rnn_blas(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        simple_rnn_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def lstm_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-4], args[-4], args[-3:]
+    head, (p0, p1, p2), tail = args[:-4], _split(args[-4]), args[-3:]
     for i in numba.prange(bounds.shape[0] - 1):
-        lstm_blas(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        lstm_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def gru_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], args[-3], args[-2:]
+    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        gru_blas(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        gru_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def simple_rnn_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], args[-3], args[-2:]
+    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        simple_rnn_own(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        simple_rnn_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def lstm_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-4], args[-4], args[-3:]
+    head, (p0, p1, p2), tail = args[:-4], _split(args[-4]), args[-3:]
     for i in numba.prange(bounds.shape[0] - 1):
-        lstm_own(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        lstm_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def gru_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], args[-3], args[-2:]
+    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        gru_own(*head, (p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        gru_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
 
 
 for _loop, _parallel in ((simple_rnn_blas, simple_rnn_blas_blocks),
