@@ -9,8 +9,9 @@ kept off the caller's CPU as the pool's are.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -145,33 +146,58 @@ def test_a_parallel_form_that_does_not_compile_falls_back_to_the_pool(two_blocks
         np.testing.assert_array_equal(a, c)
 
 
-def _blocks_in_child(queue):
-    # runs in a forked child: the layer's call in two blocks of rows, and whether the parallel
-    # forms were still on
-    _numba.enabled = True
-    _threads.parts = lambda: 2
-    layer, x = layer_and_input("lstm")
-    queue.put((_threads.native_ready(), [np.asarray(a) for a in layer(x)]))
+FORK = r"""
+import multiprocessing, sys
+import numpy as np
+from unrolled import layers
+from unrolled.kernels import _numba, _threads
+
+_numba.enabled = True
+_threads.parts = lambda: 2
+
+
+def call():
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((19, 6, 5)).astype("float32")
+    layer = layers.LSTM(24, return_sequences=True, return_state=True)
+    layer(x)
+    layer.set_weights([rng.normal(0, 0.4, w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    return [np.asarray(a) for a in layer(x)]
+
+
+def child(queue):
+    queue.put((_threads.native_ready(), call()))
+
+
+if __name__ == "__main__":
+    expected = call()
+    assert _threads._native_state is not None, "the parent never launched Numba's threads"
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    ready, got = queue.get(timeout=120)
+    process.join(timeout=60)
+    assert process.exitcode == 0, process.exitcode
+    assert ready is False, "the child would have entered GNU OpenMP"
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+    print("ok")
+"""
 
 
 @pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="fork is POSIX's")
-def test_a_forked_child_runs_its_blocks_on_the_pool(two_blocks):
+def test_a_forked_child_runs_its_blocks_on_the_pool(tmp_path):
     """The GNU OpenMP library behind Numba's "omp" layer is not safe across a fork: a child
     that enters it after its parent did is ended by Numba. A child forked after parallel forms
-    ran uses the pool, with the same numbers."""
-    layer, x = layer_and_input("lstm")
-    expected = layer(x)
-    assert _threads._native_state is not None    # the layer has been launched in this process
-    context = multiprocessing.get_context("fork")
-    queue = context.Queue()
-    child = context.Process(target=_blocks_in_child, args=(queue,))
-    child.start()
-    ready, got = queue.get(timeout=120)
-    child.join(timeout=60)
-    assert child.exitcode == 0
-    assert ready is False
-    for a, b in zip(expected, got):
-        np.testing.assert_array_equal(a, b)
+    ran uses the pool, with the same numbers. (In a process of its own: this one has JAX's
+    threads, which a fork does not go well with.)"""
+    script = tmp_path / "fork_child.py"
+    script.write_text(FORK)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=300, env={**os.environ, "UNROLLED_NATIVE_BLOCKS": "1"})
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]
 
 
 _TWO_CPUS = pytest.mark.skipif(
