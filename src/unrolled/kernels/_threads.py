@@ -364,11 +364,11 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
         return [fn(*args, 0, rows)]
     global _blocks_ran
     _blocks_ran = time.monotonic()
-    if fn in _native and native_ready() and _run_native(fn, args, rows, blocks):
+    bounds = [rows * i // blocks for i in range(blocks + 1)]
+    if fn in _native and native_ready() and _run_native(fn, args, bounds):
         return [None] * blocks
     pool = _pool if _pool is not None else _start_pool()
     _place_workers()
-    bounds = [rows * i // blocks for i in range(blocks + 1)]
     with one_thread():
         futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
         try:
@@ -435,38 +435,38 @@ def _tasks() -> set[int]:
         return set()
 
 
-def _run_native(loop: Any, args: tuple, rows: int, blocks: int) -> bool:
-    """`loop`'s blocks in one call of its parallel form, on as many of Numba's threads (set for
-    this call and restored: Numba's thread count is the calling thread's own setting). False
-    where Numba cannot compile or launch the form: then nothing ran, and the loop's blocks go
-    to the pool from then on. The first call launches Numba's threading layer, under a lock so
-    that no other thread enters it before it is known to be safe; the threads it starts are
-    found then (the process's new threads that are not Python's), to be placed off the
-    caller's CPU as the pool's are."""
-    global _native_state, _placed
+def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
+    """`loop`'s blocks (rows `bounds[i]` to `bounds[i + 1]`) in one call of its parallel form,
+    on as many of Numba's threads (set for this call and restored: Numba's thread count is the
+    calling thread's own setting). False where Numba cannot compile or launch the form: then
+    nothing ran, and the loop's blocks go to the pool from then on. The first call launches
+    Numba's threading layer, under a lock so that no other thread enters it before it is known
+    to be safe; the threads it starts are found then (the process's new threads that are not
+    Python's), to be placed off the caller's CPU as the pool's are (`_place_workers` places
+    them at the next call: their count is part of what it compares)."""
+    global _native_state
     import numba
     import numpy as np
     from numba.core.errors import NumbaError
 
     parallel = _native[loop]
-    bounds = np.array([rows * i // blocks for i in range(blocks + 1)], dtype=np.int64)
+    blocks, edges = len(bounds) - 1, np.array(bounds, dtype=np.int64)
     try:
         if _native_state is None:
             with _native_lock:
                 if _native_state is None:
                     before = _tasks()
                     with _short_spin():
-                        _call_native(numba, parallel, args, bounds, blocks)
+                        _call_native(numba, parallel, args, edges, blocks)
                     _native_state = numba.threading_layer() in _SAFE_LAYERS
                     if _native_state:
                         python = {t.native_id for t in threading.enumerate()}
                         _native_workers.extend(sorted(_tasks() - before - python))
                         if _current_cpu is None:
                             _find_cpus()
-                        _placed = None
                     return True
         _place_workers()
-        _call_native(numba, parallel, args, bounds, blocks)
+        _call_native(numba, parallel, args, edges, blocks)
     except (NumbaError, TypeError, ValueError):
         # not compiled for these arguments (Numba's parallel lowering raises TypeError for
         # some), or no threading layer to launch: a compiled form raises nothing else
