@@ -378,6 +378,16 @@ def test_gate_panels_lay_out_each_block_of_units_gate_by_gate(rng, units, gates,
     np.testing.assert_array_equal(panels, expected)
 
 
+def _one_array(cell):
+    # `[W; U]` over the memory of the cell's recurrent kernel and kernel, which must be views of
+    # one array, W's rows right before U's, starting on a cache line
+    W, U = cell.recurrent_kernel, cell.kernel
+    assert W.base is not None and U.base is W.base
+    assert U.ctypes.data == W.ctypes.data + W.nbytes and W.ctypes.data % 64 == 0
+    return np.ndarray((W.shape[0] + U.shape[0], W.shape[1]), dtype=W.dtype, buffer=W.base,
+                      offset=W.ctypes.data - W.base.ctypes.data)
+
+
 def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkeypatch):
     """Assigning and set_weights write into the views; a copy (deepcopy, pickle) makes its
     pair views of one array again; a cell whose pair is no longer one array gets the packed
@@ -386,25 +396,65 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
     import pickle
 
     x = rng.standard_normal((4, 6, 3)).astype("float32")
-    rnn = built(layers.RNN(make_cell("gru", 16), return_sequences=True), x)
+    rnn = built(layers.RNN(make_cell("gru", 32), return_sequences=True), x)
     cell = rnn.cell
-    stacked = cell.recurrent_kernel.base
+    stacked = _one_array(cell)
+    assert _numba.stacked_weights(cell) is not None
+    np.testing.assert_array_equal(_numba.stacked_weights(cell), stacked)
     cell.kernel = np.ones_like(cell.kernel)
     rnn.set_weights([w * 0.5 for w in rnn.get_weights()])
-    assert cell.kernel.base is stacked and cell.recurrent_kernel.base is stacked
-    np.testing.assert_array_equal(stacked[16:], np.full((3, 48), 0.5, dtype="float32"))
-    np.testing.assert_array_equal(stacked[:16], cell.recurrent_kernel)
+    np.testing.assert_array_equal(_one_array(cell), stacked)
+    np.testing.assert_array_equal(stacked[32:], np.full((3, 96), 0.5, dtype="float32"))
+    np.testing.assert_array_equal(stacked[:32], cell.recurrent_kernel)
     for twin in (copy.deepcopy(rnn), pickle.loads(pickle.dumps(rnn))):
-        pair = twin.cell.recurrent_kernel.base
-        assert pair is not stacked and twin.cell.kernel.base is pair
+        pair = _one_array(twin.cell)
+        assert not np.shares_memory(pair, stacked)
         assert {id(w.value) for w in twin.cell.weights} >= {id(twin.cell.kernel),
                                                             id(twin.cell.recurrent_kernel)}
+        assert _numba.stacked_weights(twin.cell) is not None
         np.testing.assert_array_equal(twin(x), rnn(x))
     twin = copy.deepcopy(rnn)
     twin.cell.__dict__["kernel"] = twin.cell.kernel.copy()   # the pair broken behind its back
     next(w for w in twin.cell.weights if w.name == "kernel").value = twin.cell.kernel
     assert _numba.stacked_weights(twin.cell) is None
     np.testing.assert_array_equal(twin(x), rnn(x))
+
+
+@pytest.mark.parametrize("make", ["packed", "packed_stack", "gate_panels"])
+@pytest.mark.parametrize("columns", [32, 96, 100, 256])
+def test_panels_start_on_a_cache_line(rng, make, columns):
+    """Every packed copy of the weights starts on a 64-byte boundary (so does each of its
+    panels), whatever the allocator gave, and holds the same numbers as a plain one."""
+    from unrolled.kernels import _numba_loops as loops
+    from unrolled.kernels import _numba_panels as panels
+
+    for rows in range(1, 40, 3):                    # sizes that land at every offset
+        W = rng.standard_normal((rows, columns)).astype("float32")
+        U = rng.standard_normal((3, columns)).astype("float32")
+        if make == "packed":
+            got, like = panels.packed(W), np.concatenate([W], axis=0)
+        elif make == "packed_stack":
+            got, like = panels.packed_stack(W, U), np.concatenate([W, U])
+        else:
+            units = columns // 4
+            got = loops.gate_panels(W[:, :4 * units], U[:, :4 * units], 0, 4, units)
+            like = None
+        assert got.ctypes.data % 64 == 0 and got.flags.c_contiguous
+        assert got.shape[2] == panels.WIDTH and got.strides[0] % 64 == 0
+        if like is not None:
+            flat = np.concatenate(list(got), axis=1)[:, :columns]   # the panels side by side
+            np.testing.assert_array_equal(flat, like)
+            assert not got[-1][:, columns - panels.WIDTH * (got.shape[0] - 1):].any()
+
+
+def test_aligned_empty_starts_on_a_cache_line():
+    from unrolled._memory import aligned_empty
+
+    for n in range(1, 200, 7):                      # (an empty array has no first byte)
+        for dtype in ("float32", "float64", "int8"):
+            a = aligned_empty((n, 3), dtype)
+            assert a.shape == (n, 3) and a.dtype == np.dtype(dtype) and a.flags.c_contiguous
+            assert a.ctypes.data % 64 == 0 and a.flags.writeable
 
 
 @pytest.mark.parametrize("cell_kind", CELLS + ["stack"])

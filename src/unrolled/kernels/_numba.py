@@ -259,20 +259,24 @@ def _gru_weights(cell: Any) -> tuple:
 def stacked_weights(cell: Any) -> np.ndarray | None:
     """`[W; U]` when the cell's fused loop reads its weights where they are (see
     IN_PLACE_BYTES), else None: the recurrent kernel and the kernel still views of one array,
-    recurrent rows first (they are, from build, as long as nothing replaces them)."""
+    recurrent rows first, the kernel's right after (they are, from build, as long as nothing
+    replaces them). That array is a view of a larger one, to start on a cache line
+    (unrolled._memory.aligned_empty), so `[W; U]` is made again here over the same memory."""
     from unrolled.kernels._numba_panels import WIDTH  # loaded with the loops that call this
 
     W, U = cell.recurrent_kernel, cell.kernel
-    stacked = W.base
-    if (stacked is None or U.base is not stacked
-            or stacked.dtype != np.float32 or not stacked.flags.c_contiguous
-            or stacked.shape != (W.shape[0] + U.shape[0], W.shape[1])
-            or W.ctypes.data != stacked.ctypes.data
-            or U.ctypes.data != stacked.ctypes.data + W.nbytes
-            or W.shape[0] % WIDTH or stacked.nbytes > IN_PLACE_BYTES
+    base = W.base
+    if (not isinstance(base, np.ndarray) or not base.flags.c_contiguous or U.base is not base
+            or W.dtype != np.float32 or U.dtype != np.float32
+            or not (W.flags.c_contiguous and U.flags.c_contiguous)
+            or not (W.flags.writeable and U.flags.writeable)
+            or W.ndim != 2 or U.ndim != 2 or U.shape[1] != W.shape[1]
+            or U.ctypes.data != W.ctypes.data + W.nbytes
+            or W.shape[0] % WIDTH or W.nbytes + U.nbytes > IN_PLACE_BYTES
             or W.shape[1] * W.itemsize > IN_PLACE_ROW):
         return None
-    return stacked
+    return np.ndarray((W.shape[0] + U.shape[0], W.shape[1]), dtype=np.float32, buffer=base,
+                      offset=W.ctypes.data - base.ctypes.data)
 
 
 def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:

@@ -19,7 +19,7 @@ from numba.extending import overload
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import ROWS, WIDTH, packed, packed_stack
+from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -635,11 +635,11 @@ def gate_panels(top, bottom, first, gates, units):
     per = gates * GATE_UNITS // WIDTH
     blocks = gate_blocks(units)
     last = units - (blocks - 1) * GATE_UNITS
-    shape = ((blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, K, WIDTH)
+    panels = empty_panels((blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, K)
     # Every position is written but the last panel's tail when the last block's columns do not
     # fill it; only then is the array zeroed first.
-    panels = (np.zeros(shape, dtype=np.float32) if (gates * last) % WIDTH
-              else np.empty(shape, dtype=np.float32))
+    if (gates * last) % WIDTH:
+        panels[:] = 0
     for q in range(blocks):
         u0 = q * GATE_UNITS
         n = min(GATE_UNITS, units - u0)

@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from unrolled import _checks, activations, initializers
+from unrolled._memory import aligned_empty
 from unrolled.layers.base import Layer
 from unrolled.layers.cell import RNNCell
 from unrolled.layers.rnn import RNN
@@ -175,9 +176,12 @@ class BuiltinCell(RNNCell):
         # U's), each still its own weight, written in place like any other. The compiled loops
         # multiply `[h | x_t]` by `[W; U]` and can read it where it is instead of copying it
         # (unrolled.kernels._numba); as two arrays they needed the copy.
+        # The array starts on a cache line (unrolled._memory), as the loops' packed panels do.
         weights = {w.name: w for w in self._weights}
         W, U = weights["recurrent_kernel"], weights["kernel"]
-        stacked = np.concatenate([W.value, U.value])
+        stacked = aligned_empty((W.value.shape[0] + U.value.shape[0],) + W.value.shape[1:],
+                                np.result_type(W.value, U.value))
+        np.concatenate([W.value, U.value], out=stacked)
         W.value, U.value = stacked[:self.units], stacked[self.units:]
         object.__setattr__(self, "recurrent_kernel", W.value)
         object.__setattr__(self, "kernel", U.value)
