@@ -71,15 +71,26 @@ def test_panel_product_is_a_times_w(M, N, K, wide):
     # panel comes after the others) or, from the last row, in the guard after the array.
     buffer = np.full(M * N + 16, np.nan, dtype="float32")
     out = buffer[:M * N].reshape(M, N)
-    products.panel_product(a, panels, out)
+    products.panel_product(a, panels, out, False)
     _within_float32_sums(out, a, w)
     assert np.isnan(buffer[M * N:]).all()
     for i in range(M):
         row = np.empty((1, N), dtype="float32")
-        products.panel_product(a[i:i + 1], panels, row)
+        products.panel_product(a[i:i + 1], panels, row, False)
         np.testing.assert_array_equal(row[0], out[i])
+    # in two parts, the second summed onto the first (`acc`): the bits of one product
+    for K1 in {0, 1, K // 2, K}:
+        parts = buffer.copy()
+        two = parts[:M * N].reshape(M, N)
+        two[:] = 7.0                                    # overwritten by the first part
+        products.panel_product(np.ascontiguousarray(a[:, :K1]), _packed(w[:K1], width), two,
+                               False)
+        products.panel_product(np.ascontiguousarray(a[:, K1:]), _packed(w[K1:], width), two,
+                               True)
+        np.testing.assert_array_equal(two, out)
+        assert np.isnan(parts[M * N:]).all()
     other, products = np.empty_like(out), _variant(not wide)
-    products.panel_product(a, _packed(w, products.width), other)
+    products.panel_product(a, _packed(w, products.width), other, False)
     np.testing.assert_array_equal(other, out)
 
 
@@ -99,11 +110,15 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     starts = rng.choice(N - width + 1, size=panels, replace=False).astype(np.int64)  # any column
     chosen = np.hstack([W[:, s:s + width] for s in starts])
     out = np.full((M, width * panels), np.nan, dtype="float32")
-    products.columns_product(a, W, starts, out)
+    products.columns_product(a, W, starts, out, False)
     packed = np.empty_like(out)
-    products.panel_product(a, _packed(chosen, width), packed)
+    products.panel_product(a, _packed(chosen, width), packed, False)
     np.testing.assert_array_equal(out, packed)
     _within_float32_sums(out, a, chosen)
+    two = np.full_like(out, 7.0)                    # in two parts: W's first rows, then the rest
+    products.columns_product(np.ascontiguousarray(a[:, :20]), W[:20], starts, two, False)
+    products.columns_product(np.ascontiguousarray(a[:, 20:]), W[20:], starts, two, True)
+    np.testing.assert_array_equal(two, out)
 
 
 def test_avx512_is_read_from_the_features_numba_compiles_for(monkeypatch):
@@ -130,17 +145,6 @@ def test_the_cpus_products_come_from_its_source():
     assert _numba_panels.source_module() is (_panel_source_wide if wide else _panel_source)
     assert (_numba_panels.ROWS, _numba_panels.WIDTH) == ((8, 32) if wide else (5, 16))
     assert _numba_panels.panel_product.py_func is _numba_panels.source_module().panel_product
-
-
-def test_stacked_panels_multiply_h_and_x_at_once():
-    from unrolled.kernels import _numba_panels
-
-    rng = np.random.default_rng(5)
-    W, U = (rng.standard_normal(s).astype("float32") for s in [(24, 40), (3, 40)])
-    h, x = (rng.standard_normal(s).astype("float32") for s in [(6, 24), (6, 3)])
-    out = np.empty((6, 40), dtype="float32")
-    _numba_panels.panel_product(np.hstack([h, x]), _numba_panels.packed_stack(W, U), out)
-    _within_float32_sums(out, np.hstack([h, x]), np.vstack([W, U]))
 
 
 def test_panel_source_is_what_the_generator_writes():

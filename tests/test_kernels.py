@@ -420,7 +420,7 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
     np.testing.assert_array_equal(twin(x), rnn(x))
 
 
-@pytest.mark.parametrize("make", ["packed", "packed_stack", "gate_panels"])
+@pytest.mark.parametrize("make", ["packed", "gate_panels"])
 @pytest.mark.parametrize("columns", [32, 96, 100, 256])
 def test_panels_start_on_a_cache_line(rng, make, columns):
     """Every packed copy of the weights starts on a 64-byte boundary (so does each of its
@@ -433,8 +433,6 @@ def test_panels_start_on_a_cache_line(rng, make, columns):
         U = rng.standard_normal((3, columns)).astype("float32")
         if make == "packed":
             got, like = panels.packed(W), np.concatenate([W], axis=0)
-        elif make == "packed_stack":
-            got, like = panels.packed_stack(W, U), np.concatenate([W, U])
         else:
             units = columns // 4
             got = loops.gate_panels(W[:, :4 * units], U[:, :4 * units], 0, 4, units)

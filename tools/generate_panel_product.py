@@ -60,13 +60,15 @@ _ZERO = np.float32(0)
 _MASK = (1 << 62) - 1
 
 
-def panel_product(a, panels, out):
-    """`out = a @ W` for `a (M, K)` and W (K, N) packed in `panels (ceil(N / {WIDTH}), K, {WIDTH})`.
+def panel_product(a, panels, out, acc):
+    """`out = a @ W`, or `out += a @ W` with `acc`, for `a (M, K)` and W (K, N) packed in
+    `panels (ceil(N / {WIDTH}), K, {WIDTH})`.
 
-    `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order. The last panel, when
-    N is not a multiple of {WIDTH}, is summed into `tail`, (M, {WIDTH}), by the same blocks, and
-    copied: a store that depends on the column inside the block would keep LLVM from
-    vectorizing the block (3x slower).
+    `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order, from 0 or, with
+    `acc`, from out's number, so `out = a1 @ W1` then `out += a2 @ W2` gives the bits of
+    `[a1 | a2] @ [W1; W2]`. The last panel, when N is not a multiple of {WIDTH}, is summed into
+    `tail`, (M, {WIDTH}), by the same blocks, and copied: a store that depends on the column
+    inside the block would keep LLVM from vectorizing the block (3x slower).
     """
 {_WIDE_CALL if wide else ""}    M, K = a.shape
     n = out.shape[1]
@@ -74,6 +76,10 @@ def panel_product(a, panels, out):
     P = panels.shape[0]
     full = n // {WIDTH}
     tail = out if full == P else np.empty((M, {WIDTH}), dtype=np.float32)
+    if acc and full < P:
+        for i in range(M):
+            for c in range({WIDTH}):
+                tail[i, c] = out[i, {WIDTH} * full + c] if {WIDTH} * full + c < n else _ZERO
     # the full panels into out, then the last into tail; switching arrays a panel at a time
     # cost a reference count each, and up to 10% at 2 to 4 rows
     for part in range(2):
@@ -125,7 +131,7 @@ def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str
     """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
     names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
     lines = _starts(indent, ["p"], weight)
-    lines += [indent + " = ".join(names[r]) + " = _ZERO" for r in range(rows)]
+    lines += _first_sums(indent, names, lambda r, c: target(r, c))
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines += [f"{inner}w{c} = {weight('p', c)}" for c in range(WIDTH)]
@@ -134,6 +140,16 @@ def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str
         lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
     for r in range(rows):
         lines += [f"{indent}{target(r, c)} = {names[r][c]}" for c in range(WIDTH)]
+    return lines
+
+
+def _first_sums(indent: str, names: list, target) -> list[str]:
+    """The sums' starting values: out's numbers (at target(r, c)) with `acc`, else zeros."""
+    lines = [indent + "if acc:"]
+    lines += [f"{indent}    {names[r][c]} = {target(r, c)}"
+              for r in range(len(names)) for c in range(WIDTH)]
+    lines.append(indent + "else:")
+    lines += [indent + "    " + " = ".join(row) + " = _ZERO" for row in names]
     return lines
 
 
@@ -174,7 +190,7 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
     """One row against PANELS panels at once: as many independent sums as a block of rows."""
     names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
     lines = _starts(indent, [_at("p", q) for q in range(PANELS)], weight)
-    lines += [indent + " = ".join(names[q]) + " = _ZERO" for q in range(PANELS)]
+    lines += _first_sums(indent, names, lambda q, c: f"out[i, j + {WIDTH * q + c}]")
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines.append(f"{inner}v = a[i, k]")
@@ -189,9 +205,9 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
 def _columns_header(wide: bool) -> str:
     return f'''
 
-def columns_product(a, W, bases, out):
-    """`out = a @ W[:, columns]`, W read where it is: out's columns {WIDTH} p .. {WIDTH} p + {WIDTH - 1}
-    are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
+def columns_product(a, W, bases, out, acc):
+    """`out = a @ W[:, columns]`, or `out +=` with `acc`, W read where it is: out's columns
+    {WIDTH} p .. {WIDTH} p + {WIDTH - 1} are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
 
     `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see `_numba_panels.columns_product`.
     The blocks and the order of every sum are panel_product's, so the two give the same bits.

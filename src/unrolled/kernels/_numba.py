@@ -374,6 +374,8 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
 
         def kernel(_cell, xt, states, steps, need_seq):
             mask, masked, seq = _buffers(xt, steps, need_seq, U)
+            if fused:   # the step products read h_{t-1} where it is: C-contiguous rows
+                states = [np.ascontiguousarray(s) for s in states]
             B = xt.shape[1]
             blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])

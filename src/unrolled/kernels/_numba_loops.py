@@ -19,7 +19,7 @@ from numba.extending import overload
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
+from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -379,7 +379,7 @@ def _packed_if(W, own):
 def _product(h, W, panels, out, own):
     # out = h W: by panel_product on W's panels when `own`, else by BLAS
     if own:
-        products.panel_product(h, panels, out)
+        products.panel_product(h, panels, out, False)
     else:
         np.dot(h, W, out)
 
@@ -405,29 +405,23 @@ def _keep_rows(new, old, mask, k, b0):
 
 
 @njit
-def _load_hx(hx, h, xt, k, b0):
-    # hx = [h | x_t's rows b0..]
-    U = h.shape[1]
-    for b in range(hx.shape[0]):
-        for j in range(U):
-            hx[b, j] = h[b, j]
+def _load_x(xr, xt, k, b0):
+    # xr = x_t's rows b0.., C-contiguous (xt is the input seen time-major, a strided view)
+    for b in range(xr.shape[0]):
         for f in range(xt.shape[2]):
-            hx[b, U + f] = xt[k, b0 + b, f]
+            xr[b, f] = xt[k, b0 + b, f]
 
 
 @njit
-def _split_hx(hx, h, x):
-    # h, x = hx's columns of h and of x_t, each C-contiguous
-    U = h.shape[1]
-    for b in range(hx.shape[0]):
-        for j in range(U):
-            h[b, j] = hx[b, j]
-        for f in range(x.shape[1]):
-            x[b, f] = hx[b, U + f]
-
-
-# (`hx` is only the product's operand, refilled before each product; the gate arithmetic
-# writes h elsewhere, into the output: writing into `hx` directly ran unvectorized, 2x slower.)
+def _h_rows(prev, r0, r1, hbuf, need_seq, k):
+    # rows r0..r1-1 of h_{t-1} as the step's products read it: where it is (the output's
+    # previous step, or the initial state), or, without need_seq, a copy in `hbuf`: there
+    # h_{t-1} is the output's one step, which the step writes over as it goes
+    if need_seq or k == 0:
+        return prev[r0:r1]
+    h = hbuf[:r1 - r0]
+    copy_into(h, prev[r0:r1])
+    return h
 
 
 # The arithmetic of a step over its (rows, units) runs in functions of its own, below, with the
@@ -546,7 +540,7 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # least 16 rows (20 in blocks of 5; 16 in AVX-512's blocks of 8). 32 rows with AVX-512 ran at
 # the same speed and took (128, 200, 64, 256)'s forward pass 25-45 KB over its memory budget
 # (RESULTS.md, round 19).
-FUSED_ROWS = ROWS * -(-16 // ROWS)
+FUSED_ROWS = 64
 
 
 @numba.njit(cache=True, inline="always")
@@ -585,28 +579,33 @@ def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
 
 
 @njit_fused
-def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, b0,
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, stacked, b0,
                      b1):
-    """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
-    holding `[W; U]` in panels, or `stacked` being `[W; U]` itself, read in place
-    (`_numba.stacked_weights`), the other None (see FUSED_LOOPS); the product goes straight
-    into the output rows."""
+    """SimpleRNN with tanh, one panel product a step in two parts: `h = tanh([h | x_t] [W; U] +
+    b)`, `h W` then `+ x_t U` into the output rows (`_step_products`). `panels` holds W and U in
+    panels, or `stacked` is `[W; U]` itself, read in place (`_numba.stacked_weights`), the
+    other None (see FUSED_LOOPS)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    hx = np.empty((min(B, FUSED_ROWS), U + F), dtype=np.float32)
+    R = min(B, FUSED_ROWS)
+    xbuf = np.empty((R, F), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
     if stacked is not None:
         bases = np.arange(0, U, WIDTH)                              # every column, in place
+        W_part, U_part = stacked[:U], stacked[U:]
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
-            hxr, out = hx[:r1 - r0], step[r0:r1]
-            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            hr, xr, out = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:r1 - r0], step[r0:r1]
+            _load_x(xr, xt, k, b0 + r0)
             if stacked is not None:
-                products.columns_product(hxr, stacked, bases, out)  # x_t U + h_{t-1} W
-            if WK is not None:
-                products.panel_product(hxr, WK, out)
-            _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
+                products.columns_product(hr, W_part, bases, out, False)   # h_{t-1} W
+                products.columns_product(xr, U_part, bases, out, True)    # + x_t U
+            if panels is not None:
+                products.panel_product(hr, panels[0], out, False)
+                products.panel_product(xr, panels[1], out, True)
+            _tanh_rows(out, bias, hr, mask, use_mask, k, b0 + r0)
 
 
 # LSTM's and GRU's fused loops multiply by blocks of `GATE_UNITS` units: the weights are packed
@@ -617,7 +616,7 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
 # instead of 256 KB a thread). Blocks of 32 units, twice the products a step and each half as
 # wide, took 6-8% longer there (RESULTS.md round 13). Each sum still runs over k in order, so
 # the numbers are those of one whole product.
-GATE_UNITS = 64
+GATE_UNITS = 32
 
 
 @njit
@@ -728,32 +727,40 @@ def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
 
 
 @njit_fused
-def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, c, b0, b1):
-    """LSTM with tanh and sigmoid, one panel product a block of units a step; gates [i|f|c|o];
-    `WK` holds `[W; U]` by `gate_panels`, or `stacked` is `[W; U]` itself, read in place at the
-    same columns (`_numba.stacked_weights`), the other None (see FUSED_LOOPS); `c` (this
-    block's rows of the final c) is the cell state, updated in place."""
+def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, stacked, c, b0,
+               b1):
+    """LSTM with tanh and sigmoid, by blocks of units: per step and block `h W` then `+ x_t U`
+    for the block's four gates [i|f|c|o], in two panel products; `panels` holds W and U by
+    `gate_panels`, or `stacked` is `[W; U]` itself, read in place (`_numba.stacked_weights`)
+    at the same columns, the other None (see FUSED_LOOPS); `c` (this block's rows of the final
+    c) is the cell state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
     if stacked is not None:
         cols = _gate_columns(U, 0, 4)
+        W_part, U_part = stacked[:U], stacked[U:]
     R = min(B, FUSED_ROWS)
-    hx = np.empty((R, U + F), dtype=np.float32)
+    xbuf = np.empty((R, F), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
     z = np.empty(R * 4 * min(U, GATE_UNITS), dtype=np.float32)
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
-            hxr, out, cr = hx[:r1 - r0], step[r0:r1], c[r0:r1]
-            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+            hr, xr = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:r1 - r0]
+            out, cr = step[r0:r1], c[r0:r1]
+            _load_x(xr, xt, k, b0 + r0)
             for q in range(gate_blocks(U)):
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zq = _block_out(z, r1 - r0, 4 * n)
                 if stacked is not None:
-                    products.columns_product(hxr, stacked, _block_panels(cols, 4, q, n), zq)
-                if WK is not None:
-                    products.panel_product(hxr, _block_panels(WK, 4, q, n), zq)
-                _lstm_block(zq, bias, cr, hxr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
+                    at = _block_panels(cols, 4, q, n)
+                    products.columns_product(hr, W_part, at, zq, False)
+                    products.columns_product(xr, U_part, at, zq, True)
+                if panels is not None:
+                    products.panel_product(hr, _block_panels(panels[0], 4, q, n), zq, False)
+                    products.panel_product(xr, _block_panels(panels[1], 4, q, n), zq, True)
+                _lstm_block(zq, bias, cr, hr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
@@ -868,48 +875,45 @@ def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0
 def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
               b0, b1):
     """GRU with reset_after, no projection pass, by blocks of units: per step and block
-    `[h | x_t] [W_zr; U_zr]` for the gates z and r in one panel product, and `h W_h`, `x_t U_h`
-    apart (the candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h +
-    b_rec_h))`). `panels`: those three weights by `gate_panels` (`gru_panels`); or `stacked`,
-    `[W; U]` itself, read in place (`_numba.stacked_weights`) at the same columns; the other
-    None (see FUSED_LOOPS)."""
+    `h W_zr` then `+ x_t U_zr` for the gates z and r, and `h W_h`, `x_t U_h` apart (the
+    candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`).
+    `panels`: those four weights by `gate_panels` (`gru_panels`); or `stacked`, `[W; U]`
+    itself, read in place (`_numba.stacked_weights`) at the same columns; the other None (see
+    FUSED_LOOPS)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    if panels is not None:
-        P_zr, P_Wh, P_Uh = panels
     if stacked is not None:
         cols_zr, cols_h = _gate_columns(U, 0, 2), _gate_columns(U, 2, 1)
         W_part, U_part = stacked[:U], stacked[U:]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
-    hx = np.empty((R, U + F), dtype=np.float32)
-    # h and x_t again, each C-contiguous, for h W_h and x_t U_h (on hx's columns, a strided
-    # operand, each product would be compiled once more: 13 s on a fresh machine)
-    h_x = np.empty(R * (U + F), dtype=np.float32)
+    xbuf = np.empty((R, F), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
     z = np.empty(R * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
             m = r1 - r0
-            hxr, out = hx[:m], step[r0:r1]
-            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
-            hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
-            _split_hx(hxr, hr, xr)
+            hr, xr, out = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:m], step[r0:r1]
+            _load_x(xr, xt, k, b0 + r0)
             for q in range(gate_blocks(U)):
                 n = min(GATE_UNITS, U - q * GATE_UNITS)
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
                 if stacked is not None:
-                    products.columns_product(hxr, stacked, _block_panels(cols_zr, 2, q, n), zr)
-                    products.columns_product(hr, W_part, _block_panels(cols_h, 1, q, n), hW)
-                    products.columns_product(xr, U_part, _block_panels(cols_h, 1, q, n), xU)
+                    at_zr, at_h = _block_panels(cols_zr, 2, q, n), _block_panels(cols_h, 1, q, n)
+                    products.columns_product(hr, W_part, at_zr, zr, False)
+                    products.columns_product(xr, U_part, at_zr, zr, True)
+                    products.columns_product(hr, W_part, at_h, hW, False)
+                    products.columns_product(xr, U_part, at_h, xU, False)
                 if panels is not None:
-                    products.panel_product(hxr, _block_panels(P_zr, 2, q, n), zr)
-                    products.panel_product(hr, _block_panels(P_Wh, 1, q, n), hW)
-                    products.panel_product(xr, _block_panels(P_Uh, 1, q, n), xU)
-                _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
+                    products.panel_product(hr, _block_panels(panels[0], 2, q, n), zr, False)
+                    products.panel_product(xr, _block_panels(panels[1], 2, q, n), zr, True)
+                    products.panel_product(hr, _block_panels(panels[2], 1, q, n), hW, False)
+                    products.panel_product(xr, _block_panels(panels[3], 1, q, n), xU, False)
+                _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hr, out, q * GATE_UNITS, mask,
                            use_mask, k, b0 + r0)
 
 
@@ -971,7 +975,7 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
                    panels, stacked, h_out, b0, b1):
     if panels is not None:
-        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None,
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, None,
                          b0, b1)
     if stacked is not None:
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked,
@@ -984,7 +988,7 @@ def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
     c = c_out[b0:b1]
     copy_into(c, c0[b0:b1])
     if panels is not None:
-        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None, c,
+        lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, None, c,
                    b0, b1)
     if stacked is not None:
         lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked, c,
@@ -1011,34 +1015,38 @@ FUSED_LOOPS = {"simple_rnn": simple_rnn_own, "lstm": lstm_own, "gru": gru_own}
 @njit
 def no_panels():
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    return none, none, none
+    return none, none, none, none
 
 
 @njit
 def stacked_panels(kernel, recurrent, bias):
-    # SimpleRNN: `[W; U]` for the fused loop
+    # SimpleRNN: W and U for the fused loop
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    return packed_stack(recurrent, kernel), none, none
+    return packed(recurrent), packed(kernel), none, none
 
 
 @njit
 def lstm_panels(kernel, recurrent, bias):
-    # `[W; U]` by blocks of units, for lstm_fused
+    # W and U by blocks of units, for lstm_fused
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    return gate_panels(recurrent, kernel, 0, 4, recurrent.shape[0]), none, none
+    none_below = np.empty((0, recurrent.shape[1]), dtype=np.float32)
+    U = recurrent.shape[0]
+    return (gate_panels(recurrent, none_below, 0, 4, U), gate_panels(kernel, none_below, 0, 4, U),
+            none, none)
 
 
 @njit
 def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
     U = recurrent.shape[0]
-    if reset_after:                 # gru_fused: [W_zr; U_zr], W_h, U_h, by blocks of units
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    if reset_after:                 # gru_fused: W_zr, U_zr, W_h, U_h, by blocks of units
         none_below = np.empty((0, 3 * U), dtype=np.float32)
-        return (gate_panels(recurrent, kernel, 0, 2, U),
+        return (gate_panels(recurrent, none_below, 0, 2, U),
+                gate_panels(kernel, none_below, 0, 2, U),
                 gate_panels(recurrent, none_below, 2, 1, U),
                 gate_panels(kernel, none_below, 2, 1, U))
-    none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),  # gru_blas's own products
-            packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none)
+            packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none, none)
 
 
 PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
@@ -1057,25 +1065,25 @@ PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
 
 
 def _split(panels):
-    """The panel arrays of `panels`, three, or three Nones where `panels` is None."""
+    """The panel arrays of `panels`, four, or four Nones where `panels` is None."""
 
 
 @overload(_split)
 def _split_overload(panels):
     if isinstance(panels, numba.types.NoneType):
-        return lambda panels: (None, None, None)
-    return lambda panels: (panels[0], panels[1], panels[2])
+        return lambda panels: (None, None, None, None)
+    return lambda panels: (panels[0], panels[1], panels[2], panels[3])
 
 
-def _join(p0, p1, p2):
-    """`(p0, p1, p2)` again, or None where `_split` gave Nones."""
+def _join(p0, p1, p2, p3):
+    """`(p0, p1, p2, p3)` again, or None where `_split` gave Nones."""
 
 
 @overload(_join)
-def _join_overload(p0, p1, p2):
+def _join_overload(p0, p1, p2, p3):
     if isinstance(p0, numba.types.NoneType):
-        return lambda p0, p1, p2: None
-    return lambda p0, p1, p2: (p0, p1, p2)
+        return lambda p0, p1, p2, p3: None
+    return lambda p0, p1, p2, p3: (p0, p1, p2, p3)
 
 
 njit_blocks = numba.njit(cache=True, nogil=True, parallel=True)
@@ -1083,44 +1091,44 @@ njit_blocks = numba.njit(cache=True, nogil=True, parallel=True)
 
 @njit_blocks
 def simple_rnn_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
+    head, (p0, p1, p2, p3), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        simple_rnn_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        simple_rnn_blas(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def lstm_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-4], _split(args[-4]), args[-3:]
+    head, (p0, p1, p2, p3), tail = args[:-4], _split(args[-4]), args[-3:]
     for i in numba.prange(bounds.shape[0] - 1):
-        lstm_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        lstm_blas(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def gru_blas_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
+    head, (p0, p1, p2, p3), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        gru_blas(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        gru_blas(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def simple_rnn_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
+    head, (p0, p1, p2, p3), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        simple_rnn_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        simple_rnn_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def lstm_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-4], _split(args[-4]), args[-3:]
+    head, (p0, p1, p2, p3), tail = args[:-4], _split(args[-4]), args[-3:]
     for i in numba.prange(bounds.shape[0] - 1):
-        lstm_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        lstm_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
 def gru_own_blocks(args, bounds):
-    head, (p0, p1, p2), tail = args[:-3], _split(args[-3]), args[-2:]
+    head, (p0, p1, p2, p3), tail = args[:-3], _split(args[-3]), args[-2:]
     for i in numba.prange(bounds.shape[0] - 1):
-        gru_own(*head, _join(p0, p1, p2), *tail, bounds[i], bounds[i + 1])
+        gru_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
 for _loop, _parallel in ((simple_rnn_blas, simple_rnn_blas_blocks),

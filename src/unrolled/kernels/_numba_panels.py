@@ -112,7 +112,7 @@ def _slp_vectorizer():
 # round 15).
 _SIGNATURES = {
     "panel_product": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
-                                numba.float32[:, ::1]),
+                                numba.float32[:, ::1], numba.boolean),
     # `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each
     # panel read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]`
     # needs no copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache
@@ -122,7 +122,7 @@ _SIGNATURES = {
     # wraparound check on every load, and the loads did not vectorize (25-28 against 70-86
     # GFLOP/s). `W` C-contiguous, `bases` int64.
     "columns_product": numba.void(numba.float32[:, ::1], numba.float32[:, ::1],
-                                  numba.int64[::1], numba.float32[:, ::1]),
+                                  numba.int64[::1], numba.float32[:, ::1], numba.boolean),
 }
 
 
@@ -193,13 +193,4 @@ def packed(W):
     """All of W (K, N) in panels: (ceil(N / WIDTH), K, WIDTH)."""
     panels = empty_panels(panel_count(W.shape[1]), W.shape[0])
     pack(panels, W, 0)
-    return panels
-
-
-@njit
-def packed_stack(W, U):
-    """`[W; U]` (W's rows, then U's) in panels, for `[h | x] [W; U]` in one product."""
-    panels = empty_panels(panel_count(W.shape[1]), W.shape[0] + U.shape[0])
-    pack(panels, W, 0)
-    pack(panels, U, W.shape[0])
     return panels
