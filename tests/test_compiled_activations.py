@@ -147,6 +147,17 @@ def test_the_cpus_products_come_from_its_source():
     assert _numba_panels.panel_product.py_func is _numba_panels.source_module().panel_product
 
 
+def test_stacked_panels_multiply_h_and_x_at_once():
+    from unrolled.kernels import _numba_panels
+
+    rng = np.random.default_rng(5)
+    W, U = (rng.standard_normal(s).astype("float32") for s in [(24, 40), (3, 40)])
+    h, x = (rng.standard_normal(s).astype("float32") for s in [(6, 24), (6, 3)])
+    out = np.empty((6, 40), dtype="float32")
+    _numba_panels.panel_product(np.hstack([h, x]), _numba_panels.packed_stack(W, U), out, False)
+    _within_float32_sums(out, np.hstack([h, x]), np.vstack([W, U]))
+
+
 def test_panel_source_is_what_the_generator_writes():
     """src/unrolled/kernels/_panel_source.py and _panel_source_wide.py are generated; edit
     tools/generate_panel_product.py."""

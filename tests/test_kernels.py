@@ -319,6 +319,32 @@ def test_fused_loops_over_several_blocks_of_rows(rng, monkeypatch, cell_kind, ma
     both_ways(rnn, x, random_states(rng, rnn, b), make_mask(rng, mask_kind, b, t))
 
 
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("threads_of_rows", [1, 2])
+@pytest.mark.parametrize("layout", ["C", "strided_states"])
+def test_fused_loops_split_the_step_products_where_the_weights_are_large(
+        rng, monkeypatch, cell_kind, mask_kind, return_sequences, threads_of_rows, layout):
+    """Weights over SPLIT_BYTES: `h W` with h_{t-1} read where it is (the output's previous
+    step, the initial state; a copy without return_sequences), then `+ x_t U`, SPLIT_ROWS rows
+    a step in blocks of SPLIT_UNITS units: two whole blocks of rows and 7, 220 units (blocks of
+    32 and a last of 28), initial states given as strided views."""
+    from unrolled.kernels import _numba_loops as loops
+
+    monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
+    units, f = 220, 3
+    assert loops.splits(units, f, 4 if cell_kind == "lstm" else 3)
+    b, t = 2 * loops.SPLIT_ROWS + 7, 4
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    rnn = built(layers.RNN(make_cell(cell_kind, units), return_sequences=return_sequences,
+                           return_state=True), x)
+    states = random_states(rng, rnn, b)
+    if layout == "strided_states":
+        states = [np.asfortranarray(s) for s in states]
+    both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
 @pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])
 @pytest.mark.parametrize("units", [16, 32, 64, 128])
 @pytest.mark.parametrize("mask_kind", [None, "random"])
@@ -354,19 +380,21 @@ def test_fused_loops_read_the_stacked_weights_in_place(rng, monkeypatch, cell_ki
 @pytest.mark.parametrize("units", [5, 16, 37, 64, 80, 150])
 @pytest.mark.parametrize("gates, first, total", [(4, 0, 4), (2, 0, 3), (1, 2, 3)])
 @pytest.mark.parametrize("below", [0, 7])
+@pytest.mark.parametrize("block", ["GATE_UNITS", "SPLIT_UNITS"])
 def test_gate_panels_lay_out_each_block_of_units_gate_by_gate(rng, units, gates, first, total,
-                                                               below):
-    """`gate_panels`: block q of GATE_UNITS units holds gates first..first+gates-1 of its units
-    side by side, WIDTH columns a panel, the rows of `[top; bottom]` in each; zeros past the
-    last column. Whole panels and a partial last block alike (a NumPy reference of the
-    layout)."""
+                                                               below, block):
+    """`gate_panels`: block q of GATE_UNITS (or SPLIT_UNITS) units holds gates
+    first..first+gates-1 of its units side by side, WIDTH columns a panel, the rows of `[top;
+    bottom]` in each; zeros past the last column. Whole panels and a partial last block alike
+    (a NumPy reference of the layout)."""
     from unrolled.kernels import _numba_loops as loops
 
     top = rng.standard_normal((units, total * units)).astype("float32")
     bottom = rng.standard_normal((below, total * units)).astype("float32")
-    panels = loops.gate_panels(top, bottom, first, gates, units)
+    block = getattr(loops, block)
+    panels = loops.gate_panels(top, bottom, first, gates, units, block)
     rows = np.concatenate([top, bottom])
-    width, block = loops.WIDTH, loops.GATE_UNITS
+    width = loops.WIDTH
     per = gates * block // width
     expected = np.zeros_like(panels)
     for q, u0 in enumerate(range(0, units, block)):
@@ -420,7 +448,7 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
     np.testing.assert_array_equal(twin(x), rnn(x))
 
 
-@pytest.mark.parametrize("make", ["packed", "gate_panels"])
+@pytest.mark.parametrize("make", ["packed", "packed_stack", "gate_panels"])
 @pytest.mark.parametrize("columns", [32, 96, 100, 256])
 def test_panels_start_on_a_cache_line(rng, make, columns):
     """Every packed copy of the weights starts on a 64-byte boundary (so does each of its
@@ -433,9 +461,11 @@ def test_panels_start_on_a_cache_line(rng, make, columns):
         U = rng.standard_normal((3, columns)).astype("float32")
         if make == "packed":
             got, like = panels.packed(W), np.concatenate([W], axis=0)
+        elif make == "packed_stack":
+            got, like = panels.packed_stack(W, U), np.concatenate([W, U])
         else:
             units = columns // 4
-            got = loops.gate_panels(W[:, :4 * units], U[:, :4 * units], 0, 4, units)
+            got = loops.gate_panels(W[:, :4 * units], U[:, :4 * units], 0, 4, units, 32)
             like = None
         assert got.ctypes.data % 64 == 0 and got.flags.c_contiguous
         assert got.shape[2] == panels.WIDTH and got.strides[0] % 64 == 0

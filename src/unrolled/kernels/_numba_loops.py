@@ -19,7 +19,7 @@ from numba.extending import overload
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed
+from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -405,6 +405,28 @@ def _keep_rows(new, old, mask, k, b0):
 
 
 @njit
+def _load_hx(hx, h, xt, k, b0):
+    # hx = [h | x_t's rows b0..]
+    U = h.shape[1]
+    for b in range(hx.shape[0]):
+        for j in range(U):
+            hx[b, j] = h[b, j]
+        for f in range(xt.shape[2]):
+            hx[b, U + f] = xt[k, b0 + b, f]
+
+
+@njit
+def _split_hx(hx, h, x):
+    # h, x = hx's columns of h and of x_t, each C-contiguous
+    U = h.shape[1]
+    for b in range(hx.shape[0]):
+        for j in range(U):
+            h[b, j] = hx[b, j]
+        for f in range(x.shape[1]):
+            x[b, f] = hx[b, U + f]
+
+
+@njit
 def _load_x(xr, xt, k, b0):
     # xr = x_t's rows b0.., C-contiguous (xt is the input seen time-major, a strided view)
     for b in range(xr.shape[0]):
@@ -540,7 +562,7 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # least 16 rows (20 in blocks of 5; 16 in AVX-512's blocks of 8). 32 rows with AVX-512 ran at
 # the same speed and took (128, 200, 64, 256)'s forward pass 25-45 KB over its memory budget
 # (RESULTS.md, round 19).
-FUSED_ROWS = 64
+FUSED_ROWS = ROWS * -(-16 // ROWS)
 
 
 @numba.njit(cache=True, inline="always")
@@ -579,33 +601,28 @@ def _tanh_rows(out, bias, hx, mask, use_mask, k, b0):
 
 
 @njit_fused
-def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, stacked, b0,
+def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, stacked, b0,
                      b1):
-    """SimpleRNN with tanh, one panel product a step in two parts: `h = tanh([h | x_t] [W; U] +
-    b)`, `h W` then `+ x_t U` into the output rows (`_step_products`). `panels` holds W and U in
-    panels, or `stacked` is `[W; U]` itself, read in place (`_numba.stacked_weights`), the
-    other None (see FUSED_LOOPS)."""
+    """SimpleRNN with tanh, one panel product a step: `h = tanh([h | x_t] [W; U] + b)`, `WK`
+    holding `[W; U]` in panels, or `stacked` being `[W; U]` itself, read in place
+    (`_numba.stacked_weights`), the other None (see FUSED_LOOPS); the product goes straight
+    into the output rows."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    R = min(B, FUSED_ROWS)
-    xbuf = np.empty((R, F), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
+    hx = np.empty((min(B, FUSED_ROWS), U + F), dtype=np.float32)
     if stacked is not None:
         bases = np.arange(0, U, WIDTH)                              # every column, in place
-        W_part, U_part = stacked[:U], stacked[U:]
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
         for r0 in range(0, B, FUSED_ROWS):
             r1 = min(r0 + FUSED_ROWS, B)
-            hr, xr, out = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:r1 - r0], step[r0:r1]
-            _load_x(xr, xt, k, b0 + r0)
+            hxr, out = hx[:r1 - r0], step[r0:r1]
+            _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
             if stacked is not None:
-                products.columns_product(hr, W_part, bases, out, False)   # h_{t-1} W
-                products.columns_product(xr, U_part, bases, out, True)    # + x_t U
-            if panels is not None:
-                products.panel_product(hr, panels[0], out, False)
-                products.panel_product(xr, panels[1], out, True)
-            _tanh_rows(out, bias, hr, mask, use_mask, k, b0 + r0)
+                products.columns_product(hxr, stacked, bases, out, False)  # x_t U + h_{t-1} W
+            if WK is not None:
+                products.panel_product(hxr, WK, out, False)
+            _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
 
 
 # LSTM's and GRU's fused loops multiply by blocks of `GATE_UNITS` units: the weights are packed
@@ -616,32 +633,55 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, pan
 # instead of 256 KB a thread). Blocks of 32 units, twice the products a step and each half as
 # wide, took 6-8% longer there (RESULTS.md round 13). Each sum still runs over k in order, so
 # the numbers are those of one whole product.
-GATE_UNITS = 32
+GATE_UNITS = 64
+
+# Where the weights are large, a step's products run in two parts and on more rows at once
+# (`splits`): `h_{t-1} W` with h read where it is, then `+ x_t U` summed onto it (the products'
+# `acc`; the same sums in the same order, so the same bits). Only x_t's rows are copied, not
+# `[h | x_t]`, and that leaves the memory budget room for SPLIT_ROWS rows a step in blocks of
+# SPLIT_UNITS units, so that each step reads the packed weights once a block of rows instead
+# of once every 16 rows. With the weights over SPLIT_BYTES this paid: interleaved in separate
+# processes (`benchmarks/ab.py`, 9 rounds), LSTM (128, 200, 64, 256) 0.89 of the time and GRU
+# 0.89, the same bits; the two threads' blocks, which read the one packed copy, gained most
+# (72 against 59 ms a call, one thread's 64 rows 58 against 51). Below it, two products cost
+# more than the copy: at (32, 100, 16, 64) SimpleRNN took 1.20 of the time so, LSTM 1.05-1.11
+# (RESULTS.md, round 22).
+SPLIT_ROWS = 64
+SPLIT_UNITS = 32
+SPLIT_BYTES = 1 << 19
 
 
 @njit
-def gate_blocks(units):
-    return (units + GATE_UNITS - 1) // GATE_UNITS
+def splits(units, features, gates):
+    """Whether a fused loop with these weights (`[W; U]`, (units + features, gates * units)
+    float32) runs its step products in two parts (see SPLIT_BYTES)."""
+    return (units + features) * gates * units * 4 > SPLIT_BYTES
 
 
 @njit
-def gate_panels(top, bottom, first, gates, units):
+def gate_blocks(units, gu):
+    return (units + gu - 1) // gu
+
+
+@njit
+def gate_panels(top, bottom, first, gates, units, gu):
     """Gates first..first+gates-1 (`units` columns each) of `[top; bottom]` in panels, block by
-    block of GATE_UNITS units: block q's columns are those gates' columns of its units, side by
-    side, `gates * n` columns in `ceil(gates * n / WIDTH)` panels (n units in the block),
-    starting at panel `q * gates * GATE_UNITS / WIDTH`. `bottom` may have no rows."""
+    block of `gu` units (GATE_UNITS or SPLIT_UNITS): block q's columns are those gates' columns
+    of its units, side by side, `gates * n` columns in `ceil(gates * n / WIDTH)` panels (n
+    units in the block), starting at panel `q * gates * gu / WIDTH`. `bottom` may have no
+    rows."""
     K1, K = top.shape[0], top.shape[0] + bottom.shape[0]
-    per = gates * GATE_UNITS // WIDTH
-    blocks = gate_blocks(units)
-    last = units - (blocks - 1) * GATE_UNITS
+    per = gates * gu // WIDTH
+    blocks = gate_blocks(units, gu)
+    last = units - (blocks - 1) * gu
     panels = empty_panels((blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, K)
     # Every position is written but the last panel's tail when the last block's columns do not
     # fill it; only then is the array zeroed first.
     if (gates * last) % WIDTH:
         panels[:] = 0
     for q in range(blocks):
-        u0 = q * GATE_UNITS
-        n = min(GATE_UNITS, units - u0)
+        u0 = q * gu
+        n = min(gu, units - u0)
         for g in range(gates):
             col0 = (first + g) * units + u0
             if n % WIDTH == 0:
@@ -667,20 +707,20 @@ def gate_panels(top, bottom, first, gates, units):
 
 
 @njit
-def _block_panels(panels, gates, q, n):
-    # block q's panels of a gate_panels array (n units in the block), or their first columns in
-    # a _gate_columns array
-    per = gates * GATE_UNITS // WIDTH
+def _block_panels(panels, gates, q, n, gu):
+    # block q's panels of a gate_panels array (n units in the block, blocks of gu), or their
+    # first columns in a _gate_columns array
+    per = gates * gu // WIDTH
     return panels[q * per:q * per + (gates * n + WIDTH - 1) // WIDTH]
 
 
 @njit
 def _gate_columns(units, first, gates):
-    # where each panel of gate_panels(top, bottom, first, gates, units) starts in `[top;
-    # bottom]`'s columns, when every block's units fill whole panels (units % WIDTH == 0)
+    # where each panel of gate_panels(top, bottom, first, gates, units, GATE_UNITS) starts in
+    # `[top; bottom]`'s columns, when every block's units fill whole panels (units % WIDTH == 0)
     starts = np.empty(gates * units // WIDTH, dtype=np.int64)
     per = gates * GATE_UNITS // WIDTH
-    for q in range(gate_blocks(units)):
+    for q in range(gate_blocks(units, GATE_UNITS)):
         u0 = q * GATE_UNITS
         n = min(GATE_UNITS, units - u0)
         for g in range(gates):
@@ -729,38 +769,47 @@ def _lstm_block(z, bias, c, hx, out, u0, mask, use_mask, k, b0):
 @njit_fused
 def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, stacked, c, b0,
                b1):
-    """LSTM with tanh and sigmoid, by blocks of units: per step and block `h W` then `+ x_t U`
-    for the block's four gates [i|f|c|o], in two panel products; `panels` holds W and U by
-    `gate_panels`, or `stacked` is `[W; U]` itself, read in place (`_numba.stacked_weights`)
-    at the same columns, the other None (see FUSED_LOOPS); `c` (this block's rows of the final
-    c) is the cell state, updated in place."""
+    """LSTM with tanh and sigmoid, by blocks of units: per step and block `[h | x_t] [W; U]`
+    for the block's four gates [i|f|c|o], in one panel product, or in two (`h W`, then `+ x_t
+    U`) where the weights `splits`. `panels` holds `[W; U]` by `gate_panels` (`lstm_panels`:
+    W's and U's apart where it splits), or `stacked` is `[W; U]` itself, read in place
+    (`_numba.stacked_weights`) at the same columns, the other None (see FUSED_LOOPS); `c`
+    (this block's rows of the final c) is the cell state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
+    split = panels is not None and splits(U, F, 4)
+    rows, gu = (SPLIT_ROWS, SPLIT_UNITS) if split else (FUSED_ROWS, GATE_UNITS)
     if stacked is not None:
         cols = _gate_columns(U, 0, 4)
-        W_part, U_part = stacked[:U], stacked[U:]
-    R = min(B, FUSED_ROWS)
-    xbuf = np.empty((R, F), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
-    z = np.empty(R * 4 * min(U, GATE_UNITS), dtype=np.float32)
+    R = min(B, rows)
+    hx = np.empty((0 if split else R, U + F), dtype=np.float32)
+    xbuf = np.empty((R if split else 0, F), dtype=np.float32)
+    hbuf = np.empty((R if split and not need_seq else 0, U), dtype=np.float32)
+    z = np.empty(R * 4 * min(U, gu), dtype=np.float32)
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
-        for r0 in range(0, B, FUSED_ROWS):
-            r1 = min(r0 + FUSED_ROWS, B)
-            hr, xr = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:r1 - r0]
-            out, cr = step[r0:r1], c[r0:r1]
-            _load_x(xr, xt, k, b0 + r0)
-            for q in range(gate_blocks(U)):
-                n = min(GATE_UNITS, U - q * GATE_UNITS)
-                zq = _block_out(z, r1 - r0, 4 * n)
+        for r0 in range(0, B, rows):
+            r1 = min(r0 + rows, B)
+            m = r1 - r0
+            out, cr, xr = step[r0:r1], c[r0:r1], xbuf[:m]
+            if split:                   # h_{t-1} as it is, x_t's rows copied
+                hr = _h_rows(prev, r0, r1, hbuf, need_seq, k)
+                _load_x(xr, xt, k, b0 + r0)
+            else:                       # [h_{t-1} | x_t]; its first U columns are h_{t-1}
+                hr = hx[:m]
+                _load_hx(hr, prev[r0:r1], xt, k, b0 + r0)
+            for q in range(gate_blocks(U, gu)):
+                n = min(gu, U - q * gu)
+                zq = _block_out(z, m, 4 * n)
                 if stacked is not None:
-                    at = _block_panels(cols, 4, q, n)
-                    products.columns_product(hr, W_part, at, zq, False)
-                    products.columns_product(xr, U_part, at, zq, True)
+                    products.columns_product(hr, stacked, _block_panels(cols, 4, q, n, gu), zq,
+                                             False)
                 if panels is not None:
-                    products.panel_product(hr, _block_panels(panels[0], 4, q, n), zq, False)
-                    products.panel_product(xr, _block_panels(panels[1], 4, q, n), zq, True)
-                _lstm_block(zq, bias, cr, hr, out, q * GATE_UNITS, mask, use_mask, k, b0 + r0)
+                    products.panel_product(hr, _block_panels(panels[0], 4, q, n, gu), zq, False)
+                    if split:
+                        products.panel_product(xr, _block_panels(panels[1], 4, q, n, gu), zq,
+                                               True)
+                _lstm_block(zq, bias, cr, hr, out, q * gu, mask, use_mask, k, b0 + r0)
 
 
 # Every BLAS loop runs rows b0..b1-1 of the batch (batch rows never meet in a recurrent layer),
@@ -875,46 +924,62 @@ def _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, out, u0, mask, use_mask, k, b0
 def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
               b0, b1):
     """GRU with reset_after, no projection pass, by blocks of units: per step and block
-    `h W_zr` then `+ x_t U_zr` for the gates z and r, and `h W_h`, `x_t U_h` apart (the
-    candidate needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`).
-    `panels`: those four weights by `gate_panels` (`gru_panels`); or `stacked`, `[W; U]`
-    itself, read in place (`_numba.stacked_weights`) at the same columns; the other None (see
-    FUSED_LOOPS)."""
+    `[h | x_t] [W_zr; U_zr]` for the gates z and r in one panel product (in two, `h W_zr` then
+    `+ x_t U_zr`, where the weights `splits`), and `h W_h`, `x_t U_h` apart (the candidate
+    needs them apart: `hh = tanh(x_t U_h + b_in_h + r (h W_h + b_rec_h))`). `panels`: those
+    weights by `gate_panels` (`gru_panels`); or `stacked`, `[W; U]` itself, read in place
+    (`_numba.stacked_weights`) at the same columns; the other None (see FUSED_LOOPS)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
+    split = panels is not None and splits(U, F, 3)
+    rows, gu = (SPLIT_ROWS, SPLIT_UNITS) if split else (FUSED_ROWS, GATE_UNITS)
     if stacked is not None:
         cols_zr, cols_h = _gate_columns(U, 0, 2), _gate_columns(U, 2, 1)
         W_part, U_part = stacked[:U], stacked[U:]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
-    R, width = min(B, FUSED_ROWS), min(U, GATE_UNITS)
-    xbuf = np.empty((R, F), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else R, U), dtype=np.float32)
+    R, width = min(B, rows), min(U, gu)
+    hx = np.empty((0 if split else R, U + F), dtype=np.float32)
+    # without the split: h and x_t again, each C-contiguous, for h W_h and x_t U_h (on hx's
+    # columns, a strided operand, each product would be compiled once more: 13 s on a fresh
+    # machine); with it: x_t's rows, and h_{t-1}'s where it must be copied (`_h_rows`)
+    h_x = np.empty(R * (F if split else U + F), dtype=np.float32)
+    hbuf = np.empty((R if split and not need_seq else 0, U), dtype=np.float32)
     z = np.empty(R * 4 * width, dtype=np.float32)       # one block's zr, h W_h and x_t U_h
     for k in range(T):
         prev, step = _state_rows(seq, h0, need_seq, k, b0, b1), seq[k if need_seq else 0, b0:b1]
-        for r0 in range(0, B, FUSED_ROWS):
-            r1 = min(r0 + FUSED_ROWS, B)
+        for r0 in range(0, B, rows):
+            r1 = min(r0 + rows, B)
             m = r1 - r0
-            hr, xr, out = _h_rows(prev, r0, r1, hbuf, need_seq, k), xbuf[:m], step[r0:r1]
-            _load_x(xr, xt, k, b0 + r0)
-            for q in range(gate_blocks(U)):
-                n = min(GATE_UNITS, U - q * GATE_UNITS)
+            out = step[r0:r1]
+            if split:
+                hxr = hr = _h_rows(prev, r0, r1, hbuf, need_seq, k)
+                xr = _block_out(h_x, m, F)
+                _load_x(xr, xt, k, b0 + r0)
+            else:
+                hxr = hx[:m]
+                _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
+                hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
+                _split_hx(hxr, hr, xr)
+            for q in range(gate_blocks(U, gu)):
+                n = min(gu, U - q * gu)
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
                 xU = _block_out(z[3 * R * width:], m, n)
                 if stacked is not None:
-                    at_zr, at_h = _block_panels(cols_zr, 2, q, n), _block_panels(cols_h, 1, q, n)
-                    products.columns_product(hr, W_part, at_zr, zr, False)
-                    products.columns_product(xr, U_part, at_zr, zr, True)
+                    at_zr = _block_panels(cols_zr, 2, q, n, gu)
+                    at_h = _block_panels(cols_h, 1, q, n, gu)
+                    products.columns_product(hxr, stacked, at_zr, zr, False)
                     products.columns_product(hr, W_part, at_h, hW, False)
                     products.columns_product(xr, U_part, at_h, xU, False)
                 if panels is not None:
-                    products.panel_product(hr, _block_panels(panels[0], 2, q, n), zr, False)
-                    products.panel_product(xr, _block_panels(panels[1], 2, q, n), zr, True)
-                    products.panel_product(hr, _block_panels(panels[2], 1, q, n), hW, False)
-                    products.panel_product(xr, _block_panels(panels[3], 1, q, n), xU, False)
-                _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hr, out, q * GATE_UNITS, mask,
-                           use_mask, k, b0 + r0)
+                    products.panel_product(hxr, _block_panels(panels[0], 2, q, n, gu), zr, False)
+                    if split:
+                        products.panel_product(xr, _block_panels(panels[1], 2, q, n, gu), zr,
+                                               True)
+                    products.panel_product(hr, _block_panels(panels[2], 1, q, n, gu), hW, False)
+                    products.panel_product(xr, _block_panels(panels[3], 1, q, n, gu), xU, False)
+                _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * gu, mask, use_mask, k,
+                           b0 + r0)
 
 
 @njit_fused
@@ -975,7 +1040,7 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
                    panels, stacked, h_out, b0, b1):
     if panels is not None:
-        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, None,
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None,
                          b0, b1)
     if stacked is not None:
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked,
@@ -1020,31 +1085,37 @@ def no_panels():
 
 @njit
 def stacked_panels(kernel, recurrent, bias):
-    # SimpleRNN: W and U for the fused loop
+    # SimpleRNN: `[W; U]` for the fused loop
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    return packed(recurrent), packed(kernel), none, none
+    return packed_stack(recurrent, kernel), none, none, none
 
 
 @njit
 def lstm_panels(kernel, recurrent, bias):
-    # W and U by blocks of units, for lstm_fused
+    # `[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop splits
+    U, F = recurrent.shape[0], kernel.shape[0]
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    none_below = np.empty((0, recurrent.shape[1]), dtype=np.float32)
-    U = recurrent.shape[0]
-    return (gate_panels(recurrent, none_below, 0, 4, U), gate_panels(kernel, none_below, 0, 4, U),
-            none, none)
+    if splits(U, F, 4):
+        none_below = np.empty((0, 4 * U), dtype=np.float32)
+        return (gate_panels(recurrent, none_below, 0, 4, U, SPLIT_UNITS),
+                gate_panels(kernel, none_below, 0, 4, U, SPLIT_UNITS), none, none)
+    return gate_panels(recurrent, kernel, 0, 4, U, GATE_UNITS), none, none, none
 
 
 @njit
 def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
-    U = recurrent.shape[0]
+    U, F = recurrent.shape[0], kernel.shape[0]
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    if reset_after:                 # gru_fused: W_zr, U_zr, W_h, U_h, by blocks of units
-        none_below = np.empty((0, 3 * U), dtype=np.float32)
-        return (gate_panels(recurrent, none_below, 0, 2, U),
-                gate_panels(kernel, none_below, 0, 2, U),
-                gate_panels(recurrent, none_below, 2, 1, U),
-                gate_panels(kernel, none_below, 2, 1, U))
+    none_below = np.empty((0, 3 * U), dtype=np.float32)
+    if reset_after and splits(U, F, 3):     # gru_fused: W_zr, U_zr, W_h, U_h
+        return (gate_panels(recurrent, none_below, 0, 2, U, SPLIT_UNITS),
+                gate_panels(kernel, none_below, 0, 2, U, SPLIT_UNITS),
+                gate_panels(recurrent, none_below, 2, 1, U, SPLIT_UNITS),
+                gate_panels(kernel, none_below, 2, 1, U, SPLIT_UNITS))
+    if reset_after:                         # gru_fused: [W_zr; U_zr], -, W_h, U_h
+        return (gate_panels(recurrent, kernel, 0, 2, U, GATE_UNITS), none,
+                gate_panels(recurrent, none_below, 2, 1, U, GATE_UNITS),
+                gate_panels(kernel, none_below, 2, 1, U, GATE_UNITS))
     return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),  # gru_blas's own products
             packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none, none)
 

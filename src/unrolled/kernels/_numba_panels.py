@@ -194,3 +194,12 @@ def packed(W):
     panels = empty_panels(panel_count(W.shape[1]), W.shape[0])
     pack(panels, W, 0)
     return panels
+
+
+@njit
+def packed_stack(W, U):
+    """`[W; U]` (W's rows, then U's) in panels, for `[h | x] [W; U]` in one product."""
+    panels = empty_panels(panel_count(W.shape[1]), W.shape[0] + U.shape[0])
+    pack(panels, W, 0)
+    pack(panels, U, W.shape[0])
+    return panels
