@@ -561,7 +561,8 @@ def _gru_candidate_rows(P, row0, b_in, rhW, zr, h, mask, use_mask, k, b0):
 # pre-activations hold that many rows whatever the batch: whole row blocks of the product, at
 # least 16 rows (20 in blocks of 5; 16 in AVX-512's blocks of 8). 32 rows with AVX-512 ran at
 # the same speed and took (128, 200, 64, 256)'s forward pass 25-45 KB over its memory budget
-# (RESULTS.md, round 19).
+# (RESULTS.md, round 19). LSTM and GRU with large weights run more rows a step without `hx`
+# (SPLIT_ROWS, below).
 FUSED_ROWS = ROWS * -(-16 // ROWS)
 
 
@@ -1073,7 +1074,7 @@ FUSED_LOOPS = {"simple_rnn": simple_rnn_own, "lstm": lstm_own, "gru": gru_own}
 
 # The weights in panels, packed once per call by the kernel (unrolled.kernels._numba._bind) and
 # read by every block of rows (packed inside the loops, two blocks held two copies, each as
-# large as the weights). Each takes the loop's weights and flags and returns three panel arrays
+# large as the weights). Each takes the loop's weights and flags and returns four panel arrays
 # (placeholders where the loop needs fewer).
 
 
