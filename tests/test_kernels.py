@@ -334,7 +334,7 @@ def test_fused_loops_split_the_step_products_where_the_weights_are_large(
 
     monkeypatch.setattr(_threads, "parts", lambda: threads_of_rows)
     units, f = 220, 3
-    assert loops.splits(units, f, 4 if cell_kind == "lstm" else 3)
+    assert loops.splits(units, f, 4 if cell_kind == "lstm" else 3, loops.SPLIT_ROWS)
     b, t = 2 * loops.SPLIT_ROWS + 7, 4
     x = rng.standard_normal((b, t, f)).astype("float32")
     rnn = built(layers.RNN(make_cell(cell_kind, units), return_sequences=return_sequences,
@@ -343,6 +343,29 @@ def test_fused_loops_split_the_step_products_where_the_weights_are_large(
     if layout == "strided_states":
         states = [np.asfortranarray(s) for s in states]
     both_ways(rnn, x, states, make_mask(rng, mask_kind, b, t))
+
+
+@pytest.mark.parametrize("cell_kind", ["lstm", "gru"])
+@pytest.mark.parametrize("units, rows, split", [(220, 32, True), (220, 31, False),
+                                                (220, 200, True), (100, 200, False)])
+def test_weights_are_packed_apart_only_for_a_split_step(rng, cell_kind, units, rows, split):
+    """W and U are packed apart (the loop's sign to split its step product) only where the
+    weights are over SPLIT_BYTES and each block has at least SPLIT_MIN_ROWS rows; else
+    `[W; U]` as one. Either holds every weight once."""
+    from unrolled.kernels import _numba_loops as loops
+
+    gates, f = (4, 3) if cell_kind == "lstm" else (3, 3)
+    kernel = rng.standard_normal((f, gates * units)).astype("float32")
+    recurrent = rng.standard_normal((units, gates * units)).astype("float32")
+    zeros = np.zeros(gates * units, dtype="float32")
+    if cell_kind == "lstm":
+        panels = loops.lstm_panels(kernel, recurrent, zeros, rows)
+    else:
+        panels = loops.gru_panels(kernel, recurrent, zeros, zeros, True, rows)
+    assert loops._split_panels(panels, units) is split
+    assert (panels[0].shape[1] == units) is split
+    real = [p for p in panels if p.shape[:2] != (1, 1)]
+    assert sum(p.shape[0] * p.shape[1] * p.shape[2] for p in real) >= (units + f) * gates * units
 
 
 @pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])

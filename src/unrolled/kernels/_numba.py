@@ -380,8 +380,10 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             blocks = _threads.blocks(B)
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the
-            # blocks; None for a fused loop that reads `stacked`
-            panels = pack(*weights, *flags) if packs else None if fused else no_panels()
+            # blocks (`B // blocks` rows in the smallest); None for a fused loop that reads
+            # `stacked`
+            panels = (pack(*weights, *flags, B // blocks) if packs
+                      else None if fused else no_panels())
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)

@@ -650,13 +650,24 @@ GATE_UNITS = 64
 SPLIT_ROWS = 64
 SPLIT_UNITS = 32
 SPLIT_BYTES = 1 << 19
+SPLIT_MIN_ROWS = 32
 
 
 @njit
-def splits(units, features, gates):
+def splits(units, features, gates, rows):
     """Whether a fused loop with these weights (`[W; U]`, (units + features, gates * units)
-    float32) runs its step products in two parts (see SPLIT_BYTES)."""
-    return (units + features) * gates * units * 4 > SPLIT_BYTES
+    float32) and at least `rows` rows in each block runs its step products in two parts (see
+    SPLIT_BYTES). The packed weights say which to the loop (`_split_panels`)."""
+    return rows >= SPLIT_MIN_ROWS and (units + features) * gates * units * 4 > SPLIT_BYTES
+
+
+@njit
+def _split_panels(panels, units):
+    # whether `panels` (from lstm_panels or gru_panels) hold W and U apart, for a split step:
+    # the first holds W's rows alone then, `[W; U]`'s otherwise
+    if panels is None:
+        return False
+    return panels[0].shape[1] == units
 
 
 @njit
@@ -778,7 +789,7 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
     (this block's rows of the final c) is the cell state, updated in place."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    split = panels is not None and splits(U, F, 4)
+    split = _split_panels(panels, U)
     rows, gu = (SPLIT_ROWS, SPLIT_UNITS) if split else (FUSED_ROWS, GATE_UNITS)
     if stacked is not None:
         cols = _gate_columns(U, 0, 4)
@@ -932,7 +943,7 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
     (`_numba.stacked_weights`) at the same columns; the other None (see FUSED_LOOPS)."""
     T, F = xt.shape[0], xt.shape[2]
     B, U = b1 - b0, recurrent.shape[0]
-    split = panels is not None and splits(U, F, 3)
+    split = _split_panels(panels, U)
     rows, gu = (SPLIT_ROWS, SPLIT_UNITS) if split else (FUSED_ROWS, GATE_UNITS)
     if stacked is not None:
         cols_zr, cols_h = _gate_columns(U, 0, 2), _gate_columns(U, 2, 1)
@@ -1085,18 +1096,19 @@ def no_panels():
 
 
 @njit
-def stacked_panels(kernel, recurrent, bias):
+def stacked_panels(kernel, recurrent, bias, rows):
     # SimpleRNN: `[W; U]` for the fused loop
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return packed_stack(recurrent, kernel), none, none, none
 
 
 @njit
-def lstm_panels(kernel, recurrent, bias):
-    # `[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop splits
+def lstm_panels(kernel, recurrent, bias, rows):
+    # `[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop is to split
+    # (blocks of at least `rows` rows)
     U, F = recurrent.shape[0], kernel.shape[0]
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    if splits(U, F, 4):
+    if splits(U, F, 4, rows):
         none_below = np.empty((0, 4 * U), dtype=np.float32)
         return (gate_panels(recurrent, none_below, 0, 4, U, SPLIT_UNITS),
                 gate_panels(kernel, none_below, 0, 4, U, SPLIT_UNITS), none, none)
@@ -1104,11 +1116,11 @@ def lstm_panels(kernel, recurrent, bias):
 
 
 @njit
-def gru_panels(kernel, recurrent, b_in, b_rec, reset_after):
+def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
     U, F = recurrent.shape[0], kernel.shape[0]
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     none_below = np.empty((0, 3 * U), dtype=np.float32)
-    if reset_after and splits(U, F, 3):     # gru_fused: W_zr, U_zr, W_h, U_h
+    if reset_after and splits(U, F, 3, rows):   # gru_fused: W_zr, U_zr, W_h, U_h
         return (gate_panels(recurrent, none_below, 0, 2, U, SPLIT_UNITS),
                 gate_panels(kernel, none_below, 0, 2, U, SPLIT_UNITS),
                 gate_panels(recurrent, none_below, 2, 1, U, SPLIT_UNITS),
