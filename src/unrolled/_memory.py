@@ -6,7 +6,8 @@ import numpy as np
 
 # 64 bytes: a cache line, and one AVX-512 vector. NumPy's own arrays start 16 bytes into a line
 # as often as not, and a compiled product's 64-byte load from such an array straddles two lines
-# (unrolled.kernels._numba_panels.ALIGN, where the cost is measured).
+# (unrolled.kernels._numba_panels.empty_panels, the compiled loops' own such arrays, says what
+# that cost).
 ALIGN = 64
 
 

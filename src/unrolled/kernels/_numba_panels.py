@@ -59,6 +59,7 @@ import numpy as np
 from numba.core import config
 from numba.core.compiler_lock import global_compiler_lock
 
+from unrolled._memory import ALIGN
 from unrolled.kernels import _panel_source, _vector_width
 
 # The products' source for this CPU: 16-column panels and 5 rows a block in 256-bit vectors,
@@ -175,8 +176,7 @@ def pack(panels, W, k0):
 # aligned panels against panels at 16, 32 or 48 bytes past a line: 100 products
 # (16, 80) @ (80, 256) 0.367 ms against 0.407-0.412, 10 of (64, 320) @ (320, 1024) 2.37 against
 # 2.60 (RESULTS.md, round 22). The same for the cell's `[W; U]` that columns_product reads in
-# place (unrolled._memory.aligned_empty).
-ALIGN = 64
+# place (unrolled._memory.aligned_empty, whose ALIGN this is).
 
 
 @njit
