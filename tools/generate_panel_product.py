@@ -131,7 +131,7 @@ def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str
     """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
     names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
     lines = _starts(indent, ["p"], weight)
-    lines += _first_sums(indent, names, lambda r, c: target(r, c))
+    lines += _first_sums(indent, names, lambda r, c: target(r, c), weight is _packed)
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines += [f"{inner}w{c} = {weight('p', c)}" for c in range(WIDTH)]
@@ -143,8 +143,11 @@ def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str
     return lines
 
 
-def _first_sums(indent: str, names: list, target) -> list[str]:
-    """The sums' starting values: out's numbers (at target(r, c)) with `acc`, else zeros."""
+def _first_sums(indent: str, names: list, target, acc: bool) -> list[str]:
+    """The sums' starting values: zeros, or, where the product takes `acc` (panel_product
+    only), out's numbers (at target(r, c)) when it is set."""
+    if not acc:
+        return [indent + " = ".join(row) + " = _ZERO" for row in names]
     lines = [indent + "if acc:"]
     lines += [f"{indent}    {names[r][c]} = {target(r, c)}"
               for r in range(len(names)) for c in range(WIDTH)]
@@ -190,7 +193,8 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
     """One row against PANELS panels at once: as many independent sums as a block of rows."""
     names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
     lines = _starts(indent, [_at("p", q) for q in range(PANELS)], weight)
-    lines += _first_sums(indent, names, lambda q, c: f"out[i, j + {WIDTH * q + c}]")
+    lines += _first_sums(indent, names, lambda q, c: f"out[i, j + {WIDTH * q + c}]",
+                         weight is _packed)
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines.append(f"{inner}v = a[i, k]")
@@ -205,9 +209,9 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
 def _columns_header(wide: bool) -> str:
     return f'''
 
-def columns_product(a, W, bases, out, acc):
-    """`out = a @ W[:, columns]`, or `out +=` with `acc`, W read where it is: out's columns
-    {WIDTH} p .. {WIDTH} p + {WIDTH - 1} are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
+def columns_product(a, W, bases, out):
+    """`out = a @ W[:, columns]`, W read where it is: out's columns {WIDTH} p .. {WIDTH} p + {WIDTH - 1}
+    are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
 
     `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see `_numba_panels.columns_product`.
     The blocks and the order of every sum are panel_product's, so the two give the same bits.

@@ -620,7 +620,7 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
             hxr, out = hx[:r1 - r0], step[r0:r1]
             _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
             if stacked is not None:
-                products.columns_product(hxr, stacked, bases, out, False)  # x_t U + h_{t-1} W
+                products.columns_product(hxr, stacked, bases, out)  # x_t U + h_{t-1} W
             if WK is not None:
                 products.panel_product(hxr, WK, out, False)
             _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
@@ -817,8 +817,7 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
                 n = min(gu, U - q * gu)
                 zq = _block_out(z, m, 4 * n)
                 if stacked is not None:
-                    products.columns_product(hr, stacked, _block_panels(cols, 4, q, n, gu), zq,
-                                             False)
+                    products.columns_product(hr, stacked, _block_panels(cols, 4, q, n, gu), zq)
                 if panels is not None:
                     products.panel_product(hr, _block_panels(panels[0], 4, q, n, gu), zq, False)
                     if split:
@@ -983,9 +982,9 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 if stacked is not None:
                     at_zr = _block_panels(cols_zr, 2, q, n, gu)
                     at_h = _block_panels(cols_h, 1, q, n, gu)
-                    products.columns_product(hxr, stacked, at_zr, zr, False)
-                    products.columns_product(hr, W_part, at_h, hW, False)
-                    products.columns_product(xr, U_part, at_h, xU, False)
+                    products.columns_product(hxr, stacked, at_zr, zr)
+                    products.columns_product(hr, W_part, at_h, hW)
+                    products.columns_product(xr, U_part, at_h, xU)
                 if panels is not None:
                     products.panel_product(hxr, _block_panels(panels[0], 2, q, n, gu), zr, False)
                     if split:

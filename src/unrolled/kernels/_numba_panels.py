@@ -117,7 +117,7 @@ _SIGNATURES = {
     # `panel_product(a, panels, out, acc)`: `out = a @ W`, or `out += a @ W` with `acc`, each
     # sum starting from out's number, so that a product in two parts over k (`h W`, then
     # `+ x U`) has the bits of one (unrolled.kernels._numba_loops.SPLIT_BYTES).
-    # `columns_product(a, W, bases, out, acc)`: the same blocks and sums as panel_product, each
+    # `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each
     # panel read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]`
     # needs no copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache
     # lines it runs as fast as the packed product; a row of a page or more puts each k on a
@@ -126,7 +126,7 @@ _SIGNATURES = {
     # wraparound check on every load, and the loads did not vectorize (25-28 against 70-86
     # GFLOP/s). `W` C-contiguous, `bases` int64.
     "columns_product": numba.void(numba.float32[:, ::1], numba.float32[:, ::1],
-                                  numba.int64[::1], numba.float32[:, ::1], numba.boolean),
+                                  numba.int64[::1], numba.float32[:, ::1]),
 }
 
 

@@ -1058,9 +1058,9 @@ def panel_product(a, panels, out, acc):
                 out[i, j + c] = tail[i, c]
 
 
-def columns_product(a, W, bases, out, acc):
-    """`out = a @ W[:, columns]`, or `out +=` with `acc`, W read where it is: out's columns
-    16 p .. 16 p + 15 are W's columns bases[p] .. bases[p] + 15.
+def columns_product(a, W, bases, out):
+    """`out = a @ W[:, columns]`, W read where it is: out's columns 16 p .. 16 p + 15
+    are W's columns bases[p] .. bases[p] + 15.
 
     `a (M, K)`, `W (K, N)`, `out (M, 16 len(bases))`; see `_numba_panels.columns_product`.
     The blocks and the order of every sum are panel_product's, so the two give the same bits.
@@ -1072,93 +1072,11 @@ def columns_product(a, W, bases, out, acc):
         j = 16 * p
         for i in range(0, M4, 5):
             c = bases[p] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-                s1_0 = out[i + 1, j + 0]
-                s1_1 = out[i + 1, j + 1]
-                s1_2 = out[i + 1, j + 2]
-                s1_3 = out[i + 1, j + 3]
-                s1_4 = out[i + 1, j + 4]
-                s1_5 = out[i + 1, j + 5]
-                s1_6 = out[i + 1, j + 6]
-                s1_7 = out[i + 1, j + 7]
-                s1_8 = out[i + 1, j + 8]
-                s1_9 = out[i + 1, j + 9]
-                s1_10 = out[i + 1, j + 10]
-                s1_11 = out[i + 1, j + 11]
-                s1_12 = out[i + 1, j + 12]
-                s1_13 = out[i + 1, j + 13]
-                s1_14 = out[i + 1, j + 14]
-                s1_15 = out[i + 1, j + 15]
-                s2_0 = out[i + 2, j + 0]
-                s2_1 = out[i + 2, j + 1]
-                s2_2 = out[i + 2, j + 2]
-                s2_3 = out[i + 2, j + 3]
-                s2_4 = out[i + 2, j + 4]
-                s2_5 = out[i + 2, j + 5]
-                s2_6 = out[i + 2, j + 6]
-                s2_7 = out[i + 2, j + 7]
-                s2_8 = out[i + 2, j + 8]
-                s2_9 = out[i + 2, j + 9]
-                s2_10 = out[i + 2, j + 10]
-                s2_11 = out[i + 2, j + 11]
-                s2_12 = out[i + 2, j + 12]
-                s2_13 = out[i + 2, j + 13]
-                s2_14 = out[i + 2, j + 14]
-                s2_15 = out[i + 2, j + 15]
-                s3_0 = out[i + 3, j + 0]
-                s3_1 = out[i + 3, j + 1]
-                s3_2 = out[i + 3, j + 2]
-                s3_3 = out[i + 3, j + 3]
-                s3_4 = out[i + 3, j + 4]
-                s3_5 = out[i + 3, j + 5]
-                s3_6 = out[i + 3, j + 6]
-                s3_7 = out[i + 3, j + 7]
-                s3_8 = out[i + 3, j + 8]
-                s3_9 = out[i + 3, j + 9]
-                s3_10 = out[i + 3, j + 10]
-                s3_11 = out[i + 3, j + 11]
-                s3_12 = out[i + 3, j + 12]
-                s3_13 = out[i + 3, j + 13]
-                s3_14 = out[i + 3, j + 14]
-                s3_15 = out[i + 3, j + 15]
-                s4_0 = out[i + 4, j + 0]
-                s4_1 = out[i + 4, j + 1]
-                s4_2 = out[i + 4, j + 2]
-                s4_3 = out[i + 4, j + 3]
-                s4_4 = out[i + 4, j + 4]
-                s4_5 = out[i + 4, j + 5]
-                s4_6 = out[i + 4, j + 6]
-                s4_7 = out[i + 4, j + 7]
-                s4_8 = out[i + 4, j + 8]
-                s4_9 = out[i + 4, j + 9]
-                s4_10 = out[i + 4, j + 10]
-                s4_11 = out[i + 4, j + 11]
-                s4_12 = out[i + 4, j + 12]
-                s4_13 = out[i + 4, j + 13]
-                s4_14 = out[i + 4, j + 14]
-                s4_15 = out[i + 4, j + 15]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
-                s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
-                s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
-                s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
-                s4_0 = s4_1 = s4_2 = s4_3 = s4_4 = s4_5 = s4_6 = s4_7 = s4_8 = s4_9 = s4_10 = s4_11 = s4_12 = s4_13 = s4_14 = s4_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
+            s4_0 = s4_1 = s4_2 = s4_3 = s4_4 = s4_5 = s4_6 = s4_7 = s4_8 = s4_9 = s4_10 = s4_11 = s4_12 = s4_13 = s4_14 = s4_15 = _ZERO
             for k in range(K):
                 w0 = W[k, c]
                 w1 = W[k, c + 1]
@@ -1344,76 +1262,10 @@ def columns_product(a, W, bases, out, acc):
         i = M4
         if M - i >= 4:
             c = bases[p] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-                s1_0 = out[i + 1, j + 0]
-                s1_1 = out[i + 1, j + 1]
-                s1_2 = out[i + 1, j + 2]
-                s1_3 = out[i + 1, j + 3]
-                s1_4 = out[i + 1, j + 4]
-                s1_5 = out[i + 1, j + 5]
-                s1_6 = out[i + 1, j + 6]
-                s1_7 = out[i + 1, j + 7]
-                s1_8 = out[i + 1, j + 8]
-                s1_9 = out[i + 1, j + 9]
-                s1_10 = out[i + 1, j + 10]
-                s1_11 = out[i + 1, j + 11]
-                s1_12 = out[i + 1, j + 12]
-                s1_13 = out[i + 1, j + 13]
-                s1_14 = out[i + 1, j + 14]
-                s1_15 = out[i + 1, j + 15]
-                s2_0 = out[i + 2, j + 0]
-                s2_1 = out[i + 2, j + 1]
-                s2_2 = out[i + 2, j + 2]
-                s2_3 = out[i + 2, j + 3]
-                s2_4 = out[i + 2, j + 4]
-                s2_5 = out[i + 2, j + 5]
-                s2_6 = out[i + 2, j + 6]
-                s2_7 = out[i + 2, j + 7]
-                s2_8 = out[i + 2, j + 8]
-                s2_9 = out[i + 2, j + 9]
-                s2_10 = out[i + 2, j + 10]
-                s2_11 = out[i + 2, j + 11]
-                s2_12 = out[i + 2, j + 12]
-                s2_13 = out[i + 2, j + 13]
-                s2_14 = out[i + 2, j + 14]
-                s2_15 = out[i + 2, j + 15]
-                s3_0 = out[i + 3, j + 0]
-                s3_1 = out[i + 3, j + 1]
-                s3_2 = out[i + 3, j + 2]
-                s3_3 = out[i + 3, j + 3]
-                s3_4 = out[i + 3, j + 4]
-                s3_5 = out[i + 3, j + 5]
-                s3_6 = out[i + 3, j + 6]
-                s3_7 = out[i + 3, j + 7]
-                s3_8 = out[i + 3, j + 8]
-                s3_9 = out[i + 3, j + 9]
-                s3_10 = out[i + 3, j + 10]
-                s3_11 = out[i + 3, j + 11]
-                s3_12 = out[i + 3, j + 12]
-                s3_13 = out[i + 3, j + 13]
-                s3_14 = out[i + 3, j + 14]
-                s3_15 = out[i + 3, j + 15]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
-                s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
-                s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
-                s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s3_0 = s3_1 = s3_2 = s3_3 = s3_4 = s3_5 = s3_6 = s3_7 = s3_8 = s3_9 = s3_10 = s3_11 = s3_12 = s3_13 = s3_14 = s3_15 = _ZERO
             for k in range(K):
                 w0 = W[k, c]
                 w1 = W[k, c + 1]
@@ -1566,59 +1418,9 @@ def columns_product(a, W, bases, out, acc):
             i += 4
         if M - i >= 3:
             c = bases[p] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-                s1_0 = out[i + 1, j + 0]
-                s1_1 = out[i + 1, j + 1]
-                s1_2 = out[i + 1, j + 2]
-                s1_3 = out[i + 1, j + 3]
-                s1_4 = out[i + 1, j + 4]
-                s1_5 = out[i + 1, j + 5]
-                s1_6 = out[i + 1, j + 6]
-                s1_7 = out[i + 1, j + 7]
-                s1_8 = out[i + 1, j + 8]
-                s1_9 = out[i + 1, j + 9]
-                s1_10 = out[i + 1, j + 10]
-                s1_11 = out[i + 1, j + 11]
-                s1_12 = out[i + 1, j + 12]
-                s1_13 = out[i + 1, j + 13]
-                s1_14 = out[i + 1, j + 14]
-                s1_15 = out[i + 1, j + 15]
-                s2_0 = out[i + 2, j + 0]
-                s2_1 = out[i + 2, j + 1]
-                s2_2 = out[i + 2, j + 2]
-                s2_3 = out[i + 2, j + 3]
-                s2_4 = out[i + 2, j + 4]
-                s2_5 = out[i + 2, j + 5]
-                s2_6 = out[i + 2, j + 6]
-                s2_7 = out[i + 2, j + 7]
-                s2_8 = out[i + 2, j + 8]
-                s2_9 = out[i + 2, j + 9]
-                s2_10 = out[i + 2, j + 10]
-                s2_11 = out[i + 2, j + 11]
-                s2_12 = out[i + 2, j + 12]
-                s2_13 = out[i + 2, j + 13]
-                s2_14 = out[i + 2, j + 14]
-                s2_15 = out[i + 2, j + 15]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
-                s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
-                s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
             for k in range(K):
                 w0 = W[k, c]
                 w1 = W[k, c + 1]
@@ -1738,42 +1540,8 @@ def columns_product(a, W, bases, out, acc):
             i += 3
         if M - i >= 2:
             c = bases[p] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-                s1_0 = out[i + 1, j + 0]
-                s1_1 = out[i + 1, j + 1]
-                s1_2 = out[i + 1, j + 2]
-                s1_3 = out[i + 1, j + 3]
-                s1_4 = out[i + 1, j + 4]
-                s1_5 = out[i + 1, j + 5]
-                s1_6 = out[i + 1, j + 6]
-                s1_7 = out[i + 1, j + 7]
-                s1_8 = out[i + 1, j + 8]
-                s1_9 = out[i + 1, j + 9]
-                s1_10 = out[i + 1, j + 10]
-                s1_11 = out[i + 1, j + 11]
-                s1_12 = out[i + 1, j + 12]
-                s1_13 = out[i + 1, j + 13]
-                s1_14 = out[i + 1, j + 14]
-                s1_15 = out[i + 1, j + 15]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
-                s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
             for k in range(K):
                 w0 = W[k, c]
                 w1 = W[k, c + 1]
@@ -1865,59 +1633,9 @@ def columns_product(a, W, bases, out, acc):
             c = bases[p] & _MASK
             c1 = bases[p + 1] & _MASK
             c2 = bases[p + 2] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-                s1_0 = out[i, j + 16]
-                s1_1 = out[i, j + 17]
-                s1_2 = out[i, j + 18]
-                s1_3 = out[i, j + 19]
-                s1_4 = out[i, j + 20]
-                s1_5 = out[i, j + 21]
-                s1_6 = out[i, j + 22]
-                s1_7 = out[i, j + 23]
-                s1_8 = out[i, j + 24]
-                s1_9 = out[i, j + 25]
-                s1_10 = out[i, j + 26]
-                s1_11 = out[i, j + 27]
-                s1_12 = out[i, j + 28]
-                s1_13 = out[i, j + 29]
-                s1_14 = out[i, j + 30]
-                s1_15 = out[i, j + 31]
-                s2_0 = out[i, j + 32]
-                s2_1 = out[i, j + 33]
-                s2_2 = out[i, j + 34]
-                s2_3 = out[i, j + 35]
-                s2_4 = out[i, j + 36]
-                s2_5 = out[i, j + 37]
-                s2_6 = out[i, j + 38]
-                s2_7 = out[i, j + 39]
-                s2_8 = out[i, j + 40]
-                s2_9 = out[i, j + 41]
-                s2_10 = out[i, j + 42]
-                s2_11 = out[i, j + 43]
-                s2_12 = out[i, j + 44]
-                s2_13 = out[i, j + 45]
-                s2_14 = out[i, j + 46]
-                s2_15 = out[i, j + 47]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
-                s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
-                s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s1_0 = s1_1 = s1_2 = s1_3 = s1_4 = s1_5 = s1_6 = s1_7 = s1_8 = s1_9 = s1_10 = s1_11 = s1_12 = s1_13 = s1_14 = s1_15 = _ZERO
+            s2_0 = s2_1 = s2_2 = s2_3 = s2_4 = s2_5 = s2_6 = s2_7 = s2_8 = s2_9 = s2_10 = s2_11 = s2_12 = s2_13 = s2_14 = s2_15 = _ZERO
             for k in range(K):
                 v = a[i, k]
                 s0_0 += v * W[k, c]
@@ -2019,25 +1737,7 @@ def columns_product(a, W, bases, out, acc):
         for p in range(P - P % 3, P):
             j = 16 * p
             c = bases[p] & _MASK
-            if acc:
-                s0_0 = out[i, j + 0]
-                s0_1 = out[i, j + 1]
-                s0_2 = out[i, j + 2]
-                s0_3 = out[i, j + 3]
-                s0_4 = out[i, j + 4]
-                s0_5 = out[i, j + 5]
-                s0_6 = out[i, j + 6]
-                s0_7 = out[i, j + 7]
-                s0_8 = out[i, j + 8]
-                s0_9 = out[i, j + 9]
-                s0_10 = out[i, j + 10]
-                s0_11 = out[i, j + 11]
-                s0_12 = out[i, j + 12]
-                s0_13 = out[i, j + 13]
-                s0_14 = out[i, j + 14]
-                s0_15 = out[i, j + 15]
-            else:
-                s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
+            s0_0 = s0_1 = s0_2 = s0_3 = s0_4 = s0_5 = s0_6 = s0_7 = s0_8 = s0_9 = s0_10 = s0_11 = s0_12 = s0_13 = s0_14 = s0_15 = _ZERO
             for k in range(K):
                 w0 = W[k, c]
                 w1 = W[k, c + 1]
