@@ -18,14 +18,14 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
   fused loops fold the input projection into it (`[h | x_t] [W; U]`);
-  above, `h W` and the chunked input projection go to BLAS (Numba's `np.dot`, which calls
-  SciPy's sgemm). Everything between two products (adding the projection and bias, the
-  activations, the gate arithmetic, the state update and the mask) is one compiled pass per
-  step (in 512-bit vectors on CPUs with AVX-512, `_vector_width`), with activations that
-  vectorize (`tanh32_fast`, a rational function within 5 ulp of NumPy's tanh, and
-  `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel
-  needs 3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs
-  without AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`).
+  above, `h W` and the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm
+  where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's). Everything between
+  two products (adding the projection and bias, the activations, the gate arithmetic, the state
+  update and the mask) is one compiled pass per step (in 512-bit vectors on CPUs with AVX-512,
+  `_vector_width`), with activations that vectorize (`tanh32_fast`, a rational function within 5 ulp
+  of NumPy's tanh, and `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel needs
+  3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs without
+  AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`).
 
 Everything else (float64 above the small shapes, other activations, Numba or SciPy missing)
 runs the NumPy kernels.

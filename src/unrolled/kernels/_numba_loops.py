@@ -20,6 +20,7 @@ from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
+from unrolled.kernels._numpy_blas import dot
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
 # error_model="numpy": a float division by zero gives inf or nan as in NumPy instead of a
@@ -287,16 +288,16 @@ LOOPS = {"simple_rnn": simple_rnn, "lstm": lstm, "gru": gru}
 
 # ------------------------------------------------------------------------ BLAS loops, float32
 #
-# Above the small shapes the step product `h W` belongs to BLAS (`np.dot` here calls SciPy's
-# BLAS sgemm), and what the compiled loop adds is everything around it: the gate arithmetic in
-# one pass over `(batch, gates*units)` instead of 8-12 NumPy calls, and activations that
-# vectorize. NumPy's float32 tanh runs one number at a time on CPUs without AVX-512 (about 7 ns
-# each on the benchmark machine); `tanh32_fast` and `sigmoid32_fast` below are branch-free, so
-# LLVM runs them 8 lanes wide: a rational function for tanh, with no exp, and the sigmoid from
-# it. tanh32_fast is within 5 ulp of NumPy's tanh (3e-7 absolute;
-# tests/test_compiled_activations.py); on 8 192 numbers it took 8.1-9.5 us against 21.2 us for
-# a 2-ulp tanh by exp (AMD EPYC Zen 1). `sigmoid32_fast` is `(1 + tanh(x / 2)) / 2` by the
-# same function: within 2e-7 of the exact sigmoid, absolute, so a gate below about 1e-5 keeps
+# Above the small shapes the step product `h W` belongs to BLAS (`dot`, from _numpy_blas: NumPy's
+# sgemm, or SciPy's through Numba's `np.dot`), and what the compiled loop adds is everything around
+# it: the gate arithmetic in one pass over `(batch, gates*units)` instead of 8-12 NumPy calls, and
+# activations that vectorize. NumPy's float32 tanh runs one number at a time on CPUs without AVX-512
+# (about 7 ns each on the benchmark machine); `tanh32_fast` and `sigmoid32_fast` below are
+# branch-free, so LLVM runs them 8 lanes wide: a rational function for tanh, with no exp, and the
+# sigmoid from it. tanh32_fast is within 5 ulp of NumPy's tanh (3e-7 absolute;
+# tests/test_compiled_activations.py); on 8 192 numbers it took 8.1-9.5 us against 21.2 us for a
+# 2-ulp tanh by exp (AMD EPYC Zen 1). `sigmoid32_fast` is `(1 + tanh(x / 2)) / 2` by the same
+# function: within 2e-7 of the exact sigmoid, absolute, so a gate below about 1e-5 keeps
 # fewer correct digits (it is 0 below x = -18, where the sigmoid is under 2e-8); what a gate
 # adds to a state is off by at most 2e-7 of the value it gates. Against a 2-ulp sigmoid by exp,
 # on the 256-bit FMA units of Zen 3 inside the step arithmetic, an LSTM unit took 2.5-2.7 ns
@@ -381,7 +382,7 @@ def _product(h, W, panels, out, own):
     if own:
         products.panel_product(h, panels, out, False)
     else:
-        np.dot(h, W, out)
+        dot(h, W, out)
 
 
 @njit
@@ -861,14 +862,14 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
         m = stop - start
         _stage(stage, xt, start, stop, b0, b1)
         if direct and whole:
-            np.dot(stage[:m * B], kernel, seq[start:stop].reshape(m * B, U))
+            dot(stage[:m * B], kernel, seq[start:stop].reshape(m * B, U))
         elif direct:
-            np.dot(stage, kernel, seq[start][b0:b1])                # one step, these rows
+            dot(stage, kernel, seq[start][b0:b1])                # one step, these rows
         else:
-            np.dot(stage, kernel, P)                                # rows past stop: unused
+            dot(stage, kernel, P)                                # rows past stop: unused
         for s in range(m):
             k = start + s
-            np.dot(prev, recurrent, hW)                             # h_{t-1} W  (rows, units)
+            dot(prev, recurrent, hW)                             # h_{t-1} W  (rows, units)
             if direct:
                 out = seq[k][b0:b1]                                 # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
@@ -899,10 +900,10 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         _stage(stage, xt, start, stop, b0, b1)
-        np.dot(stage, kernel, P)
+        dot(stage, kernel, P)
         for s in range(stop - start):
             k = start + s
-            np.dot(h, recurrent, hW)                                # (rows, 4*units)
+            dot(h, recurrent, hW)                                # (rows, 4*units)
             _lstm_units_rows(P, s * B, bias, hW, c, h, mask, use_mask, k, b0)
             if need_seq:
                 copy_rows(seq, k, h, b0)
@@ -1024,11 +1025,11 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         _stage(stage, xt, start, stop, b0, b1)
-        np.dot(stage, kernel, P)
+        dot(stage, kernel, P)
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                np.dot(h, recurrent, hW)                            # (rows, 3*units)
+                dot(h, recurrent, hW)                            # (rows, 3*units)
                 _gru_units_rows(P, s * B, b_in, hW, b_rec, h, mask, use_mask, k, b0)
             else:
                 _product(h, W_zr, W_zrp, zr, own)                   # (rows, 2*units)

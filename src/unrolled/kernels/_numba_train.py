@@ -1,16 +1,16 @@
 """Compiled (Numba) loops for the training kernel (unrolled.kernels.train): forward with tape, BPTT.
 
-Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W`
-in the forward and `dZ_t W^T` in the backward is the panel product (`_numba_panels`, on W or
-W^T copied into panels once per call and row block) while the weights fit the caches or the
-rows run in blocks (`own`, see train._own_product), else BLAS (`np.dot` here calls SciPy's
-sgemm). What these loops replace is everything between two products: the NumPy kernel spends
-8-15 full passes over `(batch, gates*units)` arrays per step (adding the recurrent term, the
-activations one gate block at a time, the state update, the gate derivatives, the mask
-rules), plus whole-sequence passes for the activation derivatives. Here each step is a pass
-or two over its rows, with the forward loops' activations (`tanh32_fast`, `sigmoid32_fast`;
-vectorized, within 3e-7 of tanh and the sigmoid), and the derivatives `1 - y^2`, `y (1 - y)`
-are taken from the stored gates inside the backward's pass.
+Float32 and the default activations only (tanh; sigmoid for the gates). Each step's `h_{t-1} W` in
+the forward and `dZ_t W^T` in the backward is the panel product (`_numba_panels`, on W or W^T copied
+into panels once per call and row block) while the weights fit the caches or the rows run in blocks
+(`own`, see train._own_product), else BLAS (`_numpy_blas.dot`: NumPy's sgemm where NumPy brings its
+own OpenBLAS, else Numba's `np.dot`, SciPy's). What these loops replace is everything between two
+products: the NumPy kernel spends 8-15 full passes over `(batch, gates*units)` arrays per step
+(adding the recurrent term, the activations one gate block at a time, the state update, the gate
+derivatives, the mask rules), plus whole-sequence passes for the activation derivatives. Here each
+step is a pass or two over its rows, with the forward loops' activations (`tanh32_fast`,
+`sigmoid32_fast`; vectorized, within 3e-7 of tanh and the sigmoid), and the derivatives `1 - y^2`,
+`y (1 - y)` are taken from the stored gates inside the backward's pass.
 
 The loops write the tape the NumPy kernel writes (P, A, H, C, TC, RH; see train.py), so its
 backward, `cache["steps"]` and `cache["step_grads"]` read them alike, except that the SimpleRNN

@@ -1,0 +1,186 @@
+"""NumPy's own sgemm for the compiled BLAS loops (`dot`), in place of the one Numba calls.
+
+Numba's `np.dot` calls SciPy's BLAS (`scipy.linalg.cython_blas`). NumPy's wheels bring an
+OpenBLAS of their own, a release newer than SciPy's at times, and on the Intel Xeon of rounds
+19-23 NumPy's ran the largest point's step products 15-20% faster: (256, 1024) @ (1024, 3072)
+on two threads at 288-295 GFLOP/s against 229-257 through Numba, each library in a process of
+its own, and a GRU (256, 100, 256, 1024) step loop took 824-846 ms against 923-1008 with
+nothing else changed (RESULTS.md, round 23).
+
+Where NumPy's BLAS is an OpenBLAS with 64-bit integers that exports `cblas_sgemm` under one of
+`NAMES` (NumPy's wheels: `scipy_cblas_sgemm64_`), its address is given to LLVM under a name of
+ours (`SYMBOL`, by `llvmlite.binding.add_symbol`), and a flag (`READY`) says so. The loops'
+machine code names the symbol and reads the flag when it runs, so Numba's cache stays valid
+from one process to the next (an address compiled in would not), and where there is no such
+library (NumPy on MKL or Accelerate, or a system OpenBLAS with 32-bit integers) the flag is 0
+and `dot` is `np.dot`, as before; so too with `UNROLLED_NUMPY_BLAS=0` in the environment (for
+measuring one against the other). Importing this module registers both names; it must be
+imported before any loop that calls `dot` is compiled or loaded from the cache.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from pathlib import Path
+
+import numba
+import numpy as np
+from llvmlite import binding as ll
+from llvmlite import ir
+from numba.core import cgutils, types
+from numba.extending import intrinsic, overload
+
+__all__ = ["dot", "ready", "library"]
+
+SYMBOL = "unrolled_numpy_cblas_sgemm"
+READY = "unrolled_numpy_cblas_ready"
+# cblas_sgemm of OpenBLAS built with 64-bit integers: the names its builds give it
+NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
+_ROW_MAJOR, _NO_TRANS = 101, 111
+
+# The flag's memory, for the life of the process: 1 once NumPy's sgemm is registered and
+# checked, else 0.
+_flag = ctypes.c_int64(0)
+_library: str | None = None
+
+
+def _numpy_openblas() -> str | None:
+    """The file of the OpenBLAS that NumPy itself loaded (one in NumPy's own folders), if any."""
+    from threadpoolctl import threadpool_info
+
+    for info in threadpool_info():
+        path = info.get("filepath") or ""
+        parts = {p.lower() for p in Path(path).parts}
+        if info.get("internal_api") == "openblas" and parts & {"numpy", "numpy.libs", ".dylibs"}:
+            return path
+    return None
+
+
+def _register() -> None:
+    global _library
+    address = 0
+    wanted = os.environ.get("UNROLLED_NUMPY_BLAS", "1") != "0"
+    path = _numpy_openblas() if wanted else None
+    if path is not None:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            lib = None
+        for name in NAMES if lib is not None else ():
+            fn = getattr(lib, name, None)
+            if fn is not None:
+                address = ctypes.cast(fn, ctypes.c_void_p).value or 0
+                break
+    # Never called while the flag is 0, but every name the loops use must resolve.
+    ll.add_symbol(SYMBOL, address or ctypes.addressof(_flag))
+    ll.add_symbol(READY, ctypes.addressof(_flag))
+    if address:
+        _flag.value = 1
+        if _check():
+            _library = path
+        else:
+            _flag.value = 0
+
+
+@intrinsic
+def _ready(typingctx):
+    # the flag's value, read where the loop runs
+    def codegen(context, builder, signature, args):
+        module = builder.module
+        flag = module.globals.get(READY)
+        if flag is None:
+            flag = ir.GlobalVariable(module, ir.IntType(64), READY)     # a declaration
+        return builder.load(flag)
+
+    return types.int64(), codegen
+
+
+@intrinsic
+def _sgemm(typingctx, m, n, k, a, lda, b, ldb, c, ldc):
+    # C (m, n) = A (m, k) @ B (k, n), row-major, each row `ld*` numbers after the last; a, b
+    # and c are addresses
+    def codegen(context, builder, signature, args):
+        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        f32p = f32.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, f32p, i64,
+                                               f32p, i64, f32, f32p, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOL)
+        m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = [
+            context.cast(builder, v, t, types.int64) for v, t in zip(args, signature.args)]
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _NO_TRANS),
+                          ir.Constant(i32, _NO_TRANS), m_, n_, k_, ir.Constant(f32, 1.0),
+                          builder.inttoptr(a_, f32p), lda_, builder.inttoptr(b_, f32p), ldb_,
+                          ir.Constant(f32, 0.0), builder.inttoptr(c_, f32p), ldc_])
+        return context.get_dummy_value()
+
+    return types.void(m, n, k, a, lda, b, ldb, c, ldc), codegen
+
+
+def dot(a, b, out):
+    """`np.dot(a, b, out)` for 2-D arrays, by NumPy's sgemm where `ready()` and the three are
+    float32 with contiguous rows; else by `np.dot` (Numba's, SciPy's BLAS)."""
+    np.dot(a, b, out)
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _rows(x, cols):
+    # the distance between x's rows in numbers, or -1 where its rows are not contiguous
+    # float32 rows at a whole number of floats apart
+    if x.strides[1] != 4 and x.shape[1] > 1:
+        return -1
+    if x.shape[0] <= 1:
+        return max(cols, 1)
+    if x.strides[0] % 4 != 0 or x.strides[0] // 4 < cols:
+        return -1
+    return x.strides[0] // 4
+
+
+@overload(dot, jit_options={"cache": True, "nogil": True})
+def _dot(a, b, out):
+    f32 = numba.float32
+    if not (isinstance(a, types.Array) and a.dtype == f32 and a.ndim == 2
+            and isinstance(b, types.Array) and b.dtype == f32 and b.ndim == 2
+            and isinstance(out, types.Array) and out.dtype == f32 and out.ndim == 2):
+        return lambda a, b, out: np.dot(a, b, out)
+
+    def impl(a, b, out):
+        M, K = a.shape
+        N = b.shape[1]
+        if _ready() != 0 and M > 0 and N > 0 and K > 0 and b.shape[0] == K \
+                and out.shape[0] == M and out.shape[1] == N:
+            lda, ldb, ldc = _rows(a, K), _rows(b, N), _rows(out, N)
+            if lda > 0 and ldb > 0 and ldc > 0:
+                _sgemm(M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb, out.ctypes.data, ldc)
+                return
+        np.dot(a, b, out)
+
+    return impl
+
+
+@numba.njit(cache=True, nogil=True)
+def _product(a, b, out):
+    dot(a, b, out)
+
+
+def _check() -> bool:
+    """Whether NumPy's sgemm, called as `dot` calls it, gives np.dot's product."""
+    rng = np.random.default_rng(0)
+    a = rng.standard_normal((5, 7), dtype=np.float32)
+    b = rng.standard_normal((7, 6), dtype=np.float32)
+    out = np.zeros((5, 6), dtype=np.float32)
+    _product(a, b, out)
+    return bool(np.allclose(out, a @ b, rtol=1e-5, atol=1e-5))
+
+
+def ready() -> bool:
+    """Whether `dot` calls NumPy's sgemm (else np.dot, SciPy's)."""
+    return bool(_flag.value)
+
+
+def library() -> str | None:
+    """The file of the OpenBLAS whose sgemm `dot` calls, or None."""
+    return _library
+
+
+_register()
