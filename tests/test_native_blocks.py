@@ -96,6 +96,31 @@ def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, lo
         np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("loops", ["fused", "blas"])
+@pytest.mark.parametrize("native", [True, False])
+def test_only_loops_that_call_blas_set_its_threads(two_blocks, monkeypatch, kind, loops, native):
+    """The blocks of a loop with its own products (`_threads.blas_free`) run without setting
+    BLAS's thread count to one and back, on Numba's threads and on the pool; the BLAS loops'
+    blocks each have one BLAS thread. BLAS's count is as it was after either."""
+    if loops == "blas":
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+    monkeypatch.setattr(_threads, "NATIVE", native)
+    layer, x = layer_and_input(kind)
+    before = _threads.current_threads()
+    limits = []
+    real = _threads._one_thread
+
+    def counted():
+        limits.append(1)
+        return real()
+
+    monkeypatch.setattr(_threads, "_one_thread", counted)
+    layer(x)
+    assert (len(limits) > 0) == (loops == "blas")
+    assert _threads.current_threads() == before
+
+
 def test_a_layer_that_cannot_take_turns_uses_the_pool(two_blocks, monkeypatch):
     """Numba's "workqueue" threading layer (its fallback where neither TBB nor an OpenMP
     library loads) ends the process when two threads enter it at once: where the first call

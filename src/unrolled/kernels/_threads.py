@@ -240,7 +240,7 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
     body's compiled loops read `parts()`). Under `ONE` and `ROWS` the body has one BLAS thread.
     `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
-    call and only `ALL` is on offer; trying both cost twice the tries of a slower setting (in
+    call and only `ALL` is on offer, and `ROWS` leaves BLAS's thread count as it is; trying both cost twice the tries of a slower setting (in
     the benchmark's rotation, where the host slowed the row blocks, a try every few calls).
     `every_thread=False`: `ALL` is not on offer beside `ROWS` (the training kernels, which run
     their other products in blocks of rows too). After a product on several threads,
@@ -263,7 +263,7 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
-    limit = setting in (ONE, ROWS)
+    limit = setting in (ONE, ROWS) and blas   # a body without BLAS has nothing to limit
     outer = getattr(_local, "parts", 1)   # a choice inside another's body keeps its blocks
     _local.loaded = False
     with _one_thread() if limit else contextlib.nullcontext():
@@ -369,7 +369,7 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
         return [None] * blocks
     pool = _pool if _pool is not None else _start_pool()
     _place_workers()
-    with one_thread():
+    with one_thread() if fn not in _no_blas else contextlib.nullcontext():
         futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
         try:
             first = fn(*args, bounds[0], bounds[1])
@@ -396,11 +396,19 @@ _native_lock = threading.Lock()
 _forked = False
 # The kernel ids of Numba's threads, found at the first parallel call (see _run_native).
 _native_workers: list[int] = []
+# The loops that never call BLAS (`blas_free`)
+_no_blas: set = set()
 
 
 def native_blocks(loop: Any, parallel: Any) -> None:
     """Register `parallel(args, bounds)` as the way to run `loop`'s blocks of rows at once."""
     _native[loop] = parallel
+
+
+def blas_free(loop: Any) -> None:
+    """Register `loop` as one that never calls BLAS: its blocks run without setting BLAS's
+    thread count to one and back (`one_thread`), 4 us a call (RESULTS.md, round 23)."""
+    _no_blas.add(loop)
 
 
 def native_ready() -> bool:
@@ -457,7 +465,7 @@ def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
                 if _native_state is None:
                     before = _tasks()
                     with _short_spin():
-                        _call_native(numba, parallel, args, edges, blocks)
+                        _call_native(numba, parallel, args, edges, blocks, loop not in _no_blas)
                     _native_state = numba.threading_layer() in _SAFE_LAYERS
                     if _native_state:
                         python = {t.native_id for t in threading.enumerate()}
@@ -466,7 +474,7 @@ def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
                             _find_cpus()
                     return True
         _place_workers()
-        _call_native(numba, parallel, args, edges, blocks)
+        _call_native(numba, parallel, args, edges, blocks, loop not in _no_blas)
     except (NumbaError, TypeError, ValueError):
         # not compiled for these arguments (Numba's parallel lowering raises TypeError for
         # some), or no threading layer to launch: a compiled form raises nothing else
@@ -499,15 +507,21 @@ def _short_spin() -> Iterator[None]:
         os.environ.pop("GOMP_SPINCOUNT", None)
 
 
-def _call_native(numba: Any, parallel: Any, args: tuple, bounds: Any, blocks: int) -> None:
+def _call_native(numba: Any, parallel: Any, args: tuple, bounds: Any, blocks: int,
+                 blas: bool = True) -> None:
+    # Numba's thread count and BLAS's are set (and set back) only where they differ from what
+    # the call needs: each setting costs 1-4 us, of a 130-600 us call at (32, 100, 16, 64).
     threads = numba.get_num_threads()
-    numba.set_num_threads(min(blocks, numba.config.NUMBA_NUM_THREADS))
+    wanted = min(blocks, numba.config.NUMBA_NUM_THREADS)
+    if wanted != threads:
+        numba.set_num_threads(wanted)
     compiled = len(getattr(parallel, "overloads", ()))
     try:
-        with one_thread():
+        with one_thread() if blas else contextlib.nullcontext():
             parallel(args, bounds)
     finally:
-        numba.set_num_threads(threads)
+        if wanted != threads:
+            numba.set_num_threads(threads)
         if len(getattr(parallel, "overloads", ())) != compiled:    # compiled, or loaded
             _local.loaded = True
 
