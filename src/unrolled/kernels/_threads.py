@@ -240,8 +240,9 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
     body's compiled loops read `parts()`). Under `ONE` and `ROWS` the body has one BLAS thread.
     `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
-    call and only `ALL` is on offer, and `ROWS` leaves BLAS's thread count as it is; trying both cost twice the tries of a slower setting (in
-    the benchmark's rotation, where the host slowed the row blocks, a try every few calls).
+    call and only `ALL` is on offer (trying both cost twice the tries of a slower setting: in
+    the benchmark's rotation, where the host slowed the row blocks, a try every few calls), and
+    `ROWS` leaves BLAS's thread count as it is.
     `every_thread=False`: `ALL` is not on offer beside `ROWS` (the training kernels, which run
     their other products in blocks of rows too). After a product on several threads,
     OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs the next
