@@ -97,49 +97,6 @@ def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, lo
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("masked", [False, True])
-def test_training_loops_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind,
-                                                              masked):
-    """A training step's forward and backward loops in blocks on Numba's threads and on the
-    pool: the same weights to the bit after the step, and each way is the one that ran."""
-    from unrolled import models, optimizers
-
-    rng = np.random.default_rng(5)
-    x = rng.standard_normal((19, 6, 5)).astype("float32")
-    y = rng.standard_normal((19, 6, 24)).astype("float32")
-    if masked:
-        x[3, 4:] = 0
-        x[11, :2] = 0
-
-    def step():
-        model = models.Sequential([layers.Input((6, 5))]
-                                  + ([layers.Masking(0.0)] if masked else [])
-                                  + [KINDS[kind](24, return_sequences=True)])
-        model.compile(optimizers.SGD(0.05), "mse")
-        start = np.random.default_rng(6)
-        model.set_weights([start.normal(0, 0.4, w.shape).astype("float32")
-                           for w in model.get_weights()])
-        model.train_on_batch(x, y)
-        return model.get_weights()
-
-    step()                                              # compiles, outside the spies
-    parallel_calls = spy_parallel(monkeypatch)
-    pooled = spy_pool(monkeypatch)
-    native = step()
-    name = "simple" if kind == "simple_rnn" else kind
-    assert {n for n, _ in parallel_calls} >= {f"{name}_forward", f"{name}_backward"}
-    assert not {f"{name}_forward", f"{name}_backward"} & set(pooled)
-
-    monkeypatch.setattr(_threads, "NATIVE", False)
-    del parallel_calls[:]
-    on_pool = step()
-    assert not {n for n, _ in parallel_calls} & {f"{name}_forward", f"{name}_backward"}
-    assert {f"{name}_forward", f"{name}_backward"} <= set(pooled)
-    for a, b in zip(native, on_pool):
-        np.testing.assert_array_equal(a, b)
-
-
-@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("loops", ["fused", "blas"])
 @pytest.mark.parametrize("native", [True, False])
 def test_only_loops_that_call_blas_set_its_threads(two_blocks, monkeypatch, kind, loops, native):

@@ -34,9 +34,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from unrolled.kernels import _threads
-from unrolled.kernels._numba_loops import (_packed_if, _product, njit_blocks, njit_fused,
-                                           sigmoid32_fast, tanh32_fast)
+from unrolled.kernels._numba_loops import (_packed_if, _product, njit_fused, sigmoid32_fast,
+                                           tanh32_fast)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -455,55 +454,3 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         _add_rows(dH[k], dhz, b0)                                   # + dh z
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
-
-
-# Each loop's parallel form: its blocks of rows at once on Numba's threads, which
-# unrolled.kernels._threads.by_rows calls in place of a hand-off to its pool of Python threads
-# where Numba's threading layer allows, as for the forward loops (_numba_loops): a hand-off
-# through the pool takes 60-90 us, two a training step (the forward loop and the backward
-# loop), against about 2 us (RESULTS.md, round 23). The same numbers. Written out one per loop,
-# each naming its loop, so that Numba caches it.
-
-
-@njit_blocks
-def simple_forward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        simple_forward(*args, bounds[i], bounds[i + 1])
-
-
-@njit_blocks
-def lstm_forward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        lstm_forward(*args, bounds[i], bounds[i + 1])
-
-
-@njit_blocks
-def gru_forward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        gru_forward(*args, bounds[i], bounds[i + 1])
-
-
-@njit_blocks
-def simple_backward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        simple_backward(*args, bounds[i], bounds[i + 1])
-
-
-@njit_blocks
-def lstm_backward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        lstm_backward(*args, bounds[i], bounds[i + 1])
-
-
-@njit_blocks
-def gru_backward_blocks(args, bounds):
-    for i in numba.prange(bounds.shape[0] - 1):
-        gru_backward(*args, bounds[i], bounds[i + 1])
-
-
-for _loop, _parallel in ((simple_forward, simple_forward_blocks),
-                         (lstm_forward, lstm_forward_blocks), (gru_forward, gru_forward_blocks),
-                         (simple_backward, simple_backward_blocks),
-                         (lstm_backward, lstm_backward_blocks),
-                         (gru_backward, gru_backward_blocks)):
-    _threads.native_blocks(_loop, _parallel)

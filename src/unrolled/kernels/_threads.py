@@ -14,15 +14,14 @@ idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 The compiled loops have a third way (`ROWS`): batch rows never meet in a recurrent layer, so
 the batch can be cut into blocks that run the whole sequence at once on separate threads, each
 with one BLAS thread (`by_rows`), with one hand-off per call instead of one per step. The
-forward and training loops hand their blocks to Numba's own threads, in one call of a parallel
-form of the loop, where Numba's threading layer may be entered from several threads (OpenMP or
-TBB; see `_run_native`); other blocks (the training step's whole-sequence products) go to a
-pool of Python threads. Numba's GNU OpenMP threads wait for the next call by spinning (about
-0.2 ms, `SPIN_COUNT`), on the CPU the pool's thread uses too: on LSTM (32, 100, 16, 64) a
-training step took 4.1-4.4 ms with its loops on Numba's threads spinning OpenMP's default 5
-ms, 3.55 with the short spin, and 3.6 with everything on the pool, in one process (RESULTS.md,
-round 21); in processes of their own, interleaved, the loops on Numba's threads took 0.90 of
-the pool's time there, GRU 0.95, SimpleRNN 0.95 (round 23).
+forward loops hand their blocks to Numba's own threads, in one call of a parallel form of the
+loop, where Numba's threading layer may be entered from several threads (OpenMP or TBB; see
+`_run_native`); other blocks go to a pool of Python threads. Numba's GNU OpenMP threads wait
+for the next call by spinning (about 0.2 ms, `SPIN_COUNT`), on the CPU the pool's thread uses
+too, so the training loops, whose whole-sequence products go to the pool right after them,
+keep to the pool: on LSTM (32, 100, 16, 64) a training step took 4.1-4.4 ms with its loops on
+Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.6 with
+everything on the pool (RESULTS.md, round 21).
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
