@@ -100,9 +100,9 @@ def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, lo
 @pytest.mark.parametrize("loops", ["fused", "blas"])
 @pytest.mark.parametrize("native", [True, False])
 def test_only_loops_that_call_blas_set_its_threads(two_blocks, monkeypatch, kind, loops, native):
-    """The blocks of a loop with its own products (`_threads.blas_free`) run without setting
-    BLAS's thread count to one and back, on Numba's threads and on the pool; the BLAS loops'
-    blocks each have one BLAS thread. BLAS's count is as it was after either."""
+    """The blocks of a loop with its own products (`by_rows(..., blas=False)`) run without
+    setting BLAS's thread count to one and back, on Numba's threads and on the pool; the BLAS
+    loops' blocks each have one BLAS thread. BLAS's count is as it was after either."""
     if loops == "blas":
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
     monkeypatch.setattr(_threads, "NATIVE", native)

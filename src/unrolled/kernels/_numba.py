@@ -389,7 +389,8 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)
                      for i in range(len(states))]
             _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
-                                    chunk, own, panels, stacked, *final), B, blocks)
+                                    chunk, own, panels, stacked, *final), B, blocks,
+                             blas=not fused)
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so

@@ -1223,5 +1223,3 @@ for _loop, _parallel in ((simple_rnn_blas, simple_rnn_blas_blocks),
                          (simple_rnn_own, simple_rnn_own_blocks), (lstm_own, lstm_own_blocks),
                          (gru_own, gru_own_blocks)):
     _threads.native_blocks(_loop, _parallel)
-for _loop in FUSED_LOOPS.values():      # their own products only
-    _threads.blas_free(_loop)

@@ -349,10 +349,12 @@ def _place_workers() -> None:
     _placed = placed
 
 
-def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
+def by_rows(fn: Any, args: tuple, rows: int, blocks: int, blas: bool = True) -> list:
     """`[fn(*args, b0, b1) for each block]` over `blocks` blocks of the `rows` rows at once,
     each with one BLAS thread, and each on another CPU than the caller's where the system lets
-    it say so (`_place_workers`).
+    it say so (`_place_workers`). `blas=False`: `fn` never calls BLAS (the fused loops), and
+    BLAS's thread count is left as it is (setting it to one and back took 4 us a call;
+    RESULTS.md, round 23).
 
     A compiled loop with a parallel form (`native_blocks`) runs its blocks in one call of that
     form, on Numba's threads, when Numba's threading layer is safe to call from several threads
@@ -366,11 +368,11 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int) -> list:
     global _blocks_ran
     _blocks_ran = time.monotonic()
     bounds = [rows * i // blocks for i in range(blocks + 1)]
-    if fn in _native and native_ready() and _run_native(fn, args, bounds):
+    if fn in _native and native_ready() and _run_native(fn, args, bounds, blas):
         return [None] * blocks
     pool = _pool if _pool is not None else _start_pool()
     _place_workers()
-    with one_thread() if fn not in _no_blas else contextlib.nullcontext():
+    with one_thread() if blas else contextlib.nullcontext():
         futures = [pool.submit(fn, *args, bounds[i], bounds[i + 1]) for i in range(1, blocks)]
         try:
             first = fn(*args, bounds[0], bounds[1])
@@ -397,19 +399,11 @@ _native_lock = threading.Lock()
 _forked = False
 # The kernel ids of Numba's threads, found at the first parallel call (see _run_native).
 _native_workers: list[int] = []
-# The loops that never call BLAS (`blas_free`)
-_no_blas: set = set()
 
 
 def native_blocks(loop: Any, parallel: Any) -> None:
     """Register `parallel(args, bounds)` as the way to run `loop`'s blocks of rows at once."""
     _native[loop] = parallel
-
-
-def blas_free(loop: Any) -> None:
-    """Register `loop` as one that never calls BLAS: its blocks run without setting BLAS's
-    thread count to one and back (`one_thread`), 4 us a call (RESULTS.md, round 23)."""
-    _no_blas.add(loop)
 
 
 def native_ready() -> bool:
@@ -444,7 +438,7 @@ def _tasks() -> set[int]:
         return set()
 
 
-def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
+def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True) -> bool:
     """`loop`'s blocks (rows `bounds[i]` to `bounds[i + 1]`) in one call of its parallel form,
     on as many of Numba's threads (set for this call and restored: Numba's thread count is the
     calling thread's own setting). False where Numba cannot compile or launch the form: then
@@ -466,7 +460,7 @@ def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
                 if _native_state is None:
                     before = _tasks()
                     with _short_spin():
-                        _call_native(numba, parallel, args, edges, blocks, loop not in _no_blas)
+                        _call_native(numba, parallel, args, edges, blocks, blas)
                     _native_state = numba.threading_layer() in _SAFE_LAYERS
                     if _native_state:
                         python = {t.native_id for t in threading.enumerate()}
@@ -475,7 +469,7 @@ def _run_native(loop: Any, args: tuple, bounds: list[int]) -> bool:
                             _find_cpus()
                     return True
         _place_workers()
-        _call_native(numba, parallel, args, edges, blocks, loop not in _no_blas)
+        _call_native(numba, parallel, args, edges, blocks, blas)
     except (NumbaError, TypeError, ValueError):
         # not compiled for these arguments (Numba's parallel lowering raises TypeError for
         # some), or no threading layer to launch: a compiled form raises nothing else
