@@ -42,16 +42,11 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _numpy_bundles_openblas64() -> bool:
-    from threadpoolctl import threadpool_info
+    import ctypes
 
-    for info in threadpool_info():
-        parts = {p.lower() for p in pathlib.Path(info.get("filepath") or "").parts}
-        if info.get("internal_api") == "openblas" and parts & {"numpy", "numpy.libs", ".dylibs"}:
-            import ctypes
-
-            lib = ctypes.CDLL(info["filepath"])
-            return any(hasattr(lib, name) for name in _numpy_blas.NAMES)
-    return False
+    path = _numpy_blas._numpy_openblas()
+    return path is not None and any(hasattr(ctypes.CDLL(path), name)
+                                    for name in _numpy_blas.NAMES)
 
 
 def test_on_where_numpy_brings_its_openblas():

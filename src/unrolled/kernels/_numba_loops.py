@@ -864,12 +864,12 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
         if direct and whole:
             dot(stage[:m * B], kernel, seq[start:stop].reshape(m * B, U))
         elif direct:
-            dot(stage, kernel, seq[start][b0:b1])                # one step, these rows
+            dot(stage, kernel, seq[start][b0:b1])                   # one step, these rows
         else:
-            dot(stage, kernel, P)                                # rows past stop: unused
+            dot(stage, kernel, P)                                   # rows past stop: unused
         for s in range(m):
             k = start + s
-            dot(prev, recurrent, hW)                             # h_{t-1} W  (rows, units)
+            dot(prev, recurrent, hW)                                # h_{t-1} W  (rows, units)
             if direct:
                 out = seq[k][b0:b1]                                 # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
@@ -903,7 +903,7 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
         dot(stage, kernel, P)
         for s in range(stop - start):
             k = start + s
-            dot(h, recurrent, hW)                                # (rows, 4*units)
+            dot(h, recurrent, hW)                                   # (rows, 4*units)
             _lstm_units_rows(P, s * B, bias, hW, c, h, mask, use_mask, k, b0)
             if need_seq:
                 copy_rows(seq, k, h, b0)
@@ -1029,7 +1029,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                dot(h, recurrent, hW)                            # (rows, 3*units)
+                dot(h, recurrent, hW)                               # (rows, 3*units)
                 _gru_units_rows(P, s * B, b_in, hW, b_rec, h, mask, use_mask, k, b0)
             else:
                 _product(h, W_zr, W_zrp, zr, own)                   # (rows, 2*units)
