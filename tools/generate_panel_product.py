@@ -131,7 +131,7 @@ def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str
     """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
     names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
     lines = _starts(indent, ["p"], weight)
-    lines += _first_sums(indent, names, lambda r, c: target(r, c), weight is _packed)
+    lines += _first_sums(indent, names, target, weight is _packed)
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines += [f"{inner}w{c} = {weight('p', c)}" for c in range(WIDTH)]
