@@ -53,7 +53,7 @@ def main() -> None:
             flop = 2 * M * K * N
             calls = max(1, int(2e8 // flop))
             runs = {"blas": lambda: np.dot(a, w, out),
-                    "panels": lambda: _numba_panels.panel_product(a, panels, out, False)}
+                    "panels": lambda: _numba_panels.panel_product(a, panels, out)}
             best = {name: float("inf") for name in runs}
             for fn in runs.values():
                 fn()

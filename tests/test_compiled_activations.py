@@ -71,26 +71,25 @@ def test_panel_product_is_a_times_w(M, N, K, wide):
     # panel comes after the others) or, from the last row, in the guard after the array.
     buffer = np.full(M * N + 16, np.nan, dtype="float32")
     out = buffer[:M * N].reshape(M, N)
-    products.panel_product(a, panels, out, False)
+    products.panel_product(a, panels, out)
     _within_float32_sums(out, a, w)
     assert np.isnan(buffer[M * N:]).all()
     for i in range(M):
         row = np.empty((1, N), dtype="float32")
-        products.panel_product(a[i:i + 1], panels, row, False)
+        products.panel_product(a[i:i + 1], panels, row)
         np.testing.assert_array_equal(row[0], out[i])
-    # in two parts, the second summed onto the first (`acc`): the bits of one product
+    # in two parts, the second summed onto the first (panel_product_acc): the bits of one
     for K1 in {0, 1, K // 2, K}:
         parts = buffer.copy()
         two = parts[:M * N].reshape(M, N)
         two[:] = 7.0                                    # overwritten by the first part
-        products.panel_product(np.ascontiguousarray(a[:, :K1]), _packed(w[:K1], width), two,
-                               False)
-        products.panel_product(np.ascontiguousarray(a[:, K1:]), _packed(w[K1:], width), two,
-                               True)
+        products.panel_product(np.ascontiguousarray(a[:, :K1]), _packed(w[:K1], width), two)
+        products.panel_product_acc(np.ascontiguousarray(a[:, K1:]), _packed(w[K1:], width),
+                                   two)
         np.testing.assert_array_equal(two, out)
         assert np.isnan(parts[M * N:]).all()
     other, products = np.empty_like(out), _variant(not wide)
-    products.panel_product(a, _packed(w, products.width), other, False)
+    products.panel_product(a, _packed(w, products.width), other)
     np.testing.assert_array_equal(other, out)
 
 
@@ -112,7 +111,7 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     out = np.full((M, width * panels), np.nan, dtype="float32")
     products.columns_product(a, W, starts, out)
     packed = np.empty_like(out)
-    products.panel_product(a, _packed(chosen, width), packed, False)
+    products.panel_product(a, _packed(chosen, width), packed)
     np.testing.assert_array_equal(out, packed)
     _within_float32_sums(out, a, chosen)
 
@@ -150,7 +149,7 @@ def test_stacked_panels_multiply_h_and_x_at_once():
     W, U = (rng.standard_normal(s).astype("float32") for s in [(24, 40), (3, 40)])
     h, x = (rng.standard_normal(s).astype("float32") for s in [(6, 24), (6, 3)])
     out = np.empty((6, 40), dtype="float32")
-    _numba_panels.panel_product(np.hstack([h, x]), _numba_panels.packed_stack(W, U), out, False)
+    _numba_panels.panel_product(np.hstack([h, x]), _numba_panels.packed_stack(W, U), out)
     _within_float32_sums(out, np.hstack([h, x]), np.vstack([W, U]))
 
 
@@ -341,6 +340,48 @@ def test_fast_sigmoid_of_the_forward_loops_is_within_2e_7_of_the_sigmoid():
     nan = np.array([np.nan], dtype="float32")
     _numba_loops.sigmoid32_fast_array(nan, out[:1])
     assert np.isnan(out[0])
+
+
+def test_panel_product_compiles_none_of_the_adding_products_blocks(tmp_path):
+    """`panel_product` and `panel_product_acc` share no block: on a new machine (an empty
+    Numba cache) the first compiles its own blocks and none of the second's, so a loop that
+    never adds a product (training's, SimpleRNN's, GRU's BLAS loop) pays for one product's
+    compile, not for both (RESULTS.md, round 24)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "from unrolled.kernels import _numba_panels\n"
+        "_numba_panels.panel_product\n"
+        "source = _numba_panels.source_module()\n"
+        "blocks = sorted(n for n in vars(source) if n.startswith('_packed_'))\n"
+        "print(blocks)\n"
+        "print([n for n in blocks if getattr(source, n).signatures])\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    blocks, compiled = (eval(line) for line in done.stdout.split("\n")[:2])
+    adding = [n for n in blocks if n.endswith("_acc")]
+    assert adding and len(adding) * 2 == len(blocks), blocks
+    assert compiled == [n for n in blocks if n not in adding]
+
+
+def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
+    """Each fused loop's products, as its source calls them on packed weights, are the ones
+    `_numba._products_called` looks up before the loop compiles (a product compiled in the
+    middle of a loop's compile took twice as long): `panel_product_acc` for the LSTM and GRU
+    loops, which add `x_t U` onto `h W` where they split the step, and not for SimpleRNN's."""
+    import inspect
+    import re
+
+    from unrolled.kernels import _numba, _numba_loops
+
+    for kind in ("simple_rnn", "lstm", "gru"):
+        source = inspect.getsource(getattr(_numba_loops, f"{kind}_fused").py_func)
+        called = set(re.findall(r"products\.(\w+)\(", source)) - {"columns_product"}
+        assert called == set(_numba._products_called(kind, True, None)), kind
+    assert _numba._products_called("lstm", True, None) == ("panel_product", "panel_product_acc")
 
 
 def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):

@@ -41,16 +41,18 @@ For CPUs with AVX-512: each function first asks LLVM for 512-bit vectors
 registers."""
 
 _WIDE_IMPORT = "\nfrom unrolled.kernels._vector_width import prefer_512_bit_vectors\n"
-_WIDE_CALL = "    prefer_512_bit_vectors()\n"
+_WIDE_CALL = "    prefer_512_bit_vectors()"
 
 
 def _header(wide: bool) -> str:
-    return f'''"""The bodies of `_numba_panels.panel_product` and `columns_product`, written by
+    return f'''"""The bodies of the compiled products of `_numba_panels`: `panel_product`,
+`panel_product_acc` and `columns_product`, and of their blocks, written by
 tools/generate_panel_product.py.{_WIDE_NOTE if wide else ""}
 
 Do not edit: change the generator and run it again. See unrolled.kernels._numba_panels.
 """
 
+import numba
 import numpy as np
 {_WIDE_IMPORT if wide else ""}
 ROWS, WIDTH = {ROWS}, {WIDTH}
@@ -58,50 +60,75 @@ _ZERO = np.float32(0)
 # columns_product's column offsets, masked non-negative: an index that may be negative keeps
 # NumPy's wraparound check on every access, and the loop from vectorizing
 _MASK = (1 << 62) - 1
+# panel_product's and panel_product_acc's blocks: each size a function of its own, compiled
+# when the product that calls it is, with its settings (unrolled.kernels._numba_panels.compiled).
+# Numba's SSA pass visits a function's every statement once for each name assigned more than
+# once: with every block in one function that was a third of the product's compile. A block's
+# row and column arrive as arguments, masked non-negative as columns_product's offsets are:
+# unmasked, LLVM read and wrote the sums' rows by gathers and scatters (half the speed).
+_block = numba.njit(cache=True, nogil=True, error_model="numpy", fastmath={{"contract"}})
+'''
 
 
-def panel_product(a, panels, out, acc):
-    """`out = a @ W`, or `out += a @ W` with `acc`, for `a (M, K)` and W (K, N) packed in
+_PACKED_DOC = {
+    False: """`out = a @ W`, for `a (M, K)` and W (K, N) packed in
     `panels (ceil(N / {WIDTH}), K, {WIDTH})`.
 
-    `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order, from 0 or, with
-    `acc`, from out's number, so `out = a1 @ W1` then `out += a2 @ W2` gives the bits of
-    `[a1 | a2] @ [W1; W2]`. The last panel, when N is not a multiple of {WIDTH}, is summed into
-    `tail`, (M, {WIDTH}), by the same blocks, and copied: a store that depends on the column
-    inside the block would keep LLVM from vectorizing the block (3x slower).
-    """
-{_WIDE_CALL if wide else ""}    M, K = a.shape
-    n = out.shape[1]
-    M4 = M - M % {ROWS}
-    P = panels.shape[0]
-    full = n // {WIDTH}
-    tail = out if full == P else np.empty((M, {WIDTH}), dtype=np.float32)
-    if acc and full < P:
-        for i in range(M):
-            for c in range({WIDTH}):
-                tail[i, c] = out[i, {WIDTH} * full + c] if {WIDTH} * full + c < n else _ZERO
-    # the full panels into out, then the last into tail; switching arrays a panel at a time
-    # cost a reference count each, and up to 10% at 2 to 4 rows
-    for part in range(2):
-        dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)
-        for p in range(p0, p1):
-            j = {WIDTH} * (p - p0)
-'''
+    `out (M, N)`; see `_numba_panels.pack`. Each sum runs over k in order, from 0. The last
+    panel, when N is not a multiple of {WIDTH}, is summed into `tail`, (M, {WIDTH}), by the same
+    blocks, and copied: a store that depends on the column inside the block would keep LLVM
+    from vectorizing the block (3x slower).""",
+    True: """`out += a @ W`: panel_product with each sum starting from out's number, so that
+    `panel_product(a1, W1, out)` then `panel_product_acc(a2, W2, out)` gives the bits of
+    `[a1 | a2] @ [W1; W2]`. Its blocks are functions of their own: a loop that never adds
+    (training's, SimpleRNN's) compiles none of them."""}
 
-def _one_row_head() -> str:
-    return f'''    if {_lone_rows()}:
-        i = M - 1
-        for p in range(0, full - full % {PANELS}, {PANELS}):
-            j = {WIDTH} * p
-'''
 
-def _tail() -> str:
-    return f'''    if full < P:
-        j = {WIDTH} * full
-        for i in range(M):
-            for c in range(n - j):
-                out[i, j + c] = tail[i, c]
-'''
+def _packed_source(acc: bool, wide: bool) -> list[str]:
+    """panel_product, or with `acc` panel_product_acc: the blocks over the panels, then the
+    lone row."""
+    name, sfx = ("panel_product_acc", "_acc") if acc else ("panel_product", "")
+    call = lambda size, at: [f"{at}_packed_rows{size}{sfx}(a, panels, dst, p, i, j)"]  # noqa: E731
+    lines = ["", "", f"def {name}(a, panels, out):",
+             '    """' + _PACKED_DOC[acc].format(WIDTH=WIDTH), '    """']
+    lines += [_WIDE_CALL] if wide else []
+    lines += ["    M = a.shape[0]",
+              "    n = out.shape[1]",
+              f"    M4 = M - M % {ROWS}",
+              "    P = panels.shape[0]",
+              f"    full = n // {WIDTH}",
+              f"    tail = out if full == P else np.empty((M, {WIDTH}), dtype=np.float32)"]
+    if acc:
+        lines += ["    if full < P:",
+                  "        for i in range(M):",
+                  f"            for c in range({WIDTH}):",
+                  f"                tail[i, c] = out[i, {WIDTH} * full + c] if {WIDTH} * full"
+                  " + c < n else _ZERO"]
+    lines += ["    # the full panels into out, then the last into tail; switching arrays a panel "
+              "at a time",
+              "    # cost a reference count each, and up to 10% at 2 to 4 rows",
+              "    for part in range(2):",
+              "        dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)",
+              "        for p in range(p0, p1):",
+              f"            j = {WIDTH} * (p - p0)",
+              f"            _packed_rows{ROWS}{sfx}(a, panels, dst, p, j, M4)"]
+    lines += _rest(" " * 12, 2, call)
+    lines += [f"    if {_lone_rows()}:",
+              "        i = M - 1",
+              f"        for p in range(0, full - full % {PANELS}, {PANELS}):",
+              f"            _packed_panels{PANELS}{sfx}(a, panels, out, p, i, {WIDTH} * p)",
+              "        for part in range(2):",
+              f"            dst, p0, p1 = (out, full - full % {PANELS}, full) if part == 0 "
+              "else (tail, full, P)",
+              "            for p in range(p0, p1):",
+              f"                _packed_rows1{sfx}(a, panels, dst, p, i, {WIDTH} * p if part == 0 "
+              "else 0)",
+              "    if full < P:",
+              f"        j = {WIDTH} * full",
+              "        for i in range(M):",
+              "            for c in range(n - j):",
+              "                out[i, j + c] = tail[i, c]"]
+    return lines
 
 
 def _packed(panel: str, c: int) -> str:
@@ -127,33 +154,30 @@ def _starts(indent: str, panels: list[str], weight) -> list[str]:
     return [f"{indent}{_start(panel)} = bases[{panel}] & _MASK" for panel in panels]
 
 
-def _block(rows: int, indent: str, row: str, target, weight=_packed) -> list[str]:
-    """The sums of `rows` rows from row `row` against panel p, stored at target(r, c)."""
+def _block(rows: int, indent: str, weight, acc: bool = False, array: str = "dst") -> list[str]:
+    """The sums of `rows` rows from row i against panel p, stored in `array` from column j."""
     names = [[f"s{r}_{c}" for c in range(WIDTH)] for r in range(rows)]
     lines = _starts(indent, ["p"], weight)
-    lines += _first_sums(indent, names, target, weight is _packed)
+    lines += _first_sums(indent, names, [(array, _at("i", r), "j") for r in range(rows)], acc)
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines += [f"{inner}w{c} = {weight('p', c)}" for c in range(WIDTH)]
     for r in range(rows):
-        lines.append(f"{inner}v = a[{_at(row, r)}, k]")
+        lines.append(f"{inner}v = a[{_at('i', r)}, k]")
         lines += [f"{inner}{names[r][c]} += v * w{c}" for c in range(WIDTH)]
     for r in range(rows):
-        lines += [f"{indent}{target(r, c)} = {names[r][c]}" for c in range(WIDTH)]
+        lines += [f"{indent}{array}[{_at('i', r)}, j + {c}] = {names[r][c]}"
+                  for c in range(WIDTH)]
     return lines
 
 
-def _first_sums(indent: str, names: list, target, acc: bool) -> list[str]:
-    """The sums' starting values: zeros, or, where the product takes `acc` (panel_product
-    only), out's numbers (at target(r, c)) when it is set."""
-    if not acc:
-        return [indent + " = ".join(row) + " = _ZERO" for row in names]
-    lines = [indent + "if acc:"]
-    lines += [f"{indent}    {names[r][c]} = {target(r, c)}"
-              for r in range(len(names)) for c in range(WIDTH)]
-    lines.append(indent + "else:")
-    lines += [indent + "    " + " = ".join(row) + " = _ZERO" for row in names]
-    return lines
+def _first_sums(indent: str, names: list, rows: list, acc: bool) -> list[str]:
+    """The sums' starting values: zeros, or with `acc` what `_row` reads at each of `rows`,
+    (array, row, first column)."""
+    if acc:
+        return [f"{indent}{', '.join(sums)} = _row(" + ", ".join(at) + ")"
+                for sums, at in zip(names, rows)]
+    return [indent + " = ".join(row) + " = _ZERO" for row in names]
 
 
 def _at(row: str, r: int) -> str:
@@ -176,25 +200,25 @@ def _lone_rows() -> str:
     return " or ".join(f"M - M4 == {r}" for r in left)
 
 
-def _rest(indent: str, target, smallest: int, weight=_packed) -> list[str]:
-    """The last M % ROWS rows, if at least `smallest`, in REST's blocks (see _rest_taken). A
-    block of fewer rows has fewer independent sums to overlap the latency of a multiply-add:
-    one row ran at 14 GFLOP/s where four run at 34, and two rows one at a time took as long as
-    four."""
+def _rest(indent: str, smallest: int, body) -> list[str]:
+    """The last M % ROWS rows, if at least `smallest`, in REST's blocks (see _rest_taken), each
+    `body(size, indent)` (lines). A block of fewer rows has fewer independent sums to overlap the
+    latency of a multiply-add: one row ran at 14 GFLOP/s where four run at 34, and two rows one
+    at a time took as long as four."""
     lines = [f"{indent}i = M4"]
     for size in (size for size in REST if size >= smallest):
         lines.append(f"{indent}if M - i >= {size}:")
-        lines += _block(size, indent + "    ", "i", target, weight)
+        lines += body(size, indent + "    ")
         lines.append(f"{indent}    i += {size}")
     return lines
 
 
-def _one_row(indent: str, weight=_packed) -> list[str]:
+def _one_row(indent: str, weight, acc: bool) -> list[str]:
     """One row against PANELS panels at once: as many independent sums as a block of rows."""
     names = [[f"s{q}_{c}" for c in range(WIDTH)] for q in range(PANELS)]
     lines = _starts(indent, [_at("p", q) for q in range(PANELS)], weight)
-    lines += _first_sums(indent, names, lambda q, c: f"out[i, j + {WIDTH * q + c}]",
-                         weight is _packed)
+    lines += _first_sums(indent, names, [("out", "i", _at("j", WIDTH * q)) for q in range(PANELS)],
+                         acc)
     lines.append(indent + "for k in range(K):")
     inner = indent + "    "
     lines.append(f"{inner}v = a[i, k]")
@@ -206,39 +230,78 @@ def _one_row(indent: str, weight=_packed) -> list[str]:
     return lines
 
 
-def _columns_header(wide: bool) -> str:
-    return f'''
-
-def columns_product(a, W, bases, out):
-    """`out = a @ W[:, columns]`, W read where it is: out's columns {WIDTH} p .. {WIDTH} p + {WIDTH - 1}
-    are W's columns bases[p] .. bases[p] + {WIDTH - 1}.
-
-    `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see `_numba_panels.columns_product`.
-    The blocks and the order of every sum are panel_product's, so the two give the same bits.
-    """
-{_WIDE_CALL if wide else ""}    M, K = a.shape
-    M4 = M - M % {ROWS}
-    P = bases.shape[0]
-    for p in range(P):
-        j = {WIDTH} * p
-'''
+def _function(name: str, params: str, doc: str, body: list[str], wide: bool) -> list[str]:
+    """A block's compiled function (`_block` in the header); its row i and column j masked."""
+    lines = ["", "", "@_block", f"def {name}({params}):", f'    """{doc}"""']
+    lines += [_WIDE_CALL] if wide else []
+    masks = [f"    {v} &= _MASK" for v in ("i", "j") if f" {v}," in params + ","]
+    return lines + ["    K = a.shape[1]"] + masks + body
 
 
-def columns_source(wide: bool) -> str:
-    to_out = lambda r, c: f"out[{_at('i', r)}, j + {c}]"  # noqa: E731
-    lines = [_columns_header(wide).rstrip("\n")]
-    lines.append(f"        for i in range(0, M4, {ROWS}):")
-    lines += _block(ROWS, " " * 12, "i", to_out, _in_place)
-    lines += _rest(" " * 8, to_out, 2, _in_place)
-    lines.append(f"    if {_lone_rows()}:")
-    lines.append("        i = M - 1")
-    lines.append(f"        for p in range(0, P - P % {PANELS}, {PANELS}):")
-    lines.append(f"            j = {WIDTH} * p")
-    lines += _one_row(" " * 12, _in_place)
-    lines.append(f"        for p in range(P - P % {PANELS}, P):")
-    lines.append(f"            j = {WIDTH} * p")
-    lines += _block(1, " " * 12, "i", to_out, _in_place)
-    return "\n".join(lines) + "\n"
+def _block_functions(wide: bool, acc: bool) -> list[str]:
+    """panel_product's blocks, or with `acc` panel_product_acc's: ROWS rows at a time over
+    rows 0 to M4 - 1; each of REST's sizes and one row, from row i; and row i against PANELS
+    panels."""
+    sfx, what = ("_acc", ", added to dst's numbers") if acc else ("", "")
+    lines = _function(f"_packed_rows{ROWS}{sfx}", "a, panels, dst, p, j, M4",
+                      f"Rows 0 to M4 - 1, {ROWS} at a time, against panel p{what}.",
+                      [f"    for i in range(0, M4, {ROWS}):"]
+                      + _block(ROWS, " " * 8, _packed, acc), wide)
+    for size in (*REST, 1):
+        rows = f"Rows i to i + {size - 1}" if size > 1 else "Row i"
+        lines += _function(f"_packed_rows{size}{sfx}", "a, panels, dst, p, i, j",
+                           f"{rows} against panel p{what}.",
+                           _block(size, " " * 4, _packed, acc), wide)
+    lines += _function(f"_packed_panels{PANELS}{sfx}", "a, panels, out, p, i, j",
+                       f"Row i against panels p to p + {PANELS - 1}{what}.",
+                       _one_row(" " * 4, _packed, acc), wide)
+    return lines
+
+
+def _row_function() -> list[str]:
+    """`_row`: a row's WIDTH numbers from a column on, as a tuple: panel_product_acc's blocks
+    start their sums from it, one statement a row where a statement for each number made the
+    compile 1.4 times as long. LLVM inlines it; masked, its loads are whole vectors."""
+    numbers = ", ".join(f"out[i, j + {c}]" if c else "out[i, j]" for c in range(WIDTH))
+    return ["", "", "@_block", "def _row(out, i, j):",
+            f'    """out[i, j:j + {WIDTH}] as a tuple."""',
+            "    i &= _MASK",
+            "    j &= _MASK",
+            f"    return ({numbers})"]
+
+
+def _columns_source(wide: bool) -> list[str]:
+    """columns_product, its blocks written out in it: as functions of their own, its blocks of
+    13 rows ran at 0.8 of the speed and a lone row at 0.6."""
+    block = lambda size, at: _block(size, at, _in_place, array="out")  # noqa: E731
+    lines = ["", "", "def columns_product(a, W, bases, out):",
+             f'    """`out = a @ W[:, columns]`, W read where it is: out\'s columns {WIDTH} p .. '
+             f"{WIDTH} p + {WIDTH - 1}",
+             f"    are W's columns bases[p] .. bases[p] + {WIDTH - 1}.",
+             "",
+             f"    `a (M, K)`, `W (K, N)`, `out (M, {WIDTH} len(bases))`; see "
+             "`_numba_panels.columns_product`.",
+             "    The blocks and the order of every sum are panel_product's, so the two give "
+             "the same bits.",
+             '    """']
+    lines += [_WIDE_CALL] if wide else []
+    lines += ["    M, K = a.shape",
+              f"    M4 = M - M % {ROWS}",
+              "    P = bases.shape[0]",
+              "    for p in range(P):",
+              f"        j = {WIDTH} * p",
+              f"        for i in range(0, M4, {ROWS}):"]
+    lines += block(ROWS, " " * 12)
+    lines += _rest(" " * 8, 2, block)
+    lines += [f"    if {_lone_rows()}:",
+              "        i = M - 1",
+              f"        for p in range(0, P - P % {PANELS}, {PANELS}):",
+              f"            j = {WIDTH} * p"]
+    lines += _one_row(" " * 12, _in_place, False)
+    lines += [f"        for p in range(P - P % {PANELS}, P):",
+              f"            j = {WIDTH} * p"]
+    lines += block(1, " " * 12)
+    return lines
 
 
 def source(name: str = "_panel_source.py") -> str:
@@ -247,20 +310,9 @@ def source(name: str = "_panel_source.py") -> str:
     WIDTH, ROWS, REST, PANELS, wide = VARIANTS[name]
     assert all(0 <= r - _rest_taken(r) <= 1 for r in range(1, ROWS)), "REST leaves 2 rows"
     lines = [_header(wide).rstrip("\n")]
-    to_dst = lambda r, c: f"dst[{_at('i', r)}, j + {c}]"  # noqa: E731
-    lines.append(f"            for i in range(0, M4, {ROWS}):")
-    lines += _block(ROWS, " " * 16, "i", to_dst)
-    lines += _rest(" " * 12, to_dst, smallest=2)
-    lines += _one_row_head().rstrip("\n").split("\n")
-    lines += _one_row(" " * 12)
-    lines.append("        for part in range(2):")
-    lines.append(f"            dst, p0, p1 = (out, full - full % {PANELS}, full) if part == 0 "
-                 "else (tail, full, P)")
-    lines.append("            for p in range(p0, p1):")
-    lines.append(f"                j = {WIDTH} * p if part == 0 else 0")
-    lines += _block(1, " " * 16, "i", to_dst)
-    lines.append(_tail().rstrip("\n"))
-    return "\n".join(lines) + "\n" + columns_source(wide)
+    lines += _packed_source(False, wide) + _packed_source(True, wide) + _columns_source(wide)
+    lines += _block_functions(wide, False) + _block_functions(wide, True) + _row_function()
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:

@@ -292,7 +292,10 @@ def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
 def _products_called(kind: str, fused: bool, stacked: Any) -> tuple[str, ...]:
     """The step products (`_numba_panels`) the BLAS loop or fused loop of `kind` calls."""
     if fused:
-        return ("columns_product",) if stacked is not None else ("panel_product",)
+        if stacked is not None:
+            return ("columns_product",)
+        # LSTM's and GRU's loops add `x_t U` onto `h W` where they split the step's product
+        return ("panel_product",) + (("panel_product_acc",) if kind != "simple_rnn" else ())
     return ("panel_product",) if kind == "gru" else ()  # gru_blas's reset_before branch
 
 

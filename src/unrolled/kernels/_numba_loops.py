@@ -380,7 +380,7 @@ def _packed_if(W, own):
 def _product(h, W, panels, out, own):
     # out = h W: by panel_product on W's panels when `own`, else by BLAS
     if own:
-        products.panel_product(h, panels, out, False)
+        products.panel_product(h, panels, out)
     else:
         dot(h, W, out)
 
@@ -623,7 +623,7 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
             if stacked is not None:
                 products.columns_product(hxr, stacked, bases, out)  # x_t U + h_{t-1} W
             if WK is not None:
-                products.panel_product(hxr, WK, out, False)
+                products.panel_product(hxr, WK, out)
             _tanh_rows(out, bias, hxr, mask, use_mask, k, b0 + r0)
 
 
@@ -638,8 +638,9 @@ def simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK,
 GATE_UNITS = 64
 
 # Where the weights are large, a step's products run in two parts and on more rows at once
-# (`splits`): `h_{t-1} W` with h read where it is, then `+ x_t U` summed onto it (the products'
-# `acc`; the same sums in the same order, so the same bits). Only x_t's rows are copied, not
+# (`splits`): `h_{t-1} W` with h read where it is, then `+ x_t U` summed onto it
+# (`panel_product_acc`; the same sums in the same order, so the same bits). Only x_t's rows are
+# copied, not
 # `[h | x_t]`, and that leaves the memory budget room for SPLIT_ROWS rows a step in blocks of
 # SPLIT_UNITS units, so that each step reads the packed weights once a block of rows instead
 # of once every 16 rows. With the weights over SPLIT_BYTES this paid: interleaved in separate
@@ -820,10 +821,10 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
                 if stacked is not None:
                     products.columns_product(hr, stacked, _block_panels(cols, 4, q, n, gu), zq)
                 if panels is not None:
-                    products.panel_product(hr, _block_panels(panels[0], 4, q, n, gu), zq, False)
+                    products.panel_product(hr, _block_panels(panels[0], 4, q, n, gu), zq)
                     if split:
-                        products.panel_product(xr, _block_panels(panels[1], 4, q, n, gu), zq,
-                                               True)
+                        products.panel_product_acc(xr, _block_panels(panels[1], 4, q, n, gu),
+                                                   zq)
                 _lstm_block(zq, bias, cr, hr, out, q * gu, mask, use_mask, k, b0 + r0)
 
 
@@ -987,12 +988,12 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                     products.columns_product(hr, W_part, at_h, hW)
                     products.columns_product(xr, U_part, at_h, xU)
                 if panels is not None:
-                    products.panel_product(hxr, _block_panels(panels[0], 2, q, n, gu), zr, False)
+                    products.panel_product(hxr, _block_panels(panels[0], 2, q, n, gu), zr)
                     if split:
-                        products.panel_product(xr, _block_panels(panels[1], 2, q, n, gu), zr,
-                                               True)
-                    products.panel_product(hr, _block_panels(panels[2], 1, q, n, gu), hW, False)
-                    products.panel_product(xr, _block_panels(panels[3], 1, q, n, gu), xU, False)
+                        products.panel_product_acc(xr, _block_panels(panels[1], 2, q, n, gu),
+                                                   zr)
+                    products.panel_product(hr, _block_panels(panels[2], 1, q, n, gu), hW)
+                    products.panel_product(xr, _block_panels(panels[3], 1, q, n, gu), xU)
                 _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * gu, mask, use_mask, k,
                            b0 + r0)
 

@@ -12,10 +12,21 @@ last row (a batch of one) runs against three panels at once, for as many indepen
 (3.6 us at (1, 110) @ (110, 400), against 6.3 one panel at a time). Each sum runs over k in
 order, as a plain dot product would, so a row's result does not depend on the block it was in.
 
+`panel_product_acc` is the same product added onto `out`'s numbers (`out += a @ W`), each
+sum starting from out's number. The two packed products have blocks of their own, each size a
+compiled function that compiles with the product calling it, so that a loop that never adds
+compiles one set: with every block in one function and a flag for the sums' start, Numba's SSA
+pass (which visits every statement once for each name assigned more than once) was a third of
+the compile, and the flag doubled the statements. On a new machine `panel_product` compiled in
+14.8 s where that one function took 24-29, and a training step's first call took 21 s against
+32-37 (benchmarks/RESULTS.md, round 24). `columns_product` keeps its blocks in one function:
+as functions of their own its last rows ran at 0.6-0.8 of the speed.
+
 LLVM turns the named sums into vector registers with its SLP vectorizer, which Numba leaves off
 by default (it miscompiled some code, numba/numba#8852). It is switched on while the products
 compile, below, and back off: each product is compiled for one signature when first looked up
-(`__getattr__`), or loaded from Numba's cache, so no other code is compiled with it.
+(`__getattr__`), or loaded from Numba's cache, so no other code is compiled with it (the
+blocks, compiled only from a product's compile, compile with it).
 tests/test_compiled_activations.py checks the product against a float64 product at every
 remainder of rows and columns, and that it is vectorized.
 
@@ -107,16 +118,19 @@ def _slp_vectorizer():
 # `__getattr__` below: a compiled loop that calls it looks it up when it is itself compiled,
 # not when it is loaded from the cache (`_numba.compile_products_first` looks a loop's product
 # up before the loop compiles: compiled in the middle of the loop's compile it took twice as
-# long). A fresh compile takes 3-10 s, so the small-shape loops, which call neither, and each
-# cell's loops compile only what they call: on a machine with an empty cache, an LSTM layer's
-# first call took 50 s when both were compiled on import for two layouts of `a` (RESULTS.md,
-# round 15).
+# long). A fresh compile takes 14-17 s on the AVX-512 machine, so the small-shape loops, which
+# call none, and each cell's loops compile only what they call: on a machine with an empty
+# cache, an LSTM layer's first call took 50 s when both were compiled on import for two layouts
+# of `a` (RESULTS.md, round 15).
 _SIGNATURES = {
-    "panel_product": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
-                                numba.float32[:, ::1], numba.boolean),
-    # `panel_product(a, panels, out, acc)`: `out = a @ W`, or `out += a @ W` with `acc`, each
+    # `panel_product(a, panels, out)`: `out = a @ W`. `panel_product_acc`: `out += a @ W`, each
     # sum starting from out's number, so that a product in two parts over k (`h W`, then
-    # `+ x U`) has the bits of one (unrolled.kernels._numba_loops.SPLIT_BYTES).
+    # `+ x U`) has the bits of one (unrolled.kernels._numba_loops.SPLIT_BYTES); only the loops
+    # that split call it, so only they compile it.
+    "panel_product": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
+                                numba.float32[:, ::1]),
+    "panel_product_acc": numba.void(numba.float32[:, ::1], numba.float32[:, :, ::1],
+                                    numba.float32[:, ::1]),
     # `columns_product(a, W, bases, out)`: the same blocks and sums as panel_product, each
     # panel read from 16 columns of W where they are (from `bases[p]`), so a cell's `[W; U]`
     # needs no copy (unrolled.kernels._numba.stacked_weights). With a row of W in a few cache
