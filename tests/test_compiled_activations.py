@@ -347,6 +347,7 @@ def test_panel_product_compiles_none_of_the_adding_products_blocks(tmp_path):
     Numba cache) the first compiles its own blocks and none of the second's, so a loop that
     never adds a product (training's, SimpleRNN's, GRU's BLAS loop) pays for one product's
     compile, not for both (RESULTS.md, round 24)."""
+    import ast
     import os
     import subprocess
     import sys
@@ -361,7 +362,7 @@ def test_panel_product_compiles_none_of_the_adding_products_blocks(tmp_path):
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
-    blocks, compiled = (eval(line) for line in done.stdout.split("\n")[:2])
+    blocks, compiled = (ast.literal_eval(line) for line in done.stdout.split("\n")[:2])
     adding = [n for n in blocks if n.endswith("_acc")]
     assert adding and len(adding) * 2 == len(blocks), blocks
     assert compiled == [n for n in blocks if n not in adding]

@@ -640,18 +640,17 @@ GATE_UNITS = 64
 # Where the weights are large, a step's products run in two parts and on more rows at once
 # (`splits`): `h_{t-1} W` with h read where it is, then `+ x_t U` summed onto it
 # (`panel_product_acc`; the same sums in the same order, so the same bits). Only x_t's rows are
-# copied, not
-# `[h | x_t]`, and that leaves the memory budget room for SPLIT_ROWS rows a step in blocks of
-# SPLIT_UNITS units, so that each step reads the packed weights once a block of rows instead
-# of once every 16 rows. With the weights over SPLIT_BYTES this paid: interleaved in separate
-# processes (`benchmarks/ab.py`, 9 rounds), LSTM (128, 200, 64, 256) 0.85 of the time and GRU
-# 0.87-0.90, the same bits; the two threads' blocks, which read the one packed copy, gained most
-# (72 against 59 ms a call, one thread's 64 rows 58 against 51). Below it, two products cost
-# more than the copy: at (32, 100, 16, 64) SimpleRNN took 1.20 of the time so, LSTM 1.05-1.11;
-# and so they did with few rows a block, where the weights are read as often either way: LSTM
-# (16, 100, 64, 256), 8 rows a block, 1.14. With 32 rows a block (64, 100, 64, 256): LSTM 0.94,
-# GRU 0.96 (RESULTS.md, round 22). The kernel packs the weights apart only where the loop is
-# to split (SPLIT_MIN_ROWS rows in its smallest block), and the loop reads that off them.
+# copied, not `[h | x_t]`, and that leaves the memory budget room for SPLIT_ROWS rows a step in
+# blocks of SPLIT_UNITS units, so that each step reads the packed weights once a block of rows
+# instead of once every 16 rows. With the weights over SPLIT_BYTES this paid: interleaved in
+# separate processes (`benchmarks/ab.py`, 9 rounds), LSTM (128, 200, 64, 256) 0.85 of the time and
+# GRU 0.87-0.90, the same bits; the two threads' blocks, which read the one packed copy, gained
+# most (72 against 59 ms a call, one thread's 64 rows 58 against 51). Below it, two products cost
+# more than the copy: at (32, 100, 16, 64) SimpleRNN took 1.20 of the time so, LSTM 1.05-1.11; and
+# so they did with few rows a block, where the weights are read as often either way: LSTM
+# (16, 100, 64, 256), 8 rows a block, 1.14. With 32 rows a block (64, 100, 64, 256): LSTM 0.94, GRU
+# 0.96 (RESULTS.md, round 22). The kernel packs the weights apart only where the loop is to split
+# (SPLIT_MIN_ROWS rows in its smallest block), and the loop reads that off them.
 SPLIT_ROWS = 64
 SPLIT_UNITS = 32
 SPLIT_BYTES = 1 << 19
