@@ -230,11 +230,11 @@ def _one_row(indent: str, weight, acc: bool) -> list[str]:
     return lines
 
 
-def _function(name: str, params: str, doc: str, body: list[str], wide: bool) -> list[str]:
+def _function(name: str, params: tuple, doc: str, body: list[str], wide: bool) -> list[str]:
     """A block's compiled function (`_block` in the header); its row i and column j masked."""
-    lines = ["", "", "@_block", f"def {name}({params}):", f'    """{doc}"""']
+    lines = ["", "", "@_block", f"def {name}({', '.join(params)}):", f'    """{doc}"""']
     lines += [_WIDE_CALL] if wide else []
-    masks = [f"    {v} &= _MASK" for v in ("i", "j") if f" {v}," in params + ","]
+    masks = [f"    {v} &= _MASK" for v in ("i", "j") if v in params]
     return lines + ["    K = a.shape[1]"] + masks + body
 
 
@@ -243,16 +243,16 @@ def _block_functions(wide: bool, acc: bool) -> list[str]:
     rows 0 to M4 - 1; each of REST's sizes and one row, from row i; and row i against PANELS
     panels."""
     sfx, what = ("_acc", ", added to dst's numbers") if acc else ("", "")
-    lines = _function(f"_packed_rows{ROWS}{sfx}", "a, panels, dst, p, j, M4",
+    lines = _function(f"_packed_rows{ROWS}{sfx}", ("a", "panels", "dst", "p", "j", "M4"),
                       f"Rows 0 to M4 - 1, {ROWS} at a time, against panel p{what}.",
                       [f"    for i in range(0, M4, {ROWS}):"]
                       + _block(ROWS, " " * 8, _packed, acc), wide)
     for size in (*REST, 1):
         rows = f"Rows i to i + {size - 1}" if size > 1 else "Row i"
-        lines += _function(f"_packed_rows{size}{sfx}", "a, panels, dst, p, i, j",
+        lines += _function(f"_packed_rows{size}{sfx}", ("a", "panels", "dst", "p", "i", "j"),
                            f"{rows} against panel p{what}.",
                            _block(size, " " * 4, _packed, acc), wide)
-    lines += _function(f"_packed_panels{PANELS}{sfx}", "a, panels, out, p, i, j",
+    lines += _function(f"_packed_panels{PANELS}{sfx}", ("a", "panels", "out", "p", "i", "j"),
                        f"Row i against panels p to p + {PANELS - 1}{what}.",
                        _one_row(" " * 4, _packed, acc), wide)
     return lines
