@@ -111,7 +111,8 @@ def _packed_source(acc: bool, wide: bool) -> list[str]:
               "        dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)",
               "        for p in range(p0, p1):",
               f"            j = {WIDTH} * (p - p0)",
-              f"            _packed_rows{ROWS}{sfx}(a, panels, dst, p, j, M4)"]
+              "            if M4 > 0:  # a call that does nothing is 30 arguments passed",
+              f"                _packed_rows{ROWS}{sfx}(a, panels, dst, p, j, M4)"]
     lines += _rest(" " * 12, 2, call)
     lines += [f"    if {_lone_rows()}:",
               "        i = M - 1",

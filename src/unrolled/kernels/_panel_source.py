@@ -43,7 +43,8 @@ def panel_product(a, panels, out):
         dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)
         for p in range(p0, p1):
             j = 16 * (p - p0)
-            _packed_rows5(a, panels, dst, p, j, M4)
+            if M4 > 0:  # a call that does nothing is 30 arguments passed
+                _packed_rows5(a, panels, dst, p, j, M4)
             i = M4
             if M - i >= 4:
                 _packed_rows4(a, panels, dst, p, i, j)
@@ -91,7 +92,8 @@ def panel_product_acc(a, panels, out):
         dst, p0, p1 = (out, 0, full) if part == 0 else (tail, full, P)
         for p in range(p0, p1):
             j = 16 * (p - p0)
-            _packed_rows5_acc(a, panels, dst, p, j, M4)
+            if M4 > 0:  # a call that does nothing is 30 arguments passed
+                _packed_rows5_acc(a, panels, dst, p, j, M4)
             i = M4
             if M - i >= 4:
                 _packed_rows4_acc(a, panels, dst, p, i, j)
