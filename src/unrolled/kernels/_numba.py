@@ -52,12 +52,11 @@ turns the compiled loops off; so does setting `unrolled.kernels._numba.enabled =
 
 from __future__ import annotations
 
-import os
 from typing import Any, Callable
 
 import numpy as np
 
-from unrolled import activations
+from unrolled import _env, activations
 from unrolled.kernels import _outputs, _threads
 from unrolled.kernels._plan import CHUNK_BYTES, CHUNK_STEPS
 
@@ -137,7 +136,7 @@ def available() -> bool:
     """Whether compiled loops may run: Numba importable and not turned off by UNROLLED_NUMBA=0."""
     global enabled
     if enabled is None:
-        enabled = os.environ.get("UNROLLED_NUMBA", "1") != "0"
+        enabled = _env.flag("UNROLLED_NUMBA")
     return enabled and not _failed and _compiled() is not None
 
 

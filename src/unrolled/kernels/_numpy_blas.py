@@ -21,7 +21,6 @@ imported before any loop that calls `dot` is compiled or loaded from the cache.
 from __future__ import annotations
 
 import ctypes
-import os
 from pathlib import Path
 
 import numba
@@ -30,6 +29,8 @@ from llvmlite import binding as ll
 from llvmlite import ir
 from numba.core import cgutils, types
 from numba.extending import intrinsic, overload
+
+from unrolled import _env
 
 __all__ = ["dot", "ready", "library"]
 
@@ -60,7 +61,7 @@ def _numpy_openblas() -> str | None:
 def _register() -> None:
     global _library
     address = 0
-    wanted = os.environ.get("UNROLLED_NUMPY_BLAS", "1") != "0"
+    wanted = _env.flag("UNROLLED_NUMPY_BLAS")
     path = _numpy_openblas() if wanted else None
     if path is not None:
         try:

@@ -28,11 +28,12 @@ get fresh memory.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import threading
 
 import numpy as np
+
+from unrolled import _env
 
 __all__ = ["empty", "release", "kept_bytes", "KEEP", "KEEP_MIN_BYTES"]
 
@@ -42,17 +43,7 @@ KEEP_MIN_BYTES = 32 << 20
 
 
 def _keep_from_env() -> int:
-    text = os.environ.get("UNROLLED_KEEP_OUTPUTS", "4")
-    try:
-        value = int(text)
-    except ValueError:
-        raise ValueError(
-            f"UNROLLED_KEEP_OUTPUTS must be a whole number of output buffers to keep (0 turns "
-            f"keeping off), got {text!r}; set it to e.g. 4 or 0") from None
-    if value < 0:
-        raise ValueError(f"UNROLLED_KEEP_OUTPUTS must be 0 or more, got {value}; set it to e.g. "
-                         f"4, or 0 to turn keeping off")
-    return value
+    return _env.count("UNROLLED_KEEP_OUTPUTS", 4, "output buffers to keep; 0 turns keeping off")
 
 
 KEEP = _keep_from_env()

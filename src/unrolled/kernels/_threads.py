@@ -65,6 +65,8 @@ import threading
 import time
 from typing import Any, Iterator
 
+from unrolled import _env
+
 __all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
            "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS",
            "matmul", "at_b", "product", "product_parts",
@@ -77,7 +79,7 @@ STEP_WORK_MIN = 4 * 65536
 STEP_WORK_MAX = 1 << 27
 
 # "auto", "1" or "0" (see above); tests set it directly.
-MODE = os.environ.get("UNROLLED_STEP_THREADS", "auto")
+MODE = _env.choice("UNROLLED_STEP_THREADS", ("auto", "1", "0"), "auto")
 # In auto mode a slower setting is tried again now and then, so that a change of the machine
 # (another process taking a core, or leaving it) is seen. A try of a setting r times slower
 # than the best costs r - 1 calls' time; it comes every (r - 1) / EXPLORE_SHARE calls, so the
@@ -389,7 +391,7 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int, blas: bool = True) -> 
 _native: dict = {}
 # UNROLLED_NATIVE_BLOCKS=0 keeps every block on the pool (for measuring it, or a threading
 # layer that misbehaves); tests flip it.
-NATIVE = os.environ.get("UNROLLED_NATIVE_BLOCKS", "1") != "0"
+NATIVE = _env.flag("UNROLLED_NATIVE_BLOCKS")
 # Numba's threading layers that may be entered from several threads at once. The "workqueue"
 # layer, Numba's fallback where neither TBB nor an OpenMP library loads, may not: two threads
 # entering it at once end the process.

@@ -45,7 +45,6 @@ the environment) forces the reference everywhere, for testing and measuring.
 
 from __future__ import annotations
 
-import os
 import sys
 import weakref
 from collections.abc import Sequence
@@ -53,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from unrolled import activations
+from unrolled import _env, activations
 from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels import _numba, _threads
 from unrolled.kernels._dispatch import _FLOATS
@@ -67,7 +66,7 @@ from unrolled.training.derivatives import _ELEMENTWISE, activation_vjp
 
 __all__ = ["forward", "backward", "ENABLED"]
 
-ENABLED = os.environ.get("UNROLLED_TRAIN_KERNEL", "1") != "0"
+ENABLED = _env.flag("UNROLLED_TRAIN_KERNEL")
 
 _GATES = {SimpleRNNCell: 1, LSTMCell: 4, GRUCell: 3}
 _ALONG_AXIS = ("softmax", "log_softmax")  # derivatives mixing a gate's units: vjp per step
