@@ -22,7 +22,7 @@ from the training kernel and from the readable reference differ by up to 3.0, ag
 with weights of 0.1 standard deviation, and at (256, 100, 256, 1024) the gradients explode (two
 versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). Both
 versions run with their own thread choice (unrolled.kernels._threads) unless `--threads one`,
-`all` or `rows` forces it where the call offers it.
+`all`, `rows` or `units` forces it where the call offers it.
 
 Two versions in one process, or one copied aside, share one thread pool, one BLAS and one set
 of loaded loops, and a measured difference can come from that rather than from the code.
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cells", default=",".join(CELLS))
     parser.add_argument("--shapes", default="32x100x16x64")
     parser.add_argument("--rounds", type=int, default=15, help="samples of each version a point")
-    parser.add_argument("--threads", choices=["auto", "one", "rows", "all"], default="auto")
+    parser.add_argument("--threads", choices=["auto", "one", "rows", "units", "all"],
+                        default="auto")
     parser.add_argument("--mode", choices=["forward", "train"], default="forward",
                         help="forward (default) or train (one SGD step)")
     args = parser.parse_args(argv)

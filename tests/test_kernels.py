@@ -774,8 +774,8 @@ def test_one_blas_thread_gives_the_same_numbers_and_restores_the_setting(
         real = _threads.step_threads
 
         @contextlib.contextmanager
-        def spy(work, key=None, parts=1, blas=True):
-            with real(work, key, parts, blas=blas):
+        def spy(work, key=None, parts=1, blas=True, **more):
+            with real(work, key, parts, blas=blas, **more):
                 seen.append(_threads.current_threads())
                 yield
 

@@ -58,8 +58,8 @@ class Plan:
     cells drops the plan (`Layer.__setattr__`); so does turning the compiled loops on or off.
     """
 
-    __slots__ = ("cells", "kernels", "work", "parts", "blas", "shape", "dtype", "compiled",
-                 "states", "single", "plain")
+    __slots__ = ("cells", "kernels", "work", "parts", "units", "blas", "shape", "dtype",
+                 "compiled", "states", "single", "plain")
 
     def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
         self.cells, self.kernels = cells, kernels
@@ -69,6 +69,13 @@ class Plan:
         # blocks of rows at once: only when every kernel is a compiled loop that runs them
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
+        # each step's units split between threads: for batches too small for blocks of rows,
+        # by the most any cell's step reads of its weights, `[W; U]`
+        self.units = (_threads.unit_parts(x.shape[0], max(
+                          (c.kernel.shape[0] + c.recurrent_kernel.shape[0])
+                          * c.recurrent_kernel.shape[1] * c.kernel.dtype.itemsize for c in cells))
+                      if self.parts == 1 and all(getattr(k, "units", False) for k in kernels)
+                      else 1)
         # whether any kernel calls BLAS: if none does, one BLAS thread and all are one setting
         self.blas = any(getattr(k, "blas", True) for k in kernels)
         self.shape, self.dtype = x.shape, x.dtype
@@ -89,7 +96,7 @@ class Plan:
             return None
         if self.plain is not None:
             return self.plain(rnn, x, self.states)
-        if self.single and not _threads.chooses(self.work, self.parts):
+        if self.single and not _threads.chooses(self.work, self.parts, self.units):
             # `execute` for one cell, no mask, no thread choice: at small shapes its generality
             # is a third of the call.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
@@ -155,9 +162,10 @@ def execute(plan: Plan, rnn: Any, x: np.ndarray, states: list, mask: np.ndarray 
     # One BLAS thread for the whole call (projection chunks and step products alike: both are
     # small products), every thread, or blocks of rows on threads: timed per kind of call; see
     # _threads.
-    if _threads.chooses(plan.work, plan.parts):
+    if _threads.chooses(plan.work, plan.parts, plan.units):
         with step_threads(plan.work, (x.shape, tuple(type(c) for c in plan.cells),
-                                      spans is not None), plan.parts, blas=plan.blas):
+                                      spans is not None), plan.parts, blas=plan.blas,
+                          unit_split=plan.units):
             seq, finals, stacked = body(plan, rnn, xt, states, steps)
     else:
         seq, finals, stacked = body(plan, rnn, xt, states, steps)

@@ -390,12 +390,19 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)
                      for i in range(len(states))]
-            _threads.by_rows(loop, (xt, *weights, *states, mask, masked, *flags, seq, need_seq,
-                                    chunk, own, panels, stacked, *final), B, blocks,
-                             blas=not fused)
+            args = (xt, *weights, *states, mask, masked, *flags, seq, need_seq, chunk, own,
+                    panels, stacked, *final)
+            parts = _threads.units() if by_units else 1
+            if parts > 1 and blocks == 1:
+                _threads.by_units(loop, args, B, parts)
+            else:
+                _threads.by_rows(loop, args, B, blocks, blas=not fused)
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
+        # or each step's units in parts at once: LSTM's and GRU's fused loops on packed
+        # weights (`_numba_loops.lstm_own_units`, `gru_own_units`)
+        by_units = kernel.units = packs and fused and kind != "simple_rnn"
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel

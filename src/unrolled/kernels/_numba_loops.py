@@ -1218,6 +1218,90 @@ def gru_own_blocks(args, bounds):
         gru_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
+# LSTM's fused loop has a second parallel form, for batches too small to cut into blocks of
+# rows (one sample, a few): each step's blocks of units, in as many parts as `bounds` has
+# intervals (`_threads.by_units`), run at once on Numba's threads, which meet at the end of
+# every step (the next needs all of h). With one row, each step's product reads all of the
+# packed weights for 2 multiply-adds a number, so a step is bound by how fast one core reads
+# them: (1, 1000, 64, 256), 1.3 MB of weights, took 11-13 ms a call on one thread and 7.8-8.6
+# ms with its blocks on two, the same numbers (a `prange` costs some 2.5 us a step). The thread
+# choice offers it (`_threads.UNITS`).
+
+
+@njit_blocks
+def lstm_own_units(args, bounds):
+    (xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own, panels,
+     stacked, h_out, c) = args
+    T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], recurrent.shape[0]
+    if stacked is not None or _split_panels(panels, U):
+        lstm_own(*args, 0, B)           # the form is for `[W; U]` packed whole only
+        return
+    copy_into(c, c0)
+    # What the threads read, as few names as may be: each is handed to them at every step.
+    # With the whole tuple of panels and lstm_fused's other arguments a step took 1.3 us more.
+    W = panels[0]
+    parts, blocks = bounds.shape[0] - 1, gate_blocks(U, GATE_UNITS)
+    R = min(B, FUSED_ROWS)
+    hx = np.empty((R, U + F), dtype=np.float32)
+    z = np.empty((parts, R * 4 * min(U, GATE_UNITS)), dtype=np.float32)
+    for k in range(T):
+        prev, step = _state_rows(seq, h0, need_seq, k, 0, B), seq[k if need_seq else 0]
+        for r0 in range(0, B, FUSED_ROWS):
+            r1 = min(r0 + FUSED_ROWS, B)
+            m = r1 - r0
+            hr, cr, out = hx[:m], c[r0:r1], step[r0:r1]
+            _load_hx(hr, prev[r0:r1], xt, k, r0)
+            for i in numba.prange(parts):
+                # lstm_fused's blocks q, these parts' share of them
+                for q in range(blocks * i // parts, blocks * (i + 1) // parts):
+                    n = min(GATE_UNITS, U - q * GATE_UNITS)
+                    zq = _block_out(z[i], m, 4 * n)
+                    products.panel_product(hr, _block_panels(W, 4, q, n, GATE_UNITS), zq)
+                    _lstm_block(zq, bias, cr, hr, out, q * GATE_UNITS, mask, use_mask, k, r0)
+
+
+@njit_blocks
+def gru_own_units(args, bounds):
+    # gru_fused's blocks of units in parts, as lstm_own_units
+    (xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq, need_seq, chunk,
+     own, panels, stacked, h_out) = args
+    T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], recurrent.shape[0]
+    if stacked is not None or _split_panels(panels, U):
+        gru_own(*args, 0, B)            # the form is for W_zr and U_zr packed together only
+        return
+    W_zr, W_h, U_h = panels[0], panels[2], panels[3]
+    b_zr = b_in[:2 * U] + b_rec[:2 * U]
+    parts, blocks = bounds.shape[0] - 1, gate_blocks(U, GATE_UNITS)
+    R = min(B, FUSED_ROWS)
+    size = R * min(U, GATE_UNITS)
+    hx = np.empty((R, U + F), dtype=np.float32)
+    h_x = np.empty(R * (U + F), dtype=np.float32)
+    z = np.empty((parts, 4 * size), dtype=np.float32)   # each part's zr, h W_h and x_t U_h
+    for k in range(T):
+        prev, step = _state_rows(seq, h0, need_seq, k, 0, B), seq[k if need_seq else 0]
+        for r0 in range(0, B, FUSED_ROWS):
+            r1 = min(r0 + FUSED_ROWS, B)
+            m = r1 - r0
+            hxr, out = hx[:m], step[r0:r1]
+            _load_hx(hxr, prev[r0:r1], xt, k, r0)
+            hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
+            _split_hx(hxr, hr, xr)
+            for i in numba.prange(parts):
+                for q in range(blocks * i // parts, blocks * (i + 1) // parts):
+                    n = min(GATE_UNITS, U - q * GATE_UNITS)
+                    zr = _block_out(z[i], m, 2 * n)
+                    hW = _block_out(z[i, 2 * size:], m, n)
+                    xU = _block_out(z[i, 3 * size:], m, n)
+                    products.panel_product(hxr, _block_panels(W_zr, 2, q, n, GATE_UNITS), zr)
+                    products.panel_product(hr, _block_panels(W_h, 1, q, n, GATE_UNITS), hW)
+                    products.panel_product(xr, _block_panels(U_h, 1, q, n, GATE_UNITS), xU)
+                    _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
+                               use_mask, k, r0)
+
+
+_threads.native_units(lstm_own, lstm_own_units)
+_threads.native_units(gru_own, gru_own_units)
+
 for _loop, _parallel in ((simple_rnn_blas, simple_rnn_blas_blocks),
                          (lstm_blas, lstm_blas_blocks), (gru_blas, gru_blas_blocks),
                          (simple_rnn_own, simple_rnn_own_blocks), (lstm_own, lstm_own_blocks),

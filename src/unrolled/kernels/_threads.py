@@ -23,6 +23,12 @@ keep to the pool: on LSTM (32, 100, 16, 64) a training step took 4.1-4.4 ms with
 Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.6 with
 everything on the pool (RESULTS.md, round 21).
 
+A batch too small for blocks of rows (one sample, a few) has a fourth (`UNITS`, `by_units`):
+LSTM's and GRU's fused loops on packed weights split each step's blocks of units between
+Numba's threads, which meet at the end of every step. A step of a small batch reads the whole
+`[W; U]` for a few multiply-adds a number, so two cores read it twice as fast, less a meeting
+of some 2.5-6 us a step.
+
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
 not timed: it also loads compiled loops), and then the fastest by the best of its last `KEEP`
@@ -35,7 +41,8 @@ BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
-`ROW_BLOCK_MIN` rows a block (`row_parts`).
+`ROW_BLOCK_MIN` rows a block (`row_parts`); `UNITS` where rows are not split and each part
+would read at least `UNIT_BYTES_MIN` of the weights a step (`unit_parts`).
 
 `step_threads(work, key, parts)` is a context manager around a whole kernel call
 (`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
@@ -68,7 +75,8 @@ from typing import Any, Iterator
 from unrolled import _env
 
 __all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
-           "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS",
+           "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "UNITS",
+           "unit_parts", "units", "by_units",
            "matmul", "at_b", "product", "product_parts",
            "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
@@ -139,10 +147,11 @@ def in_range(work: int) -> bool:
     return STEP_WORK_MIN < work <= STEP_WORK_MAX and MODE != "0"
 
 
-ONE, ALL, ROWS = "one", "all", "rows"
-"""The settings a call can run under: one BLAS thread; BLAS's own thread count; or the batch
+ONE, ALL, ROWS, UNITS = "one", "all", "rows", "units"
+"""The settings a call can run under: one BLAS thread; BLAS's own thread count; the batch
 split into blocks of rows run at once on separate threads (compiled loops only), each with one
-BLAS thread."""
+BLAS thread; or each step's units split between threads that meet at every step (LSTM's fused
+loop on packed weights, for batches too small for blocks of rows)."""
 
 # Blocks of rows (`ROWS`) are tried for calls with at least this many recurrent multiply-adds in
 # all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
@@ -214,10 +223,31 @@ def row_parts(batch: int, call_work: int) -> int:
     return min(n, batch // ROW_BLOCK_MIN)
 
 
-def chooses(work: int, parts: int = 1) -> bool:
+# `UNITS` is tried where each part's share of a step's weights (`[W; U]`, which every step
+# reads whole) is at least this many bytes: the threads meet at every step, and a `prange` costs
+# some 2.5-6 us. Measured on the 2-vCPU benchmark machine, two parts against one thread, the
+# thread choice's best timings: LSTM (1, 1000, 64, 256), 1.3 MB of weights, 8.7-9.1 ms against
+# 12.0-13.0, and (8, 200, 64, 256) 5.7-6.0 against 7.5-8.4; GRU (1, 1000, 64, 256), 0.98 MB,
+# 8.9-9.2 against 9.9-10.4; but LSTM (4, 300, 32, 128), 0.33 MB, 2.6 against 1.8 (RESULTS.md,
+# round 25).
+UNIT_BYTES_MIN = 384 << 10
+
+
+def unit_parts(batch: int, weight_bytes: int) -> int:
+    """How many parts the units of each step of a call of `batch` rows, whose steps read
+    `weight_bytes` of weights, may be split into (1: not at all): only where its rows are not
+    split (`row_parts`), and at most one a CPU."""
+    n = cores()
+    if n < 2 or MODE != "auto" or batch >= 2 * ROW_BLOCK_MIN or not native_ready():
+        return 1
+    return max(1, min(n, weight_bytes // UNIT_BYTES_MIN))
+
+
+def chooses(work: int, parts: int = 1, unit_split: int = 1) -> bool:
     """Whether a call whose steps do `work` multiply-adds, splittable into `parts` blocks of
-    rows, runs under a timed choice (`step_threads`)."""
-    return in_range(work) or (parts > 1 and MODE == "auto")
+    rows or its steps' units into `unit_split` parts, runs under a timed choice
+    (`step_threads`)."""
+    return in_range(work) or ((parts > 1 or unit_split > 1) and MODE == "auto")
 
 
 _local = threading.local()
@@ -235,23 +265,30 @@ def blocks(rows: int) -> int:
     return max(1, min(parts(), rows))
 
 
+def units() -> int:
+    """How many parts the compiled loop called now on this thread should split each step's
+    units into (set by `step_threads` when it chose `UNITS`; 1 otherwise)."""
+    return getattr(_local, "units", 1)
+
+
 @contextlib.contextmanager
 def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
-                 every_thread: bool = True) -> Iterator[None]:
+                 every_thread: bool = True, unit_split: int = 1) -> Iterator[None]:
     """Run the body under the setting chosen for calls of kind `key` (default: all calls of
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
     body's compiled loops read `parts()`). Under `ONE` and `ROWS` the body has one BLAS thread.
     `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
     call and only `ALL` is on offer (trying both cost twice the tries of a slower setting: in
     the benchmark's rotation, where the host slowed the row blocks, a try every few calls), and
-    `ROWS` leaves BLAS's thread count as it is.
+    `ROWS` leaves BLAS's thread count as it is. `unit_split` > 1 offers `UNITS` (the body's
+    compiled loops read `units()`).
     `every_thread=False`: `ALL` is not on offer beside `ROWS` (the training kernels, which run
     their other products in blocks of rows too). After a product on several threads,
     OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs the next
     row blocks need: a training step of LSTM (32, 100, 16, 64) took 10.6-10.8 ms so, and
     6.1-7.0 ms with the spinning cut short (RESULTS.md, round 17). Each try of `ALL` would
     start that again."""
-    if not chooses(work, parts) or not blas_controllers():
+    if not chooses(work, parts, unit_split) or not blas_controllers():
         yield
         return
     if MODE == "1":
@@ -261,20 +298,22 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
     one_all = (ONE, ALL) if in_range(work) and blas else (ALL,)
     if parts > 1 and not every_thread:
         one_all = (ONE,) if blas else (ALL,)
-    options = one_all + ((ROWS,) if parts > 1 else ())
+    options = one_all + ((ROWS,) if parts > 1 else ()) + ((UNITS,) if unit_split > 1 else ())
     choice = _choice((work, parts) if key is None else key, options)
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
     limit = setting in (ONE, ROWS) and blas   # a body without BLAS has nothing to limit
-    outer = getattr(_local, "parts", 1)   # a choice inside another's body keeps its blocks
+    # a choice inside another's body keeps its blocks
+    outer, outer_units = getattr(_local, "parts", 1), getattr(_local, "units", 1)
     _local.loaded = False
     with _one_thread() if limit else contextlib.nullcontext():
         _local.parts = parts if setting == ROWS else outer
+        _local.units = unit_split if setting == UNITS else outer_units
         try:
             yield
         finally:
-            _local.parts = outer
+            _local.parts, _local.units = outer, outer_units
     # A kind's first call also loads compiled loops and touches new memory, and a call that
     # loaded a loop's parallel form (`_run_native`) is no measure of its setting either: in a
     # benchmark run, LSTM (32, 100, 16, 64)'s first two calls in row blocks took 10.4 and 4.3
@@ -389,6 +428,8 @@ def by_rows(fn: Any, args: tuple, rows: int, blocks: int, blas: bool = True) -> 
 # bounds[i + 1])` for each i at once (a `prange` over the blocks); registered where both are
 # defined (unrolled.kernels._numba_loops: the forward loops).
 _native: dict = {}
+# A compiled loop -> its form with each step's units split between threads (`by_units`).
+_native_units: dict = {}
 # UNROLLED_NATIVE_BLOCKS=0 keeps every block on the pool (for measuring it, or a threading
 # layer that misbehaves); tests flip it.
 NATIVE = _env.flag("UNROLLED_NATIVE_BLOCKS")
@@ -406,6 +447,22 @@ _native_workers: list[int] = []
 def native_blocks(loop: Any, parallel: Any) -> None:
     """Register `parallel(args, bounds)` as the way to run `loop`'s blocks of rows at once."""
     _native[loop] = parallel
+
+
+def native_units(loop: Any, parallel: Any) -> None:
+    """Register `parallel(args, bounds)` as the way to run `loop` over all rows with each
+    step's units in `len(bounds) - 1` parts at once (see `by_units`)."""
+    _native_units[loop] = parallel
+
+
+def by_units(fn: Any, args: tuple, rows: int, parts: int) -> None:
+    """`fn(*args, 0, rows)`, with each step's units in `parts` parts at once on Numba's threads
+    where `fn` has such a form (`native_units`) and they may run it (`native_ready`); else
+    on the calling thread. The loops write their results into their arguments."""
+    if parts > 1 and fn in _native_units and native_ready():
+        if _run_native(fn, args, list(range(parts + 1)), False, _native_units):
+            return
+    fn(*args, 0, rows)
 
 
 def native_ready() -> bool:
@@ -440,7 +497,8 @@ def _tasks() -> set[int]:
         return set()
 
 
-def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True) -> bool:
+def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True,
+                forms: dict | None = None) -> bool:
     """`loop`'s blocks (rows `bounds[i]` to `bounds[i + 1]`) in one call of its parallel form,
     on as many of Numba's threads (set for this call and restored: Numba's thread count is the
     calling thread's own setting). False where Numba cannot compile or launch the form: then
@@ -448,13 +506,16 @@ def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True) ->
     Numba's threading layer, under a lock so that no other thread enters it before it is known
     to be safe; the threads it starts are found then (the process's new threads that are not
     Python's), to be placed off the caller's CPU as the pool's are (`_place_workers` places
-    them at the next call: their count is part of what it compares)."""
+    them at the next call: their count is part of what it compares). `forms`: the table of
+    parallel forms to take `loop`'s from (`_native` by default, or `_native_units`)."""
     global _native_state
     import numba
     import numpy as np
     from numba.core.errors import NumbaError
 
-    parallel = _native[loop]
+    if forms is None:
+        forms = _native
+    parallel = forms[loop]
     blocks, edges = len(bounds) - 1, np.array(bounds, dtype=np.int64)
     try:
         if _native_state is None:
@@ -475,7 +536,7 @@ def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True) ->
     except (NumbaError, TypeError, ValueError):
         # not compiled for these arguments (Numba's parallel lowering raises TypeError for
         # some), or no threading layer to launch: a compiled form raises nothing else
-        _native.pop(loop, None)
+        forms.pop(loop, None)
         return False
     return True
 

@@ -1,0 +1,192 @@
+"""Each step's units split between threads: LSTM's and GRU's fused loops on packed weights,
+for batches too small to cut into blocks of rows (`_threads.UNITS`,
+`_numba_loops.lstm_own_units` and `gru_own_units`).
+
+The same numbers to the bit as the loop on one thread, for any number of parts (more parts
+than blocks of units too), masked or not, backwards, with or without the sequence; the form is
+what ran; the thread choice offers it only where it may pay and may run; and the loop on one
+thread again where Numba's threads may not be entered or the form does not compile.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unrolled import layers
+from unrolled.kernels import _numba, _threads
+
+pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_threads, "NATIVE", True)
+
+
+KINDS = {"lstm": layers.LSTM, "gru": layers.GRU}
+
+
+def layer_and_input(batch, kind="lstm", units=160, steps=7, features=12, seed=0, **kwargs):
+    # 160 units, 12 features: `[W; U]` of 440 KB (LSTM) and 330 KB (GRU), above what the
+    # loops read in place, so they are packed; three blocks of units, 64, 64 and 32
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, features)).astype("float32")
+    layer = KINDS[kind](units, return_state=True, **kwargs)
+    layer(x)
+    layer.set_weights([rng.normal(0, 0.3, w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    return layer, x
+
+
+def spy_units(monkeypatch):
+    """Record the calls of every registered units form: (loop, parts)."""
+    calls = []
+    for loop, parallel in list(_threads._native_units.items()):
+        def counted(args, bounds, _parallel=parallel, _name=loop.__name__):
+            calls.append((_name, len(bounds) - 1))
+            return _parallel(args, bounds)
+
+        monkeypatch.setitem(_threads._native_units, loop, counted)
+    return calls
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("batch", [1, 3, 13])
+@pytest.mark.parametrize("parts", [2, 3, 4])
+@pytest.mark.parametrize("how", ["plain", "masked", "backwards", "last"])
+def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind, batch, parts,
+                                                     how):
+    kwargs = {"go_backwards": how == "backwards", "return_sequences": how != "last"}
+    layer, x = layer_and_input(batch, kind, **kwargs)
+    mask = None
+    if how == "masked":
+        mask = np.random.default_rng(1).random(x.shape[:2]) < 0.7
+    h0 = np.random.default_rng(2).standard_normal((batch, 160)).astype("float32")
+    states = [h0, -h0][:2 if kind == "lstm" else 1]
+    calls = spy_units(monkeypatch)
+    monkeypatch.setattr(_threads, "units", lambda: 1)
+    alone = layer(x, mask=mask, initial_state=states)
+    assert calls == []
+    monkeypatch.setattr(_threads, "units", lambda: parts)
+    split = layer(x, mask=mask, initial_state=states)
+    assert calls == [(f"{kind}_own", parts)]
+    for a, b in zip(alone, split):
+        np.testing.assert_array_equal(a, b)
+    reference = KINDS[kind](160, return_sequences=how != "last", return_state=True,
+                            go_backwards=how == "backwards")
+    reference(x)
+    reference.set_weights(layer.get_weights())
+    monkeypatch.setattr(_numba, "enabled", False)    # the NumPy kernel, for the numbers
+    for a, b in zip(reference(x, mask=mask, initial_state=states), split):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_the_initial_state_is_read_not_written(compiled, monkeypatch):
+    layer, x = layer_and_input(2)
+    h0 = np.ones((2, 160), "float32")
+    c0 = np.full((2, 160), 0.5, "float32")
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    layer(x, initial_state=[h0, c0])
+    assert (h0 == 1).all() and (c0 == 0.5).all()
+
+
+def test_weights_read_in_place_have_no_units_form(compiled, monkeypatch):
+    """Small weights (read in place, `stacked`) run on one thread whatever the setting: a step
+    there takes a few microseconds, about what the threads' meeting costs."""
+    rng = np.random.default_rng(0)
+    layer = layers.LSTM(32)
+    x = rng.standard_normal((1, 5, 4)).astype("float32")
+    calls = spy_units(monkeypatch)
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    layer(x)
+    assert calls == []
+
+
+def test_units_are_offered_only_where_rows_are_not_split(monkeypatch):
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "native_ready", lambda: True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    lstm_256 = (256 + 64) * 4 * 256 * 4       # LSTM(256), 64 features: bytes of [W; U]
+    lstm_128 = (128 + 32) * 4 * 128 * 4
+    assert _threads.unit_parts(1, lstm_256) == 2
+    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN - 1, lstm_256) == 2
+    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN, lstm_256) == 1   # blocks of rows
+    assert _threads.unit_parts(1, lstm_128) == 1                            # a short step
+    assert _threads.unit_parts(1, 2 * _threads.UNIT_BYTES_MIN - 1) == 1
+    assert _threads.unit_parts(1, 2 * _threads.UNIT_BYTES_MIN) == 2
+    monkeypatch.setattr(_threads, "cores", lambda: 8)
+    assert _threads.unit_parts(1, 3 * _threads.UNIT_BYTES_MIN) == 3
+    for setting, value in (("MODE", "1"), ("MODE", "0"), ("cores", lambda: 1),
+                           ("native_ready", lambda: False)):
+        with monkeypatch.context() as m:
+            m.setattr(_threads, setting, value)
+            assert _threads.unit_parts(1, lstm_256) == 1, setting
+
+
+def test_the_choice_offers_units_and_the_loop_reads_them(monkeypatch):
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "blas_controllers", lambda: [object()])
+    monkeypatch.setattr(_threads, "_choices", {})
+    seen = []
+    for _ in range(6):
+        with _threads.step_threads(1000, "units-test", blas=False, unit_split=3):
+            seen.append((_threads.units(), _threads.parts()))
+    choice = _threads._choices["units-test"]
+    assert tuple(choice.times) == (_threads.ALL, _threads.UNITS)
+    assert (3, 1) in seen and (1, 1) in seen
+    assert _threads.units() == 1                   # restored after each call
+
+
+def test_a_layer_call_offers_units_to_a_small_batch(compiled, monkeypatch):
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "native_ready", lambda: True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "_choices", {})
+    rng = np.random.default_rng(0)
+    layer = layers.LSTM(256, return_sequences=True)
+    x = rng.standard_normal((1, 6, 64)).astype("float32")
+    calls = spy_units(monkeypatch)
+    outputs = [layer(x) for _ in range(8)]
+    (choice,) = _threads._choices.values()
+    assert tuple(choice.times) == (_threads.ALL, _threads.UNITS)
+    assert len(choice.times[_threads.UNITS]) >= 2 and len(calls) >= 2
+    for y in outputs[1:]:
+        np.testing.assert_array_equal(outputs[0], y)
+    simple = layers.SimpleRNN(600)                  # no units form: not offered
+    simple(x)
+    simple(x)
+    assert all(_threads.UNITS not in c.times for c in list(_threads._choices.values())[1:])
+
+
+def test_without_numbas_threads_the_loop_runs_alone(compiled, monkeypatch):
+    layer, x = layer_and_input(2)
+    expected = layer(x)
+    calls = spy_units(monkeypatch)
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    monkeypatch.setattr(_threads, "NATIVE", False)
+    got = layer(x)
+    assert calls == []
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_units_form_that_does_not_compile_falls_back_to_one_thread(compiled, monkeypatch):
+    from numba.core.errors import TypingError
+
+    from unrolled.kernels import _numba_loops
+
+    layer, x = layer_and_input(2)
+    expected = layer(x)
+
+    def broken(args, bounds):
+        raise TypingError("no units form for these arguments")
+
+    monkeypatch.setattr(_threads, "_native_state", True)
+    monkeypatch.setattr(_threads, "_native_units", {_numba_loops.lstm_own: broken})
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    got = layer(x)
+    assert _numba_loops.lstm_own not in _threads._native_units
+    for a, b in zip(expected, got):
+        np.testing.assert_array_equal(a, b)
