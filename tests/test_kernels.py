@@ -49,6 +49,7 @@ def kernel_path(request, monkeypatch):
         monkeypatch.setattr(_numba, "BLAS_MIN", {1: blas_min, 3: blas_min, 4: blas_min})
         if request.param == "numba_blas_rows":
             monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+            monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
             monkeypatch.setattr(_threads, "parts", lambda: 2)
         real = _numba.loop_for
 
@@ -604,6 +605,7 @@ def test_blas_loops_with_one_step_projections(rng, monkeypatch, mask_kind, go_ba
     alone, a batch-major or strided input, either direction."""
     if PATH["name"].startswith("numba_blas"):
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
         monkeypatch.setattr(_threads, "parts", lambda: 1)
         monkeypatch.setattr(_numba, "CHUNK_BYTES", 0)
     for b, t, f, u in [(3, 12, 4, 6), (1, 7, 2, 5), (4, 9, 11, 3)]:

@@ -76,6 +76,7 @@ def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, lo
     kernel over `OWN_GEMM_BYTES`); "fused": the loops with their own products."""
     if loops == "blas":
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
     layer, x = layer_and_input(kind)
     mask = None
     if masked:
@@ -105,6 +106,7 @@ def test_only_loops_that_call_blas_set_its_threads(two_blocks, monkeypatch, kind
     loops' blocks each have one BLAS thread. BLAS's count is as it was after either."""
     if loops == "blas":
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
     monkeypatch.setattr(_threads, "NATIVE", native)
     layer, x = layer_and_input(kind)
     before = _threads.current_threads()

@@ -118,6 +118,7 @@ from unrolled import layers
 from unrolled.kernels import _numba, _numpy_blas
 assert not _numpy_blas.ready() and _numpy_blas.library() is None
 _numba.OWN_GEMM_BYTES = -1              # the BLAS loops
+_numba.OWN_SMALL_BATCH_BYTES = -1
 rng = np.random.default_rng(3)
 x = rng.standard_normal((6, 4, 3)).astype("float32")
 for cls in (layers.SimpleRNN, layers.LSTM, layers.GRU):

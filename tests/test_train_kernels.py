@@ -37,10 +37,12 @@ def train_path(request, monkeypatch):
     monkeypatch.setattr(_numba, "enabled", compiled)
     if request.param == "compiled_blas":
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
     if request.param == "compiled_rows":
         # blocks of rows in both phases, as when the thread choice picked ROWS; they take the
         # panel products even for weights over OWN_GEMM_BYTES
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
         monkeypatch.setattr(_threads, "parts", lambda: 3)
     PATH["name"] = request.param
     yield request.param

@@ -190,3 +190,26 @@ def test_a_units_form_that_does_not_compile_falls_back_to_one_thread(compiled, m
     assert _numba_loops.lstm_own not in _threads._native_units
     for a, b in zip(expected, got):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_small_batch_keeps_the_loops_own_product_for_large_weights(compiled, monkeypatch,
+                                                                     kind):
+    """Above `OWN_GEMM_BYTES` of recurrent kernel a batch of fewer than `OWN_GEMM_ROWS` rows
+    still runs the fused loop on weights packed once a call (BLAS would pack them all again at
+    every step for a few rows), up to `OWN_SMALL_BATCH_BYTES`; a larger batch calls BLAS. The
+    limit is lowered here so that a small layer is over it."""
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 64 << 10)   # LSTM(160): 400 KiB of W
+    for batch, own in ((_numba.OWN_GEMM_ROWS - 1, True), (_numba.OWN_GEMM_ROWS, False)):
+        layer, x = layer_and_input(batch, kind, return_sequences=True)
+        kernel = _numba.loop_for(layer.cell, batch, x.shape[1])
+        assert kernel.units is own and kernel.blas is not own, batch
+        got = layer(x)
+        monkeypatch.setattr(_numba, "enabled", False)
+        expected = layer(x)
+        monkeypatch.setattr(_numba, "enabled", True)
+        for a, b in zip(expected, got):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 64 << 10)
+    layer, x = layer_and_input(1, kind)
+    assert _numba.loop_for(layer.cell, 1, x.shape[1]).blas is True

@@ -14,7 +14,8 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   layer's kept plan straight to the loop (`plain` in `_bind`).
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
-  `OWN_GEMM_BYTES`, `h W` is the loops' own panel product (`_numba_panels`, faster than
+  `OWN_GEMM_BYTES` (or the batch has fewer than `OWN_GEMM_ROWS` rows, for all but the largest
+  weights), `h W` is the loops' own panel product (`_numba_panels`, faster than
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
   fused loops fold the input projection into it (`[h | x_t] [W; U]`);
@@ -86,6 +87,16 @@ BLAS_MIN = {1: 14000, 3: 40000, 4: 8000}
 # pass's budget is input + output + weights + one step's scratch), and packing one panel per
 # step instead cost more than the product gained.
 OWN_GEMM_BYTES = 2 << 20
+# A batch of fewer rows than this keeps the loops' own product above OWN_GEMM_BYTES too, up to
+# OWN_SMALL_BATCH_BYTES of recurrent kernel. A step of a few rows is a few multiply-adds for
+# each number of the weights, and BLAS packs them all again at every step: on the 2-vCPU
+# benchmark machine LSTM (4, 100, 32, 512) took 24 ms a call so, and 10.3-10.8 on the weights
+# packed once (with the steps' units on both cores, `_threads.UNITS`); GRU (4, 100, 32, 512)
+# 23 against 5.1-5.7, LSTM (12, 100, 64, 1024) 162 against 68, SimpleRNN (4, 100, 32, 1024)
+# 25.6 against 22.4 (RESULTS.md, round 25). The packed copy is then more than a step's scratch,
+# as it is for any small batch: as large as the weights, for the call.
+OWN_GEMM_ROWS = 16
+OWN_SMALL_BATCH_BYTES = 64 << 20
 
 # The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`
 # (unrolled.layers._builtin), and the fused loops read it there, with
@@ -224,7 +235,7 @@ def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
         if not small:
             return None
         blas = False
-    return _bind(cell, kind, gates, blas)
+    return _bind(cell, kind, gates, blas, batch)
 
 
 # `_bind` fetches a cell's weights, biases and activation codes once and returns the kernel
@@ -311,7 +322,7 @@ def compile_products_first(names: tuple[str, ...]) -> None:
             getattr(_numba_panels, name)
 
 
-def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
+def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
     panels, final states..., b0, b1: BLAS loops])`. BLAS loops write rows b0..b1-1 of the final
@@ -363,7 +374,8 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool) -> Callable:
 
         kernel.plain = plain  # the plan's short route (unrolled.kernels.Plan.call)
     else:
-        own = cell.recurrent_kernel.nbytes <= OWN_GEMM_BYTES
+        size = cell.recurrent_kernel.nbytes
+        own = size <= OWN_GEMM_BYTES or (batch < OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES)
         fused = own and (kind != "gru" or cell.reset_after)
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
