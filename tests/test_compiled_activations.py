@@ -371,8 +371,10 @@ def test_panel_product_compiles_none_of_the_adding_products_blocks(tmp_path):
 def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
     """Each fused loop's products, as its source calls them on packed weights, are the ones
     `_numba._products_called` looks up before the loop compiles (a product compiled in the
-    middle of a loop's compile took twice as long): `panel_product_acc` for the LSTM and GRU
-    loops, which add `x_t U` onto `h W` where they split the step, and not for SimpleRNN's."""
+    middle of a loop's compile took twice as long). The LSTM and GRU loops add `x_t U` onto
+    `h W` where they split the step, through `_add_product`, which calls `panel_product_acc`
+    only for the split step's weights; the packers look that product up when they pack such
+    weights (`test_only_a_step_that_splits_compiles_the_adding_product`)."""
     import inspect
     import re
 
@@ -382,7 +384,61 @@ def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
         source = inspect.getsource(getattr(_numba_loops, f"{kind}_fused").py_func)
         called = set(re.findall(r"products\.(\w+)\(", source)) - {"columns_product"}
         assert called == set(_numba._products_called(kind, True, None)), kind
-    assert _numba._products_called("lstm", True, None) == ("panel_product", "panel_product_acc")
+        assert ("_add_product(" in source) is (kind != "simple_rnn"), kind
+    for packer in (_numba_loops.lstm_panels, _numba_loops.gru_panels):
+        assert '"panel_product_acc"' in inspect.getsource(packer)
+
+
+def test_only_a_step_that_splits_compiles_the_adding_product(tmp_path):
+    """With an empty Numba cache, an LSTM and a GRU whose packed weights do not split the step
+    (a few rows) compile `panel_product` and their loops only: not `panel_product_acc` (some 15
+    s on a new machine). A call whose steps split (32 rows, weights over `SPLIT_BYTES`) looks
+    it up before its loop compiles, not in the middle of that compile. Both give NumPy's
+    numbers."""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np\n"
+        "from numba.core import event\n"
+        "open_, nested = [], []\n"
+        "class Compiles(event.Listener):\n"
+        "    def on_start(self, e):\n"
+        "        name = e.data['dispatcher'].py_func.__qualname__\n"
+        "        if name.startswith('panel_product') and open_:\n"
+        "            nested.append((name, open_[-1]))\n"
+        "        open_.append(name)\n"
+        "    def on_end(self, e):\n"
+        "        open_.pop()\n"
+        "event.register('numba:compile', Compiles())\n"
+        "from unrolled import layers\n"
+        "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
+        "def looked_up():\n"
+        "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n"
+        "rng = np.random.default_rng(0)\n"
+        "for batch in (4, 32):\n"
+        "    for cls in (layers.LSTM, layers.GRU):\n"
+        "        layer = cls(192, return_sequences=True)\n"
+        "        x = rng.standard_normal((batch, 6, 16)).astype('float32')\n"
+        "        got = layer(x)\n"
+        "        _numba.enabled = False\n"
+        "        expected = layer(x)\n"
+        "        _numba.enabled = True\n"
+        "        close = float(np.abs(got - expected).max()) < 1e-5\n"
+        "        print(cls.__name__, batch, looked_up(), close)\n"
+        "print(nested)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
+           "UNROLLED_STEP_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:5] == [
+        "LSTM 4 ['panel_product'] True",
+        "GRU 4 ['panel_product'] True",
+        "LSTM 32 ['panel_product', 'panel_product_acc'] True",
+        "GRU 32 ['panel_product', 'panel_product_acc'] True",
+        "[]"], done.stdout
 
 
 def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):

@@ -304,8 +304,9 @@ def _products_called(kind: str, fused: bool, stacked: Any) -> tuple[str, ...]:
     if fused:
         if stacked is not None:
             return ("columns_product",)
-        # LSTM's and GRU's loops add `x_t U` onto `h W` where they split the step's product
-        return ("panel_product",) + (("panel_product_acc",) if kind != "simple_rnn" else ())
+        # LSTM's and GRU's loops add `x_t U` onto `h W` (`panel_product_acc`) where they split
+        # the step's product: looked up with the weights that split (`_numba_loops.lstm_panels`)
+        return ("panel_product",)
     return ("panel_product",) if kind == "gru" else ()  # gru_blas's reset_before branch
 
 

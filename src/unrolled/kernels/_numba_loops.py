@@ -657,7 +657,6 @@ SPLIT_BYTES = 1 << 19
 SPLIT_MIN_ROWS = 32
 
 
-@njit
 def splits(units, features, gates, rows):
     """Whether a fused loop with these weights (`[W; U]`, (units + features, gates * units)
     float32) and at least `rows` rows in each block runs its step products in two parts (see
@@ -728,6 +727,26 @@ def _block_panels(panels, gates, q, n, gu):
     # first columns in a _gate_columns array
     per = gates * gu // WIDTH
     return panels[q * per:q * per + (gates * n + WIDTH - 1) // WIDTH]
+
+
+def _add_product(a, panels, gates, q, n, gu, out):
+    """`out += a @ W` for block q of the split step's second weights (`gate_panels` of U's
+    rows, a 3-D array: `panel_product_acc`); nothing for the placeholder of a step that does
+    not split (`_WHOLE`, 2-D)."""
+
+
+# The packed weights of a step that splits hold U's panels apart, in their second slot; those of
+# one that does not, a 2-D placeholder there (`_WHOLE`, for `lstm_panels` and `gru_panels`), so
+# that Numba compiles the loops for each kind apart, and a loop for steps that do not split
+# calls no `panel_product_acc`: a new machine then compiles that product (some 15 s) only for
+# a call whose steps split (RESULTS.md, round 25).
+@overload(_add_product)
+def _add_product_overload(a, panels, gates, q, n, gu, out):
+    if isinstance(panels, numba.types.Array) and panels.ndim == 3:
+        def add(a, panels, gates, q, n, gu, out):
+            products.panel_product_acc(a, _block_panels(panels, gates, q, n, gu), out)
+        return add
+    return lambda a, panels, gates, q, n, gu, out: None
 
 
 @njit
@@ -822,8 +841,7 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
                 if panels is not None:
                     products.panel_product(hr, _block_panels(panels[0], 4, q, n, gu), zq)
                     if split:
-                        products.panel_product_acc(xr, _block_panels(panels[1], 4, q, n, gu),
-                                                   zq)
+                        _add_product(xr, panels[1], 4, q, n, gu, zq)
                 _lstm_block(zq, bias, cr, hr, out, q * gu, mask, use_mask, k, b0 + r0)
 
 
@@ -989,8 +1007,7 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 if panels is not None:
                     products.panel_product(hxr, _block_panels(panels[0], 2, q, n, gu), zr)
                     if split:
-                        products.panel_product_acc(xr, _block_panels(panels[1], 2, q, n, gu),
-                                                   zr)
+                        _add_product(xr, panels[1], 2, q, n, gu, zr)
                     products.panel_product(hr, _block_panels(panels[2], 1, q, n, gu), hW)
                     products.panel_product(xr, _block_panels(panels[3], 1, q, n, gu), xU)
                 _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * gu, mask, use_mask, k,
@@ -1106,34 +1123,75 @@ def stacked_panels(kernel, recurrent, bias, rows):
 
 
 @njit
-def lstm_panels(kernel, recurrent, bias, rows):
-    # `[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop is to split
-    # (blocks of at least `rows` rows)
-    U, F = recurrent.shape[0], kernel.shape[0]
-    none = np.empty((1, 1, WIDTH), dtype=np.float32)
-    if splits(U, F, 4, rows):
-        none_below = np.empty((0, 4 * U), dtype=np.float32)
-        return (gate_panels(recurrent, none_below, 0, 4, U, SPLIT_UNITS),
-                gate_panels(kernel, none_below, 0, 4, U, SPLIT_UNITS), none, none)
-    return gate_panels(recurrent, kernel, 0, 4, U, GATE_UNITS), none, none, none
+def _whole():
+    # the second slot of a step that does not split (see _add_product)
+    return np.empty((1, 1), dtype=np.float32)
 
 
 @njit
-def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
-    U, F = recurrent.shape[0], kernel.shape[0]
+def _lstm_split(kernel, recurrent):
+    U = recurrent.shape[0]
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    none_below = np.empty((0, 4 * U), dtype=np.float32)
+    return (gate_panels(recurrent, none_below, 0, 4, U, SPLIT_UNITS),
+            gate_panels(kernel, none_below, 0, 4, U, SPLIT_UNITS), none, none)
+
+
+@njit
+def _lstm_whole(kernel, recurrent):
+    U = recurrent.shape[0]
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return gate_panels(recurrent, kernel, 0, 4, U, GATE_UNITS), _whole(), none, none
+
+
+def lstm_panels(kernel, recurrent, bias, rows):
+    """`[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop is to split
+    (blocks of at least `rows` rows), after `panel_product_acc` is looked up (compiled, or
+    loaded from Numba's cache) for the loop that then adds it (`_numba.compile_products_first`)."""
+    if splits(recurrent.shape[0], kernel.shape[0], 4, rows):
+        getattr(products, "panel_product_acc")
+        return _lstm_split(kernel, recurrent)
+    return _lstm_whole(kernel, recurrent)
+
+
+@njit
+def _gru_split(kernel, recurrent):
+    # gru_fused: W_zr, U_zr, W_h, U_h
+    U = recurrent.shape[0]
     none_below = np.empty((0, 3 * U), dtype=np.float32)
-    if reset_after and splits(U, F, 3, rows):   # gru_fused: W_zr, U_zr, W_h, U_h
-        return (gate_panels(recurrent, none_below, 0, 2, U, SPLIT_UNITS),
-                gate_panels(kernel, none_below, 0, 2, U, SPLIT_UNITS),
-                gate_panels(recurrent, none_below, 2, 1, U, SPLIT_UNITS),
-                gate_panels(kernel, none_below, 2, 1, U, SPLIT_UNITS))
-    if reset_after:                         # gru_fused: [W_zr; U_zr], -, W_h, U_h
-        return (gate_panels(recurrent, kernel, 0, 2, U, GATE_UNITS), none,
-                gate_panels(recurrent, none_below, 2, 1, U, GATE_UNITS),
-                gate_panels(kernel, none_below, 2, 1, U, GATE_UNITS))
-    return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),  # gru_blas's own products
+    return (gate_panels(recurrent, none_below, 0, 2, U, SPLIT_UNITS),
+            gate_panels(kernel, none_below, 0, 2, U, SPLIT_UNITS),
+            gate_panels(recurrent, none_below, 2, 1, U, SPLIT_UNITS),
+            gate_panels(kernel, none_below, 2, 1, U, SPLIT_UNITS))
+
+
+@njit
+def _gru_whole(kernel, recurrent):
+    # gru_fused: [W_zr; U_zr], -, W_h, U_h
+    U = recurrent.shape[0]
+    none_below = np.empty((0, 3 * U), dtype=np.float32)
+    return (gate_panels(recurrent, kernel, 0, 2, U, GATE_UNITS), _whole(),
+            gate_panels(recurrent, none_below, 2, 1, U, GATE_UNITS),
+            gate_panels(kernel, none_below, 2, 1, U, GATE_UNITS))
+
+
+@njit
+def _gru_reset_before(recurrent):
+    # gru_blas's own products
+    U = recurrent.shape[0]
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return (packed(np.ascontiguousarray(recurrent[:, :2 * U])),
             packed(np.ascontiguousarray(recurrent[:, 2 * U:])), none, none)
+
+
+def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
+    """The weights in panels for gru_fused (reset_after; split as lstm_panels) or gru_blas."""
+    if not reset_after:
+        return _gru_reset_before(recurrent)
+    if splits(recurrent.shape[0], kernel.shape[0], 3, rows):
+        getattr(products, "panel_product_acc")
+        return _gru_split(kernel, recurrent)
+    return _gru_whole(kernel, recurrent)
 
 
 PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
