@@ -732,11 +732,11 @@ def _block_panels(panels, gates, q, n, gu):
 def _add_product(a, panels, gates, q, n, gu, out):
     """`out += a @ W` for block q of the split step's second weights (`gate_panels` of U's
     rows, a 3-D array: `panel_product_acc`); nothing for the placeholder of a step that does
-    not split (`_WHOLE`, 2-D)."""
+    not split (`_whole()`, 2-D)."""
 
 
 # The packed weights of a step that splits hold U's panels apart, in their second slot; those of
-# one that does not, a 2-D placeholder there (`_WHOLE`, for `lstm_panels` and `gru_panels`), so
+# one that does not, a 2-D placeholder there (`_whole()`; `lstm_panels`, `gru_panels`), so
 # that Numba compiles the loops for each kind apart, and a loop for steps that do not split
 # calls no `panel_product_acc`: a new machine then compiles that product (some 15 s) only for
 # a call whose steps split (RESULTS.md, round 25).
@@ -1276,14 +1276,15 @@ def gru_own_blocks(args, bounds):
         gru_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
-# LSTM's fused loop has a second parallel form, for batches too small to cut into blocks of
-# rows (one sample, a few): each step's blocks of units, in as many parts as `bounds` has
-# intervals (`_threads.by_units`), run at once on Numba's threads, which meet at the end of
+# LSTM's and GRU's fused loops have a second parallel form, for batches too small to cut into
+# blocks of rows (one sample, a few): each step's blocks of units, in as many parts as `bounds`
+# has intervals (`_threads.by_units`), run at once on Numba's threads, which meet at the end of
 # every step (the next needs all of h). With one row, each step's product reads all of the
 # packed weights for 2 multiply-adds a number, so a step is bound by how fast one core reads
-# them: (1, 1000, 64, 256), 1.3 MB of weights, took 11-13 ms a call on one thread and 7.8-8.6
-# ms with its blocks on two, the same numbers (a `prange` costs some 2.5 us a step). The thread
-# choice offers it (`_threads.UNITS`).
+# them: LSTM (1, 1000, 64, 256), 1.3 MB of weights, took 10.1-10.4 ms a call on one thread and
+# 7.4 with its blocks on two; (8, 200, 64, 256) 34.8-35.6 us a step against 20.6-21.3; the same
+# numbers (a `prange` costs 1.5-3.5 us a step; RESULTS.md, round 25). The thread choice offers
+# it (`_threads.UNITS`).
 
 
 @njit

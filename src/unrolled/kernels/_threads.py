@@ -150,8 +150,8 @@ def in_range(work: int) -> bool:
 ONE, ALL, ROWS, UNITS = "one", "all", "rows", "units"
 """The settings a call can run under: one BLAS thread; BLAS's own thread count; the batch
 split into blocks of rows run at once on separate threads (compiled loops only), each with one
-BLAS thread; or each step's units split between threads that meet at every step (LSTM's fused
-loop on packed weights, for batches too small for blocks of rows)."""
+BLAS thread; or each step's units split between threads that meet at every step (LSTM's and
+GRU's fused loops on packed weights, for batches too small for blocks of rows)."""
 
 # Blocks of rows (`ROWS`) are tried for calls with at least this many recurrent multiply-adds in
 # all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
