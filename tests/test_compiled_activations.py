@@ -368,6 +368,29 @@ def test_panel_product_compiles_none_of_the_adding_products_blocks(tmp_path):
     assert compiled == [n for n in blocks if n not in adding]
 
 
+# The start of a child process's script that records what Numba compiles (`compiles`), each step
+# product compiled in the middle of another function's compile (`nested`: a product compiled
+# there took twice as long), and which step products were looked up (`looked_up()`).
+_COMPILES = (
+    "import numpy as np\n"
+    "from numba.core import event\n"
+    "compiles, open_, nested = [], [], []\n"
+    "class Compiles(event.Listener):\n"
+    "    def on_start(self, e):\n"
+    "        name = e.data['dispatcher'].py_func.__qualname__\n"
+    "        if name.startswith(('panel_product', 'columns_product')) and open_:\n"
+    "            nested.append((name, open_[-1]))\n"
+    "        compiles.append(name)\n"
+    "        open_.append(name)\n"
+    "    def on_end(self, e):\n"
+    "        open_.pop()\n"
+    "event.register('numba:compile', Compiles())\n"
+    "from unrolled import layers\n"
+    "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
+    "def looked_up():\n"
+    "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n")
+
+
 def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
     """Each fused loop's products, as its source calls them on packed weights, are the ones
     `_numba._products_called` looks up before the loop compiles (a product compiled in the
@@ -401,22 +424,7 @@ def test_only_a_step_that_splits_compiles_the_adding_product(tmp_path):
     import sys
 
     code = (
-        "import numpy as np\n"
-        "from numba.core import event\n"
-        "open_, nested = [], []\n"
-        "class Compiles(event.Listener):\n"
-        "    def on_start(self, e):\n"
-        "        name = e.data['dispatcher'].py_func.__qualname__\n"
-        "        if name.startswith('panel_product') and open_:\n"
-        "            nested.append((name, open_[-1]))\n"
-        "        open_.append(name)\n"
-        "    def on_end(self, e):\n"
-        "        open_.pop()\n"
-        "event.register('numba:compile', Compiles())\n"
-        "from unrolled import layers\n"
-        "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
-        "def looked_up():\n"
-        "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n"
+        _COMPILES +
         "rng = np.random.default_rng(0)\n"
         "for batch in (4, 32):\n"
         "    for cls in (layers.LSTM, layers.GRU):\n"
@@ -456,23 +464,7 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
     import sys
 
     code = (
-        "import numpy as np\n"
-        "from numba.core import event\n"
-        "compiles, open_, nested = [], [], []\n"
-        "class Compiles(event.Listener):\n"
-        "    def on_start(self, e):\n"
-        "        name = e.data['dispatcher'].py_func.__qualname__\n"
-        "        if name in ('panel_product', 'columns_product') and open_:\n"
-        "            nested.append((name, open_[-1]))\n"
-        "        compiles.append(name)\n"
-        "        open_.append(name)\n"
-        "    def on_end(self, e):\n"
-        "        open_.pop()\n"
-        "event.register('numba:compile', Compiles())\n"
-        "from unrolled import layers\n"
-        "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
-        "def looked_up():\n"
-        "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n"
+        _COMPILES +
         "layers.SimpleRNN(2)(np.ones((4, 5, 1), 'float32'))\n"
         "print(_numba_loops.simple_rnn.signatures != [], looked_up())\n"
         "lstm = layers.LSTM(64)\n"
