@@ -96,8 +96,9 @@ OWN_GEMM_BYTES = 2 << 20
 # packed once (with the steps' units on both cores, `_threads.UNITS`); GRU (4, 100, 32, 512)
 # 23 against 5.1-5.7, LSTM (12, 100, 64, 1024) 162 against 68, SimpleRNN (4, 100, 32, 1024)
 # 25.6 against 22.4 (RESULTS.md, round 25). The packed copy is then more than a step's scratch,
-# as it is for any small batch: as large as the weights, for the call.
-OWN_GEMM_ROWS = 16
+# as it is for any small batch: as large as the weights, for the call. The batches too small for
+# blocks of rows (`_threads.row_parts`), which may split a step's units instead.
+OWN_GEMM_ROWS = 2 * _threads.ROW_BLOCK_MIN
 OWN_SMALL_BATCH_BYTES = 64 << 20
 
 # The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`

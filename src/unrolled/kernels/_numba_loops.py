@@ -19,6 +19,7 @@ from numba.extending import overload
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
+from unrolled.kernels._numba import compile_products_first
 from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
 from unrolled.kernels._numpy_blas import dot
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
@@ -1147,9 +1148,9 @@ def _lstm_whole(kernel, recurrent):
 def lstm_panels(kernel, recurrent, bias, rows):
     """`[W; U]` by blocks of units, for lstm_fused; W's and U's apart where the loop is to split
     (blocks of at least `rows` rows), after `panel_product_acc` is looked up (compiled, or
-    loaded from Numba's cache) for the loop that then adds it (`_numba.compile_products_first`)."""
+    loaded from Numba's cache) for the loop that then adds it."""
     if splits(recurrent.shape[0], kernel.shape[0], 4, rows):
-        getattr(products, "panel_product_acc")
+        compile_products_first(("panel_product_acc",))
         return _lstm_split(kernel, recurrent)
     return _lstm_whole(kernel, recurrent)
 
@@ -1189,7 +1190,7 @@ def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
     if not reset_after:
         return _gru_reset_before(recurrent)
     if splits(recurrent.shape[0], kernel.shape[0], 3, rows):
-        getattr(products, "panel_product_acc")
+        compile_products_first(("panel_product_acc",))
         return _gru_split(kernel, recurrent)
     return _gru_whole(kernel, recurrent)
 
