@@ -108,21 +108,28 @@ def test_units_are_offered_only_where_rows_are_not_split(monkeypatch):
     monkeypatch.setattr(_threads, "cores", lambda: 2)
     monkeypatch.setattr(_threads, "native_ready", lambda: True)
     monkeypatch.setattr(_threads, "MODE", "auto")
-    lstm_256 = (256 + 64) * 4 * 256 * 4       # LSTM(256), 64 features: bytes of [W; U]
-    lstm_128 = (128 + 32) * 4 * 128 * 4
-    assert _threads.unit_parts(1, lstm_256) == 2
-    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN - 1, lstm_256) == 2
-    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN, lstm_256) == 1   # blocks of rows
-    assert _threads.unit_parts(1, lstm_128) == 1                            # a short step
-    assert _threads.unit_parts(1, 2 * _threads.UNIT_BYTES_MIN - 1) == 1
-    assert _threads.unit_parts(1, 2 * _threads.UNIT_BYTES_MIN) == 2
+    assert _threads.unit_parts(1, 4) == 2
+    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN - 1, 4) == 2
+    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN, 4) == 1   # blocks of rows
+    assert _threads.unit_parts(1, 1) == 1                            # one block: nothing to share
+    assert _threads.unit_parts(1, 2) == 2
     monkeypatch.setattr(_threads, "cores", lambda: 8)
-    assert _threads.unit_parts(1, 3 * _threads.UNIT_BYTES_MIN) == 3
+    assert _threads.unit_parts(1, 3) == 3                            # at most one part a block
+    assert _threads.unit_parts(1, 16) == 8                           # and one a CPU
     for setting, value in (("MODE", "1"), ("MODE", "0"), ("cores", lambda: 1),
                            ("native_ready", lambda: False)):
         with monkeypatch.context() as m:
             m.setattr(_threads, setting, value)
-            assert _threads.unit_parts(1, lstm_256) == 1, setting
+            assert _threads.unit_parts(1, 4) == 1, setting
+
+
+@pytest.mark.parametrize("kind, units, blocks", [("lstm", 64, 0), ("lstm", 128, 2),
+                                                  ("gru", 160, 3), ("lstm", 260, 5)])
+def test_a_kernel_counts_its_blocks_of_units(compiled, kind, units, blocks):
+    """The plan offers `UNITS` by the kernel's blocks of 64 units a step: 0 where the weights
+    are read in place (no units form), as LSTM(64)'s are."""
+    layer, x = layer_and_input(1, kind, units=units)
+    assert _numba.loop_for(layer.cell, 1, x.shape[1]).units == blocks
 
 
 def test_the_choice_offers_units_and_the_loop_reads_them(monkeypatch):
@@ -203,7 +210,7 @@ def test_a_small_batch_keeps_the_loops_own_product_for_large_weights(compiled, m
     for batch, own in ((_numba.OWN_GEMM_ROWS - 1, True), (_numba.OWN_GEMM_ROWS, False)):
         layer, x = layer_and_input(batch, kind, return_sequences=True)
         kernel = _numba.loop_for(layer.cell, batch, x.shape[1])
-        assert kernel.units is own and kernel.blas is not own, batch
+        assert (kernel.units == 3) is own and kernel.blas is not own, batch
         got = layer(x)
         monkeypatch.setattr(_numba, "enabled", False)
         expected = layer(x)
@@ -213,3 +220,68 @@ def test_a_small_batch_keeps_the_loops_own_product_for_large_weights(compiled, m
     monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 64 << 10)
     layer, x = layer_and_input(1, kind)
     assert _numba.loop_for(layer.cell, 1, x.shape[1]).blas is True
+
+
+_ONE_THREAD = """
+import numba
+import numpy as np
+from unrolled import layers
+from unrolled.kernels import _threads
+
+assert numba.config.NUMBA_NUM_THREADS == 1   # the parts run one after the other
+calls = []
+rng = np.random.default_rng(0)
+for make in (layers.LSTM, layers.GRU):
+    layer = make(160, return_sequences=True)
+    x = rng.standard_normal((3, 9, 12)).astype("float32")
+    _threads.units = lambda: 1
+    alone = layer(x)        # the loops' module registers the forms when it loads
+    if not calls:
+        parallel = _threads._native_units
+        for loop, form in list(parallel.items()):
+            parallel[loop] = lambda args, bounds, form=form: calls.append(
+                len(bounds) - 1) or form(args, bounds)
+    calls.clear()
+    _threads.units = lambda: 2
+    split = layer(x)
+    assert calls == [2], calls
+    np.testing.assert_array_equal(alone, split)
+print("ok")
+"""
+
+
+def test_parts_that_run_one_after_the_other_do_not_wait_for_each_other(compiled):
+    """With one thread for two parts (a threading layer may run them in turn), the first part
+    takes every job of every step, for the second has not started, and the second finds
+    nothing left: the same numbers, and no wait (a part waiting for one that is not running
+    would never return; the subprocess's timeout turns that into a failure)."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, UNROLLED_NUMBA="1", UNROLLED_NATIVE_BLOCKS="1", NUMBA_NUM_THREADS="1")
+    done = subprocess.run([sys.executable, "-c", _ONE_THREAD], capture_output=True, text=True,
+                          env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().endswith("ok")
+
+
+def test_a_part_takes_a_started_parts_job_after_waiting():
+    """Both parts started, and part 1 has not claimed its job of step 0: part 0, having run
+    its own, waits `HELP_SPINS` spins for the step's count and then takes part 1's job; a
+    part never takes a job of a later step, nor one already taken."""
+    from unrolled.kernels import _atomics, _numba_loops
+
+    line = _atomics.LINE
+    flags = _numba_loops._job_counters(2)
+    flags[3 * line] = 2                                  # both parts started
+    job, j = _numba_loops._next_job(flags, 2, 2, 0, 1, 0)
+    assert (job, j) == (0, 1) and flags[0] == 0          # its own job, claimed for step 0
+    flags[2 * line] += 1                                 # ...and done
+    job, j = _numba_loops._next_job(flags, 2, 2, j, 1, 0)
+    assert (job, j) == (1, 1) and flags[line] == 0       # part 1's job, after the spins
+    flags[2 * line] += 1
+    assert _numba_loops._next_job(flags, 2, 2, 1, 1, 0) == (-1, 1)   # step 0 is done
+    # step 1: part 1 claims its own; part 0's is left to part 0
+    job, j = _numba_loops._next_job(flags, 2, 2, 1, 2, 1)
+    assert (job, j) == (1, 2) and flags[line] == 1 and flags[0] == 0

@@ -70,11 +70,9 @@ class Plan:
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
         # each step's units split between threads: for batches too small for blocks of rows,
-        # by the most any cell's step reads of its weights, `[W; U]`
-        self.units = (_threads.unit_parts(x.shape[0], max(
-                          (c.kernel.shape[0] + c.recurrent_kernel.shape[0])
-                          * c.recurrent_kernel.shape[1] * c.kernel.dtype.itemsize for c in cells))
-                      if self.parts == 1 and all(getattr(k, "units", False) for k in kernels)
+        # by the most blocks of units any cell's step has
+        self.units = (_threads.unit_parts(x.shape[0], max(k.units for k in kernels))
+                      if self.parts == 1 and all(getattr(k, "units", 0) for k in kernels)
                       else 1)
         # whether any kernel calls BLAS: if none does, one BLAS thread and all are one setting
         self.blas = any(getattr(k, "blas", True) for k in kernels)

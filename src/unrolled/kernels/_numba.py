@@ -417,8 +417,10 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
         # or each step's units in parts at once: LSTM's and GRU's fused loops on packed
-        # weights (`_numba_loops.lstm_own_units`, `gru_own_units`)
-        by_units = kernel.units = packs and fused and kind != "simple_rnn"
+        # weights (`_numba_loops.lstm_own_units`, `gru_own_units`); `units`: their blocks of
+        # units a step (0: no such form)
+        by_units = packs and fused and kind != "simple_rnn"
+        kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel

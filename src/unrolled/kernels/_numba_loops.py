@@ -16,6 +16,7 @@ import numba
 import numpy as np
 from numba.extending import overload
 
+from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
@@ -1278,61 +1279,157 @@ def gru_own_blocks(args, bounds):
 
 
 # LSTM's and GRU's fused loops have a second parallel form, for batches too small to cut into
-# blocks of rows (one sample, a few): each step's blocks of units, in as many parts as `bounds`
-# has intervals (`_threads.by_units`), run at once on Numba's threads, which meet at the end of
+# blocks of rows (one sample, a few): each step's blocks of units (its jobs, one a block of
+# units and of FUSED_ROWS rows) are shared between as many parts as `bounds` has intervals
+# (`_threads.by_units`), which run on Numba's threads for the whole call and meet at the end of
 # every step (the next needs all of h). With one row, each step's product reads all of the
 # packed weights for 2 multiply-adds a number, so a step is bound by how fast one core reads
-# them: LSTM (1, 1000, 64, 256), 1.3 MB of weights, took 10.1-10.4 ms a call on one thread and
-# 7.4 with its blocks on two; (8, 200, 64, 256) 34.8-35.6 us a step against 20.6-21.3; the same
-# numbers (a `prange` costs 1.5-3.5 us a step; RESULTS.md, round 25). The thread choice offers
-# it (`_threads.UNITS`).
+# them: two cores read them twice as fast. Each job is computed by lstm_fused's and gru_fused's
+# functions, whichever thread runs it, so the numbers are the same to the bit as one thread's.
+#
+# The parts meet through counters in an int64 array (`_atomics`), not a `prange` a step, which
+# cost 1.5-3.5 us a step (RESULTS.md, round 25); two threads meet through a counter in 0.08 us.
+# A part first claims its own share of a step's jobs (each job's slot holds the last step it
+# was claimed for: a claim swaps k - 1 for k), counts each job done, and then waits for the
+# step's count, taking any job still unclaimed if another part has not started yet or after
+# HELP_SPINS spins: so no part ever waits on one that is not running (a threading layer that
+# runs the parts one after the other, a thread the system has put aside), and a part that
+# starts late finds its jobs done. A job's rows of `[h_{t-1} | x_t]` are copied by the part
+# that runs it, after its claim: a claim of step k succeeds only while step k is unfinished, so
+# h_{t-1} is complete and is not yet overwritten (without the whole sequence h takes turns in
+# two rows of a buffer, `_unit_steps`).
+HELP_SPINS = 1000
 
 
 @njit
 def _unit_steps(seq, h0, hbuf, need_seq, k, T):
     # h_{k-1} and where h_k goes, for the units forms. Without the whole sequence the loops
-    # keep h in the output's one step; here each part reads all of h_{k-1} inside the `prange`
-    # while the other writes its units of h_k, so h takes turns in two rows of `hbuf` instead,
-    # and the last step goes to the output
+    # keep h in the output's one step; here a part reads all of h_{k-1} while another writes
+    # its units of h_k, so h takes turns in two rows of `hbuf` instead, and the last step goes
+    # to the output
     prev = h0 if k == 0 else seq[k - 1] if need_seq else hbuf[(k - 1) % 2]
     return prev, seq[k] if need_seq else seq[0] if k == T - 1 else hbuf[k % 2]
+
+
+@njit
+def _job_counters(jobs):
+    # a slot a job (the last step it was claimed for, -1 before the first), then the count of
+    # jobs done and of parts started, each on a cache line of its own
+    flags = np.full((jobs + 2) * atomics.LINE, -1, dtype=np.int64)
+    flags[jobs * atomics.LINE] = 0
+    flags[(jobs + 1) * atomics.LINE] = 0
+    return flags
+
+
+@njit
+def _next_job(flags, jobs, parts, j, mine, k):
+    # (the next job of step k this part runs, or -1 once the step is done; where its own
+    # jobs go on): its own from j up to `mine`, then, while it waits for the step's count,
+    # any job unclaimed (see above)
+    while j < mine:
+        j += 1
+        if atomics.compare_swap(flags, (j - 1) * atomics.LINE, k - 1, k):
+            return j - 1, j
+    spins = 0
+    while atomics.load(flags, jobs * atomics.LINE) < (k + 1) * jobs:
+        if spins >= HELP_SPINS or atomics.load(flags, (jobs + 1) * atomics.LINE) < parts:
+            for q in range(jobs):
+                at = q * atomics.LINE
+                if atomics.load(flags, at) == k - 1 and atomics.compare_swap(flags, at, k - 1, k):
+                    return q, j
+        else:
+            spins += 1
+        atomics.pause()
+    return -1, j
+
+
+@njit_fused
+def _lstm_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx, z, flags):
+    # part i of lstm_own_units: lstm_fused's blocks, one job at a time
+    T, B, U = xt.shape[0], xt.shape[1], c.shape[1]
+    blocks = gate_blocks(U, GATE_UNITS)
+    jobs = -(-B // FUSED_ROWS) * blocks
+    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
+    for k in range(T):
+        prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
+        loaded, j = -1, jobs * i // parts
+        while True:
+            job, j = _next_job(flags, jobs, parts, j, jobs * (i + 1) // parts, k)
+            if job < 0:
+                break
+            r0, q = job // blocks * FUSED_ROWS, job % blocks
+            r1 = min(r0 + FUSED_ROWS, B)
+            hr = hx[:r1 - r0]
+            if loaded != r0:
+                _load_hx(hr, prev[r0:r1], xt, k, r0)
+                loaded = r0
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zq = _block_out(z, r1 - r0, 4 * n)
+            products.panel_product(hr, _block_panels(W, 4, q, n, GATE_UNITS), zq)
+            _lstm_block(zq, bias, c[r0:r1], hr, step[r0:r1], q * GATE_UNITS, mask, use_mask,
+                        k, r0)
+            atomics.add(flags, jobs * atomics.LINE, 1)
 
 
 @njit_blocks
 def lstm_own_units(args, bounds):
     (xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own, panels,
      stacked, h_out, c) = args
-    T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], recurrent.shape[0]
+    B, F, U = xt.shape[1], xt.shape[2], recurrent.shape[0]
     if stacked is not None or _split_panels(panels, U):
         lstm_own(*args, 0, B)           # the form is for `[W; U]` packed whole only
         return
     copy_into(c, c0)
-    # What the threads read, as few names as may be: each is handed to them at every step.
-    # With the whole tuple of panels and lstm_fused's other arguments a step took 1.3 us more.
-    # Each part copies `[h_{t-1} | x_t]` for itself: from one copy made before the `prange`,
-    # the other core read all of it from this one's cache at every step (LSTM (8, 200, 64,
-    # 256): 24.6-25.1 us a step so, 20.6-21.3 with a copy each).
     W = panels[0]
-    parts, blocks = bounds.shape[0] - 1, gate_blocks(U, GATE_UNITS)
+    parts = bounds.shape[0] - 1
     R = min(B, FUSED_ROWS)
+    # each part's `[h_{t-1} | x_t]` and pre-activations (from one copy of `[h | x_t]` for all,
+    # the other core read all of it from this one's cache at every step: LSTM (8, 200, 64,
+    # 256) took 24.6-25.1 us a step so, 20.6-21.3 with a copy each; RESULTS.md, round 25)
     hx = np.empty((parts, R, U + F), dtype=np.float32)
     z = np.empty((parts, R * 4 * min(U, GATE_UNITS)), dtype=np.float32)
     hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
+    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _lstm_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx[i],
+                   z[i], flags)
+
+
+@njit_fused
+def _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
+              b_in, b_rec, hx, h_x, z, flags):
+    # part i of gru_own_units: gru_fused's blocks, one job at a time, as _lstm_part
+    T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], seq.shape[2]
+    blocks = gate_blocks(U, GATE_UNITS)
+    jobs = -(-B // FUSED_ROWS) * blocks
+    size = min(B, FUSED_ROWS) * min(U, GATE_UNITS)
+    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
     for k in range(T):
         prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
-        for r0 in range(0, B, FUSED_ROWS):
+        loaded, j = -1, jobs * i // parts
+        while True:
+            job, j = _next_job(flags, jobs, parts, j, jobs * (i + 1) // parts, k)
+            if job < 0:
+                break
+            r0, q = job // blocks * FUSED_ROWS, job % blocks
             r1 = min(r0 + FUSED_ROWS, B)
             m = r1 - r0
-            hp, cr, out = prev[r0:r1], c[r0:r1], step[r0:r1]
-            for i in numba.prange(parts):
-                hr = hx[i, :m]
-                _load_hx(hr, hp, xt, k, r0)
-                # lstm_fused's blocks q, these parts' share of them
-                for q in range(blocks * i // parts, blocks * (i + 1) // parts):
-                    n = min(GATE_UNITS, U - q * GATE_UNITS)
-                    zq = _block_out(z[i], m, 4 * n)
-                    products.panel_product(hr, _block_panels(W, 4, q, n, GATE_UNITS), zq)
-                    _lstm_block(zq, bias, cr, hr, out, q * GATE_UNITS, mask, use_mask, k, r0)
+            hxr = hx[:m]
+            hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
+            if loaded != r0:
+                _load_hx(hxr, prev[r0:r1], xt, k, r0)
+                _split_hx(hxr, hr, xr)
+                loaded = r0
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zr = _block_out(z, m, 2 * n)
+            hW = _block_out(z[2 * size:], m, n)
+            xU = _block_out(z[3 * size:], m, n)
+            products.panel_product(hxr, _block_panels(W_zr, 2, q, n, GATE_UNITS), zr)
+            products.panel_product(hr, _block_panels(W_h, 1, q, n, GATE_UNITS), hW)
+            products.panel_product(xr, _block_panels(U_h, 1, q, n, GATE_UNITS), xU)
+            _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, step[r0:r1], q * GATE_UNITS, mask,
+                       use_mask, k, r0)
+            atomics.add(flags, jobs * atomics.LINE, 1)
 
 
 @njit_blocks
@@ -1340,40 +1437,22 @@ def gru_own_units(args, bounds):
     # gru_fused's blocks of units in parts, as lstm_own_units
     (xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq, need_seq, chunk,
      own, panels, stacked, h_out) = args
-    T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], recurrent.shape[0]
+    B, F, U = xt.shape[1], xt.shape[2], recurrent.shape[0]
     if stacked is not None or _split_panels(panels, U):
         gru_own(*args, 0, B)            # the form is for W_zr and U_zr packed together only
         return
     W_zr, W_h, U_h = panels[0], panels[2], panels[3]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
-    parts, blocks = bounds.shape[0] - 1, gate_blocks(U, GATE_UNITS)
+    parts = bounds.shape[0] - 1
     R = min(B, FUSED_ROWS)
-    size = R * min(U, GATE_UNITS)
     hx = np.empty((parts, R, U + F), dtype=np.float32)
     h_x = np.empty((parts, R * (U + F)), dtype=np.float32)
-    z = np.empty((parts, 4 * size), dtype=np.float32)   # each part's zr, h W_h and x_t U_h
+    z = np.empty((parts, 4 * R * min(U, GATE_UNITS)), dtype=np.float32)  # zr, h W_h, x_t U_h
     hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
-    for k in range(T):
-        prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
-        for r0 in range(0, B, FUSED_ROWS):
-            r1 = min(r0 + FUSED_ROWS, B)
-            m = r1 - r0
-            hp, out = prev[r0:r1], step[r0:r1]
-            for i in numba.prange(parts):
-                hxr = hx[i, :m]
-                _load_hx(hxr, hp, xt, k, r0)
-                hr, xr = _block_out(h_x[i], m, U), _block_out(h_x[i, m * U:], m, F)
-                _split_hx(hxr, hr, xr)
-                for q in range(blocks * i // parts, blocks * (i + 1) // parts):
-                    n = min(GATE_UNITS, U - q * GATE_UNITS)
-                    zr = _block_out(z[i], m, 2 * n)
-                    hW = _block_out(z[i, 2 * size:], m, n)
-                    xU = _block_out(z[i, 3 * size:], m, n)
-                    products.panel_product(hxr, _block_panels(W_zr, 2, q, n, GATE_UNITS), zr)
-                    products.panel_product(hr, _block_panels(W_h, 1, q, n, GATE_UNITS), hW)
-                    products.panel_product(xr, _block_panels(U_h, 1, q, n, GATE_UNITS), xU)
-                    _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, out, q * GATE_UNITS, mask,
-                               use_mask, k, r0)
+    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
+                  b_in, b_rec, hx[i], h_x[i], z[i], flags)
 
 
 _threads.native_units(lstm_own, lstm_own_units)

@@ -25,9 +25,10 @@ everything on the pool (RESULTS.md, round 21).
 
 A batch too small for blocks of rows (one sample, a few) has a fourth (`UNITS`, `by_units`):
 LSTM's and GRU's fused loops on packed weights split each step's blocks of units between
-Numba's threads, which meet at the end of every step. A step of a small batch reads the whole
+Numba's threads, which stay in the loop for the whole call and meet at the end of every step
+through counters (`_numba_loops.lstm_own_units`). A step of a small batch reads the whole
 `[W; U]` for a few multiply-adds a number, so two cores read it twice as fast, less a meeting
-of some 2.5-6 us a step.
+of some 0.1 us a step.
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
@@ -41,8 +42,8 @@ BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
-`ROW_BLOCK_MIN` rows a block (`row_parts`); `UNITS` where rows are not split and each part
-would read at least `UNIT_BYTES_MIN` of the weights a step (`unit_parts`).
+`ROW_BLOCK_MIN` rows a block (`row_parts`); `UNITS` where rows are not split and a step has
+at least two blocks of units to share (`unit_parts`).
 
 `step_threads(work, key, parts)` is a context manager around a whole kernel call
 (`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
@@ -223,24 +224,19 @@ def row_parts(batch: int, call_work: int) -> int:
     return min(n, batch // ROW_BLOCK_MIN)
 
 
-# `UNITS` is tried where each part's share of a step's weights (`[W; U]`, which every step
-# reads whole) is at least this many bytes: the threads meet at every step, and a `prange` costs
-# some 2.5-6 us. Measured on the 2-vCPU benchmark machine, two parts against one thread, the
-# thread choice's best timings: LSTM (1, 1000, 64, 256), 1.3 MB of weights, 8.7-9.1 ms against
-# 12.0-13.0, and (8, 200, 64, 256) 5.7-6.0 against 7.5-8.4; GRU (1, 1000, 64, 256), 0.98 MB,
-# 8.9-9.2 against 9.9-10.4; but LSTM (4, 300, 32, 128), 0.33 MB, 2.6 against 1.8 (RESULTS.md,
-# round 25).
-UNIT_BYTES_MIN = 384 << 10
-
-
-def unit_parts(batch: int, weight_bytes: int) -> int:
-    """How many parts the units of each step of a call of `batch` rows, whose steps read
-    `weight_bytes` of weights, may be split into (1: not at all): only where its rows are not
-    split (`row_parts`), and at most one a CPU."""
+def unit_parts(batch: int, blocks: int) -> int:
+    """How many parts the units of each step of a call of `batch` rows, whose steps have
+    `blocks` blocks of units, may be split into (1: not at all): only where its rows are not
+    split (`row_parts`), at most one a CPU and one a block. The parts meet at every step
+    through counters, for some 0.1 us (`_numba_loops.lstm_own_units`), so any step of two
+    blocks or more may gain: LSTM (1, 100, 32, 128), two blocks of 64 units, took 0.71-0.76
+    of one thread's time in two parts, GRU 0.65-0.71, LSTM (4, 300, 32, 128) 0.76 (RESULTS.md,
+    round 26); a call of a few steps can lose (LSTM (1, 20, 8, 128) 1.13), which the choice's
+    timings find."""
     n = cores()
     if n < 2 or MODE != "auto" or batch >= 2 * ROW_BLOCK_MIN or not native_ready():
         return 1
-    return max(1, min(n, weight_bytes // UNIT_BYTES_MIN))
+    return max(1, min(n, blocks))
 
 
 def chooses(work: int, parts: int = 1, unit_split: int = 1) -> bool:
