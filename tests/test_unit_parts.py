@@ -275,13 +275,32 @@ def test_a_part_takes_a_started_parts_job_after_waiting():
     line = _atomics.LINE
     flags = _numba_loops._job_counters(2)
     flags[3 * line] = 2                                  # both parts started
-    job, j = _numba_loops._next_job(flags, 2, 2, 0, 1, 0)
-    assert (job, j) == (0, 1) and flags[0] == 0          # its own job, claimed for step 0
+    job, tried = _numba_loops._next_job(flags, 2, 2, 0, 0, 0)
+    assert (job, tried) == (0, 1) and flags[0] == 0      # its own job, claimed for step 0
     flags[2 * line] += 1                                 # ...and done
-    job, j = _numba_loops._next_job(flags, 2, 2, j, 1, 0)
-    assert (job, j) == (1, 1) and flags[line] == 0       # part 1's job, after the spins
+    job, tried = _numba_loops._next_job(flags, 2, 2, 0, tried, 0)
+    assert (job, tried) == (1, 1) and flags[line] == 0   # part 1's job, after the spins
     flags[2 * line] += 1
-    assert _numba_loops._next_job(flags, 2, 2, 1, 1, 0) == (-1, 1)   # step 0 is done
+    assert _numba_loops._next_job(flags, 2, 2, 0, 1, 0) == (-1, 1)   # step 0 is done
     # step 1: part 1 claims its own; part 0's is left to part 0
-    job, j = _numba_loops._next_job(flags, 2, 2, 1, 2, 1)
-    assert (job, j) == (1, 2) and flags[line] == 1 and flags[0] == 0
+    job, tried = _numba_loops._next_job(flags, 2, 2, 1, 0, 1)
+    assert (job, tried) == (1, 1) and flags[line] == 1 and flags[0] == 0
+
+
+def test_a_part_runs_its_jobs_forwards_and_backwards_on_alternate_steps():
+    """What a part read last in one step it reads first in the next, while it may still be
+    in its core's cache: the same jobs, the same numbers, in either order."""
+    from unrolled.kernels import _atomics, _numba_loops
+
+    flags = _numba_loops._job_counters(8)
+    flags[9 * _atomics.LINE] = 2
+    order = {}
+    for k in range(2):
+        tried, order[k] = 0, []
+        for _ in range(4):                               # part 1's own jobs: 4 to 7
+            job, tried = _numba_loops._next_job(flags, 8, 2, 1, tried, k)
+            order[k].append(job)
+        for job in range(4):                             # part 0's, claimed by part 0
+            flags[job * _atomics.LINE] = k
+        flags[8 * _atomics.LINE] += 8
+    assert order == {0: [4, 5, 6, 7], 1: [7, 6, 5, 4]}
