@@ -1,6 +1,6 @@
-"""Each step's units split between threads: LSTM's and GRU's fused loops on packed weights,
-for batches too small to cut into blocks of rows (`_threads.UNITS`,
-`_numba_loops.lstm_own_units` and `gru_own_units`).
+"""Each step's units split between threads: the fused loops on packed weights, for batches too
+small to cut into blocks of rows (`_threads.UNITS`, `_numba_loops.lstm_own_units`,
+`gru_own_units` and `simple_rnn_own_units`).
 
 The same numbers to the bit as the loop on one thread, for any number of parts (more parts
 than blocks of units too), masked or not, backwards, with or without the sequence; the form is
@@ -25,17 +25,23 @@ def compiled(monkeypatch):
     monkeypatch.setattr(_threads, "NATIVE", True)
 
 
-KINDS = {"lstm": layers.LSTM, "gru": layers.GRU}
+KINDS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}
+# 160 units, 12 features: `[W; U]` of 440 KB (LSTM) and 330 KB (GRU), above what the loops read
+# in place, so they are packed; three blocks of units, 64, 64 and 32. SimpleRNN's would be
+# read in place at 160 units; at 170 (not whole panels) they are packed: 64, 64 and 42.
+UNITS = {"lstm": 160, "gru": 160, "simple_rnn": 170}
 
 
-def layer_and_input(batch, kind="lstm", units=160, steps=7, features=12, seed=0, **kwargs):
-    # 160 units, 12 features: `[W; U]` of 440 KB (LSTM) and 330 KB (GRU), above what the
-    # loops read in place, so they are packed; three blocks of units, 64, 64 and 32
+def layer_and_input(batch, kind="lstm", units=None, steps=7, features=12, seed=0, **kwargs):
+    units = UNITS[kind] if units is None else units
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, steps, features)).astype("float32")
     layer = KINDS[kind](units, return_state=True, **kwargs)
     layer(x)
-    layer.set_weights([rng.normal(0, 0.3, w.shape).astype("float32")
+    # SimpleRNN's weights smaller: with 0.3 its 170 tanh units are chaotic over the steps, and
+    # any two orders of a sum (the NumPy kernel's BLAS, the loops' product) drift 2e-5 apart
+    spread = 0.1 if kind == "simple_rnn" else 0.3
+    layer.set_weights([rng.normal(0, spread, w.shape).astype("float32")
                        for w in layer.get_weights()])
     return layer, x
 
@@ -63,7 +69,7 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
     mask = None
     if how == "masked":
         mask = np.random.default_rng(1).random(x.shape[:2]) < 0.7
-    h0 = np.random.default_rng(2).standard_normal((batch, 160)).astype("float32")
+    h0 = np.random.default_rng(2).standard_normal((batch, UNITS[kind])).astype("float32")
     states = [h0, -h0][:2 if kind == "lstm" else 1]
     calls = spy_units(monkeypatch)
     monkeypatch.setattr(_threads, "units", lambda: 1)
@@ -74,7 +80,7 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
     assert calls == [(f"{kind}_own", parts)]
     for a, b in zip(alone, split):
         np.testing.assert_array_equal(a, b)
-    reference = KINDS[kind](160, return_sequences=how != "last", return_state=True,
+    reference = KINDS[kind](UNITS[kind], return_sequences=how != "last", return_state=True,
                             go_backwards=how == "backwards")
     reference(x)
     reference.set_weights(layer.get_weights())
@@ -124,10 +130,12 @@ def test_units_are_offered_only_where_rows_are_not_split(monkeypatch):
 
 
 @pytest.mark.parametrize("kind, units, blocks", [("lstm", 64, 0), ("lstm", 128, 2),
-                                                  ("gru", 160, 3), ("lstm", 260, 5)])
+                                                  ("gru", 160, 3), ("lstm", 260, 5),
+                                                  ("simple_rnn", 160, 0),
+                                                  ("simple_rnn", 170, 3)])
 def test_a_kernel_counts_its_blocks_of_units(compiled, kind, units, blocks):
     """The plan offers `UNITS` by the kernel's blocks of 64 units a step: 0 where the weights
-    are read in place (no units form), as LSTM(64)'s are."""
+    are read in place (no units form), as LSTM(64)'s and SimpleRNN(160)'s are."""
     layer, x = layer_and_input(1, kind, units=units)
     assert _numba.loop_for(layer.cell, 1, x.shape[1]).units == blocks
 
@@ -161,9 +169,9 @@ def test_a_layer_call_offers_units_to_a_small_batch(compiled, monkeypatch):
     assert len(choice.times[_threads.UNITS]) >= 2 and len(calls) >= 2
     for y in outputs[1:]:
         np.testing.assert_array_equal(outputs[0], y)
-    simple = layers.SimpleRNN(600)                  # no units form: not offered
-    simple(x)
-    simple(x)
+    small = layers.LSTM(64)              # weights read in place: no units form, not offered
+    small(x)
+    small(x)
     assert all(_threads.UNITS not in c.times for c in list(_threads._choices.values())[1:])
 
 
@@ -231,8 +239,8 @@ from unrolled.kernels import _threads
 assert numba.config.NUMBA_NUM_THREADS == 1   # the parts run one after the other
 calls = []
 rng = np.random.default_rng(0)
-for make in (layers.LSTM, layers.GRU):
-    layer = make(160, return_sequences=True)
+for make, units in ((layers.LSTM, 160), (layers.GRU, 160), (layers.SimpleRNN, 170)):
+    layer = make(units, return_sequences=True)
     x = rng.standard_normal((3, 9, 12)).astype("float32")
     _threads.units = lambda: 1
     alone = layer(x)        # the loops' module registers the forms when it loads

@@ -28,7 +28,7 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs without
   AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`), and a batch too
   small for those can split each step's blocks of units between threads (`_threads.UNITS`:
-  LSTM and GRU on packed weights).
+  the fused loops on packed weights).
 
 Everything else (float64 above the small shapes, other activations, Numba or SciPy missing)
 runs the NumPy kernels.
@@ -416,10 +416,10 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
             return (seq if need_seq else None), final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
-        # or each step's units in parts at once: LSTM's and GRU's fused loops on packed
-        # weights (`_numba_loops.lstm_own_units`, `gru_own_units`); `units`: their blocks of
-        # units a step (0: no such form)
-        by_units = packs and fused and kind != "simple_rnn"
+        # or each step's units in parts at once: the fused loops on packed weights
+        # (`_numba_loops.lstm_own_units`, ...); `units`: their blocks of units a step (0: no
+        # such form)
+        by_units = packs and fused
         kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"

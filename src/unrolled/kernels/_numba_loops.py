@@ -1278,14 +1278,16 @@ def gru_own_blocks(args, bounds):
         gru_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
-# LSTM's and GRU's fused loops have a second parallel form, for batches too small to cut into
+# The fused loops have a second parallel form, for batches too small to cut into
 # blocks of rows (one sample, a few): each step's blocks of units (its jobs, one a block of
 # units and of FUSED_ROWS rows) are shared between as many parts as `bounds` has intervals
 # (`_threads.by_units`), which run on Numba's threads for the whole call and meet at the end of
 # every step (the next needs all of h). With one row, each step's product reads all of the
 # packed weights for 2 multiply-adds a number, so a step is bound by how fast one core reads
 # them: two cores read them twice as fast. Each job is computed by lstm_fused's and gru_fused's
-# functions, whichever thread runs it, so the numbers are the same to the bit as one thread's.
+# functions, whichever thread runs it, so the numbers are the same to the bit as one thread's
+# (SimpleRNN's product by blocks of columns gives each column the sum simple_rnn_fused's whole
+# product gives it).
 #
 # The parts meet through counters in an int64 array (`_atomics`), not a `prange` a step, which
 # cost 1.5-3.5 us a step (RESULTS.md, round 25); two threads meet through a counter in 0.08 us.
@@ -1347,6 +1349,70 @@ def _next_job(flags, jobs, parts, i, tried, k):
             spins += 1
         atomics.pause()
     return -1, tried
+
+
+@njit_fused
+def _tanh_block(z, bias, hx, out, u0, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
+    # units u0..u0+n-1 of a SimpleRNN step into `out`: tanh(z + b), z holding the block's
+    # columns of `[h | x_t] [W; U]`; masked rows get h_{t-1} back from hx (as _tanh_rows)
+    n, v0 = _unsigned(z.shape[1]), _unsigned(u0)
+    for b in range(z.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            _keep_h(out, hx, b, v0, n)
+            continue
+        for j in range(n):
+            out[b, v0 + j] = tanh32_fast(z[b, j] + bias[v0 + j])
+
+
+@njit_fused
+def _simple_rnn_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, WK, bias, hx, z,
+                     flags):
+    # part i of simple_rnn_own_units: simple_rnn_fused's product by blocks of GATE_UNITS
+    # columns, one job at a time, as _lstm_part
+    T, B, U = xt.shape[0], xt.shape[1], seq.shape[2]
+    blocks = gate_blocks(U, GATE_UNITS)
+    jobs = -(-B // FUSED_ROWS) * blocks
+    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
+    for k in range(T):
+        prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
+        loaded, tried = -1, 0
+        while True:
+            job, tried = _next_job(flags, jobs, parts, i, tried, k)
+            if job < 0:
+                break
+            r0, q = job // blocks * FUSED_ROWS, job % blocks
+            r1 = min(r0 + FUSED_ROWS, B)
+            hr = hx[:r1 - r0]
+            if loaded != r0:
+                _load_hx(hr, prev[r0:r1], xt, k, r0)
+                loaded = r0
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zq = _block_out(z, r1 - r0, n)
+            products.panel_product(hr, _block_panels(WK, 1, q, n, GATE_UNITS), zq)
+            _tanh_block(zq, bias, hr, step[r0:r1], q * GATE_UNITS, mask, use_mask, k, r0)
+            atomics.add(flags, jobs * atomics.LINE, 1)
+
+
+@njit_blocks
+def simple_rnn_own_units(args, bounds):
+    # simple_rnn_fused's columns by blocks of units, in parts, as lstm_own_units
+    (xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own, panels,
+     stacked, h_out) = args
+    B, F, U = xt.shape[1], xt.shape[2], recurrent.shape[0]
+    if stacked is not None:
+        simple_rnn_own(*args, 0, B)     # the form is for `[W; U]` packed only
+        return
+    WK = panels[0]
+    parts = bounds.shape[0] - 1
+    R = min(B, FUSED_ROWS)
+    hx = np.empty((parts, R, U + F), dtype=np.float32)
+    z = np.empty((parts, R * min(U, GATE_UNITS)), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
+    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _simple_rnn_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, WK, bias,
+                         hx[i], z[i], flags)
 
 
 @njit_fused
@@ -1461,6 +1527,7 @@ def gru_own_units(args, bounds):
                   b_in, b_rec, hx[i], h_x[i], z[i], flags)
 
 
+_threads.native_units(simple_rnn_own, simple_rnn_own_units)
 _threads.native_units(lstm_own, lstm_own_units)
 _threads.native_units(gru_own, gru_own_units)
 

@@ -24,7 +24,7 @@ Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.
 everything on the pool (RESULTS.md, round 21).
 
 A batch too small for blocks of rows (one sample, a few) has a fourth (`UNITS`, `by_units`):
-LSTM's and GRU's fused loops on packed weights split each step's blocks of units between
+the fused loops on packed weights split each step's blocks of units between
 Numba's threads, which stay in the loop for the whole call and meet at the end of every step
 through counters (`_numba_loops.lstm_own_units`). A step of a small batch reads the whole
 `[W; U]` for a few multiply-adds a number, so two cores read it twice as fast, less a meeting
@@ -151,8 +151,8 @@ def in_range(work: int) -> bool:
 ONE, ALL, ROWS, UNITS = "one", "all", "rows", "units"
 """The settings a call can run under: one BLAS thread; BLAS's own thread count; the batch
 split into blocks of rows run at once on separate threads (compiled loops only), each with one
-BLAS thread; or each step's units split between threads that meet at every step (LSTM's and
-GRU's fused loops on packed weights, for batches too small for blocks of rows)."""
+BLAS thread; or each step's units split between threads that meet at every step (the fused
+loops on packed weights, for batches too small for blocks of rows)."""
 
 # Blocks of rows (`ROWS`) are tried for calls with at least this many recurrent multiply-adds in
 # all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
