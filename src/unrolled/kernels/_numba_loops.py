@@ -21,7 +21,8 @@ from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
 from unrolled.kernels._numba import compile_products_first
-from unrolled.kernels._numba_panels import ROWS, WIDTH, empty_panels, packed, packed_stack
+from unrolled.kernels._numba_panels import (PACK_ROWS, ROWS, WIDTH, empty_panels, packed,
+                                             packed_stack)
 from unrolled.kernels._numpy_blas import dot
 from unrolled.kernels._vector_width import prefer_512_bit_vectors
 
@@ -696,25 +697,35 @@ def gate_panels(top, bottom, first, gates, units, gu):
     # fill it; only then is the array zeroed first.
     if (gates * last) % WIDTH:
         panels[:] = 0
-    for q in range(blocks):
-        u0 = q * gu
-        n = min(gu, units - u0)
-        for g in range(gates):
-            col0 = (first + g) * units + u0
-            if n % WIDTH == 0:
-                # whole panels (g * n is a multiple of WIDTH too): rows of WIDTH contiguous
-                # numbers, copied as such. An LSTM(256)'s (288, 1024) weights took 0.43 ms a
-                # number at a time, with a division and a branch each, and take 0.14 so.
+    # Whole panels (a block of n units, n a multiple of WIDTH; g * n is then one too): rows of
+    # WIDTH contiguous numbers, copied as such, PACK_ROWS rows of the weights at a time into
+    # every panel (see _numba_panels.PACK_ROWS). An LSTM(256)'s (288, 1024) weights took 0.43 ms
+    # a number at a time, with a division and a branch each, and take 0.14 so.
+    for r0 in range(0, K, PACK_ROWS):
+        r1 = min(r0 + PACK_ROWS, K)
+        for q in range(blocks):
+            u0 = q * gu
+            n = min(gu, units - u0)
+            if n % WIDTH:
+                continue
+            for g in range(gates):
+                col0 = (first + g) * units + u0
                 p0 = q * per + g * n // WIDTH
                 for p in range(n // WIDTH):
                     c0 = col0 + p * WIDTH
-                    for k in range(K1):
+                    for k in range(r0, min(r1, K1)):
                         for c in range(WIDTH):
                             panels[p0 + p, k, c] = top[k, c0 + c]
-                    for k in range(K - K1):
+                    for k in range(max(r0, K1), r1):
                         for c in range(WIDTH):
-                            panels[p0 + p, K1 + k, c] = bottom[k, c0 + c]
-                continue
+                            panels[p0 + p, k, c] = bottom[k - K1, c0 + c]
+    for q in range(blocks):
+        u0 = q * gu
+        n = min(gu, units - u0)
+        if n % WIDTH == 0:
+            continue
+        for g in range(gates):
+            col0 = (first + g) * units + u0
             for k in range(K):
                 for jj in range(n):
                     pos = g * n + jj

@@ -166,6 +166,15 @@ def panel_count(n):
     return (n + WIDTH - 1) // WIDTH
 
 
+# The packers copy PACK_ROWS rows of the weights at a time into every panel: those rows are one
+# contiguous stretch of memory, read from the cache while their panels are written. Panel by
+# panel down all the rows, each panel's WIDTH numbers a row came from a row of their own, as
+# many rows as the weights have; past the L2's size that read went at memory's latency: an
+# LSTM(1024)'s (1056, 4096) weights took 10.1 ms to pack so, a quarter of a one-sample call
+# over 100 steps (RESULTS.md, round 26).
+PACK_ROWS = 16
+
+
 @njit
 def pack(panels, W, k0):
     """`panels[p, k0 + k, c] = W[k, width p + c]`, zero past W's last column; `width` is
@@ -173,10 +182,11 @@ def pack(panels, W, k0):
     K, N = W.shape
     width = panels.shape[2]
     full = N // width
-    for p in range(full):
-        for k in range(K):
-            for c in range(width):
-                panels[p, k0 + k, c] = W[k, width * p + c]
+    for r0 in range(0, K, PACK_ROWS):       # a few rows at a time, all their panels (below)
+        for p in range(full):
+            for k in range(r0, min(r0 + PACK_ROWS, K)):
+                for c in range(width):
+                    panels[p, k0 + k, c] = W[k, width * p + c]
     if full < panels.shape[0]:
         for k in range(K):
             for c in range(width):
