@@ -170,8 +170,9 @@ def panel_count(n):
 # contiguous stretch of memory, read from the cache while their panels are written. Panel by
 # panel down all the rows, each panel's WIDTH numbers a row came from a row of their own, as
 # many rows as the weights have; past the L2's size that read went at memory's latency: an
-# LSTM(1024)'s (1056, 4096) weights took 10.1 ms to pack so, a quarter of a one-sample call
-# over 100 steps (RESULTS.md, round 26).
+# LSTM(1024)'s (1056, 4096) weights took 7.8-9.1 ms to pack into a new array so, and take
+# 4.4-5.6 ms now (3.7 against 2.9 where the allocator hands back memory already touched), of
+# a one-sample call of 35-38 ms over 100 steps (RESULTS.md, round 26).
 PACK_ROWS = 16
 
 
