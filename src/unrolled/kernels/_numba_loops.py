@@ -778,6 +778,15 @@ def _gate_columns(units, first, gates):
 
 
 @njit
+def _turn(qq, blocks, sweep):
+    # the qq-th block of units that sweep number `sweep` over a step's blocks takes: forwards
+    # and backwards on alternate sweeps, so that each starts on the weights the one before read
+    # last, while the core's L2 may still hold them (see HELP_SPINS); the same blocks, so the
+    # same numbers
+    return qq if sweep % 2 == 0 else blocks - 1 - qq
+
+
+@njit
 def _block_out(z, rows, width):
     # the first rows * width numbers of the flat buffer z as a C-contiguous (rows, width)
     return z[:rows * width].reshape((rows, width))
@@ -846,7 +855,9 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
             else:                       # [h_{t-1} | x_t]; its first U columns are h_{t-1}
                 hr = hx[:m]
                 _load_hx(hr, prev[r0:r1], xt, k, b0 + r0)
-            for q in range(gate_blocks(U, gu)):
+            blocks = gate_blocks(U, gu)
+            for qq in range(blocks):
+                q = _turn(qq, blocks, k * -(-B // rows) + r0 // rows)
                 n = min(gu, U - q * gu)
                 zq = _block_out(z, m, 4 * n)
                 if stacked is not None:
@@ -1006,7 +1017,9 @@ def gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, pan
                 _load_hx(hxr, prev[r0:r1], xt, k, b0 + r0)
                 hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
                 _split_hx(hxr, hr, xr)
-            for q in range(gate_blocks(U, gu)):
+            blocks = gate_blocks(U, gu)
+            for qq in range(blocks):
+                q = _turn(qq, blocks, k * -(-B // rows) + r0 // rows)
                 n = min(gu, U - q * gu)
                 zr = _block_out(z, m, 2 * n)
                 hW = _block_out(z[2 * R * width:], m, n)
@@ -1345,7 +1358,7 @@ def _next_job(flags, jobs, parts, i, tried, k):
     # above), then, while it waits for the step's count, any job unclaimed (see above)
     lo, hi = jobs * i // parts, jobs * (i + 1) // parts
     while tried < hi - lo:
-        job = lo + tried if k % 2 == 0 else hi - 1 - tried
+        job = lo + _turn(tried, hi - lo, k)
         tried += 1
         if atomics.compare_swap(flags, job * atomics.LINE, k - 1, k):
             return job, tried
