@@ -1389,11 +1389,34 @@ def _tanh_block(z, bias, hx, out, u0, mask, use_mask, k, b0):
             out[b, v0 + j] = tanh32_fast(z[b, j] + bias[v0 + j])
 
 
+@njit_blocks
+def simple_rnn_own_units(args, bounds):
+    # simple_rnn_fused's columns by blocks of units, in parts, as lstm_own_units
+    (xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own, panels,
+     stacked, h_out) = args
+    B, F, U = xt.shape[1], xt.shape[2], recurrent.shape[0]
+    if stacked is not None:
+        simple_rnn_own(*args, 0, B)     # the form is for `[W; U]` packed only
+        return
+    WK = panels[0]
+    parts = bounds.shape[0] - 1
+    R = min(B, FUSED_ROWS)
+    hx = np.empty((parts, R, U + F), dtype=np.float32)
+    z = np.empty((parts, R * min(U, GATE_UNITS)), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
+    no_c = np.empty((B, 0), dtype=np.float32)
+    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _gates_part(i, parts, 1, xt, h0, mask, use_mask, seq, need_seq, hbuf, no_c, WK, bias,
+                    hx[i], z[i], flags)
+
+
 @njit_fused
-def _simple_rnn_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, WK, bias, hx, z,
-                     flags):
-    # part i of simple_rnn_own_units: simple_rnn_fused's product by blocks of GATE_UNITS
-    # columns, one job at a time, as _lstm_part
+def _gates_part(i, parts, gates, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx, z,
+                flags):
+    # part i of lstm_own_units (4 gates) and simple_rnn_own_units (1, and no c): the fused
+    # loops' blocks, one job at a time. One function for both: the same argument types, so one
+    # compile serves both forms.
     T, B, U = xt.shape[0], xt.shape[1], seq.shape[2]
     blocks = gate_blocks(U, GATE_UNITS)
     jobs = -(-B // FUSED_ROWS) * blocks
@@ -1412,58 +1435,13 @@ def _simple_rnn_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, WK, 
                 _load_hx(hr, prev[r0:r1], xt, k, r0)
                 loaded = r0
             n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zq = _block_out(z, r1 - r0, n)
-            products.panel_product(hr, _block_panels(WK, 1, q, n, GATE_UNITS), zq)
-            _tanh_block(zq, bias, hr, step[r0:r1], q * GATE_UNITS, mask, use_mask, k, r0)
-            atomics.add(flags, jobs * atomics.LINE, 1)
-
-
-@njit_blocks
-def simple_rnn_own_units(args, bounds):
-    # simple_rnn_fused's columns by blocks of units, in parts, as lstm_own_units
-    (xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own, panels,
-     stacked, h_out) = args
-    B, F, U = xt.shape[1], xt.shape[2], recurrent.shape[0]
-    if stacked is not None:
-        simple_rnn_own(*args, 0, B)     # the form is for `[W; U]` packed only
-        return
-    WK = panels[0]
-    parts = bounds.shape[0] - 1
-    R = min(B, FUSED_ROWS)
-    hx = np.empty((parts, R, U + F), dtype=np.float32)
-    z = np.empty((parts, R * min(U, GATE_UNITS)), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
-    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
-    for i in numba.prange(parts):
-        _simple_rnn_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, WK, bias,
-                         hx[i], z[i], flags)
-
-
-@njit_fused
-def _lstm_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx, z, flags):
-    # part i of lstm_own_units: lstm_fused's blocks, one job at a time
-    T, B, U = xt.shape[0], xt.shape[1], c.shape[1]
-    blocks = gate_blocks(U, GATE_UNITS)
-    jobs = -(-B // FUSED_ROWS) * blocks
-    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
-    for k in range(T):
-        prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
-        loaded, tried = -1, 0
-        while True:
-            job, tried = _next_job(flags, jobs, parts, i, tried, k)
-            if job < 0:
-                break
-            r0, q = job // blocks * FUSED_ROWS, job % blocks
-            r1 = min(r0 + FUSED_ROWS, B)
-            hr = hx[:r1 - r0]
-            if loaded != r0:
-                _load_hx(hr, prev[r0:r1], xt, k, r0)
-                loaded = r0
-            n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zq = _block_out(z, r1 - r0, 4 * n)
-            products.panel_product(hr, _block_panels(W, 4, q, n, GATE_UNITS), zq)
-            _lstm_block(zq, bias, c[r0:r1], hr, step[r0:r1], q * GATE_UNITS, mask, use_mask,
-                        k, r0)
+            zq = _block_out(z, r1 - r0, gates * n)
+            products.panel_product(hr, _block_panels(W, gates, q, n, GATE_UNITS), zq)
+            if gates == 4:
+                _lstm_block(zq, bias, c[r0:r1], hr, step[r0:r1], q * GATE_UNITS, mask,
+                            use_mask, k, r0)
+            else:
+                _tanh_block(zq, bias, hr, step[r0:r1], q * GATE_UNITS, mask, use_mask, k, r0)
             atomics.add(flags, jobs * atomics.LINE, 1)
 
 
@@ -1487,14 +1465,14 @@ def lstm_own_units(args, bounds):
     hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
     flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
     for i in numba.prange(parts):
-        _lstm_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx[i],
-                   z[i], flags)
+        _gates_part(i, parts, 4, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias,
+                    hx[i], z[i], flags)
 
 
 @njit_fused
 def _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
               b_in, b_rec, hx, h_x, z, flags):
-    # part i of gru_own_units: gru_fused's blocks, one job at a time, as _lstm_part
+    # part i of gru_own_units: gru_fused's blocks, one job at a time, as _gates_part
     T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], seq.shape[2]
     blocks = gate_blocks(U, GATE_UNITS)
     jobs = -(-B // FUSED_ROWS) * blocks
