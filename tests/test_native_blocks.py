@@ -255,6 +255,50 @@ def test_numbas_threads_run_off_the_callers_cpu(two_blocks, monkeypatch):
         assert os.sched_getaffinity(tid) == cpus - {moved}
 
 
+_STARTED_BEFORE = """
+import os
+import numba
+import numpy as np
+
+@numba.njit(parallel=True)
+def touch(a):
+    for i in numba.prange(a.shape[0]):
+        a[i] += 1
+
+touch(np.zeros(64))        # the threading layer's threads start here, before unrolled's
+started = set(os.listdir("/proc/self/task"))
+from unrolled import layers
+from unrolled.kernels import _threads
+
+rng = np.random.default_rng(0)
+layer = layers.SimpleRNN(64, return_sequences=True)
+x = rng.standard_normal((32, 40, 8)).astype("float32")
+_threads.parts = lambda: 2          # every call in two blocks of rows
+layer(x)
+layer(x)
+assert _threads._native_state is True, numba.threading_layer()
+workers = _threads._native_workers
+assert workers and {str(t) for t in workers} <= started, (workers, started)
+cpus = frozenset(os.sched_getaffinity(0))
+for tid in workers:
+    assert os.sched_getaffinity(tid) == cpus - {_threads._placed[0]}, tid
+print("ok")
+"""
+
+
+@_TWO_CPUS
+def test_numbas_threads_are_found_when_another_library_started_them():
+    """Where the threading layer's threads were started before unrolled's first parallel form
+    (another library on the same GNU OpenMP, torch for one; here a parallel function of
+    Numba's own), there are no new threads to find at the first launch: each thread says
+    who it is (`_numba_loops.thread_ids`), and they are placed as before."""
+    done = subprocess.run([sys.executable, "-c", _STARTED_BEFORE], capture_output=True,
+                          text=True, timeout=600,
+                          env={**os.environ, "UNROLLED_NATIVE_BLOCKS": "1",
+                               "UNROLLED_NUMBA": "1"})
+    assert done.returncode == 0 and done.stdout.strip().endswith("ok"), done.stderr[-3000:]
+
+
 def test_gnu_openmp_starts_with_a_short_spin_unless_told_otherwise(monkeypatch):
     """Numba's threading layer starts with `GOMP_SPINCOUNT` at `SPIN_COUNT` (GNU OpenMP's
     threads spin that long for the next call, not its default of about 5 ms here), and the

@@ -6,9 +6,10 @@ is seen after), `add` (returns the value before), `compare_swap` (sets the eleme
 only where it holds `expected`, and says whether it did), all sequentially consistent where
 they write, and `pause`, the CPU's hint that the thread is spinning (x86's `pause`: it yields
 the core to a hyperthread sibling and keeps the spin from flooding the memory system;
-elsewhere nothing).
+elsewhere nothing). And `thread_id`, the calling thread's kernel id (Linux's `gettid`), by
+which the threads of Numba's threading layer are found (`_threads._run_native`).
 
-Each takes the array and an index into it; the index is not checked. Elements that different
+Each of the atomics takes the array and an index into it; the index is not checked. Elements that different
 threads write often belong on cache lines of their own (`LINE` elements apart), or every write
 takes the other threads' copies of the line away.
 """
@@ -16,17 +17,25 @@ takes the other threads' copies of the line away.
 from __future__ import annotations
 
 import platform
+import sys
 
+import llvmlite.binding as llvm
 from llvmlite import ir
 from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["load", "add", "compare_swap", "pause", "LINE"]
+__all__ = ["load", "add", "compare_swap", "pause", "thread_id", "LINE"]
 
 LINE = 8  # int64 elements in a 64-byte cache line
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
+
+
+def _has_gettid() -> bool:
+    # glibc has had `gettid` since 2.30; LLVM finds it among the process's symbols (once Numba
+    # has started LLVM, as it has by the time anything compiles), as it finds libm's
+    return sys.platform.startswith("linux") and bool(llvm.address_of_symbol("gettid"))
 
 
 def _int64_vector(array) -> bool:
@@ -99,3 +108,17 @@ def pause(typingctx):
         return context.get_dummy_value()
 
     return types.none(), codegen
+
+
+@intrinsic
+def thread_id(typingctx):
+    """The calling thread's kernel id (`gettid`), or -1 where the C library has none."""
+
+    def codegen(context, builder, signature, args):
+        if not _has_gettid():
+            return ir.Constant(ir.IntType(64), -1)
+        gettid = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.IntType(32), []), "gettid")
+        return builder.sext(builder.call(gettid, []), ir.IntType(64))
+
+    return types.int64(), codegen

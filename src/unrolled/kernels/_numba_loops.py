@@ -1529,6 +1529,15 @@ def gru_own_units(args, bounds):
                   b_in, b_rec, hx[i], h_x[i], z[i], flags)
 
 
+@njit_blocks
+def thread_ids(ids):
+    # each of Numba's threads writes its kernel id (`_threads._run_native` places them): a
+    # `prange` of one slot a thread, as many slots as threads
+    for i in numba.prange(ids.shape[0]):
+        ids[i] = atomics.thread_id()
+
+
+_threads.native_ids(thread_ids)
 _threads.native_units(simple_rnn_own, simple_rnn_own_units)
 _threads.native_units(lstm_own, lstm_own_units)
 _threads.native_units(gru_own, gru_own_units)

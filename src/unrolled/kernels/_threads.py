@@ -438,11 +438,19 @@ _native_lock = threading.Lock()
 _forked = False
 # The kernel ids of Numba's threads, found at the first parallel call (see _run_native).
 _native_workers: list[int] = []
+# `_numba_loops.thread_ids`, once the loops are loaded (`native_ids`)
+_native_ids: list = []
 
 
 def native_blocks(loop: Any, parallel: Any) -> None:
     """Register `parallel(args, bounds)` as the way to run `loop`'s blocks of rows at once."""
     _native[loop] = parallel
+
+
+def native_ids(parallel: Any) -> None:
+    """Register `parallel(ids)`, which has each of Numba's threads write its kernel id into
+    `ids` (one slot a thread), for finding them (`_run_native`)."""
+    _native_ids[:] = [parallel]
 
 
 def native_units(loop: Any, parallel: Any) -> None:
@@ -523,7 +531,8 @@ def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True,
                     _native_state = numba.threading_layer() in _SAFE_LAYERS
                     if _native_state:
                         python = {t.native_id for t in threading.enumerate()}
-                        _native_workers.extend(sorted(_tasks() - before - python))
+                        found = _thread_ids(numba) or _tasks() - before
+                        _native_workers.extend(sorted(found - python))
                         if _current_cpu is None:
                             _find_cpus()
                     return True
@@ -535,6 +544,33 @@ def _run_native(loop: Any, args: tuple, bounds: list[int], blas: bool = True,
         forms.pop(loop, None)
         return False
     return True
+
+
+def _thread_ids(numba: Any) -> set[int]:
+    """The kernel ids of Numba's threads, each written by the thread itself (`native_ids`);
+    empty where that cannot say (no such function registered, or no `gettid`). The process's
+    threads that are new after the first launch are not always Numba's: where another library
+    started the same GNU OpenMP library first (torch does), its threads serve Numba's calls,
+    and there were none new to find, so none were placed, and the scheduler ran the units'
+    two parts, or two blocks of rows, on one CPU for streaks of calls (RESULTS.md, round 26)."""
+    if not _native_ids:
+        return set()
+    import numpy as np
+    from numba.core.errors import NumbaError
+
+    count = numba.config.NUMBA_NUM_THREADS
+    ids = np.full(count, -1, dtype=np.int64)
+    threads = numba.get_num_threads()
+    if threads != count:
+        numba.set_num_threads(count)
+    try:
+        _native_ids[0](ids)
+    except (NumbaError, TypeError, ValueError):
+        return set()
+    finally:
+        if threads != count:
+            numba.set_num_threads(threads)
+    return {int(i) for i in ids if i > 0}
 
 
 # How long GNU OpenMP's threads spin, waiting for the next parallel call, before they sleep:
