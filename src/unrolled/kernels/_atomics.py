@@ -9,9 +9,9 @@ the core to a hyperthread sibling and keeps the spin from flooding the memory sy
 elsewhere nothing). And `thread_id`, the calling thread's kernel id (Linux's `gettid`), by
 which the threads of Numba's threading layer are found (`_threads._run_native`).
 
-Each of the atomics takes the array and an index into it; the index is not checked. Elements that different
-threads write often belong on cache lines of their own (`LINE` elements apart), or every write
-takes the other threads' copies of the line away.
+Each of the atomics takes the array and an index into it; the index is not checked. Elements
+that different threads write often belong on cache lines of their own (`LINE` elements apart),
+or every write takes the other threads' copies of the line away.
 """
 
 from __future__ import annotations
