@@ -312,3 +312,27 @@ def test_a_part_runs_its_jobs_forwards_and_backwards_on_alternate_steps():
             flags[job * _atomics.LINE] = k
         flags[8 * _atomics.LINE] += 8
     assert order == {0: [4, 5, 6, 7], 1: [7, 6, 5, 4]}
+
+
+def test_a_part_waits_for_a_job_another_part_holds():
+    """A job claimed by another part is not taken over, however long the wait (past
+    `HELP_SPINS`, and past `YIELD_SPINS`, where the waiting part gives up its CPU at each
+    spin): the part waits for the step's count, and returns once it is complete."""
+    import threading
+
+    from unrolled.kernels import _atomics, _numba_loops
+
+    line = _atomics.LINE
+    flags = _numba_loops._job_counters(2)
+    flags[3 * line] = 2                                  # both parts started
+    flags[0] = flags[line] = 0                           # both jobs of step 0 claimed
+    flags[2 * line] = 1                                  # one done; part 1 still has its own
+    got = []
+    waiter = threading.Thread(target=lambda: got.append(
+        _numba_loops._next_job(flags, 2, 2, 0, 1, 0)))   # _next_job releases the GIL
+    waiter.start()
+    waiter.join(0.2)
+    assert waiter.is_alive() and got == []               # still waiting, nothing taken
+    flags[2 * line] = 2                                  # part 1's job done
+    waiter.join(60)
+    assert not waiter.is_alive() and got == [(-1, 1)]

@@ -4,10 +4,12 @@ Numba has no atomics of its own on the CPU. These are LLVM's, emitted inline int
 function (`intrinsic`): `load` (acquire: what the thread that stored the value wrote before it
 is seen after), `add` (returns the value before), `compare_swap` (sets the element to `new`
 only where it holds `expected`, and says whether it did), all sequentially consistent where
-they write, and `pause`, the CPU's hint that the thread is spinning (x86's `pause`: it yields
-the core to a hyperthread sibling and keeps the spin from flooding the memory system;
-elsewhere nothing). And `thread_id`, the calling thread's kernel id (Linux's `gettid`), by
-which the threads of Numba's threading layer are found (`_threads._run_native`).
+they write. Besides them, for waiting: `pause`, the CPU's hint that the thread is spinning
+(x86's `pause`: it yields the core to a hyperthread sibling and keeps the spin from flooding
+the memory system; elsewhere nothing), and `yield_cpu`, which gives the CPU to another thread
+ready to run on it (POSIX `sched_yield`; `pause` where the C library has none). And
+`thread_id`, the calling thread's kernel id (Linux's `gettid`), by which the threads of Numba's
+threading layer are found (`_threads._run_native`).
 
 Each of the atomics takes the array and an index into it; the index is not checked. Elements
 that different threads write often belong on cache lines of their own (`LINE` elements apart),
@@ -25,17 +27,22 @@ from numba import types
 from numba.core import cgutils
 from numba.core.extending import intrinsic
 
-__all__ = ["load", "add", "compare_swap", "pause", "thread_id", "LINE"]
+__all__ = ["load", "add", "compare_swap", "pause", "yield_cpu", "thread_id", "LINE"]
 
 LINE = 8  # int64 elements in a 64-byte cache line
 
 _X86 = platform.machine().lower() in ("x86_64", "amd64", "i386", "i686")
 
 
+def _has(symbol: str) -> bool:
+    # whether LLVM finds the C library's `symbol` among the process's symbols (once Numba has
+    # started LLVM, as it has by the time anything compiles), as it finds libm's
+    return bool(llvm.address_of_symbol(symbol))
+
+
 def _has_gettid() -> bool:
-    # glibc has had `gettid` since 2.30; LLVM finds it among the process's symbols (once Numba
-    # has started LLVM, as it has by the time anything compiles), as it finds libm's
-    return sys.platform.startswith("linux") and bool(llvm.address_of_symbol("gettid"))
+    # glibc has had `gettid` since 2.30
+    return sys.platform.startswith("linux") and _has("gettid")
 
 
 def _int64_vector(array) -> bool:
@@ -102,6 +109,25 @@ def pause(typingctx):
 
     def codegen(context, builder, signature, args):
         if _X86:
+            hint = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
+            builder.call(hint, [])
+        return context.get_dummy_value()
+
+    return types.none(), codegen
+
+
+@intrinsic
+def yield_cpu(typingctx):
+    """`sched_yield()`: another thread ready to run on this CPU runs first; `pause` where the
+    C library has no `sched_yield`."""
+
+    def codegen(context, builder, signature, args):
+        if sys.platform != "win32" and _has("sched_yield"):
+            give = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
+            builder.call(give, [])
+        elif _X86:
             hint = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
             builder.call(hint, [])

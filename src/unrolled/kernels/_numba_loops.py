@@ -1329,6 +1329,11 @@ def gru_own_blocks(args, bounds):
 # share is more than its L2 (2 MiB here), that took LSTM (1, 100, 32, 512), 2.2 MB a part, to
 # 0.84 of the time, (4, 100, 32, 640) 0.88, GRU (4, 100, 32, 640) 0.92 (RESULTS.md, round 26).
 HELP_SPINS = 1000
+# A part that has waited YIELD_SPINS spins for a job another part holds gives up its CPU at each
+# spin after (`sched_yield`): where the process has more threads ready than CPUs, the part it
+# waits for may be waiting for this very CPU. A step of the shapes measured takes 1-400 us;
+# this many spins of `pause` are about 0.4-1.4 ms.
+YIELD_SPINS = 10 * HELP_SPINS
 
 
 @njit
@@ -1369,9 +1374,11 @@ def _next_job(flags, jobs, parts, i, tried, k):
                 at = q * atomics.LINE
                 if atomics.load(flags, at) == k - 1 and atomics.compare_swap(flags, at, k - 1, k):
                     return q, tried
+        spins += 1
+        if spins < YIELD_SPINS:
+            atomics.pause()
         else:
-            spins += 1
-        atomics.pause()
+            atomics.yield_cpu()
     return -1, tried
 
 
