@@ -103,15 +103,20 @@ def compare_swap(typingctx, array, index, expected, new):
     return types.boolean(array, index, expected, new), codegen
 
 
+def _call(builder, name, returns=None):
+    # a call of the function `name` that takes nothing (an LLVM intrinsic or the C library's)
+    returns = ir.VoidType() if returns is None else returns
+    function = cgutils.get_or_insert_function(builder.module, ir.FunctionType(returns, []), name)
+    return builder.call(function, [])
+
+
 @intrinsic
 def pause(typingctx):
     """The CPU's spin-wait hint (x86 `pause`); nothing elsewhere."""
 
     def codegen(context, builder, signature, args):
         if _X86:
-            hint = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(hint, [])
+            _call(builder, "llvm.x86.sse2.pause")
         return context.get_dummy_value()
 
     return types.none(), codegen
@@ -124,13 +129,9 @@ def yield_cpu(typingctx):
 
     def codegen(context, builder, signature, args):
         if sys.platform != "win32" and _has("sched_yield"):
-            give = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.IntType(32), []), "sched_yield")
-            builder.call(give, [])
+            _call(builder, "sched_yield", ir.IntType(32))
         elif _X86:
-            hint = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.x86.sse2.pause")
-            builder.call(hint, [])
+            _call(builder, "llvm.x86.sse2.pause")
         return context.get_dummy_value()
 
     return types.none(), codegen
@@ -143,8 +144,6 @@ def thread_id(typingctx):
     def codegen(context, builder, signature, args):
         if not _has_gettid():
             return ir.Constant(ir.IntType(64), -1)
-        gettid = cgutils.get_or_insert_function(
-            builder.module, ir.FunctionType(ir.IntType(32), []), "gettid")
-        return builder.sext(builder.call(gettid, []), ir.IntType(64))
+        return builder.sext(_call(builder, "gettid", ir.IntType(32)), ir.IntType(64))
 
     return types.int64(), codegen
