@@ -1396,6 +1396,20 @@ def _tanh_block(z, bias, hx, out, u0, mask, use_mask, k, b0):
             out[b, v0 + j] = tanh32_fast(z[b, j] + bias[v0 + j])
 
 
+@njit
+def _part_buffers(parts, B, U, F, need_seq, width):
+    # what the units forms' parts work in: each part's `[h_{t-1} | x_t]` and pre-activations
+    # (`width` of them a unit of a block; from one copy of `[h | x_t]` for all, the other core
+    # read all of it from this one's cache at every step: LSTM (8, 200, 64, 256) took 24.6-25.1
+    # us a step so, 20.6-21.3 with a copy each; RESULTS.md, round 25), h's two rows for a call
+    # without the whole sequence (`_unit_steps`), and the jobs' counters
+    R = min(B, FUSED_ROWS)
+    hx = np.empty((parts, R, U + F), dtype=np.float32)
+    z = np.empty((parts, R * width * min(U, GATE_UNITS)), dtype=np.float32)
+    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
+    return hx, z, hbuf, _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+
+
 @njit_blocks
 def simple_rnn_own_units(args, bounds):
     # simple_rnn_fused's columns by blocks of units, in parts, as lstm_own_units
@@ -1407,12 +1421,8 @@ def simple_rnn_own_units(args, bounds):
         return
     WK = panels[0]
     parts = bounds.shape[0] - 1
-    R = min(B, FUSED_ROWS)
-    hx = np.empty((parts, R, U + F), dtype=np.float32)
-    z = np.empty((parts, R * min(U, GATE_UNITS)), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
+    hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 1)
     no_c = np.empty((B, 0), dtype=np.float32)
-    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
     for i in numba.prange(parts):
         _gates_part(i, parts, 1, xt, h0, mask, use_mask, seq, need_seq, hbuf, no_c, WK, bias,
                     hx[i], z[i], flags)
@@ -1463,14 +1473,7 @@ def lstm_own_units(args, bounds):
     copy_into(c, c0)
     W = panels[0]
     parts = bounds.shape[0] - 1
-    R = min(B, FUSED_ROWS)
-    # each part's `[h_{t-1} | x_t]` and pre-activations (from one copy of `[h | x_t]` for all,
-    # the other core read all of it from this one's cache at every step: LSTM (8, 200, 64,
-    # 256) took 24.6-25.1 us a step so, 20.6-21.3 with a copy each; RESULTS.md, round 25)
-    hx = np.empty((parts, R, U + F), dtype=np.float32)
-    z = np.empty((parts, R * 4 * min(U, GATE_UNITS)), dtype=np.float32)
-    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
-    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 4)
     for i in numba.prange(parts):
         _gates_part(i, parts, 4, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias,
                     hx[i], z[i], flags)
@@ -1525,12 +1528,8 @@ def gru_own_units(args, bounds):
     W_zr, W_h, U_h = panels[0], panels[2], panels[3]
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     parts = bounds.shape[0] - 1
-    R = min(B, FUSED_ROWS)
-    hx = np.empty((parts, R, U + F), dtype=np.float32)
-    h_x = np.empty((parts, R * (U + F)), dtype=np.float32)
-    z = np.empty((parts, 4 * R * min(U, GATE_UNITS)), dtype=np.float32)  # zr, h W_h, x_t U_h
-    hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
-    flags = _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 4)   # z: zr, h W_h, x_t U_h
+    h_x = np.empty((parts, min(B, FUSED_ROWS) * (U + F)), dtype=np.float32)
     for i in numba.prange(parts):
         _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
                   b_in, b_rec, hx[i], h_x[i], z[i], flags)
