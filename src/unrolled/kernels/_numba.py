@@ -95,10 +95,16 @@ OWN_GEMM_BYTES = 2 << 20
 # benchmark machine LSTM (4, 100, 32, 512) took 24 ms a call so, and 10.3-10.8 on the weights
 # packed once (with the steps' units on both cores, `_threads.UNITS`); GRU (4, 100, 32, 512)
 # 23 against 5.1-5.7, LSTM (12, 100, 64, 1024) 162 against 68, SimpleRNN (4, 100, 32, 1024)
-# 25.6 against 22.4 (RESULTS.md, round 25). The packed copy is then more than a step's scratch,
-# as it is for any small batch: as large as the weights, for the call. The batches too small for
-# blocks of rows (`_threads.row_parts`), which may split a step's units instead.
-OWN_GEMM_ROWS = 2 * _threads.ROW_BLOCK_MIN
+# 25.6 against 22.4 (RESULTS.md, round 25). Past 16 rows the same held (RESULTS.md, round 27;
+# layer calls in one process, alternated, the weights packed once against BLAS): LSTM
+# (16, 100, 32, 512) 0.44 of the time, GRU 0.35; (24, 100, 32, 512) 0.60 and 0.50;
+# (16, 100, 64, 1024) 0.53 and 0.44; (64, 100, 64, 1024) 0.72 and 0.69; (128, 100, 64, 1024)
+# 0.81 and 0.79; but LSTM at 192 and 256 rows only 0.89-0.91, where BLAS's packing is shared by
+# that many rows. The packed copy is as large as the weights, for the call: more than a step's
+# scratch (the forward pass's memory budget is input + output + weights + one step's scratch),
+# which at 128 rows and more is not worth a tenth of the time. So 256 rows, the benchmark's
+# largest point, keep BLAS and their budget.
+OWN_GEMM_ROWS = 128
 OWN_SMALL_BATCH_BYTES = 64 << 20
 
 # The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`
