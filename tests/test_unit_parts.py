@@ -59,7 +59,7 @@ def spy_units(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("batch", [1, 3, 13])
+@pytest.mark.parametrize("batch", [1, 3, 13, 21])
 @pytest.mark.parametrize("parts", [2, 3, 4])
 @pytest.mark.parametrize("how", ["plain", "masked", "backwards", "last"])
 def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind, batch, parts,
@@ -72,6 +72,7 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
     h0 = np.random.default_rng(2).standard_normal((batch, UNITS[kind])).astype("float32")
     states = [h0, -h0][:2 if kind == "lstm" else 1]
     calls = spy_units(monkeypatch)
+    monkeypatch.setattr(_threads, "parts", lambda: 1)    # no blocks of rows (21 rows may have)
     monkeypatch.setattr(_threads, "units", lambda: 1)
     alone = layer(x, mask=mask, initial_state=states)
     assert calls == []
@@ -110,13 +111,14 @@ def test_weights_read_in_place_have_no_units_form(compiled, monkeypatch):
     assert calls == []
 
 
-def test_units_are_offered_only_where_rows_are_not_split(monkeypatch):
+def test_units_are_offered_to_batches_under_unit_rows_max(monkeypatch):
     monkeypatch.setattr(_threads, "cores", lambda: 2)
     monkeypatch.setattr(_threads, "native_ready", lambda: True)
     monkeypatch.setattr(_threads, "MODE", "auto")
     assert _threads.unit_parts(1, 4) == 2
-    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN - 1, 4) == 2
-    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN, 4) == 1   # blocks of rows
+    assert _threads.unit_parts(2 * _threads.ROW_BLOCK_MIN, 4) == 2    # beside blocks of rows
+    assert _threads.unit_parts(_threads.UNIT_ROWS_MAX - 1, 4) == 2
+    assert _threads.unit_parts(_threads.UNIT_ROWS_MAX, 4) == 1
     assert _threads.unit_parts(1, 1) == 1                            # one block: nothing to share
     assert _threads.unit_parts(1, 2) == 2
     monkeypatch.setattr(_threads, "cores", lambda: 8)
@@ -173,6 +175,32 @@ def test_a_layer_call_offers_units_to_a_small_batch(compiled, monkeypatch):
     small(x)
     small(x)
     assert all(_threads.UNITS not in c.times for c in list(_threads._choices.values())[1:])
+
+
+def test_a_batch_of_16_to_31_rows_is_offered_units_beside_blocks_of_rows(compiled, monkeypatch):
+    """Both are timed on real calls, and either gives one thread's numbers (a row's sums do not
+    depend on the rows beside it). The units forms need the weights packed whole, as the fused
+    loops keep them below SPLIT_MIN_ROWS rows a block."""
+    from unrolled.kernels import _numba_loops
+
+    assert _threads.UNIT_ROWS_MAX == _numba_loops.SPLIT_MIN_ROWS
+    monkeypatch.setattr(_threads, "MODE", "1")
+    lone, x = layer_and_input(24, "lstm", steps=40, return_sequences=True)
+    alone = lone(x)
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "native_ready", lambda: True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "_choices", {})
+    layer, _ = layer_and_input(24, "lstm", steps=40, return_sequences=True)
+    calls = spy_units(monkeypatch)
+    outputs = [layer(x) for _ in range(8)]
+    (choice,) = _threads._choices.values()
+    assert _threads.ROWS in choice.times and _threads.UNITS in choice.times
+    assert len(choice.times[_threads.UNITS]) >= 2 and len(choice.times[_threads.ROWS]) >= 2
+    assert calls and all(call == ("lstm_own", 2) for call in calls)
+    for y in outputs:
+        for a, b in zip(alone, y):
+            np.testing.assert_array_equal(a, b)
 
 
 def test_without_numbas_threads_the_loop_runs_alone(compiled, monkeypatch):

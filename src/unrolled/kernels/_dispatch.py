@@ -69,11 +69,10 @@ class Plan:
         # blocks of rows at once: only when every kernel is a compiled loop that runs them
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
-        # each step's units split between threads: for batches too small for blocks of rows,
-        # by the most blocks of units any cell's step has
+        # each step's units split between threads: for small batches (beside blocks of rows
+        # where those are offered too), by the most blocks of units any cell's step has
         self.units = (_threads.unit_parts(x.shape[0], max(k.units for k in kernels))
-                      if self.parts == 1 and all(getattr(k, "units", 0) for k in kernels)
-                      else 1)
+                      if all(getattr(k, "units", 0) for k in kernels) else 1)
         # whether any kernel calls BLAS: if none does, one BLAS thread and all are one setting
         self.blas = any(getattr(k, "blas", True) for k in kernels)
         self.shape, self.dtype = x.shape, x.dtype

@@ -1302,14 +1302,15 @@ def gru_own_blocks(args, bounds):
         gru_own(*head, _join(p0, p1, p2, p3), *tail, bounds[i], bounds[i + 1])
 
 
-# The fused loops have a second parallel form, for batches too small to cut into
-# blocks of rows (one sample, a few): each step's blocks of units (its jobs, one a block of
-# units and of FUSED_ROWS rows) are shared between as many parts as `bounds` has intervals
-# (`_threads.by_units`), which run on Numba's threads for the whole call and meet at the end of
-# every step (the next needs all of h). With one row, each step's product reads all of the
-# packed weights for 2 multiply-adds a number, so a step is bound by how fast one core reads
-# them: two cores read them twice as fast. Each job is computed by lstm_fused's and gru_fused's
-# functions, whichever thread runs it, so the numbers are the same to the bit as one thread's
+# The fused loops have a second parallel form, for small batches (one sample, a few, up to
+# _threads.UNIT_ROWS_MAX rows): each step's blocks of units (its jobs, one a block of units for
+# every row: a part reads its share of the weights once a step) are shared between as many
+# parts as `bounds` has intervals (`_threads.by_units`), which run on Numba's threads for the
+# whole call and meet at the end of every step (the next needs all of h). With one row, each
+# step's product reads all of the packed weights for 2 multiply-adds a number, so a step is
+# bound by how fast one core reads them: two cores read them twice as fast. Each job is
+# computed by lstm_fused's and gru_fused's functions, whichever thread runs it, and a row's sums
+# do not depend on the rows beside it, so the numbers are the same to the bit as one thread's
 # (SimpleRNN's product by blocks of columns gives each column the sum simple_rnn_fused's whole
 # product gives it).
 #
@@ -1320,8 +1321,8 @@ def gru_own_blocks(args, bounds):
 # step's count, taking any job still unclaimed if another part has not started yet or after
 # HELP_SPINS spins: so no part ever waits on one that is not running (a threading layer that
 # runs the parts one after the other, a thread the system has put aside), and a part that
-# starts late finds its jobs done. A job's rows of `[h_{t-1} | x_t]` are copied by the part
-# that runs it, after its claim: a claim of step k succeeds only while step k is unfinished, so
+# starts late finds its jobs done. A part copies `[h_{t-1} | x_t]` once a step, after its first
+# claim of the step: a claim of step k succeeds only while step k is unfinished, so
 # h_{t-1} is complete and is not yet overwritten (without the whole sequence h takes turns in
 # two rows of a buffer, `_unit_steps`).
 # A part runs its own jobs forwards on even steps and backwards on odd ones: the weights it read
@@ -1403,11 +1404,10 @@ def _part_buffers(parts, B, U, F, need_seq, width):
     # read all of it from this one's cache at every step: LSTM (8, 200, 64, 256) took 24.6-25.1
     # us a step so, 20.6-21.3 with a copy each; RESULTS.md, round 25), h's two rows for a call
     # without the whole sequence (`_unit_steps`), and the jobs' counters
-    R = min(B, FUSED_ROWS)
-    hx = np.empty((parts, R, U + F), dtype=np.float32)
-    z = np.empty((parts, R * width * min(U, GATE_UNITS)), dtype=np.float32)
+    hx = np.empty((parts, B, U + F), dtype=np.float32)
+    z = np.empty((parts, B * width * min(U, GATE_UNITS)), dtype=np.float32)
     hbuf = np.empty((0 if need_seq else 2, B, U), dtype=np.float32)
-    return hx, z, hbuf, _job_counters(-(-B // FUSED_ROWS) * gate_blocks(U, GATE_UNITS))
+    return hx, z, hbuf, _job_counters(gate_blocks(U, GATE_UNITS))
 
 
 @njit_blocks
@@ -1435,30 +1435,25 @@ def _gates_part(i, parts, gates, xt, h0, mask, use_mask, seq, need_seq, hbuf, c,
     # loops' blocks, one job at a time. One function for both: the same argument types, so one
     # compile serves both forms.
     T, B, U = xt.shape[0], xt.shape[1], seq.shape[2]
-    blocks = gate_blocks(U, GATE_UNITS)
-    jobs = -(-B // FUSED_ROWS) * blocks
+    jobs = gate_blocks(U, GATE_UNITS)
     atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
     for k in range(T):
         prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
-        loaded, tried = -1, 0
+        loaded, tried = False, 0
         while True:
-            job, tried = _next_job(flags, jobs, parts, i, tried, k)
-            if job < 0:
+            q, tried = _next_job(flags, jobs, parts, i, tried, k)
+            if q < 0:
                 break
-            r0, q = job // blocks * FUSED_ROWS, job % blocks
-            r1 = min(r0 + FUSED_ROWS, B)
-            hr = hx[:r1 - r0]
-            if loaded != r0:
-                _load_hx(hr, prev[r0:r1], xt, k, r0)
-                loaded = r0
+            if not loaded:
+                _load_hx(hx, prev, xt, k, 0)
+                loaded = True
             n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zq = _block_out(z, r1 - r0, gates * n)
-            products.panel_product(hr, _block_panels(W, gates, q, n, GATE_UNITS), zq)
+            zq = _block_out(z, B, gates * n)
+            products.panel_product(hx, _block_panels(W, gates, q, n, GATE_UNITS), zq)
             if gates == 4:
-                _lstm_block(zq, bias, c[r0:r1], hr, step[r0:r1], q * GATE_UNITS, mask,
-                            use_mask, k, r0)
+                _lstm_block(zq, bias, c, hx, step, q * GATE_UNITS, mask, use_mask, k, 0)
             else:
-                _tanh_block(zq, bias, hr, step[r0:r1], q * GATE_UNITS, mask, use_mask, k, r0)
+                _tanh_block(zq, bias, hx, step, q * GATE_UNITS, mask, use_mask, k, 0)
             atomics.add(flags, jobs * atomics.LINE, 1)
 
 
@@ -1484,35 +1479,30 @@ def _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, 
               b_in, b_rec, hx, h_x, z, flags):
     # part i of gru_own_units: gru_fused's blocks, one job at a time, as _gates_part
     T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], seq.shape[2]
-    blocks = gate_blocks(U, GATE_UNITS)
-    jobs = -(-B // FUSED_ROWS) * blocks
-    size = min(B, FUSED_ROWS) * min(U, GATE_UNITS)
+    jobs = gate_blocks(U, GATE_UNITS)
+    size = B * min(U, GATE_UNITS)
+    hr, xr = _block_out(h_x, B, U), _block_out(h_x[B * U:], B, F)
     atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
     for k in range(T):
         prev, step = _unit_steps(seq, h0, hbuf, need_seq, k, T)
-        loaded, tried = -1, 0
+        loaded, tried = False, 0
         while True:
-            job, tried = _next_job(flags, jobs, parts, i, tried, k)
-            if job < 0:
+            q, tried = _next_job(flags, jobs, parts, i, tried, k)
+            if q < 0:
                 break
-            r0, q = job // blocks * FUSED_ROWS, job % blocks
-            r1 = min(r0 + FUSED_ROWS, B)
-            m = r1 - r0
-            hxr = hx[:m]
-            hr, xr = _block_out(h_x, m, U), _block_out(h_x[m * U:], m, F)
-            if loaded != r0:
-                _load_hx(hxr, prev[r0:r1], xt, k, r0)
-                _split_hx(hxr, hr, xr)
-                loaded = r0
+            if not loaded:
+                _load_hx(hx, prev, xt, k, 0)
+                _split_hx(hx, hr, xr)
+                loaded = True
             n = min(GATE_UNITS, U - q * GATE_UNITS)
-            zr = _block_out(z, m, 2 * n)
-            hW = _block_out(z[2 * size:], m, n)
-            xU = _block_out(z[3 * size:], m, n)
-            products.panel_product(hxr, _block_panels(W_zr, 2, q, n, GATE_UNITS), zr)
+            zr = _block_out(z, B, 2 * n)
+            hW = _block_out(z[2 * size:], B, n)
+            xU = _block_out(z[3 * size:], B, n)
+            products.panel_product(hx, _block_panels(W_zr, 2, q, n, GATE_UNITS), zr)
             products.panel_product(hr, _block_panels(W_h, 1, q, n, GATE_UNITS), hW)
             products.panel_product(xr, _block_panels(U_h, 1, q, n, GATE_UNITS), xU)
-            _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hxr, step[r0:r1], q * GATE_UNITS, mask,
-                       use_mask, k, r0)
+            _gru_block(zr, hW, xU, b_zr, b_in, b_rec, hx, step, q * GATE_UNITS, mask,
+                       use_mask, k, 0)
             atomics.add(flags, jobs * atomics.LINE, 1)
 
 
@@ -1529,7 +1519,7 @@ def gru_own_units(args, bounds):
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     parts = bounds.shape[0] - 1
     hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 4)   # z: zr, h W_h, x_t U_h
-    h_x = np.empty((parts, min(B, FUSED_ROWS) * (U + F)), dtype=np.float32)
+    h_x = np.empty((parts, B * (U + F)), dtype=np.float32)
     for i in numba.prange(parts):
         _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
                   b_in, b_rec, hx[i], h_x[i], z[i], flags)

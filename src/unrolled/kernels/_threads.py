@@ -42,8 +42,8 @@ BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
 `ROWS` for compiled loops with at least `ROW_WORK_MIN` multiply-adds in the call and
-`ROW_BLOCK_MIN` rows a block (`row_parts`); `UNITS` where rows are not split and a step has
-at least two blocks of units to share (`unit_parts`).
+`ROW_BLOCK_MIN` rows a block (`row_parts`); `UNITS` under `UNIT_ROWS_MAX` rows where a step
+has at least two blocks of units to share (`unit_parts`).
 
 `step_threads(work, key, parts)` is a context manager around a whole kernel call
 (`_dispatch.execute`) and around the training loops: when it limits, it sets the BLAS
@@ -158,6 +158,13 @@ loops on packed weights, for batches too small for blocks of rows)."""
 # all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
 ROW_WORK_MIN = 1 << 22
 ROW_BLOCK_MIN = 8
+# UNITS is offered below this many rows, beside ROWS from 2 * ROW_BLOCK_MIN (the choice times
+# both): a part reads its share of the weights once a step for all the rows, where each block
+# of rows reads all of them. Below 32 rows a block the fused loops keep `[W; U]` packed whole
+# (`_numba_loops.SPLIT_MIN_ROWS`), as the units forms need. With both on offer against blocks
+# of rows alone (`benchmarks/ab.py`, 7 rounds; RESULTS.md, round 27): LSTM (16, 100, 64, 1024)
+# 0.78 of the time, GRU 0.75; (16, 100, 32, 512) 0.77 and 0.78; (24, 100, 32, 512) 0.82, 0.86.
+UNIT_ROWS_MAX = 32
 
 
 def explore_period(ratio: float) -> int:
@@ -226,15 +233,15 @@ def row_parts(batch: int, call_work: int) -> int:
 
 def unit_parts(batch: int, blocks: int) -> int:
     """How many parts the units of each step of a call of `batch` rows, whose steps have
-    `blocks` blocks of units, may be split into (1: not at all): only where its rows are not
-    split (`row_parts`), at most one a CPU and one a block. The parts meet at every step
-    through counters, for some 0.1 us (`_numba_loops.lstm_own_units`), so any step of two
-    blocks or more may gain: LSTM (1, 100, 32, 128), two blocks of 64 units, took 0.71-0.76
-    of one thread's time in two parts, GRU 0.65-0.71, LSTM (4, 300, 32, 128) 0.76 (RESULTS.md,
-    round 26); a call of a few steps can lose (LSTM (1, 20, 8, 128) 1.13), which the choice's
-    timings find."""
+    `blocks` blocks of units, may be split into (1: not at all): under `UNIT_ROWS_MAX` rows,
+    at most one a CPU and one a block. The parts meet at every step through counters, for
+    some 0.1 us (`_numba_loops.lstm_own_units`), so any step of two blocks or more may gain:
+    LSTM (1, 100, 32, 128), two blocks of 64 units, took 0.71-0.76 of one thread's time in two
+    parts, GRU 0.65-0.71, LSTM (4, 300, 32, 128) 0.76 (RESULTS.md, round 26); a call of a few
+    steps can lose (LSTM (1, 20, 8, 128) 1.13), which the choice's timings find, as they
+    choose between units and blocks of rows where both are offered."""
     n = cores()
-    if n < 2 or MODE != "auto" or batch >= 2 * ROW_BLOCK_MIN or not native_ready():
+    if n < 2 or MODE != "auto" or batch >= UNIT_ROWS_MAX or not native_ready():
         return 1
     return max(1, min(n, blocks))
 
