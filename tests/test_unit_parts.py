@@ -59,7 +59,7 @@ def spy_units(monkeypatch):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("batch", [1, 3, 13, 21])
+@pytest.mark.parametrize("batch", [1, 3, 13, 21, 70])
 @pytest.mark.parametrize("parts", [2, 3, 4])
 @pytest.mark.parametrize("how", ["plain", "masked", "backwards", "last"])
 def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind, batch, parts,
@@ -177,27 +177,37 @@ def test_a_layer_call_offers_units_to_a_small_batch(compiled, monkeypatch):
     assert all(_threads.UNITS not in c.times for c in list(_threads._choices.values())[1:])
 
 
-def test_a_batch_of_16_to_31_rows_is_offered_units_beside_blocks_of_rows(compiled, monkeypatch):
-    """Both are timed on real calls, and either gives one thread's numbers (a row's sums do not
-    depend on the rows beside it). The units forms need the weights packed whole, as the fused
-    loops keep them below SPLIT_MIN_ROWS rows a block."""
+def test_a_batch_of_16_rows_or_more_is_offered_units_beside_blocks_of_rows(compiled,
+                                                                           monkeypatch):
+    """Both are timed on real calls, and either gives one thread's numbers. At 64 rows the
+    blocks of rows (and one thread) split each step's product (`h W`, then `+ x_t U`), where
+    the units' parts take the weights packed whole: the same sums in the same order."""
     from unrolled.kernels import _numba_loops
 
-    assert _threads.UNIT_ROWS_MAX == _numba_loops.SPLIT_MIN_ROWS
+    assert _threads.UNIT_ROWS_MAX == _numba.OWN_GEMM_ROWS   # the units forms' packed weights
+    assert _numba_loops.splits(192, 12, 4, 32)               # blocks of 32 rows split, below
     monkeypatch.setattr(_threads, "MODE", "1")
-    lone, x = layer_and_input(24, "lstm", steps=40, return_sequences=True)
+    lone, x = layer_and_input(64, "lstm", units=192, steps=10, return_sequences=True)
     alone = lone(x)
     monkeypatch.setattr(_threads, "cores", lambda: 2)
     monkeypatch.setattr(_threads, "native_ready", lambda: True)
     monkeypatch.setattr(_threads, "MODE", "auto")
     monkeypatch.setattr(_threads, "_choices", {})
-    layer, _ = layer_and_input(24, "lstm", steps=40, return_sequences=True)
-    calls = spy_units(monkeypatch)
+    layer, _ = layer_and_input(64, "lstm", units=192, steps=10, return_sequences=True)
+    calls, depths = spy_units(monkeypatch), []
+    units_form = _threads._native_units[_numba_loops.lstm_own]
+
+    def packed_rows(args, bounds):
+        depths.append(args[12][0].shape[1])   # the panels' rows: U + F whole, U split
+        return units_form(args, bounds)
+
+    monkeypatch.setitem(_threads._native_units, _numba_loops.lstm_own, packed_rows)
     outputs = [layer(x) for _ in range(8)]
     (choice,) = _threads._choices.values()
     assert _threads.ROWS in choice.times and _threads.UNITS in choice.times
     assert len(choice.times[_threads.UNITS]) >= 2 and len(choice.times[_threads.ROWS]) >= 2
     assert calls and all(call == ("lstm_own", 2) for call in calls)
+    assert depths and set(depths) == {192 + 12}
     for y in outputs:
         for a, b in zip(alone, y):
             np.testing.assert_array_equal(a, b)

@@ -402,11 +402,12 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
                 states = [np.ascontiguousarray(s) for s in states]
             B = xt.shape[1]
             blocks = _threads.blocks(B)
+            parts = _threads.units() if by_units and blocks == 1 else 1
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the
-            # blocks (`B // blocks` rows in the smallest); None for a fused loop that reads
-            # `stacked`
-            panels = (pack(*weights, *flags, B // blocks) if packs
+            # blocks (`B // blocks` rows in the smallest) or the units' parts (whole: their
+            # jobs never split a step's product); None for a fused loop that reads `stacked`
+            panels = (pack(*weights, *flags, 0 if parts > 1 else B // blocks) if packs
                       else None if fused else no_panels())
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
@@ -414,8 +415,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
                      for i in range(len(states))]
             args = (xt, *weights, *states, mask, masked, *flags, seq, need_seq, chunk, own,
                     panels, stacked, *final)
-            parts = _threads.units() if by_units else 1
-            if parts > 1 and blocks == 1:
+            if parts > 1:
                 _threads.by_units(loop, args, B, parts)
             else:
                 _threads.by_rows(loop, args, B, blocks, blas=not fused)
