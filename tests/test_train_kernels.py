@@ -506,15 +506,23 @@ def test_weight_gradients_and_bias_sums_come_from_one_pass(parts, monkeypatch):
     np.testing.assert_array_equal(alone, d_recurrent)
 
 
-def test_row_blocks_take_the_panel_product_whatever_the_weights_size():
-    """On one thread, weights over OWN_GEMM_BYTES go to BLAS (which then has every core); in row
-    blocks each block has one thread, and the panel product is faster there at every size."""
-    big = np.zeros((max(_numba.OWN_GEMM_BYTES, 0) // 4 + 1,), dtype="float32")
-    assert not train._own_product(big, 1)
-    assert train._own_product(big, 2)
-    if _numba.OWN_GEMM_BYTES >= 1024:
-        small = np.zeros((16, 16), dtype="float32")
-        assert train._own_product(small, 1) and train._own_product(small, 2)
+def test_row_blocks_take_the_panel_product_whatever_the_weights_size(monkeypatch):
+    """On one thread, weights over OWN_GEMM_BYTES go to BLAS (which then has every core) but for
+    a batch under OWN_GEMM_ROWS rows, for which BLAS would pack them at every step, up to
+    OWN_SMALL_BATCH_BYTES; in row blocks each block has one thread, and the panel product is
+    faster there at every size."""
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 2 << 20)    # the defaults (the fixture moves)
+    monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 64 << 20)
+    big = np.zeros(((2 << 20) // 4 + 1,), dtype="float32")
+    rows = _numba.OWN_GEMM_ROWS
+    assert not train._own_product(big, 1, rows)
+    assert train._own_product(big, 1, rows - 1)
+    assert train._own_product(big, 2, rows)
+    with monkeypatch.context() as m:
+        m.setattr(_numba, "OWN_SMALL_BATCH_BYTES", big.nbytes - 4)
+        assert not train._own_product(big, 1, 1)
+    small = np.zeros((16, 16), dtype="float32")
+    assert train._own_product(small, 1, rows) and train._own_product(small, 2, rows)
 
 
 def test_kept_arrays_are_reused_only_when_nothing_holds_them(monkeypatch):

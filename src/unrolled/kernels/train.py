@@ -480,9 +480,9 @@ def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
     tape.parts = _threads.blocks(B)                   # ROWS chosen: blocks of rows at once
     if tape.kind != "gru":                          # [U; W; b]  (features + units (+ 1), G*units)
         UW = np.concatenate([cell.kernel, W] + ([b_in[None]] if b_in is not None else []))
-        own = _own_product(UW, tape.parts)
+        own = _own_product(UW, tape.parts, B)
     else:
-        own = _own_product(W, tape.parts)
+        own = _own_product(W, tape.parts, B)
     if tape.kind == "simple":
         _by_rows(nb.simple_forward, (tape.P, tape.A, tape.XH, UW, tape.F, valid, use_mask, own),
                  B, tape.parts)
@@ -509,7 +509,7 @@ ROW_BLOCK_WORK_MIN = 1 << 24
 _by_rows = _threads.by_rows
 
 
-def _own_product(W: np.ndarray, parts: int) -> bool:
+def _own_product(W: np.ndarray, parts: int, batch: int) -> bool:
     """Whether the compiled loops multiply by `W` with their own panel product (see _numba).
 
     Always in row blocks: there each block's products run on one thread, where the panel
@@ -517,9 +517,13 @@ def _own_product(W: np.ndarray, parts: int) -> bool:
     pass's memory budget, and each block's packed copy of W (and of W^T for the backward) is
     small next to the tape. LSTM (256, 100, 256, 1024): 13.2 s a step with BLAS on two
     threads, 11.8 s in two row blocks with panels. On one thread, weights over
-    `_numba.OWN_GEMM_BYTES` go to BLAS, which then has every core.
+    `_numba.OWN_GEMM_BYTES` go to BLAS, which then has every core, but for a batch of fewer
+    than `_numba.OWN_GEMM_ROWS` rows (up to `_numba.OWN_SMALL_BATCH_BYTES`), as in the forward
+    pass: for a few rows BLAS packs all of W again at every step. A training step of LSTM
+    (4, 100, 32, 512) took 68 ms so, against torch's 23 (RESULTS.md, round 27).
     """
-    return W.nbytes <= _numba.OWN_GEMM_BYTES or parts > 1
+    return (W.nbytes <= _numba.OWN_GEMM_BYTES or parts > 1
+            or (batch < _numba.OWN_GEMM_ROWS and W.nbytes <= _numba.OWN_SMALL_BATCH_BYTES))
 
 
 def _row_parts(B: int, step_work: int, work: int) -> int:
@@ -982,9 +986,9 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
         dZh = tape.buffers.empty("dZh", (T, B, 3 * U), dtype) if cell.reset_after else None
         _by_rows(nb.gru_backward, (tape.A, tape.H, tape.RH, W, d_out, dH, dZx,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
-                                   _own_product(W, parts)), B, parts)
+                                   _own_product(W, parts, B)), B, parts)
         return _grads_gru(tape, dZx, dZh, grads)
-    own = _own_product(W, parts)
+    own = _own_product(W, parts, B)
     W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
     dZ = tape.buffers.empty("dZ", (T, B, _GATES[type(cell)] * U), dtype)
     if tape.kind == "simple":
