@@ -508,16 +508,16 @@ def test_weight_gradients_and_bias_sums_come_from_one_pass(parts, monkeypatch):
 
 def test_row_blocks_take_the_panel_product_whatever_the_weights_size(monkeypatch):
     """On one thread, weights over OWN_GEMM_BYTES go to BLAS (which then has every core) but for
-    a batch under OWN_GEMM_ROWS rows, for which BLAS would pack them at every step, up to
+    a batch of at most OWN_GEMM_ROWS rows, for which BLAS would pack them at every step, up to
     OWN_SMALL_BATCH_BYTES; in row blocks each block has one thread, and the panel product is
     faster there at every size."""
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 2 << 20)    # the defaults (the fixture moves)
     monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 64 << 20)
     big = np.zeros(((2 << 20) // 4 + 1,), dtype="float32")
     rows = _numba.OWN_GEMM_ROWS
-    assert not train._own_product(big, 1, rows)
-    assert train._own_product(big, 1, rows - 1)
-    assert train._own_product(big, 2, rows)
+    assert not train._own_product(big, 1, rows + 1)
+    assert train._own_product(big, 1, rows)
+    assert train._own_product(big, 2, rows + 1)
     with monkeypatch.context() as m:
         m.setattr(_numba, "OWN_SMALL_BATCH_BYTES", big.nbytes - 4)
         assert not train._own_product(big, 1, 1)

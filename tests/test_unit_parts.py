@@ -184,7 +184,7 @@ def test_a_batch_of_16_rows_or_more_is_offered_units_beside_blocks_of_rows(compi
     the units' parts take the weights packed whole: the same sums in the same order."""
     from unrolled.kernels import _numba_loops
 
-    assert _threads.UNIT_ROWS_MAX == _numba.OWN_GEMM_ROWS   # the units forms' packed weights
+    assert _threads.UNIT_ROWS_MAX <= _numba.OWN_GEMM_ROWS   # the units forms' packed weights
     assert _numba_loops.splits(192, 12, 4, 32)               # blocks of 32 rows split, below
     monkeypatch.setattr(_threads, "MODE", "1")
     lone, x = layer_and_input(64, "lstm", units=192, steps=10, return_sequences=True)
@@ -248,12 +248,12 @@ def test_a_units_form_that_does_not_compile_falls_back_to_one_thread(compiled, m
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_a_small_batch_keeps_the_loops_own_product_for_large_weights(compiled, monkeypatch,
                                                                      kind):
-    """Above `OWN_GEMM_BYTES` of recurrent kernel a batch of fewer than `OWN_GEMM_ROWS` rows
+    """Above `OWN_GEMM_BYTES` of recurrent kernel a batch of at most `OWN_GEMM_ROWS` rows
     still runs the fused loop on weights packed once a call (BLAS would pack them all again at
     every step for a few rows), up to `OWN_SMALL_BATCH_BYTES`; a larger batch calls BLAS. The
     limit is lowered here so that a small layer is over it."""
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 64 << 10)   # LSTM(160): 400 KiB of W
-    for batch, own in ((_numba.OWN_GEMM_ROWS - 1, True), (_numba.OWN_GEMM_ROWS, False)):
+    for batch, own in ((_numba.OWN_GEMM_ROWS, True), (_numba.OWN_GEMM_ROWS + 1, False)):
         layer, x = layer_and_input(batch, kind, return_sequences=True)
         kernel = _numba.loop_for(layer.cell, batch, x.shape[1])
         assert (kernel.units == 3) is own and kernel.blas is not own, batch

@@ -14,7 +14,7 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   layer's kept plan straight to the loop (`plain` in `_bind`).
 - **BLAS loops** (`_numba_loops.BLAS_LOOPS`), for float32 and the default activations (tanh,
   and sigmoid for the gates), above those sizes. While the recurrent kernel is at most
-  `OWN_GEMM_BYTES` (or the batch has fewer than `OWN_GEMM_ROWS` rows, for all but the largest
+  `OWN_GEMM_BYTES` (or the batch has at most `OWN_GEMM_ROWS` rows, for all but the largest
   weights), `h W` is the loops' own panel product (`_numba_panels`, faster than
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
@@ -89,7 +89,7 @@ BLAS_MIN = {1: 14000, 3: 40000, 4: 8000}
 # pass's budget is input + output + weights + one step's scratch), and packing one panel per
 # step instead cost more than the product gained.
 OWN_GEMM_BYTES = 2 << 20
-# A batch of fewer rows than this keeps the loops' own product above OWN_GEMM_BYTES too, up to
+# A batch of at most this many rows keeps the loops' own product above OWN_GEMM_BYTES too, up to
 # OWN_SMALL_BATCH_BYTES of recurrent kernel. A step of a few rows is a few multiply-adds for
 # each number of the weights, and BLAS packs them all again at every step: on the 2-vCPU
 # benchmark machine LSTM (4, 100, 32, 512) took 24 ms a call so, and 10.3-10.8 on the weights
@@ -99,11 +99,12 @@ OWN_GEMM_BYTES = 2 << 20
 # layer calls in one process, alternated, the weights packed once against BLAS): LSTM
 # (16, 100, 32, 512) 0.44 of the time, GRU 0.35; (24, 100, 32, 512) 0.60 and 0.50;
 # (16, 100, 64, 1024) 0.53 and 0.44; (64, 100, 64, 1024) 0.72 and 0.69; (128, 100, 64, 1024)
-# 0.81 and 0.79; but LSTM at 192 and 256 rows only 0.89-0.91, where BLAS's packing is shared by
-# that many rows. The packed copy is as large as the weights, for the call: more than a step's
-# scratch (the forward pass's memory budget is input + output + weights + one step's scratch),
-# which at 128 rows and more is not worth a tenth of the time. So 256 rows, the benchmark's
-# largest point, keep BLAS and their budget.
+# 0.78-0.81 and 0.79, (128, 100, 64, 512) 0.83 and 0.80; but at 160 rows 0.89 and 0.83, and
+# LSTM at 192 and 256 rows 0.89-0.91, where BLAS's packing is shared by that many rows. The
+# packed copy is as large as the weights, for the call: more than a step's scratch (the forward
+# pass's memory budget is input + output + weights + one step's scratch), which past 128 rows
+# is not worth a tenth of the time. So 256 rows, the benchmark's largest point, keep BLAS and
+# their budget.
 OWN_GEMM_ROWS = 128
 OWN_SMALL_BATCH_BYTES = 64 << 20
 
@@ -385,7 +386,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
         kernel.plain = plain  # the plan's short route (unrolled.kernels.Plan.call)
     else:
         size = cell.recurrent_kernel.nbytes
-        own = size <= OWN_GEMM_BYTES or (batch < OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES)
+        own = size <= OWN_GEMM_BYTES or (batch <= OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES)
         fused = own and (kind != "gru" or cell.reset_after)
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 

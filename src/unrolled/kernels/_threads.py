@@ -160,15 +160,15 @@ ROW_WORK_MIN = 1 << 22
 ROW_BLOCK_MIN = 8
 # UNITS is offered below this many rows, beside ROWS from 2 * ROW_BLOCK_MIN (the choice times
 # both): a part reads its share of the weights once a step for all the rows, where each block
-# of rows reads all of them. The units forms run on the packed weights, which batches of
-# 128 rows or more leave to BLAS above 2 MiB (`_numba.OWN_GEMM_ROWS`), and below that the
-# weights fit a core's L2 and the blocks of rows gain nothing from sharing them (LSTM
-# (128, 200, 64, 256): the same time; SimpleRNN 1.12). With both on offer against blocks of
-# rows alone (`benchmarks/ab.py`, 7 rounds; RESULTS.md, round 27): LSTM (16, 100, 64, 1024)
-# 0.78 of the time, GRU 0.75; (16, 100, 32, 512) 0.77 and 0.78; (24, 100, 32, 512) 0.82, 0.86.
-# Units forced against the choice of that time, alternated in one process: LSTM
-# (64, 100, 64, 1024) 0.60, GRU 0.61; (96, 100, 64, 1024) 0.72 and 0.95; (48, 100, 32, 512)
-# 0.67 and 0.69.
+# of rows reads all of them. The units forms run on packed weights, which batches of over 128
+# rows leave to BLAS above 2 MiB (`_numba.OWN_GEMM_ROWS`); below 2 MiB the weights fit a core's
+# L2, and at 128 rows the blocks of rows gained nothing from sharing them (LSTM
+# (128, 200, 64, 256), units forced: the same time; SimpleRNN 1.12). With both on offer against
+# blocks of rows alone (`benchmarks/ab.py`, 7 rounds; RESULTS.md, round 27): LSTM
+# (16, 100, 64, 1024) 0.78 of the time, GRU 0.75; (16, 100, 32, 512) 0.77 and 0.78;
+# (24, 100, 32, 512) 0.82, 0.86. Units forced against the choice of that time, alternated in
+# one process: LSTM (64, 100, 64, 1024) 0.60, GRU 0.61; (96, 100, 64, 1024) 0.72 and 0.95;
+# (48, 100, 32, 512) 0.67 and 0.69.
 UNIT_ROWS_MAX = 128
 
 

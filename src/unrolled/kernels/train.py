@@ -517,13 +517,13 @@ def _own_product(W: np.ndarray, parts: int, batch: int) -> bool:
     pass's memory budget, and each block's packed copy of W (and of W^T for the backward) is
     small next to the tape. LSTM (256, 100, 256, 1024): 13.2 s a step with BLAS on two
     threads, 11.8 s in two row blocks with panels. On one thread, weights over
-    `_numba.OWN_GEMM_BYTES` go to BLAS, which then has every core, but for a batch of fewer
-    than `_numba.OWN_GEMM_ROWS` rows (up to `_numba.OWN_SMALL_BATCH_BYTES`), as in the forward
+    `_numba.OWN_GEMM_BYTES` go to BLAS, which then has every core, but for a batch of at most
+    `_numba.OWN_GEMM_ROWS` rows (up to `_numba.OWN_SMALL_BATCH_BYTES`), as in the forward
     pass: for a few rows BLAS packs all of W again at every step. A training step of LSTM
     (4, 100, 32, 512) took 68 ms so, against torch's 23 (RESULTS.md, round 27).
     """
     return (W.nbytes <= _numba.OWN_GEMM_BYTES or parts > 1
-            or (batch < _numba.OWN_GEMM_ROWS and W.nbytes <= _numba.OWN_SMALL_BATCH_BYTES))
+            or (batch <= _numba.OWN_GEMM_ROWS and W.nbytes <= _numba.OWN_SMALL_BATCH_BYTES))
 
 
 def _row_parts(B: int, step_work: int, work: int) -> int:
