@@ -72,6 +72,8 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
     h0 = np.random.default_rng(2).standard_normal((batch, UNITS[kind])).astype("float32")
     states = [h0, -h0][:2 if kind == "lstm" else 1]
     calls = spy_units(monkeypatch)
+    # from 16 rows the units are for weights over OWN_GEMM_BYTES (these are 330-440 KB)
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 64 << 10)
     monkeypatch.setattr(_threads, "parts", lambda: 1)    # no blocks of rows (21 rows may have)
     monkeypatch.setattr(_threads, "units", lambda: 1)
     alone = layer(x, mask=mask, initial_state=states)
@@ -131,6 +133,17 @@ def test_units_are_offered_to_batches_under_unit_rows_max(monkeypatch):
             assert _threads.unit_parts(1, 4) == 1, setting
 
 
+def test_from_16_rows_only_weights_over_own_gemm_bytes_have_a_units_form(compiled, monkeypatch):
+    """Where blocks of rows are offered, the units are only for weights each block would read
+    from memory: smaller ones stay in each core's L2."""
+    rows = 2 * _threads.ROW_BLOCK_MIN
+    for batch, limit, blocks in ((rows - 1, 2 << 20, 3), (rows, 2 << 20, 0), (rows, 64 << 10, 3),
+                                 (_threads.UNIT_ROWS_MAX - 1, 64 << 10, 3)):
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", limit)   # LSTM(160): 400 KiB of W
+        layer, x = layer_and_input(batch, "lstm")
+        assert _numba.loop_for(layer.cell, batch, x.shape[1]).units == blocks, (batch, limit)
+
+
 @pytest.mark.parametrize("kind, units, blocks", [("lstm", 64, 0), ("lstm", 128, 2),
                                                   ("gru", 160, 3), ("lstm", 260, 5),
                                                   ("simple_rnn", 160, 0),
@@ -186,6 +199,7 @@ def test_a_batch_of_16_rows_or_more_is_offered_units_beside_blocks_of_rows(compi
 
     assert _threads.UNIT_ROWS_MAX <= _numba.OWN_GEMM_ROWS   # the units forms' packed weights
     assert _numba_loops.splits(192, 12, 4, 32)               # blocks of 32 rows split, below
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 64 << 10)  # LSTM(192)'s W is over it
     monkeypatch.setattr(_threads, "MODE", "1")
     lone, x = layer_and_input(64, "lstm", units=192, steps=10, return_sequences=True)
     alone = lone(x)

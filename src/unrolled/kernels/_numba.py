@@ -425,8 +425,12 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
         # or each step's units in parts at once: the fused loops on packed weights
         # (`_numba_loops.lstm_own_units`, ...); `units`: their blocks of units a step (0: no
-        # such form)
-        by_units = packs and fused
+        # such form). From 2 * ROW_BLOCK_MIN rows, where blocks of rows are offered, only for
+        # weights over OWN_GEMM_BYTES: blocks of rows then each read them all from memory, a
+        # part its share; smaller weights stay in each core's L2 (units forced at
+        # (128, 200, 64, 256): LSTM the same time, SimpleRNN 1.12; RESULTS.md, round 27).
+        by_units = packs and fused and (batch < 2 * _threads.ROW_BLOCK_MIN
+                                        or size > OWN_GEMM_BYTES)
         kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
