@@ -1,5 +1,5 @@
-"""Each step's units split between threads: the fused loops on packed weights, for batches too
-small to cut into blocks of rows (`_threads.UNITS`, `_numba_loops.lstm_own_units`,
+"""Each step's units split between threads: the fused loops on packed weights, for batches of
+under `_threads.UNIT_ROWS_MAX` rows (`_threads.UNITS`, `_numba_loops.lstm_own_units`,
 `gru_own_units` and `simple_rnn_own_units`).
 
 The same numbers to the bit as the loop on one thread, for any number of parts (more parts

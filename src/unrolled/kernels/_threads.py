@@ -23,12 +23,13 @@ keep to the pool: on LSTM (32, 100, 16, 64) a training step took 4.1-4.4 ms with
 Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.6 with
 everything on the pool (RESULTS.md, round 21).
 
-A batch too small for blocks of rows (one sample, a few) has a fourth (`UNITS`, `by_units`):
-the fused loops on packed weights split each step's blocks of units between
-Numba's threads, which stay in the loop for the whole call and meet at the end of every step
-through counters (`_numba_loops.lstm_own_units`). A step of a small batch reads the whole
-`[W; U]` for a few multiply-adds a number, so two cores read it twice as fast, less a meeting
-of some 0.1 us a step.
+A batch of under `UNIT_ROWS_MAX` rows has a fourth (`UNITS`, `by_units`): the fused loops on
+packed weights split each step's blocks of units between Numba's threads, which stay in the
+loop for the whole call and meet at the end of every step through counters
+(`_numba_loops.lstm_own_units`). A step of a small batch reads the whole `[W; U]` for a few
+multiply-adds a number, so two cores read it twice as fast, less a meeting of some 0.1 us a
+step; where blocks of rows are offered too (16 rows and more, weights over a core's L2), each
+part reads its share of the weights where each block would read them all.
 
 So the choice is measured, not guessed (`ThreadChoice`): for each kind of call (its shape and
 kernels) each setting on offer is timed on real calls, two each (a kind's very first call is
@@ -152,7 +153,7 @@ ONE, ALL, ROWS, UNITS = "one", "all", "rows", "units"
 """The settings a call can run under: one BLAS thread; BLAS's own thread count; the batch
 split into blocks of rows run at once on separate threads (compiled loops only), each with one
 BLAS thread; or each step's units split between threads that meet at every step (the fused
-loops on packed weights, for batches too small for blocks of rows)."""
+loops on packed weights, for batches of under UNIT_ROWS_MAX rows)."""
 
 # Blocks of rows (`ROWS`) are tried for calls with at least this many recurrent multiply-adds in
 # all (a hand-off to the pool's thread costs about 0.1 ms) and at least this many rows a block.
