@@ -19,6 +19,10 @@ bias), of which train.py's X and H are views. The whole-sequence weight-gradient
 in train.py. Row-vector math in processing order k = 0..T-1;
 `valid` is `(T, batch)` (True: the sample's step is real), read only when `use_mask`.
 
+An LSTM's loops have a second form each for a batch of a few rows (`lstm_forward_units`,
+`lstm_backward_units`, at the end): each step's blocks of units shared between Numba's threads,
+which meet at every step, as the inference loops' units forms; the same numbers to the bit.
+
 Imported only by `train.py` when `unrolled.kernels._numba.available()`; `import unrolled` never
 imports Numba.
 
@@ -34,8 +38,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from unrolled.kernels._numba_loops import (_packed_if, _product, njit_fused, sigmoid32_fast,
-                                           tanh32_fast)
+from unrolled.kernels import _atomics as atomics
+from unrolled.kernels import _numba_panels as products
+from unrolled.kernels import _threads
+from unrolled.kernels._numba_loops import (GATE_UNITS, _block_out, _block_panels, _job_counters,
+                                           _next_job, _packed_if, _product, _unsigned,
+                                           gate_blocks, gate_panels, njit_blocks, njit_fused,
+                                           packed, sigmoid32_fast, tanh32_fast)
 
 
 @numba.njit(cache=True, nogil=True)
@@ -454,3 +463,191 @@ def gru_backward(A, H, RH, W, d_out, dH, dZx, dZh, valid, use_mask, pass_total, 
         _add_rows(dH[k], dhz, b0)                                   # + dh z
         if use_mask:
             _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1)
+
+
+# ------------------------------------------------------------------ LSTM by units
+#
+# A batch of a few rows reads all of the weights at every step, forwards (`[x | h | 1] [U; W;
+# b]`) and backwards (`dZ W^T`), for a few multiply-adds a number: a step is bound by how fast
+# the weights are read, and two cores read them twice as fast. So, as the inference loops'
+# units forms (`_numba_loops.lstm_own_units`), each step's blocks of GATE_UNITS units are
+# shared between parts on Numba's threads, which stay in the loop for the whole call and meet
+# at the end of every step through the same counters (`_next_job`). A job computes its units
+# for every row, with the products and arithmetic the one-thread loops above use (the same
+# panel product, each sum over k in order; the same expressions), so the tape and the
+# gradients are the same to the bit.
+#
+# Forward, step k, job q: `[x_k | h_k | 1]` times block q of `[U; W; b]` packed by gate blocks
+# (`gate_panels`: the block's four gates side by side), then the tape's P, A, C, TC and h_{k+1}
+# for those units. Backward, round r (step k = T - 1 - r), job q: first `dH[k + 1]`'s units of
+# block q, `dZ[k + 1] W^T` by W^T's panels of those units (and the mask's carry for them), then
+# step k's gate gradients for the same units, which read just those columns of `dH[k + 1]`;
+# one meeting a round, T + 1 rounds (the last finishes `dH[0]`).
+
+
+@njit_fused
+def _lstm_tape_block(z, P, A, c_prev, c, tc, XH_prev, XH, F, u0, valid, use_mask, k):
+    # units u0..u0+n-1 of step k for every row, from their pre-activations z (bias included;
+    # columns [i | f | g | o], n each): P, A, c, tanh(c), h into XH's state columns; masked
+    # rows keep their state (as _keep). Two passes a row, the gates into A and then the state
+    # from A, as _lstm_gates and _lstm_state: so the multiply-adds fuse as there, and the
+    # numbers are theirs to the bit (from the gates held in registers, `f c + i g` fused
+    # the other way round at some units).
+    n, U, v0, f0 = _unsigned(z.shape[1] // 4), _unsigned(c.shape[1]), _unsigned(u0), _unsigned(F)
+    n2, U2 = n + n, U + U
+    n3, U3 = n2 + n, U2 + U
+    for b in range(z.shape[0]):
+        for j in range(n):
+            u = v0 + j
+            zi, zf, zg, zo = z[b, j], z[b, n + j], z[b, n2 + j], z[b, n3 + j]
+            P[b, u], P[b, U + u], P[b, U2 + u], P[b, U3 + u] = zi, zf, zg, zo
+            A[b, u], A[b, U + u] = sigmoid32_fast(zi), sigmoid32_fast(zf)
+            A[b, U2 + u], A[b, U3 + u] = tanh32_fast(zg), sigmoid32_fast(zo)
+        for j in range(n):
+            u = v0 + j
+            cv = A[b, U + u] * c_prev[b, u] + A[b, u] * A[b, U2 + u]
+            c[b, u] = cv
+            t = tanh32_fast(cv)
+            tc[b, u] = t
+            XH[b, f0 + u] = A[b, U3 + u] * t
+        if use_mask and not valid[k, b]:
+            for j in range(n):
+                u = v0 + j
+                XH[b, f0 + u] = XH_prev[b, f0 + u]
+                c[b, u] = c_prev[b, u]
+
+
+@njit_fused
+def _lstm_forward_part(i, parts, P, A, XH, C, TC, W, F, valid, use_mask, z, flags):
+    # part i of lstm_forward_units: step k's jobs, one block of units for every row
+    T, B, U = P.shape[0], P.shape[1], C.shape[2]
+    jobs = gate_blocks(U, GATE_UNITS)
+    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
+    for k in range(T):
+        tried = 0
+        while True:
+            q, tried = _next_job(flags, jobs, parts, i, tried, k)
+            if q < 0:
+                break
+            n = min(GATE_UNITS, U - q * GATE_UNITS)
+            zq = _block_out(z, B, 4 * n)
+            products.panel_product(XH[k], _block_panels(W, 4, q, n, GATE_UNITS), zq)
+            _lstm_tape_block(zq, P[k], A[k], C[k], C[k + 1], TC[k], XH[k], XH[k + 1], F,
+                             q * GATE_UNITS, valid, use_mask, k)
+            atomics.add(flags, jobs * atomics.LINE, 1)
+
+
+@njit_blocks
+def lstm_forward_units(args, bounds):
+    """lstm_forward over every row, each step's units in `len(bounds) - 1` parts at once
+    (`_threads.by_units`); `[U; W; b]` packed here by gate blocks, whatever `own` says."""
+    P, A, XH, C, TC, UW, F, valid, use_mask, own = args
+    B, G = P.shape[1], P.shape[2]
+    U = G // 4
+    W = gate_panels(UW, np.empty((0, G), dtype=np.float32), 0, 4, U, GATE_UNITS)
+    parts = bounds.shape[0] - 1
+    z = np.empty((parts, B * 4 * min(U, GATE_UNITS)), dtype=np.float32)
+    flags = _job_counters(gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _lstm_forward_part(i, parts, P, A, XH, C, TC, W, F, valid, use_mask, z[i], flags)
+
+
+@njit_fused
+def _lstm_grads_block(A, c_prev, tc, dh_next, d_out, dc_next, dZ, dc_prev, u0, n, valid,
+                      use_mask, k):
+    # _lstm_grads for units u0..u0+n-1 of every row
+    U, v0 = _unsigned(tc.shape[1]), _unsigned(u0)
+    U2 = U + U
+    U3 = U2 + U
+    for b in range(tc.shape[0]):
+        if use_mask and not valid[k, b]:
+            for j in range(n):
+                u = v0 + j
+                dZ[b, u] = 0
+                dZ[b, U + u] = 0
+                dZ[b, U2 + u] = 0
+                dZ[b, U3 + u] = 0
+                dc_prev[b, u] = dc_next[b, u]
+            continue
+        for j in range(n):
+            u = v0 + j
+            dh = dh_next[b, u] + d_out[b, u]
+            i, f, g, o = A[b, u], A[b, U + u], A[b, U2 + u], A[b, U3 + u]
+            t = tc[b, u]
+            dc = dh * o * (ONE - t * t) + dc_next[b, u]
+            dZ[b, u] = dc * g * ((ONE - i) * i)
+            dZ[b, U + u] = dc * c_prev[b, u] * ((ONE - f) * f)
+            dZ[b, U2 + u] = dc * i * (ONE - g * g)
+            dZ[b, U3 + u] = dh * t * ((ONE - o) * o)
+            dc_prev[b, u] = dc * f
+
+
+@njit
+def _carry_block(dH, d_out, valid, k, pass_total, unroll, u0, n):
+    # _carry for units u0..u0+n-1
+    for b in range(dH.shape[1]):
+        if not valid[k, b]:
+            new, prev, out = dH[k, b], dH[k + 1, b], d_out[k, b]
+            for u in range(u0, u0 + n):
+                new[u] = prev[u] + out[u] if pass_total else prev[u]
+            if unroll and k > 0:
+                before = d_out[k - 1, b]
+                for u in range(u0, u0 + n):
+                    before[u] += out[u]
+
+
+@njit
+def _into_columns(dst, src, u0):
+    # dst[:, u0:u0 + n] = src (n columns)
+    for b in range(src.shape[0]):
+        for j in range(src.shape[1]):
+            dst[b, u0 + j] = src[b, j]
+
+
+@njit_fused
+def _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_mask, pass_total,
+                        unroll, out, flags):
+    # part i of lstm_backward_units: round r finishes step k + 1's dH and starts step k's dZ
+    T, B, U = A.shape[0], A.shape[1], TC.shape[2]
+    jobs = gate_blocks(U, GATE_UNITS)
+    per = GATE_UNITS // products.WIDTH
+    atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
+    for r in range(T + 1):
+        k = T - 1 - r
+        tried = 0
+        while True:
+            q, tried = _next_job(flags, jobs, parts, i, tried, r)
+            if q < 0:
+                break
+            u0 = q * GATE_UNITS
+            n = min(GATE_UNITS, U - u0)
+            if k + 1 < T:                                   # dh_k = dz_{k+1} W^T, its units
+                o = _block_out(out, B, n)
+                products.panel_product(dZ[k + 1], WT[q * per:q * per + products.panel_count(n)],
+                                       o)
+                _into_columns(dH[k + 1], o, u0)
+                if use_mask:
+                    _carry_block(dH, d_out, valid, k + 1, pass_total, unroll, u0, n)
+            if k >= 0:
+                _lstm_grads_block(A[k], C[k], TC[k], dH[k + 1], d_out[k], dC[k + 1], dZ[k],
+                                  dC[k], u0, n, valid, use_mask, k)
+            atomics.add(flags, jobs * atomics.LINE, 1)
+
+
+@njit_blocks
+def lstm_backward_units(args, bounds):
+    """lstm_backward over every row, each round's units in `len(bounds) - 1` parts at once;
+    W^T packed here, whatever `own` says."""
+    (A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll, own) = args
+    B, U = A.shape[1], W.shape[0]
+    WT = packed(W.T)
+    parts = bounds.shape[0] - 1
+    out = np.empty((parts, B * min(U, GATE_UNITS)), dtype=np.float32)
+    flags = _job_counters(gate_blocks(U, GATE_UNITS))
+    for i in numba.prange(parts):
+        _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_mask,
+                            pass_total, unroll, out[i], flags)
+
+
+_threads.native_units(lstm_forward, lstm_forward_units)
+_threads.native_units(lstm_backward, lstm_backward_units)

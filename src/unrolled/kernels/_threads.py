@@ -24,9 +24,9 @@ Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.
 everything on the pool (RESULTS.md, round 21).
 
 A batch of under `UNIT_ROWS_MAX` rows has a fourth (`UNITS`, `by_units`): the fused loops on
-packed weights split each step's blocks of units between Numba's threads, which stay in the
-loop for the whole call and meet at the end of every step through counters
-(`_numba_loops.lstm_own_units`). A step of a small batch reads the whole `[W; U]` for a few
+packed weights (and an LSTM's training loops) split each step's blocks of units between Numba's
+threads, which stay in the loop for the whole call and meet at the end of every step through
+counters (`_numba_loops.lstm_own_units`). A step of a small batch reads the whole `[W; U]` for a few
 multiply-adds a number, so two cores read it twice as fast, less a meeting of some 0.1 us a
 step; where blocks of rows are offered too (16 rows and more, weights over a core's L2), each
 part reads its share of the weights where each block would read them all.
@@ -285,18 +285,19 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
                  every_thread: bool = True, unit_split: int = 1) -> Iterator[None]:
     """Run the body under the setting chosen for calls of kind `key` (default: all calls of
     `work` multiply-adds a step) whose steps do `work` each; `parts` > 1 offers `ROWS` too (the
-    body's compiled loops read `parts()`). Under `ONE` and `ROWS` the body has one BLAS thread.
+    body's compiled loops read `parts()`). Under `ONE`, `ROWS` and `UNITS` the body has one
+    BLAS thread.
     `blas=False`: the body calls no BLAS (the fused loops), so `ONE` and `ALL` are the same
     call and only `ALL` is on offer (trying both cost twice the tries of a slower setting: in
     the benchmark's rotation, where the host slowed the row blocks, a try every few calls), and
     `ROWS` leaves BLAS's thread count as it is. `unit_split` > 1 offers `UNITS` (the body's
     compiled loops read `units()`).
-    `every_thread=False`: `ALL` is not on offer beside `ROWS` (the training kernels, which run
-    their other products in blocks of rows too). After a product on several threads,
-    OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs the next
-    row blocks need: a training step of LSTM (32, 100, 16, 64) took 10.6-10.8 ms so, and
-    6.1-7.0 ms with the spinning cut short (RESULTS.md, round 17). Each try of `ALL` would
-    start that again."""
+    `every_thread=False`: `ALL` is not on offer beside `ROWS` or `UNITS` (the training kernels,
+    which run their other products in blocks too, on one BLAS thread each: under `UNITS` too
+    the body has one BLAS thread). After a product on several threads, OpenBLAS's threads
+    wait for the next one by spinning, about 0.1 s, on the CPUs the next row blocks need: a
+    training step of LSTM (32, 100, 16, 64) took 10.6-10.8 ms so, and 6.1-7.0 ms with the
+    spinning cut short (RESULTS.md, round 17). Each try of `ALL` would start that again."""
     if not chooses(work, parts, unit_split) or not blas_controllers():
         yield
         return
@@ -305,14 +306,14 @@ def step_threads(work: int, key: Any = None, parts: int = 1, blas: bool = True,
             yield
         return
     one_all = (ONE, ALL) if in_range(work) and blas else (ALL,)
-    if parts > 1 and not every_thread:
+    if (parts > 1 or unit_split > 1) and not every_thread:
         one_all = (ONE,) if blas else (ALL,)
     options = one_all + ((ROWS,) if parts > 1 else ()) + ((UNITS,) if unit_split > 1 else ())
     choice = _choice((work, parts) if key is None else key, options)
     first = choice.calls == 0
     setting = choice.pick()
     start = time.perf_counter()
-    limit = setting in (ONE, ROWS) and blas   # a body without BLAS has nothing to limit
+    limit = setting in (ONE, ROWS, UNITS) and blas   # a body without BLAS has nothing to limit
     # a choice inside another's body keeps its blocks
     outer, outer_units = getattr(_local, "parts", 1), getattr(_local, "units", 1)
     _local.loaded = False

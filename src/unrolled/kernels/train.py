@@ -53,8 +53,8 @@ from typing import Any
 import numpy as np
 
 from unrolled import _env, activations
-from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels import _numba, _threads
+from unrolled.kernels._activations import elementwise, in_place
 from unrolled.kernels._dispatch import _FLOATS
 from unrolled.kernels._numba import _NO_MASK  # the compiled loops' `valid` when nothing is masked
 from unrolled.kernels._threads import step_threads
@@ -490,8 +490,12 @@ def _forward_compiled(tape: _Tape, cell: Any, b_in: np.ndarray | None,
         tape.C = tape.buffers.empty("C", (T + 1, B, U), tape.dtype)
         np.copyto(tape.C[0], states[1])
         tape.TC = tape.buffers.empty("TC", (T, B, U), tape.dtype)
-        _by_rows(nb.lstm_forward, (tape.P, tape.A, tape.XH, tape.C, tape.TC, UW, tape.F, valid,
-                                   use_mask, own), B, tape.parts)
+        args = (tape.P, tape.A, tape.XH, tape.C, tape.TC, UW, tape.F, valid, use_mask)
+        units = _threads.units() if tape.parts == 1 else 1     # UNITS chosen
+        if units > 1:
+            _threads.by_units(nb.lstm_forward, (*args, True), B, units)
+        else:
+            _by_rows(nb.lstm_forward, (*args, own), B, tape.parts)
     else:
         bias = _numba._zeros_if_none(b_in, tape.P.shape[2], tape.dtype)
         tape.RH = tape.buffers.empty("RH", (T, B, U), tape.dtype)
@@ -543,7 +547,9 @@ def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
     thread or every thread; or, for the compiled loops with rows enough, one BLAS thread or
     blocks of batch rows at once (`ROWS`; the loops read `_threads.parts()`), where the
     whole-sequence products run in blocks of rows as well (`_matmul`, `_at_b`), each on one
-    BLAS thread.
+    BLAS thread; or, for an LSTM's compiled loops on a small batch (`_unit_split`), one BLAS
+    thread or each step's units in parts (`UNITS`; `_numba_train.lstm_forward_units`), the
+    whole-sequence products again in blocks on one BLAS thread each.
 
     Beside row blocks, BLAS never gets more than one thread: after a product on two threads,
     OpenBLAS's second thread spins for about 0.1 s waiting for the next, on the CPU the pool's
@@ -552,12 +558,33 @@ def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
     some load: LSTM (256, 100, 256, 1024) took 11.8 s a step in two row blocks and 13.2 s with
     BLAS on two threads while a core was idle, and with a busy core an every-thread try of
     LSTM (32, 100, 16, 64) took 43 ms instead of 21. A setting r times slower is tried again
-    every (r - 1) / 2% calls."""
+    every (r - 1) / 2% calls.
+
+    Units against the settings offered before them, each held for a run of steps in one
+    process (RESULTS.md, round 28): an LSTM (4, 100, 32, 512) training step took 20.3-20.5 ms
+    under units, 25.0-25.3 with BLAS's own threads for the weights' gradients, 30.1 on one
+    thread; (8, 100, 32, 512) 35.1 under units, 56.6 on one thread."""
     cell = rnn.cell
     G, U = _GATES[type(cell)], cell.units
     step_work = B * G * U * U
     parts = _row_parts(B, step_work, T * step_work) if compiled else 1
-    return step_threads(step_work, (id(rnn), B, phase, "kernel"), parts, every_thread=False)
+    return step_threads(step_work, (id(rnn), B, phase, "kernel"), parts, every_thread=False,
+                        unit_split=_unit_split(cell, B) if compiled else 1)
+
+
+def _unit_split(cell: Any, B: int) -> int:
+    """How many parts an LSTM's compiled loops may split each step's units into (`UNITS`;
+    1: not offered): as the forward pass's units forms (`unrolled.kernels._numba`), under
+    `_threads.UNIT_ROWS_MAX` rows, where the loops' own product takes the weights, and from
+    2 * ROW_BLOCK_MIN rows (where blocks of rows are offered) only for weights over
+    `_numba.OWN_GEMM_BYTES`, which a core's L2 does not hold."""
+    size = cell.recurrent_kernel.nbytes
+    if (type(cell) is not LSTMCell or not _own_product(cell.recurrent_kernel, 1, B)
+            or (B >= 2 * _threads.ROW_BLOCK_MIN and size <= _numba.OWN_GEMM_BYTES)):
+        return 1
+    from unrolled.kernels._numba_loops import GATE_UNITS  # loaded with the compiled loops
+
+    return _threads.unit_parts(B, -(-cell.units // GATE_UNITS))
 
 
 def _forward_simple(tape: _Tape, cell: Any) -> None:
@@ -763,11 +790,20 @@ class _Rule:
             np.add(self.d_out[k - 1], self.d_out[k], out=self.d_out[k - 1], where=inv)
 
 
+def _product_blocks(size: int) -> int:
+    """How many blocks a whole-sequence product, splittable `size` ways, runs in on the pool's
+    threads, each with one BLAS thread: as many as the loops' blocks of rows (`ROWS`) or
+    parts of each step's units (`UNITS`) run in now, at most `size`; 1 otherwise. Under
+    either, BLAS has one thread (`step_threads`): its own threads would spin on the CPUs the
+    next call's loops need (see `_phase_threads`)."""
+    return max(1, min(max(_threads.parts(), _threads.units()), size))
+
+
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
-    """`out = a @ b` for a whole sequence's rows; under row blocks (`_threads.parts()`), in as
-    many blocks of `a`'s rows on the pool's threads, each with one BLAS thread (see
-    `_phase_threads`)."""
-    _threads.matmul(a, b, out, _threads.blocks(a.shape[0]))
+    """`out = a @ b` for a whole sequence's rows; under row blocks or units
+    (`_product_blocks`), in blocks of `a`'s rows on the pool's threads, each with one BLAS
+    thread (see `_phase_threads`)."""
+    _threads.matmul(a, b, out, _product_blocks(a.shape[0]))
 
 
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -785,7 +821,7 @@ def _at_b_sums(pairs: list, b: np.ndarray, sums: bool) -> tuple[list, np.ndarray
     dtype = np.result_type(*pairs, b)
     outs = [np.empty((a.shape[1], b.shape[1]), dtype=dtype) for a in pairs]
     column_sums = np.empty(b.shape[1], dtype=b.dtype) if sums else None
-    _threads.at_b_all(list(zip(pairs, outs)), b, column_sums, _threads.blocks(b.shape[1]))
+    _threads.at_b_all(list(zip(pairs, outs)), b, column_sums, _product_blocks(b.shape[1]))
     return outs, column_sums
 
 
@@ -988,11 +1024,15 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
                                    dZx if dZh is None else dZh, *rule, cell.reset_after,
                                    _own_product(W, parts, B)), B, parts)
         return _grads_gru(tape, dZx, dZh, grads)
-    own = _own_product(W, parts, B)
+    units = _threads.units() if parts == 1 and tape.kind == "lstm" else 1     # UNITS chosen
+    own = units > 1 or _own_product(W, parts, B)
     W_T = W if own else np.ascontiguousarray(W.T)       # own: the loops pack W^T; BLAS: W^T
     dZ = tape.buffers.empty("dZ", (T, B, _GATES[type(cell)] * U), dtype)
     if tape.kind == "simple":
         _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, parts)
+    elif units > 1:
+        _threads.by_units(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH,
+                                             d_states[1], dZ, *rule, own), B, units)
     else:
         _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH, d_states[1], dZ,
                                     *rule, own), B, parts)

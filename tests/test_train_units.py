@@ -1,0 +1,229 @@
+"""A training step of an LSTM with each step's units split between threads
+(`_threads.UNITS`; `_numba_train.lstm_forward_units` and `lstm_backward_units`).
+
+The tape, the output, the input's, the weights' and the initial states' gradients are the one
+thread loops' to the bit, for any number of parts (more parts than blocks of units too), masked
+or not (each of the mask's rules), from an initial state or not; the forms are what ran; the
+thread choice offers them where they may pay, and not `ALL` beside them; under them the
+whole-sequence products run in blocks on one BLAS thread each; and without Numba's threads the
+loops run on one thread, with the same numbers.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from unrolled import layers
+from unrolled.kernels import _numba, _threads, train
+from unrolled.training import Grads
+
+pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+pytest.importorskip("scipy", reason="the compiled loops call SciPy's BLAS")
+
+# 160 units: three blocks of units a step, 64, 64 and 32 (a last block of whole panels but
+# less than a block); 150: the last block's 22 units do not fill a panel
+UNITS = 160
+
+
+@pytest.fixture
+def compiled(monkeypatch):
+    monkeypatch.setattr(_numba, "enabled", True)
+    monkeypatch.setattr(_threads, "NATIVE", True)
+    monkeypatch.setattr(train, "ENABLED", True)
+
+
+def spy_units(monkeypatch):
+    """Record the calls of the training loops' units forms: (loop, parts)."""
+    from unrolled.kernels import _numba_train as nb
+
+    calls = []
+    for loop in (nb.lstm_forward, nb.lstm_backward):
+        parallel = _threads._native_units[loop]
+
+        def counted(args, bounds, _parallel=parallel, _name=loop.__name__):
+            calls.append((_name, len(bounds) - 1))
+            return _parallel(args, bounds)
+
+        monkeypatch.setitem(_threads._native_units, loop, counted)
+    return calls
+
+
+def make(batch, units=UNITS, steps=9, features=7, seed=0, **kwargs):
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, steps, features)).astype("float32")
+    layer = layers.LSTM(units, return_sequences=True, return_state=True, **kwargs)
+    layer.build(x.shape)
+    layer.set_weights([rng.normal(0, 0.2, w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    return layer, x
+
+
+def step(layer, x, seed=1, **call):
+    """A forward and backward through the training kernel: every number it gives."""
+    result, cache = layer.forward_train(x, **call)
+    tape = cache["train_tape"]
+    assert tape.compiled is not None
+    kept = [np.array(a) for a in (tape.P, tape.A, tape.C, tape.TC, tape.XH[:, :, x.shape[2]:])]
+    rng = np.random.default_rng(seed)
+    d = tuple(rng.standard_normal(r.shape).astype("float32") for r in result)
+    grads = Grads()
+    d_x = layer.backward(cache, d, grads)
+    return [*(np.array(r) for r in result), *kept, d_x,
+            *(np.array(g) for g in grads.for_weights(layer.trainable_weights)),
+            *(np.array(s) for s in cache["d_initial_state"])]
+
+
+D_X = 8     # where step() puts the input's gradient
+
+
+def same(expected, got):
+    """Every number the same to the bit, but the input's gradient: under units its product,
+    `dZ [U]^T` over all the steps' rows, runs in blocks of rows (`train._product_blocks`),
+    where BLAS may sum a row in another order (as under blocks of rows, `_threads.ROWS`)."""
+    assert len(expected) == len(got)
+    for i, (a, b) in enumerate(zip(expected, got)):
+        if i == D_X:
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+        else:
+            np.testing.assert_array_equal(a, b, err_msg=f"item {i}")
+
+
+def run_with(monkeypatch, parts, layer, x, **call):
+    with monkeypatch.context() as m:
+        m.setattr(_threads, "units", lambda: parts)
+        return step(layer, x, **call)
+
+
+@pytest.mark.parametrize("batch", [1, 5, 20])
+@pytest.mark.parametrize("parts", [2, 3, 5])
+def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, batch, parts):
+    layer, x = make(batch)
+    expected = run_with(monkeypatch, 1, layer, x)
+    calls = spy_units(monkeypatch)
+    got = run_with(monkeypatch, parts, layer, x)
+    assert calls == [("lstm_forward", parts), ("lstm_backward", parts)]
+    same(expected, got)
+
+
+@pytest.mark.parametrize("rule", ["pass_total", "zero_output_for_mask", "unroll"])
+def test_masked_steps_give_the_one_threads_numbers(compiled, monkeypatch, rule):
+    """Each of the masked-step rules (train._Rule) the loops follow, columns by block here;
+    150 units: the last block does not fill a panel."""
+    options = {} if rule == "pass_total" else {rule: True}
+    layer, x = make(6, units=150, **options)
+    rng = np.random.default_rng(3)
+    mask = rng.random((6, x.shape[1])) > 0.3
+    mask[0] = False                               # a sample with no real step
+    mask[1, :3] = False                           # and one that starts late
+    h0 = [rng.standard_normal((6, 150)).astype("float32") for _ in range(2)]
+    expected = run_with(monkeypatch, 1, layer, x, mask=mask, initial_state=h0)
+    calls = spy_units(monkeypatch)
+    got = run_with(monkeypatch, 2, layer, x, mask=mask, initial_state=h0)
+    assert calls == [("lstm_forward", 2), ("lstm_backward", 2)]
+    same(expected, got)
+
+
+def test_the_units_forms_agree_with_the_numpy_kernel(compiled, monkeypatch):
+    """Against the readable kernel (no compiled loops), within the loops' activations' error."""
+    layer, x = make(3, steps=12)
+    got = run_with(monkeypatch, 2, layer, x)
+    monkeypatch.setattr(_numba, "enabled", False)
+    result, cache = layer.forward_train(x)
+    assert cache["train_tape"].compiled is None
+    rng = np.random.default_rng(1)
+    d = tuple(rng.standard_normal(r.shape).astype("float32") for r in result)
+    grads = Grads()
+    d_x = layer.backward(cache, d, grads)
+    reference = [*result, d_x, *grads.for_weights(layer.trainable_weights)]
+    mine = got[:3] + got[8:8 + 1 + 3]
+    for a, b in zip(mine, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-5)
+
+
+def test_without_numbas_threads_the_loops_run_alone(compiled, monkeypatch):
+    layer, x = make(2)
+    expected = run_with(monkeypatch, 1, layer, x)
+    calls = spy_units(monkeypatch)
+    monkeypatch.setattr(_threads, "NATIVE", False)
+    got = run_with(monkeypatch, 2, layer, x)
+    assert calls == []
+    same(expected, got)
+
+
+def test_units_are_offered_where_they_may_pay(compiled, monkeypatch):
+    """LSTM only (GRU and SimpleRNN have no such form); under 2 * ROW_BLOCK_MIN rows for any
+    weights of two blocks of units or more; from there up to UNIT_ROWS_MAX rows only for
+    weights over OWN_GEMM_BYTES, which the loops then still multiply by their own product."""
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "native_ready", lambda: True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", 2 << 20)
+    monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 64 << 20)
+    lstm = layers.LSTM(160)
+    lstm.build((1, 3, 4))
+    assert train._unit_split(lstm.cell, 1) == 2
+    assert train._unit_split(lstm.cell, 2 * _threads.ROW_BLOCK_MIN - 1) == 2
+    assert train._unit_split(lstm.cell, 2 * _threads.ROW_BLOCK_MIN) == 1     # in the L2
+    one_block = layers.LSTM(64)
+    one_block.build((1, 3, 4))
+    assert train._unit_split(one_block.cell, 1) == 1
+    for kind in (layers.GRU, layers.SimpleRNN):
+        other = kind(160)
+        other.build((1, 3, 4))
+        assert train._unit_split(other.cell, 1) == 1
+    large = layers.LSTM(768)                      # W: 9 MiB
+    large.build((1, 3, 4))
+    assert train._unit_split(large.cell, 64) == 2
+    assert train._unit_split(large.cell, _threads.UNIT_ROWS_MAX) == 1
+    monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", 1 << 20)   # BLAS takes W
+    assert train._unit_split(large.cell, 1) == 1
+    monkeypatch.setattr(_threads, "native_ready", lambda: False)
+    assert train._unit_split(lstm.cell, 1) == 1
+
+
+class _Limit:
+    """A stand-in for the one-BLAS-thread limit that counts how deep it is held."""
+    depth = 0
+
+    def __enter__(self):
+        type(self).depth += 1
+
+    def __exit__(self, *exc):
+        type(self).depth -= 1
+
+
+def test_the_choice_offers_units_not_all_and_the_loops_follow_it(compiled, monkeypatch):
+    """Each phase is timed under one BLAS thread and units; never BLAS's own thread count,
+    whose threads would spin on the CPUs the parts need. Under units the loops run their units
+    forms and the whole-sequence products go in blocks, each on one BLAS thread; the numbers
+    do not depend on the setting."""
+    monkeypatch.setattr(_threads, "cores", lambda: 2)
+    monkeypatch.setattr(_threads, "native_ready", lambda: True)
+    monkeypatch.setattr(_threads, "MODE", "auto")
+    monkeypatch.setattr(_threads, "STEP_WORK_MIN", 0)
+    monkeypatch.setattr(_threads, "blas_controllers", lambda: ["stand-in"])  # so it chooses
+    monkeypatch.setattr(_threads, "_one_thread", _Limit)
+    monkeypatch.setattr(_threads, "_choices", {})
+    layer, x = make(3)
+    calls = spy_units(monkeypatch)
+    products = []       # (blocks, limits held) of each whole-sequence product
+    for name in ("matmul", "at_b_all"):
+        real = getattr(_threads, name)
+
+        def counted(*args, _real=real):
+            products.append((args[-1], _Limit.depth))
+            return _real(*args)
+
+        monkeypatch.setattr(_threads, name, counted)
+    outputs = [step(layer, x) for _ in range(8)]
+    for phase in ("forward", "backward"):
+        choice = _threads._choices[(id(layer), 3, phase, "kernel")]
+        assert set(choice.times) == {_threads.ONE, _threads.UNITS}
+        assert len(choice.times[_threads.UNITS]) >= 2
+    assert ("lstm_forward", 2) in calls and ("lstm_backward", 2) in calls
+    assert products and all(depth >= 1 for _, depth in products)
+    assert {blocks for blocks, _ in products} == {1, 2}
+    assert _Limit.depth == 0
+    for other in outputs[1:]:
+        same(outputs[0], other)
