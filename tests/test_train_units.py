@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from test_train_kernels import _Limit  # the one-BLAS-thread limit's stand-in
 
 from unrolled import layers
 from unrolled.kernels import _numba, _threads, train
@@ -180,17 +181,6 @@ def test_units_are_offered_where_they_may_pay(compiled, monkeypatch):
     assert train._unit_split(large.cell, 1) == 1
     monkeypatch.setattr(_threads, "native_ready", lambda: False)
     assert train._unit_split(lstm.cell, 1) == 1
-
-
-class _Limit:
-    """A stand-in for the one-BLAS-thread limit that counts how deep it is held."""
-    depth = 0
-
-    def __enter__(self):
-        type(self).depth += 1
-
-    def __exit__(self, *exc):
-        type(self).depth -= 1
 
 
 def test_the_choice_offers_units_not_all_and_the_loops_follow_it(compiled, monkeypatch):
