@@ -1030,10 +1030,10 @@ def _backward_compiled(rnn: Any, tape: _Tape, d_out: np.ndarray, d_states: list,
     dZ = tape.buffers.empty("dZ", (T, B, _GATES[type(cell)] * U), dtype)
     if tape.kind == "simple":
         _by_rows(nb.simple_backward, (tape.A, W, W_T, d_out, dH, dZ, *rule, own), B, parts)
-    elif units > 1:
-        _threads.by_units(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH,
-                                             d_states[1], dZ, *rule, own), B, units)
     else:
-        _by_rows(nb.lstm_backward, (tape.A, tape.C, tape.TC, W, W_T, d_out, dH, d_states[1], dZ,
-                                    *rule, own), B, parts)
+        args = (tape.A, tape.C, tape.TC, W, W_T, d_out, dH, d_states[1], dZ, *rule, own)
+        if units > 1:
+            _threads.by_units(nb.lstm_backward, args, B, units)
+        else:
+            _by_rows(nb.lstm_backward, args, B, parts)
     return _grads(tape, dZ, grads)
