@@ -263,20 +263,25 @@ def gru_forward(P, A, H, RH, W, bias, b_rec, valid, use_mask, reset_after, own, 
 
 @njit
 def _carry(dH, d_out, valid, k, pass_total, unroll, b0, b1):
-    U = dH.shape[2]
+    _carry_units(dH, d_out, valid, k, pass_total, unroll, b0, b1, 0, dH.shape[2])
+
+
+@njit
+def _carry_units(dH, d_out, valid, k, pass_total, unroll, b0, b1, u0, n):
+    # _carry for rows b0..b1-1 and units u0..u0+n-1 (all of them, or a units form's job)
     for b in range(b0, b1):
         if not valid[k, b]:
             new, prev, out = dH[k, b], dH[k + 1, b], d_out[k, b]
             if pass_total:
-                for j in range(U):
-                    new[j] = prev[j] + out[j]
+                for u in range(u0, u0 + n):
+                    new[u] = prev[u] + out[u]
             else:
-                for j in range(U):
-                    new[j] = prev[j]
+                for u in range(u0, u0 + n):
+                    new[u] = prev[u]
             if unroll and k > 0:
                 before = d_out[k - 1, b]
-                for j in range(U):
-                    before[j] += out[j]
+                for u in range(u0, u0 + n):
+                    before[u] += out[u]
 
 
 @njit_fused
@@ -555,7 +560,9 @@ def lstm_forward_units(args, bounds):
 @njit_fused
 def _lstm_grads_block(A, c_prev, tc, dh_next, d_out, dc_next, dZ, dc_prev, u0, n, valid,
                       use_mask, k):
-    # _lstm_grads for units u0..u0+n-1 of every row
+    # _lstm_grads for units u0..u0+n-1 of every row. One function for both ran the one-thread
+    # backward 1.05-1.15x slower (unsigned unit indexes, the mask read inline; RESULTS.md,
+    # round 28), so the one-thread loop keeps its own.
     U, v0 = _unsigned(tc.shape[1]), _unsigned(u0)
     U2 = U + U
     U3 = U2 + U
@@ -580,20 +587,6 @@ def _lstm_grads_block(A, c_prev, tc, dh_next, d_out, dc_next, dZ, dc_prev, u0, n
             dZ[b, U2 + u] = dc * i * (ONE - g * g)
             dZ[b, U3 + u] = dh * t * ((ONE - o) * o)
             dc_prev[b, u] = dc * f
-
-
-@njit
-def _carry_block(dH, d_out, valid, k, pass_total, unroll, u0, n):
-    # _carry for units u0..u0+n-1
-    for b in range(dH.shape[1]):
-        if not valid[k, b]:
-            new, prev, out = dH[k, b], dH[k + 1, b], d_out[k, b]
-            for u in range(u0, u0 + n):
-                new[u] = prev[u] + out[u] if pass_total else prev[u]
-            if unroll and k > 0:
-                before = d_out[k - 1, b]
-                for u in range(u0, u0 + n):
-                    before[u] += out[u]
 
 
 @njit
@@ -627,7 +620,7 @@ def _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_ma
                                        o)
                 _into_columns(dH[k + 1], o, u0)
                 if use_mask:
-                    _carry_block(dH, d_out, valid, k + 1, pass_total, unroll, u0, n)
+                    _carry_units(dH, d_out, valid, k + 1, pass_total, unroll, 0, B, u0, n)
             if k >= 0:
                 _lstm_grads_block(A[k], C[k], TC[k], dH[k + 1], d_out[k], dC[k + 1], dZ[k],
                                   dC[k], u0, n, valid, use_mask, k)
