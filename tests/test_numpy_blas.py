@@ -4,7 +4,9 @@
 length, one row, one column) and falls back to Numba's np.dot for the rest; it is what the
 loops call; it is on wherever NumPy brings its own 64-bit OpenBLAS; and the loops' cached
 machine code runs with it off as well (the address is looked up when the process starts, not
-compiled in).
+compiled in). `gemm`, for the whole-sequence products on Numba's threads, takes operands of
+contiguous rows or columns as NumPy's matmul passes them, with matmul's numbers to the bit,
+and refuses anything else.
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ if _numba.available():
     @numba.njit(cache=True)
     def _call(a, b, out):
         _numpy_blas.dot(a, b, out)
+
+    @numba.njit(cache=True)
+    def _gemm(a, b, out):
+        _numpy_blas.gemm(a, b, out)
 
     @numba.njit(cache=True)
     def _call_rows(a, b, out, step, k):
@@ -103,6 +109,52 @@ def test_empty_product_writes_nothing():
     out = np.full((0, 4), 1, dtype=np.float32)
     _call(np.empty((0, 3), np.float32), np.ones((3, 4), np.float32), out)
     assert out.shape == (0, 4)
+
+
+def _operand(rng, rows, cols, transposed):
+    # a (rows, cols) float32 matrix of contiguous rows, or the transpose of one
+    if transposed:
+        return rng.standard_normal((cols, rows), dtype=np.float32).T
+    return rng.standard_normal((rows, cols), dtype=np.float32)
+
+
+@pytest.mark.skipif(not _numpy_blas.ready() if _numba.available() else True,
+                    reason="NumPy brings no 64-bit OpenBLAS here")
+@pytest.mark.parametrize("shape", [(2, 2, 2), (5, 7, 3), (64, 33, 130), (545, 400, 256)])
+@pytest.mark.parametrize("transposed", [(False, False), (True, False), (False, True),
+                                        (True, True)])
+def test_gemm_is_matmuls_product_to_the_bit(shape, transposed):
+    M, K, N = shape
+    rng = np.random.default_rng(M + K + N)
+    a = _operand(rng, M, K, transposed[0])
+    b = _operand(rng, K, N, transposed[1])
+    wide = np.full((M, N + 5), np.nan, dtype=np.float32)
+    out = wide[:, 2:N + 2]                       # rows further apart than their length
+    assert _numpy_blas.gemm_fits(a, b, out)
+    _gemm(a, b, out)
+    np.testing.assert_array_equal(out, np.matmul(a, b))
+    assert np.isnan(wide[:, :2]).all() and np.isnan(wide[:, N + 2:]).all()
+
+
+def test_gemm_refuses_what_sgemm_does_not_take_as_it_is():
+    rng = np.random.default_rng(4)
+    a = rng.standard_normal((8, 6), dtype=np.float32)
+    b = rng.standard_normal((6, 5), dtype=np.float32)
+    out = np.empty((8, 5), dtype=np.float32)
+    refused = [(a[::2, ::2], b[:3], out[:4]),                # neither rows nor columns
+               (a[:1], b, out[:1]),                          # one row: matmul's gemv
+               (a, b[:, :1], out[:, :1]),                    # one column
+               (a.astype(np.float64), b, out),               # not float32
+               (a, b, np.empty((5, 8), np.float32).T),       # out of contiguous columns
+               (a, b[:5], out)]                              # the sides do not meet
+    for operands in refused:
+        assert not _numpy_blas.gemm_fits(*operands)
+    with pytest.raises(ValueError, match="does not take"):
+        _gemm(a[::2, ::2], b[:3], out[:4])
+    with pytest.raises(ValueError, match="does not take"):
+        _gemm(a, b[:5], out)
+    with pytest.raises(numba.TypingError, match="2-D float32"):
+        _gemm(a.astype(np.float64), b, out)
 
 
 def test_the_blas_loops_call_dot_not_np_dot():

@@ -5,8 +5,9 @@ The tape, the output, the input's, the weights' and the initial states' gradient
 thread loops' to the bit, for any number of parts (more parts than blocks of units too), masked
 or not (each of the mask's rules), from an initial state or not; the forms are what ran; the
 thread choice offers them where they may pay, and not `ALL` beside them; under them the
-whole-sequence products run in blocks on one BLAS thread each; and without Numba's threads the
-loops run on one thread, with the same numbers.
+whole-sequence products run in blocks on one BLAS thread each, on Numba's threads where their
+forms take the blocks (with the pool's numbers) and on the pool's where not; and without
+Numba's threads the loops run on one thread, with the same numbers.
 """
 
 from __future__ import annotations
@@ -35,19 +36,29 @@ def compiled(monkeypatch):
 
 
 def spy_units(monkeypatch):
-    """Record the calls of the training loops' units forms: (loop, parts)."""
+    """Record the calls of the training loops' units forms and of the whole-sequence products'
+    forms on Numba's threads: (form, parts)."""
     from unrolled.kernels import _numba_train as nb
 
     calls = []
-    for loop in (nb.lstm_forward, nb.lstm_backward):
-        parallel = _threads._native_units[loop]
+    forms = [(_threads._native_units, loop) for loop in (nb.lstm_forward, nb.lstm_backward)]
+    forms += [(_threads._native_products, fn) for fn in list(_threads._native_products)]
+    for table, key in forms:
+        parallel = table[key]
 
-        def counted(args, bounds, _parallel=parallel, _name=loop.__name__):
+        def counted(args, bounds, _parallel=parallel, _name=parallel.__name__):
             calls.append((_name, len(bounds) - 1))
             return _parallel(args, bounds)
 
-        monkeypatch.setitem(_threads._native_units, loop, counted)
+        monkeypatch.setitem(table, key, counted)
     return calls
+
+
+def ran(parts, d_x=True):
+    """The forms a training step under units in `parts` parts runs, in order; `d_x`: the
+    input's gradient's too."""
+    return ([("lstm_forward_units", parts), ("lstm_backward_units", parts),
+             ("at_b_blocks", parts)] + ([("matmul_blocks", parts)] if d_x else []))
 
 
 def make(batch, units=UNITS, steps=9, features=7, seed=0, **kwargs):
@@ -103,7 +114,9 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, batc
     expected = run_with(monkeypatch, 1, layer, x)
     calls = spy_units(monkeypatch)
     got = run_with(monkeypatch, parts, layer, x)
-    assert calls == [("lstm_forward", parts), ("lstm_backward", parts)]
+    # the input's gradient in blocks of rows: on the pool where a block would have one row
+    # (NumPy's matmul gives a row to gemv, not to sgemm)
+    assert calls == ran(parts, d_x=x.shape[1] * batch >= 2 * parts)
     same(expected, got)
 
 
@@ -121,7 +134,7 @@ def test_masked_steps_give_the_one_threads_numbers(compiled, monkeypatch, rule):
     expected = run_with(monkeypatch, 1, layer, x, mask=mask, initial_state=h0)
     calls = spy_units(monkeypatch)
     got = run_with(monkeypatch, 2, layer, x, mask=mask, initial_state=h0)
-    assert calls == [("lstm_forward", 2), ("lstm_backward", 2)]
+    assert calls == ran(2)
     same(expected, got)
 
 
@@ -201,9 +214,9 @@ def test_the_choice_offers_units_not_all_and_the_loops_follow_it(compiled, monke
     for name in ("matmul", "at_b_all"):
         real = getattr(_threads, name)
 
-        def counted(*args, _real=real):
+        def counted(*args, _real=real, **options):
             products.append((args[-1], _Limit.depth))
-            return _real(*args)
+            return _real(*args, **options)
 
         monkeypatch.setattr(_threads, name, counted)
     outputs = [step(layer, x) for _ in range(8)]
@@ -211,9 +224,100 @@ def test_the_choice_offers_units_not_all_and_the_loops_follow_it(compiled, monke
         choice = _threads._choices[(id(layer), 3, phase, "kernel")]
         assert set(choice.times) == {_threads.ONE, _threads.UNITS}
         assert len(choice.times[_threads.UNITS]) >= 2
-    assert ("lstm_forward", 2) in calls and ("lstm_backward", 2) in calls
+    assert set(ran(2)) <= set(calls)
     assert products and all(depth >= 1 for _, depth in products)
     assert {blocks for blocks, _ in products} == {1, 2}
     assert _Limit.depth == 0
     for other in outputs[1:]:
         same(outputs[0], other)
+
+
+# ------------------------------------------------------------------ the products on Numba's threads
+
+
+def spy_products(monkeypatch):
+    """Record which way each whole-sequence product's blocks went: ("numba", form name) for
+    a parallel form, ("pool", block function name) for the pool's threads."""
+    went = []
+    for fn, parallel in list(_threads._native_products.items()):
+        def counted(args, bounds, _parallel=parallel):
+            went.append(("numba", _parallel.__name__))
+            return _parallel(args, bounds)
+
+        monkeypatch.setitem(_threads._native_products, fn, counted)
+    real = _threads.by_rows
+
+    def pool(fn, *args, **options):
+        went.append(("pool", fn.__name__))
+        return real(fn, *args, **options)
+
+    monkeypatch.setattr(_threads, "by_rows", pool)
+    return went
+
+
+def operands(rows=300, m=70, n=96, features=9, seed=5):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((rows, m), dtype=np.float32)            # XH
+    b = rng.standard_normal((rows, n), dtype=np.float32)            # dZ
+    kernel = rng.standard_normal((features, n), dtype=np.float32)   # dX = dZ kernel^T
+    return a, b, kernel
+
+
+@pytest.mark.parametrize("parts", [2, 3])
+def test_products_on_numbas_threads_give_the_pools_numbers(compiled, monkeypatch, parts):
+    a, b, kernel = operands()
+    went = spy_products(monkeypatch)
+    outs = {}
+    for native in (True, False):
+        w = np.full((a.shape[1], b.shape[1]), np.nan, dtype=np.float32)
+        _threads.at_b_all([(a, w)], b, None, parts, native=native)
+        d = np.full((b.shape[0], kernel.shape[0]), np.nan, dtype=np.float32)
+        _threads.matmul(b, kernel.T, d, parts, native=native)
+        outs[native] = (w, d)
+    assert went == [("numba", "at_b_blocks"), ("numba", "matmul_blocks"),
+                    ("pool", "_at_b_all_columns"), ("pool", "_matmul_rows")]
+    for got, expected in zip(outs[True], outs[False]):
+        np.testing.assert_array_equal(got, expected)
+    np.testing.assert_allclose(outs[True][0], a.T @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(outs[True][1], b @ kernel.T, rtol=1e-4, atol=1e-4)
+
+
+def test_products_the_forms_do_not_take_go_to_the_pool(compiled, monkeypatch):
+    """Several products or column sums at once, a block of one row or one column (NumPy's
+    matmul gives those to gemv), the tall sums `_at_b_columns` takes in pieces, no NumPy
+    sgemm, no Numba threads: the pool's blocks, with their numbers."""
+    from unrolled.kernels import _numpy_blas
+
+    a, b, kernel = operands()
+    went = spy_products(monkeypatch)
+
+    def at_b(pairs, sums=False, b=b, parts=2):
+        outs = [np.empty((x.shape[1], b.shape[1]), np.float32) for x in pairs]
+        total = np.empty(b.shape[1], np.float32) if sums else None
+        _threads.at_b_all(list(zip(pairs, outs)), b, total, parts, native=True)
+        for x, out in zip(pairs, outs):
+            np.testing.assert_allclose(out, x.T @ b, rtol=1e-4, atol=1e-4)
+        if sums:
+            np.testing.assert_array_equal(total, b.sum(axis=0))
+
+    at_b([a, a[:, :5]])
+    at_b([a], sums=True)
+    at_b([a], b=b[:, :3], parts=3)                  # a column a block
+    d = np.empty((5, kernel.shape[0]), np.float32)
+    _threads.matmul(b[:5], kernel.T, d, 3, native=True)             # a row a block
+    np.testing.assert_allclose(d, b[:5] @ kernel.T, rtol=1e-4, atol=1e-4)
+    assert went == [("pool", "_at_b_all_columns")] * 3 + [("pool", "_matmul_rows")]
+    went.clear()
+    with monkeypatch.context() as m:
+        m.setattr(_threads, "CHUNK_ROWS", 4)        # 300 rows: pieces of 4
+        at_b([a])
+        m.setattr(_numpy_blas, "ready", lambda: False)
+        at_b([a])
+        m.setattr(_numpy_blas, "ready", lambda: True)
+        m.setattr(_threads, "CHUNK_ROWS", 1024)
+        m.setattr(_threads, "NATIVE", False)
+        at_b([a])
+    assert went == [("pool", "_at_b_all_columns")] * 3
+    went.clear()
+    at_b([a])
+    assert went == [("numba", "at_b_blocks")]

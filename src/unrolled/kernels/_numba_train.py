@@ -16,7 +16,8 @@ The loops write the tape the NumPy kernel writes (P, A, H, C, TC, RH; see train.
 backward, `cache["steps"]` and `cache["step_grads"]` read them alike, except that the SimpleRNN
 and LSTM loops keep X and H in one array, `XH[k] = [x_k | h_k | 1]` (the 1 where there is a
 bias), of which train.py's X and H are views. The whole-sequence weight-gradient products stay
-in train.py. Row-vector math in processing order k = 0..T-1;
+in train.py, which runs them here (`at_b_blocks`, `matmul_blocks`) under units. Row-vector
+math in processing order k = 0..T-1;
 `valid` is `(T, batch)` (True: the sample's step is real), read only when `use_mask`.
 
 An LSTM's loops have a second form each for a batch of a few rows (`lstm_forward_units`,
@@ -41,6 +42,7 @@ import numpy as np
 from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
+from unrolled.kernels._numpy_blas import gemm, gemm_fits
 from unrolled.kernels._numba_loops import (GATE_UNITS, _block_out, _block_panels, _job_counters,
                                            _next_job, _packed_if, _product, _unsigned,
                                            gate_blocks, gate_panels, njit_blocks, njit_fused,
@@ -644,3 +646,36 @@ def lstm_backward_units(args, bounds):
 
 _threads.native_units(lstm_forward, lstm_forward_units)
 _threads.native_units(lstm_backward, lstm_backward_units)
+
+
+# ------------------------------------------------------------------ whole-sequence products
+#
+# Under units the loops run on Numba's threads, and so do the products after them (train.py's
+# `_at_b_sums` and `_matmul`, by `_threads.native_products`): a part of the product's columns or
+# rows on each thread, by NumPy's sgemm on one thread (`_numpy_blas.gemm`, the call NumPy's
+# matmul makes, so the same bits as the pool's blocks). Numba's threads wait for the next call
+# by spinning, where another library's GNU OpenMP set the spin (torch loads it with the
+# library's default), on the CPU where the pool's thread would run the product's second block.
+
+
+@njit_blocks
+def at_b_blocks(args, bounds):
+    """`out[:, c0:c1] = a^T b[:, c0:c1]` for each block of columns `bounds[i]:bounds[i + 1]`
+    at once; args `(a, b, out)`."""
+    a, b, out = args
+    for i in numba.prange(bounds.shape[0] - 1):
+        c0, c1 = bounds[i], bounds[i + 1]
+        gemm(a.T, b[:, c0:c1], out[:, c0:c1])
+
+
+@njit_blocks
+def matmul_blocks(args, bounds):
+    """`out[r0:r1] = a[r0:r1] b` for each block of rows `bounds[i]:bounds[i + 1]` at once;
+    args `(a, b, out)`."""
+    a, b, out = args
+    for i in numba.prange(bounds.shape[0] - 1):
+        r0, r1 = bounds[i], bounds[i + 1]
+        gemm(a[r0:r1], b, out[r0:r1])
+
+
+_threads.native_products(at_b_blocks, matmul_blocks, gemm_fits)

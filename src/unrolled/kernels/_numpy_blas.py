@@ -16,6 +16,10 @@ library (NumPy on MKL or Accelerate, or a system OpenBLAS with 32-bit integers) 
 and `dot` is `np.dot`, as before; so too with `UNROLLED_NUMPY_BLAS=0` in the environment (for
 measuring one against the other). Importing this module registers both names; it must be
 imported before any loop that calls `dot` is compiled or loaded from the cache.
+
+`gemm` is the same sgemm for products that must give `np.matmul`'s bits (the training
+kernels' whole-sequence products on Numba's threads): it passes a transposed operand as
+NumPy's matmul does, and takes only what matmul gives to sgemm (`gemm_fits`).
 """
 
 from __future__ import annotations
@@ -28,17 +32,18 @@ import numpy as np
 from llvmlite import binding as ll
 from llvmlite import ir
 from numba.core import cgutils, types
+from numba.core.errors import TypingError
 from numba.extending import intrinsic, overload
 
 from unrolled import _env
 
-__all__ = ["dot", "ready", "library"]
+__all__ = ["dot", "gemm", "ready", "library"]
 
 SYMBOL = "unrolled_numpy_cblas_sgemm"
 READY = "unrolled_numpy_cblas_ready"
 # cblas_sgemm of OpenBLAS built with 64-bit integers: the names its builds give it
 NAMES = ("scipy_cblas_sgemm64_", "cblas_sgemm64_")
-_ROW_MAJOR, _NO_TRANS = 101, 111
+_ROW_MAJOR, _NO_TRANS, _TRANS = 101, 111, 112
 
 # The flag's memory, for the life of the process: 1 once NumPy's sgemm is registered and
 # checked, else 0.
@@ -118,6 +123,27 @@ def _sgemm(typingctx, m, n, k, a, lda, b, ldb, c, ldc):
     return types.void(m, n, k, a, lda, b, ldb, c, ldc), codegen
 
 
+@intrinsic
+def _sgemm_layout(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
+    # as _sgemm, with each operand's layout given: `_NO_TRANS` (rows contiguous, `ld*` numbers
+    # apart) or `_TRANS` (the operand is the transpose of a row-major matrix of `ld*` columns)
+    def codegen(context, builder, signature, args):
+        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+        f32p = f32.as_pointer()
+        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, f32p, i64,
+                                               f32p, i64, f32, f32p, i64])
+        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOL)
+        ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = [
+            context.cast(builder, v, t, types.int64) for v, t in zip(args, signature.args)]
+        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32),
+                          builder.trunc(tb, i32), m_, n_, k_, ir.Constant(f32, 1.0),
+                          builder.inttoptr(a_, f32p), lda_, builder.inttoptr(b_, f32p), ldb_,
+                          ir.Constant(f32, 0.0), builder.inttoptr(c_, f32p), ldc_])
+        return context.get_dummy_value()
+
+    return types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc), codegen
+
+
 def dot(a, b, out):
     """`np.dot(a, b, out)` for 2-D arrays, by NumPy's sgemm where `ready()` and the three are
     float32 with contiguous rows; else by `np.dot` (Numba's, SciPy's BLAS)."""
@@ -157,6 +183,69 @@ def _dot(a, b, out):
         np.dot(a, b, out)
 
     return impl
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _layout(x):
+    # (_NO_TRANS, numbers between rows) for a float32 matrix of contiguous rows, (_TRANS,
+    # numbers between columns) for one of contiguous columns (a row-major matrix's transpose),
+    # as NumPy's matmul tells them apart; (0, 0) for anything else, or a side under 2
+    rows, cols = x.shape
+    if rows < 2 or cols < 2:
+        return 0, 0
+    if x.strides[1] == 4 and x.strides[0] % 4 == 0 and x.strides[0] // 4 >= cols:
+        return _NO_TRANS, x.strides[0] // 4
+    if x.strides[0] == 4 and x.strides[1] % 4 == 0 and x.strides[1] // 4 >= rows:
+        return _TRANS, x.strides[1] // 4
+    return 0, 0
+
+
+def gemm(a, b, out):
+    """`out = a @ b` for 2-D float32 arrays, each of contiguous rows or contiguous columns,
+    every side at least 2, by NumPy's sgemm called as NumPy's matmul calls it (a transposed
+    operand passed as such, not copied), so with matmul's numbers: for a compiled product that
+    must give the bits `np.matmul` gives. Compiled, only where `gemm_fits(a, b, out)`: for
+    anything else it raises ValueError. Called from Python, it is `np.matmul`."""
+    np.matmul(a, b, out=out)
+
+
+@overload(gemm, jit_options={"cache": True, "nogil": True})
+def _gemm(a, b, out):
+    if not all(isinstance(x, types.Array) and x.dtype == numba.float32 and x.ndim == 2
+               for x in (a, b, out)):
+        raise TypingError(f"gemm takes three 2-D float32 arrays; got {a}, {b}, {out}")
+
+    def impl(a, b, out):
+        M, K = a.shape
+        N = b.shape[1]
+        ta, lda = _layout(a)
+        tb, ldb = _layout(b)
+        tc, ldc = _layout(out)
+        if (_ready() == 0 or ta == 0 or tb == 0 or tc != _NO_TRANS or b.shape[0] != K
+                or out.shape[0] != M or out.shape[1] != N):
+            raise ValueError("gemm: operands NumPy's sgemm does not take as they are")
+        _sgemm_layout(ta, tb, M, N, K, a.ctypes.data, lda, b.ctypes.data, ldb,
+                      out.ctypes.data, ldc)
+
+    return impl
+
+
+def gemm_fits(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> bool:
+    """Whether `gemm(a, b, out)` takes these arrays: float32, `ready()`, every side at least 2,
+    `a` and `b` of contiguous rows or columns, `out` of contiguous rows."""
+    def layout(x: np.ndarray) -> int:
+        if x.ndim != 2 or x.dtype != np.float32 or min(x.shape) < 2:
+            return 0
+        rows, cols = x.shape
+        s0, s1 = x.strides
+        if s1 == 4 and s0 % 4 == 0 and s0 // 4 >= cols:
+            return _NO_TRANS
+        if s0 == 4 and s1 % 4 == 0 and s1 // 4 >= rows:
+            return _TRANS
+        return 0
+
+    return (ready() and layout(a) != 0 and layout(b) != 0 and layout(out) == _NO_TRANS
+            and a.shape[1] == b.shape[0] and out.shape == (a.shape[0], b.shape[1]))
 
 
 @numba.njit(cache=True, nogil=True)

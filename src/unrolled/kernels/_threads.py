@@ -79,7 +79,7 @@ from unrolled import _env
 __all__ = ["step_threads", "one_thread", "limited", "in_range", "chooses", "parts", "blocks",
            "cores", "by_rows", "row_parts", "ThreadChoice", "ONE", "ALL", "ROWS", "UNITS",
            "unit_parts", "units", "by_units",
-           "matmul", "at_b", "product", "product_parts",
+           "matmul", "at_b", "product", "product_parts", "native_products",
            "STEP_WORK_MIN", "STEP_WORK_MAX", "blas_controllers"]
 
 # OpenBLAS's own single-thread threshold (GEMM_MULTITHREAD_THRESHOLD 4 x 65536 multiply-adds):
@@ -670,11 +670,50 @@ def product_parts(work: int, size: int) -> int:
     return max(1, min(cores(), size))
 
 
-def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
+# The whole-sequence products' parallel forms (`native_products`): `_at_b_columns` and
+# `_matmul_rows` -> their forms `(args, bounds)`, and the test of whether a block's operands
+# are ones they take.
+_native_products: dict = {}
+_product_fits: list = []
+
+
+def native_products(at_b: Any, matmul: Any, fits: Any) -> None:
+    """Register `at_b((a, b, out), bounds)` and `matmul((a, b, out), bounds)`, which run
+    `_at_b_columns`' and `_matmul_rows`' blocks at once on Numba's threads, and `fits(a, b,
+    out)`, whether one block's product is one they take (see `matmul`'s `native`)."""
+    _native_products[_at_b_columns] = at_b
+    _native_products[_matmul_rows] = matmul
+    _product_fits[:] = [fits]
+
+
+def _native_product(fn: Any, args: tuple, bounds: list[int]) -> bool:
+    """`fn`'s blocks on Numba's threads, by its registered form, where there is one that may
+    run and takes every block's operands; False where nothing ran."""
+    if fn not in _native_products or not _product_fits or not native_ready():
+        return False
+    fits, (a, b, out) = _product_fits[0], args
+    for lo, hi in zip(bounds, bounds[1:]):
+        if fn is _at_b_columns:
+            block = (a.T, b[:, lo:hi], out[:, lo:hi])
+            if hi - lo <= 256 and b.shape[0] >= 64 * CHUNK_ROWS:     # `_at_b_columns`' pieces
+                return False
+        else:
+            block = (a[lo:hi], b, out[lo:hi])
+        if not fits(*block):
+            return False
+    global _blocks_ran
+    _blocks_ran = time.monotonic()
+    return _run_native(fn, args, bounds, True, _native_products)
+
+
+def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False,
+           native: bool = False) -> None:
     """`out = a @ b` for a 2-D `a`, in `parts` blocks of `a`'s rows at once on the pool's
     threads (`by_rows`), each with one BLAS thread; with one part, on this thread, under the
     caller's BLAS setting, or with `limit` on one BLAS thread where BLAS would take more
-    (`STEP_WORK_MIN`).
+    (`STEP_WORK_MIN`). `native`: the blocks on Numba's threads instead, where the product has
+    a parallel form that takes them (`native_products`), with the pool's bits: for products
+    right after a loop that ran on Numba's threads (an LSTM's training loops under `UNITS`).
 
     Blocks on the pool rather than BLAS's own threads: after a product on several threads,
     OpenBLAS's threads wait for the next one by spinning, about 0.1 s, on the CPUs that row
@@ -684,7 +723,9 @@ def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
     import numpy as np
 
     if parts > 1:
-        by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
+        bounds = [a.shape[0] * i // parts for i in range(parts + 1)]
+        if not (native and _native_product(_matmul_rows, (a, b, out), bounds)):
+            by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
         return
     with _limit_if(limit and a.shape[0] * a.shape[1] * b.shape[1] > STEP_WORK_MIN):
         np.matmul(a, b, out=out)
@@ -716,11 +757,17 @@ def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
         _at_b_columns(a, b, out, 0, b.shape[1])
 
 
-def at_b_all(pairs: list, b: Any, sums: Any, parts: int) -> None:
+def at_b_all(pairs: list, b: Any, sums: Any, parts: int, native: bool = False) -> None:
     """`out = a^T b` for each `(a, out)` in `pairs` and, unless `sums` is None, `sums = b`'s
     column sums, in `parts` blocks of the columns at once (`at_b`): each block does all of them
-    for its columns, so one hand-off to the pool serves every product."""
+    for its columns, so one hand-off to the pool serves every product. `native`: one product
+    and no sums run on Numba's threads where they can, as `matmul`'s."""
     if parts > 1:
+        if native and len(pairs) == 1 and sums is None:
+            (a, out), n = pairs[0], b.shape[1]
+            bounds = [n * i // parts for i in range(parts + 1)]
+            if _native_product(_at_b_columns, (a, b, out), bounds):
+                return
         by_rows(_at_b_all_columns, (pairs, b, sums), b.shape[1], parts)
     else:
         _at_b_all_columns(pairs, b, sums, 0, b.shape[1])
