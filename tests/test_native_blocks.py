@@ -1,5 +1,6 @@
 """Blocks of batch rows on Numba's threads: the compiled loops' parallel forms, which
-`unrolled.kernels._threads.by_rows` calls in place of a hand-off to its pool of Python threads.
+`unrolled.kernels._threads.by_rows` calls in place of a hand-off to its pool of Python threads,
+the training loops' too, and the whole-sequence products of a training step after them.
 
 The same numbers to the bit as the pool's blocks; the parallel form is what ran; the pool again
 where Numba's threading layer cannot be entered from several threads, in a process forked from
@@ -95,6 +96,70 @@ def test_parallel_forms_give_the_pools_numbers(two_blocks, monkeypatch, kind, lo
     assert len(parallel_calls) == 1 and len(pooled) == 1
     for a, b in zip(native, on_pool):
         np.testing.assert_array_equal(a, b)
+
+
+def spy_products(monkeypatch):
+    """Record the calls of the whole-sequence products' parallel forms."""
+    calls = []
+    for fn, parallel in list(_threads._native_products.items()):
+        def counted(args, bounds, _parallel=parallel):
+            calls.append(_parallel.__name__)
+            return _parallel(args, bounds)
+
+        monkeypatch.setitem(_threads._native_products, fn, counted)
+    return calls
+
+
+def training_step(layer, x, mask):
+    """Every number a training step gives: outputs, input's and weights' gradients."""
+    from unrolled.training import Grads
+
+    result, cache = layer.forward_train(x, mask=mask)
+    assert cache["train_tape"].compiled is not None and cache["train_tape"].parts == 2
+    rng = np.random.default_rng(2)
+    d = tuple(rng.standard_normal(r.shape).astype("float32") for r in result)
+    grads = Grads()
+    d_x = layer.backward(cache, d, grads)
+    return [*(np.array(r) for r in result), d_x,
+            *(np.array(g) for g in grads.for_weights(layer.trainable_weights)),
+            *(np.array(s) for s in cache["d_initial_state"])]
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+@pytest.mark.parametrize("loops", ["fused", "blas"])
+@pytest.mark.parametrize("masked", [False, True])
+def test_training_blocks_and_products_run_on_numbas_threads(two_blocks, monkeypatch, kind,
+                                                            loops, masked):
+    """A training step in two blocks of rows: both phases' loops and the whole-sequence
+    products (weight gradients, bias sums, the input's gradient) on Numba's threads, nothing
+    on the pool, where Numba's threads might still be spinning; the same bits as all of it on
+    the pool."""
+    from unrolled.kernels import _numba_train, train  # noqa: F401 (registers their forms)
+
+    monkeypatch.setattr(train, "ENABLED", True)
+    if loops == "blas":
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
+    layer, x = layer_and_input(kind)
+    mask = None
+    if masked:
+        mask = np.random.default_rng(1).random(x.shape[:2]) < 0.7
+    parallel_calls = spy_parallel(monkeypatch)
+    products = spy_products(monkeypatch)
+    pooled = spy_pool(monkeypatch)
+
+    native = training_step(layer, x, mask)
+    name = {"simple_rnn": "simple"}.get(kind, kind)
+    assert parallel_calls == [(f"{name}_forward", [0, 9, 19]), (f"{name}_backward", [0, 9, 19])]
+    assert {"at_b_blocks", "matmul_blocks"} <= set(products)
+    assert ("column_sums_blocks" in products) == (kind == "gru")
+    assert pooled == []
+
+    monkeypatch.setattr(_threads, "NATIVE", False)
+    on_pool = training_step(layer, x, mask)
+    assert len(parallel_calls) == 2 and pooled
+    for i, (a, b) in enumerate(zip(native, on_pool, strict=True)):
+        np.testing.assert_array_equal(a, b, err_msg=f"item {i}")
 
 
 @pytest.mark.parametrize("kind", list(KINDS))

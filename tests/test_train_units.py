@@ -263,50 +263,63 @@ def operands(rows=300, m=70, n=96, features=9, seed=5):
     return a, b, kernel
 
 
+def at_b_all(pairs, b, sums, parts, native):
+    """`_threads.at_b_all` into fresh arrays: the products and the column sums (or None)."""
+    outs = [np.full((a.shape[1], b.shape[1]), np.nan, np.float32) for a in pairs]
+    total = np.full(b.shape[1], np.nan, np.float32) if sums else None
+    _threads.at_b_all(list(zip(pairs, outs)), b, total, parts, native=native)
+    return outs, total
+
+
 @pytest.mark.parametrize("parts", [2, 3])
 def test_products_on_numbas_threads_give_the_pools_numbers(compiled, monkeypatch, parts):
+    """A weight gradient alone, two with the bias's column sums (GRU's and the NumPy
+    kernel's), and the input's gradient: to the bit as the pool's blocks give them."""
     a, b, kernel = operands()
+    b[:, 7] = -0.0                                  # a column of -0.0 sums to -0.0
     went = spy_products(monkeypatch)
     outs = {}
     for native in (True, False):
-        w = np.full((a.shape[1], b.shape[1]), np.nan, dtype=np.float32)
-        _threads.at_b_all([(a, w)], b, None, parts, native=native)
+        one, _ = at_b_all([a], b, False, parts, native)
+        two, total = at_b_all([a, a[:, 3:40]], b, True, parts, native)
         d = np.full((b.shape[0], kernel.shape[0]), np.nan, dtype=np.float32)
         _threads.matmul(b, kernel.T, d, parts, native=native)
-        outs[native] = (w, d)
-    assert went == [("numba", "at_b_blocks"), ("numba", "matmul_blocks"),
-                    ("pool", "_at_b_all_columns"), ("pool", "_matmul_rows")]
-    for got, expected in zip(outs[True], outs[False]):
+        outs[native] = [*one, *two, total, d]
+    assert went == [("numba", "at_b_blocks")] * 3 + [("numba", "column_sums_blocks"),
+                                                      ("numba", "matmul_blocks")] + [
+        ("pool", "_at_b_all_columns")] * 2 + [("pool", "_matmul_rows")]
+    for got, expected in zip(outs[True], outs[False], strict=True):
         np.testing.assert_array_equal(got, expected)
-    np.testing.assert_allclose(outs[True][0], a.T @ b, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(outs[True][1], b @ kernel.T, rtol=1e-4, atol=1e-4)
+    assert np.signbit(outs[True][3][7])
+    w, w2, w3, total, d = outs[True]
+    np.testing.assert_allclose(w, a.T @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(w3, a[:, 3:40].T @ b, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(total, b.sum(axis=0, dtype=np.float64), rtol=1e-4, atol=1e-3)
+    np.testing.assert_allclose(d, b @ kernel.T, rtol=1e-4, atol=1e-4)
 
 
 def test_products_the_forms_do_not_take_go_to_the_pool(compiled, monkeypatch):
-    """Several products or column sums at once, a block of one row or one column (NumPy's
-    matmul gives those to gemv), the tall sums `_at_b_columns` takes in pieces, no NumPy
+    """A block of one row or one column (NumPy's matmul gives those to gemv), one such product
+    among others (then all of them), the tall sums `_at_b_columns` takes in pieces, no NumPy
     sgemm, no Numba threads: the pool's blocks, with their numbers."""
     from unrolled.kernels import _numpy_blas
 
     a, b, kernel = operands()
     went = spy_products(monkeypatch)
 
-    def at_b(pairs, sums=False, b=b, parts=2):
-        outs = [np.empty((x.shape[1], b.shape[1]), np.float32) for x in pairs]
-        total = np.empty(b.shape[1], np.float32) if sums else None
-        _threads.at_b_all(list(zip(pairs, outs)), b, total, parts, native=True)
+    def at_b(pairs, b=b, parts=2):
+        outs, total = at_b_all(pairs, b, True, parts, True)
         for x, out in zip(pairs, outs):
             np.testing.assert_allclose(out, x.T @ b, rtol=1e-4, atol=1e-4)
-        if sums:
-            np.testing.assert_array_equal(total, b.sum(axis=0))
+        # (the pool's sum of a one-column block is NumPy's pairwise sum, not row after row)
+        np.testing.assert_allclose(total, b.sum(axis=0), rtol=1e-5, atol=1e-5)
 
-    at_b([a, a[:, :5]])
-    at_b([a], sums=True)
     at_b([a], b=b[:, :3], parts=3)                  # a column a block
+    at_b([a, a[:, :1]])                             # a product of one row among others
     d = np.empty((5, kernel.shape[0]), np.float32)
     _threads.matmul(b[:5], kernel.T, d, 3, native=True)             # a row a block
     np.testing.assert_allclose(d, b[:5] @ kernel.T, rtol=1e-4, atol=1e-4)
-    assert went == [("pool", "_at_b_all_columns")] * 3 + [("pool", "_matmul_rows")]
+    assert went == [("pool", "_at_b_all_columns")] * 2 + [("pool", "_matmul_rows")]
     went.clear()
     with monkeypatch.context() as m:
         m.setattr(_threads, "CHUNK_ROWS", 4)        # 300 rows: pieces of 4
@@ -320,4 +333,4 @@ def test_products_the_forms_do_not_take_go_to_the_pool(compiled, monkeypatch):
     assert went == [("pool", "_at_b_all_columns")] * 3
     went.clear()
     at_b([a])
-    assert went == [("numba", "at_b_blocks")]
+    assert went == [("numba", "at_b_blocks"), ("numba", "column_sums_blocks")]

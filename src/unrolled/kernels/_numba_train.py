@@ -648,14 +648,58 @@ _threads.native_units(lstm_forward, lstm_forward_units)
 _threads.native_units(lstm_backward, lstm_backward_units)
 
 
-# ------------------------------------------------------------------ whole-sequence products
+# ------------------------------------------------------------------ blocks on Numba's threads
 #
-# Under units the loops run on Numba's threads, and so do the products after them (train.py's
-# `_at_b_sums` and `_matmul`, by `_threads.native_products`): a part of the product's columns or
-# rows on each thread, by NumPy's sgemm on one thread (`_numpy_blas.gemm`, the call NumPy's
-# matmul makes, so the same bits as the pool's blocks). Numba's threads wait for the next call
-# by spinning, where another library's GNU OpenMP set the spin (torch loads it with the
-# library's default), on the CPU where the pool's thread would run the product's second block.
+# Blocks of rows (`_threads.ROWS`) and units (`UNITS`) run on Numba's threads, and so do the
+# whole-sequence products after the loops (train.py's `_at_b_sums` and `_matmul`, by
+# `_threads.native_products`): a part of the product's columns or rows on each thread, by
+# NumPy's sgemm on one thread (`_numpy_blas.gemm`, the call NumPy's matmul makes, so the same
+# bits as the pool's blocks). Numba's threads wait for the next call by spinning, for the
+# library's default 5 ms where another library started GNU OpenMP (torch does), on the CPU
+# where the pool's thread would run the next block; so nothing of a training step goes to the
+# pool while they may be spinning.
+
+
+@njit_blocks
+def simple_forward_blocks(args, bounds):
+    """simple_forward's blocks of rows `bounds[i]:bounds[i + 1]` at once (`_threads.by_rows`)."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        simple_forward(*args, bounds[i], bounds[i + 1])
+
+
+@njit_blocks
+def lstm_forward_blocks(args, bounds):
+    """lstm_forward's blocks of rows at once."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        lstm_forward(*args, bounds[i], bounds[i + 1])
+
+
+@njit_blocks
+def gru_forward_blocks(args, bounds):
+    """gru_forward's blocks of rows at once."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        gru_forward(*args, bounds[i], bounds[i + 1])
+
+
+@njit_blocks
+def simple_backward_blocks(args, bounds):
+    """simple_backward's blocks of rows at once."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        simple_backward(*args, bounds[i], bounds[i + 1])
+
+
+@njit_blocks
+def lstm_backward_blocks(args, bounds):
+    """lstm_backward's blocks of rows at once."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        lstm_backward(*args, bounds[i], bounds[i + 1])
+
+
+@njit_blocks
+def gru_backward_blocks(args, bounds):
+    """gru_backward's blocks of rows at once."""
+    for i in numba.prange(bounds.shape[0] - 1):
+        gru_backward(*args, bounds[i], bounds[i + 1])
 
 
 @njit_blocks
@@ -678,4 +722,26 @@ def matmul_blocks(args, bounds):
         gemm(a[r0:r1], b, out[r0:r1])
 
 
-_threads.native_products(at_b_blocks, matmul_blocks, gemm_fits)
+@njit_blocks
+def column_sums_blocks(args, bounds):
+    """`sums[c0:c1] = b[:, c0:c1]` summed down each column, row after row as NumPy's
+    `b.sum(axis=0)` adds them, for each block of columns at once; args `(b, sums)`."""
+    b, sums = args
+    for i in numba.prange(bounds.shape[0] - 1):
+        c0, c1 = bounds[i], bounds[i + 1]
+        out = sums[c0:c1]
+        if b.shape[0] == 0:
+            out[:] = 0
+            continue
+        out[:] = b[0, c0:c1]                    # as NumPy starts: a column of -0.0 sums to -0.0
+        for r in range(1, b.shape[0]):
+            out += b[r, c0:c1]
+
+
+_threads.native_products(at_b_blocks, matmul_blocks, column_sums_blocks, gemm_fits)
+for _loop, _parallel in ((simple_forward, simple_forward_blocks),
+                         (lstm_forward, lstm_forward_blocks), (gru_forward, gru_forward_blocks),
+                         (simple_backward, simple_backward_blocks),
+                         (lstm_backward, lstm_backward_blocks),
+                         (gru_backward, gru_backward_blocks)):
+    _threads.native_blocks(_loop, _parallel)

@@ -14,14 +14,15 @@ idle core, LSTM (32, 100, 16, 64) took 8.7 ms with two and 13.5 ms with one.
 The compiled loops have a third way (`ROWS`): batch rows never meet in a recurrent layer, so
 the batch can be cut into blocks that run the whole sequence at once on separate threads, each
 with one BLAS thread (`by_rows`), with one hand-off per call instead of one per step. The
-forward loops hand their blocks to Numba's own threads, in one call of a parallel form of the
+compiled loops hand their blocks to Numba's own threads, in one call of a parallel form of the
 loop, where Numba's threading layer may be entered from several threads (OpenMP or TBB; see
 `_run_native`); other blocks go to a pool of Python threads. Numba's GNU OpenMP threads wait
-for the next call by spinning (about 0.2 ms, `SPIN_COUNT`), on the CPU the pool's thread uses
-too, so the training loops, whose whole-sequence products go to the pool right after them,
-keep to the pool: on LSTM (32, 100, 16, 64) a training step took 4.1-4.4 ms with its loops on
-Numba's threads spinning OpenMP's default 5 ms, 3.55 with the short spin, and 3.6 with
-everything on the pool (RESULTS.md, round 21).
+for the next call by spinning (about 0.2 ms, `SPIN_COUNT`; 5 ms, the library's default, where
+torch started it first), on the CPU the pool's thread would use, so the training loops'
+whole-sequence products run on Numba's threads too (`native_products`): with the loops there
+and the products on the pool, an LSTM (32, 100, 16, 64) training step took 4.1-4.4 ms against
+3.6 all on the pool (RESULTS.md, round 21); all on Numba's threads, 0.96 of the pool's time,
+and 0.73 in a process that ran torch's training steps in between (round 29).
 
 A batch of under `UNIT_ROWS_MAX` rows has a fourth (`UNITS`, `by_units`): the fused loops on
 packed weights (and an LSTM's training loops) split each step's blocks of units between Numba's
@@ -670,27 +671,33 @@ def product_parts(work: int, size: int) -> int:
     return max(1, min(cores(), size))
 
 
-# The whole-sequence products' parallel forms (`native_products`): `_at_b_columns` and
-# `_matmul_rows` -> their forms `(args, bounds)`, and the test of whether a block's operands
-# are ones they take.
+# The whole-sequence products' parallel forms (`native_products`): `_at_b_columns`,
+# `_matmul_rows` and `_column_sums` -> their forms `(args, bounds)`; and the test of whether a
+# block's product is one they take.
 _native_products: dict = {}
 _product_fits: list = []
 
 
-def native_products(at_b: Any, matmul: Any, fits: Any) -> None:
-    """Register `at_b((a, b, out), bounds)` and `matmul((a, b, out), bounds)`, which run
-    `_at_b_columns`' and `_matmul_rows`' blocks at once on Numba's threads, and `fits(a, b,
-    out)`, whether one block's product is one they take (see `matmul`'s `native`)."""
+def native_products(at_b: Any, matmul: Any, sums: Any, fits: Any) -> None:
+    """Register `at_b((a, b, out), bounds)`, `matmul((a, b, out), bounds)` and
+    `sums((b, sums), bounds)`, which run `_at_b_columns`', `_matmul_rows`' and
+    `_column_sums`' blocks at once on Numba's threads, and `fits(a, b, out)`, whether one
+    block's product is one they take (see `matmul`'s `native`)."""
     _native_products[_at_b_columns] = at_b
     _native_products[_matmul_rows] = matmul
+    _native_products[_column_sums] = sums
     _product_fits[:] = [fits]
 
 
-def _native_product(fn: Any, args: tuple, bounds: list[int]) -> bool:
-    """`fn`'s blocks on Numba's threads, by its registered form, where there is one that may
-    run and takes every block's operands; False where nothing ran."""
-    if fn not in _native_products or not _product_fits or not native_ready():
+def _takes(fn: Any, args: tuple, bounds: list[int]) -> bool:
+    """Whether `fn`'s registered form takes each of its blocks (`native_products`)."""
+    if fn not in _native_products or not _product_fits:
         return False
+    if fn is _column_sums:
+        import numpy as np
+
+        b, sums = args
+        return b.dtype == sums.dtype == np.float32 and b.ndim == 2
     fits, (a, b, out) = _product_fits[0], args
     for lo, hi in zip(bounds, bounds[1:]):
         if fn is _at_b_columns:
@@ -701,9 +708,22 @@ def _native_product(fn: Any, args: tuple, bounds: list[int]) -> bool:
             block = (a[lo:hi], b, out[lo:hi])
         if not fits(*block):
             return False
+    return True
+
+
+def _native_jobs(jobs: list, bounds: list[int]) -> bool:
+    """Each `(fn, args)` of `jobs` in blocks `bounds` on Numba's threads, by `fn`'s registered
+    form, where every one has a form that may run and takes its blocks; False where nothing
+    ran (then the caller hands them all to the pool). A form that fails to run hands its own
+    blocks to the pool."""
+    if not native_ready() or not all(_takes(fn, args, bounds) for fn, args in jobs):
+        return False
     global _blocks_ran
     _blocks_ran = time.monotonic()
-    return _run_native(fn, args, bounds, True, _native_products)
+    for fn, args in jobs:
+        if not (fn in _native_products and _run_native(fn, args, bounds, True, _native_products)):
+            by_rows(fn, args, bounds[-1], len(bounds) - 1)
+    return True
 
 
 def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False,
@@ -724,7 +744,7 @@ def matmul(a: Any, b: Any, out: Any, parts: int, limit: bool = False,
 
     if parts > 1:
         bounds = [a.shape[0] * i // parts for i in range(parts + 1)]
-        if not (native and _native_product(_matmul_rows, (a, b, out), bounds)):
+        if not (native and _native_jobs([(_matmul_rows, (a, b, out))], bounds)):
             by_rows(_matmul_rows, (a, b, out), a.shape[0], parts)
         return
     with _limit_if(limit and a.shape[0] * a.shape[1] * b.shape[1] > STEP_WORK_MIN):
@@ -760,13 +780,16 @@ def at_b(a: Any, b: Any, out: Any, parts: int, limit: bool = False) -> None:
 def at_b_all(pairs: list, b: Any, sums: Any, parts: int, native: bool = False) -> None:
     """`out = a^T b` for each `(a, out)` in `pairs` and, unless `sums` is None, `sums = b`'s
     column sums, in `parts` blocks of the columns at once (`at_b`): each block does all of them
-    for its columns, so one hand-off to the pool serves every product. `native`: one product
-    and no sums run on Numba's threads where they can, as `matmul`'s."""
+    for its columns, so one hand-off to the pool serves every product. `native`: on Numba's
+    threads where their forms take them, as `matmul`'s, one call of a form a product (a
+    hand-off there costs a few microseconds)."""
     if parts > 1:
-        if native and len(pairs) == 1 and sums is None:
-            (a, out), n = pairs[0], b.shape[1]
-            bounds = [n * i // parts for i in range(parts + 1)]
-            if _native_product(_at_b_columns, (a, b, out), bounds):
+        if native:
+            n = b.shape[1]
+            jobs = [(_at_b_columns, (a, b, out)) for a, out in pairs]
+            if sums is not None:
+                jobs.append((_column_sums, (b, sums)))
+            if _native_jobs(jobs, [n * i // parts for i in range(parts + 1)]):
                 return
         by_rows(_at_b_all_columns, (pairs, b, sums), b.shape[1], parts)
     else:
@@ -774,12 +797,17 @@ def at_b_all(pairs: list, b: Any, sums: Any, parts: int, native: bool = False) -
 
 
 def _at_b_all_columns(pairs: list, b: Any, sums: Any, c0: int, c1: int) -> None:
-    import numpy as np
-
     for a, out in pairs:
         _at_b_columns(a, b, out, c0, c1)
-    if sums is not None:                # row after row down each column, as b.sum(axis=0) adds
-        np.sum(b[:, c0:c1], axis=0, out=sums[c0:c1])
+    if sums is not None:
+        _column_sums(b, sums, c0, c1)
+
+
+def _column_sums(b: Any, sums: Any, c0: int, c1: int) -> None:
+    # row after row down each column, as b.sum(axis=0) adds
+    import numpy as np
+
+    np.sum(b[:, c0:c1], axis=0, out=sums[c0:c1])
 
 
 def _at_b_columns(a: Any, b: Any, out: Any, c0: int, c1: int) -> None:

@@ -549,11 +549,13 @@ def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
     whole-sequence products run in blocks of rows as well (`_matmul`, `_at_b`), each on one
     BLAS thread; or, for an LSTM's compiled loops on a small batch (`_unit_split`), one BLAS
     thread or each step's units in parts (`UNITS`; `_numba_train.lstm_forward_units`), the
-    whole-sequence products again in blocks on one BLAS thread each, on Numba's threads, where
-    the loops ran (`_numba_train.at_b_blocks`): on the pool's, in a process where torch had
-    started GNU OpenMP with its default spin, Numba's thread spun after the backward's loop on
-    the CPU the pool's block needed, and a step at (4, 100, 32, 512) took 27.7-28.3 ms against
-    21.0-23.4 (RESULTS.md, round 29).
+    whole-sequence products again in blocks on one BLAS thread each. Loops and products alike
+    run on Numba's threads (`_numba_train.lstm_forward_blocks`, `at_b_blocks`): with the
+    products on the pool's, in a process where torch had started GNU OpenMP with its default
+    spin, Numba's thread spun after the backward's loop on the CPU the pool's block needed; a
+    step at (4, 100, 32, 512) under units took 27.7-28.3 ms so, against 21.0-23.4, and with
+    loops and products on the pool, at (32, 100, 16, 64) in blocks of rows, 6.0 ms against 4.4
+    with torch's steps in between, 4.2 against 4.0 without (RESULTS.md, round 29).
 
     Beside row blocks, BLAS never gets more than one thread: after a product on two threads,
     OpenBLAS's second thread spins for about 0.1 s waiting for the next, on the CPU the pool's
@@ -796,9 +798,8 @@ class _Rule:
 
 def _product_blocks(size: int) -> int:
     """How many blocks a whole-sequence product, splittable `size` ways, runs in at once,
-    each with one BLAS thread: as many as the loops' blocks of rows (`ROWS`, on the pool's
-    threads) or parts of each step's units (`UNITS`, on Numba's) run in now, at most `size`;
-    1 otherwise. Under
+    each with one BLAS thread: as many as the loops' blocks of rows (`ROWS`) or parts of each
+    step's units (`UNITS`) run in now, at most `size`; 1 otherwise. Under
     either, BLAS has one thread (`step_threads`): its own threads would spin on the CPUs the
     next call's loops need (see `_phase_threads`)."""
     return max(1, min(max(_threads.parts(), _threads.units()), size))
@@ -806,10 +807,10 @@ def _product_blocks(size: int) -> int:
 
 def _matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray) -> None:
     """`out = a @ b` for a whole sequence's rows; under row blocks or units
-    (`_product_blocks`), in blocks of `a`'s rows at once, each with one BLAS thread (see
-    `_phase_threads`): under units on Numba's threads, where the loops ran, else on the
-    pool's."""
-    _threads.matmul(a, b, out, _product_blocks(a.shape[0]), native=_threads.units() > 1)
+    (`_product_blocks`), in blocks of `a`'s rows at once, each with one BLAS thread, on
+    Numba's threads, where the loops ran (the pool's where their forms do not take the blocks;
+    see `_phase_threads`)."""
+    _threads.matmul(a, b, out, _product_blocks(a.shape[0]), native=True)
 
 
 def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -821,17 +822,16 @@ def _at_b(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 def _at_b_sums(pairs: list, b: np.ndarray, sums: bool) -> tuple[list, np.ndarray | None]:
     """`[a^T b for a in pairs]` and, with `sums`, b's column sums (a bias gradient), in one
-    pass over b's columns: under row blocks one hand-off to the pool for all of them, each
-    block of columns on its own thread (`_threads.at_b_all`). A hand-off costs 40-80 us on the
-    benchmark machines, and a bias's sum over (3200, 256) 0.15 ms on one thread (round 19).
-    Under units the blocks run on Numba's threads, where the loops ran: in a process where
-    torch loaded GNU OpenMP, with the library's default spin, Numba's thread went on spinning
-    after the backward's loop on the CPU the pool's thread needed next."""
+    pass over b's columns: under row blocks or units each block of columns on its own thread
+    (`_threads.at_b_all`), on Numba's threads, where the loops ran, one call a product (see
+    `_phase_threads`), or where their forms do not take them one hand-off to the pool for all
+    (40-80 us on the benchmark machines). A bias's sum over (3200, 256) took 0.15 ms on one
+    thread (round 19)."""
     dtype = np.result_type(*pairs, b)
     outs = [np.empty((a.shape[1], b.shape[1]), dtype=dtype) for a in pairs]
     column_sums = np.empty(b.shape[1], dtype=b.dtype) if sums else None
     _threads.at_b_all(list(zip(pairs, outs)), b, column_sums, _product_blocks(b.shape[1]),
-                      native=_threads.units() > 1)
+                      native=True)
     return outs, column_sums
 
 
