@@ -51,6 +51,30 @@ def _packed(w, width):
     return panels
 
 
+@pytest.mark.parametrize("width", [16, 32])
+@pytest.mark.parametrize("shape", [(2, 2), (5, 7), (64, 256), (100, 400), (150, 33),
+                                   (130, 517)])
+def test_a_transposed_w_packs_as_a_copy_of_it_would(shape, width):
+    """`pack` of a transpose (the backward's W^T) reads along W's rows, a tile at a time: the
+    same panels as a contiguous copy of the transpose gives, a last part-panel's zeros and
+    rows after k0 included, and nothing else written."""
+    from unrolled.kernels import _numba_panels
+
+    w = np.random.default_rng(sum(shape)).standard_normal(shape, dtype=np.float32)
+    wt = w.T                                        # (K, N): contiguous columns
+    count, K = -(-wt.shape[1] // width), wt.shape[0]
+    expected = np.full((count, K + 3, width), np.nan, dtype=np.float32)
+    got = expected.copy()
+    _numba_panels.pack(expected, np.ascontiguousarray(wt), 3)
+    _numba_panels.pack(got, wt, 3)
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got[:, :3]).all()
+    for p in range(count):
+        cols = wt[:, width * p:width * (p + 1)]
+        np.testing.assert_array_equal(got[p, 3:, :cols.shape[1]], cols)
+        assert (got[p, 3:, cols.shape[1]:] == 0).all()
+
+
 @pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
 @pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 17, 33])
 @pytest.mark.parametrize("N", [1, 7, 16, 17, 31, 32, 33, 100, 130])

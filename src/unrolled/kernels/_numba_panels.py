@@ -179,9 +179,13 @@ PACK_ROWS = 16
 @njit
 def pack(panels, W, k0):
     """`panels[p, k0 + k, c] = W[k, width p + c]`, zero past W's last column; `width` is
-    `panels.shape[2]` (WIDTH, or the other source's, in tests)."""
+    `panels.shape[2]` (WIDTH, or the other source's, in tests). A `W` of contiguous columns
+    (a transpose, the backward's `W^T`) is read along them (`_pack_columns`)."""
     K, N = W.shape
     width = panels.shape[2]
+    if K > 1 and N > 1 and W.strides[0] == 4 and W.strides[1] != 4:
+        _pack_columns(panels, W.T, k0)
+        return
     full = N // width
     for r0 in range(0, K, PACK_ROWS):       # a few rows at a time, all their panels (below)
         for p in range(full):
@@ -193,6 +197,46 @@ def pack(panels, W, k0):
             for c in range(width):
                 j = width * full + c
                 panels[full, k0 + k, c] = W[k, j] if j < N else 0
+
+
+# A transposed W's panels are read along W's own rows, `COLUMN_GROUP` rows at a time for
+# `COLUMN_TILE` numbers each, written into the panel's rows a tile at a time: `pack` read
+# down the columns (a panel row's WIDTH numbers from WIDTH rows of W, 8 or 16 KiB apart, all
+# in one set of the L1 cache), and an LSTM(512)'s W^T, (2048, 512), took 2.3-3.5 ms to pack so,
+# against 0.5-0.6 so; an LSTM(1024)'s 9-15 against 5-6 (RESULTS.md, round 29).
+COLUMN_GROUP = 4
+COLUMN_TILE = 64
+
+
+@njit
+def _pack_columns(panels, V, k0):
+    # panels[p, k0 + k, c] = V[width p + c, k]: the panels of V^T, zero past V's last row
+    N, K = V.shape
+    width = _uint(panels.shape[2])
+    flat = panels.reshape(-1)
+    full, kk = _uint(N) // width, _uint(K)
+    start, stride = _uint(k0) * width, _uint(panels.shape[1]) * width
+    for p in range(full):
+        base = p * stride + start
+        for c0 in range(_uint(0), width, _uint(COLUMN_GROUP)):
+            for k1 in range(_uint(0), kk, _uint(COLUMN_TILE)):
+                k2 = min(k1 + _uint(COLUMN_TILE), kk)
+                for c in range(c0, c0 + _uint(COLUMN_GROUP)):
+                    row = V[width * p + c]
+                    o = base + c
+                    for k in range(k1, k2):
+                        flat[o + k * width] = row[k]
+    if full < _uint(panels.shape[0]):
+        for k in range(K):
+            for c in range(panels.shape[2]):
+                j = panels.shape[2] * full + c
+                panels[full, k0 + k, c] = V[j, k] if j < N else 0
+
+
+@numba.njit(inline="always")
+def _uint(i):
+    # an index as uint64 (no negative-index check)
+    return np.uint64(i)
 
 
 # Panels start on a 64-byte boundary, a cache line: with AVX-512 each load of a panel's row is
