@@ -42,11 +42,11 @@ import numpy as np
 from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
-from unrolled.kernels._numpy_blas import gemm, gemm_fits
 from unrolled.kernels._numba_loops import (GATE_UNITS, _block_out, _block_panels, _job_counters,
-                                           _next_job, _packed_if, _product, _unsigned,
-                                           gate_blocks, gate_panels, njit_blocks, njit_fused,
-                                           packed, sigmoid32_fast, tanh32_fast)
+                                           _next_job, _packed_if, _product, gate_blocks,
+                                           gate_panels, njit_blocks, njit_fused, packed,
+                                           sigmoid32_fast, tanh32_fast)
+from unrolled.kernels._numpy_blas import gemm, gemm_fits
 
 
 @numba.njit(cache=True, nogil=True)
@@ -499,29 +499,49 @@ def _lstm_tape_block(z, P, A, c_prev, c, tc, XH_prev, XH, F, u0, valid, use_mask
     # rows keep their state (as _keep). Two passes a row, the gates into A and then the state
     # from A, as _lstm_gates and _lstm_state: so the multiply-adds fuse as there, and the
     # numbers are theirs to the bit (from the gates held in registers, `f c + i g` fused
-    # the other way round at some units).
-    n, U, v0, f0 = _unsigned(z.shape[1] // 4), _unsigned(c.shape[1]), _unsigned(u0), _unsigned(F)
-    n2, U2 = n + n, U + U
-    n3, U3 = n2 + n, U2 + U
+    # the other way round at some units). Each pass a loop of its own over 1-D views, which
+    # LLVM vectorizes: as one loop a row over all four gates, the block took 2.7 times as long
+    # (RESULTS.md, round 29).
+    n, U = z.shape[1] // 4, c.shape[1]
+    e = u0 + n
     for b in range(z.shape[0]):
-        for j in range(n):
-            u = v0 + j
-            zi, zf, zg, zo = z[b, j], z[b, n + j], z[b, n2 + j], z[b, n3 + j]
-            P[b, u], P[b, U + u], P[b, U2 + u], P[b, U3 + u] = zi, zf, zg, zo
-            A[b, u], A[b, U + u] = sigmoid32_fast(zi), sigmoid32_fast(zf)
-            A[b, U2 + u], A[b, U3 + u] = tanh32_fast(zg), sigmoid32_fast(zo)
-        for j in range(n):
-            u = v0 + j
-            cv = A[b, U + u] * c_prev[b, u] + A[b, u] * A[b, U2 + u]
-            c[b, u] = cv
-            t = tanh32_fast(cv)
-            tc[b, u] = t
-            XH[b, f0 + u] = A[b, U3 + u] * t
+        zb, pb, ab = z[b], P[b], A[b]
+        _gate_copy(zb[:n], pb[u0:e], ab[u0:e], False)
+        _gate_copy(zb[n:2 * n], pb[U + u0:U + e], ab[U + u0:U + e], False)
+        _gate_copy(zb[2 * n:3 * n], pb[2 * U + u0:2 * U + e], ab[2 * U + u0:2 * U + e], True)
+        _gate_copy(zb[3 * n:], pb[3 * U + u0:3 * U + e], ab[3 * U + u0:3 * U + e], False)
+        _state_units(ab[u0:e], ab[U + u0:U + e], ab[2 * U + u0:2 * U + e],
+                     ab[3 * U + u0:3 * U + e], c_prev[b, u0:e], c[b, u0:e], tc[b, u0:e],
+                     XH[b, F + u0:F + e])
         if use_mask and not valid[k, b]:
-            for j in range(n):
-                u = v0 + j
-                XH[b, f0 + u] = XH_prev[b, f0 + u]
-                c[b, u] = c_prev[b, u]
+            XH[b, F + u0:F + e] = XH_prev[b, F + u0:F + e]
+            c[b, u0:e] = c_prev[b, u0:e]
+
+
+@njit_fused
+def _gate_copy(z, p, a, tanh):
+    # p = z, a = tanh(z) or sigmoid(z): one gate's block of units of one row
+    if tanh:
+        for j in range(z.shape[0]):
+            v = z[j]
+            p[j] = v
+            a[j] = tanh32_fast(v)
+    else:
+        for j in range(z.shape[0]):
+            v = z[j]
+            p[j] = v
+            a[j] = sigmoid32_fast(v)
+
+
+@njit_fused
+def _state_units(i, f, g, o, c_prev, c, tc, h):
+    # c = f c_prev + i g, tc = tanh(c), h = o tc: a block of units of one row (as _lstm_state)
+    for j in range(c.shape[0]):
+        cv = f[j] * c_prev[j] + i[j] * g[j]
+        c[j] = cv
+        t = tanh32_fast(cv)
+        tc[j] = t
+        h[j] = o[j] * t
 
 
 @njit_fused
@@ -562,33 +582,37 @@ def lstm_forward_units(args, bounds):
 @njit_fused
 def _lstm_grads_block(A, c_prev, tc, dh_next, d_out, dc_next, dZ, dc_prev, u0, n, valid,
                       use_mask, k):
-    # _lstm_grads for units u0..u0+n-1 of every row. One function for both ran the one-thread
-    # backward 1.05-1.15x slower (unsigned unit indexes, the mask read inline; RESULTS.md,
-    # round 28), so the one-thread loop keeps its own.
-    U, v0 = _unsigned(tc.shape[1]), _unsigned(u0)
-    U2 = U + U
-    U3 = U2 + U
+    # _lstm_grads for units u0..u0+n-1 of every row, a row's units in one loop over 1-D views
+    # (as one loop over 2-D indexes, 1.5 times as long; RESULTS.md, round 29). One function
+    # for both backward loops ran the one-thread backward 1.05-1.15x slower (round 28), so the
+    # one-thread loop keeps its own.
+    U, e = tc.shape[1], u0 + n
     for b in range(tc.shape[0]):
         if use_mask and not valid[k, b]:
-            for j in range(n):
-                u = v0 + j
-                dZ[b, u] = 0
-                dZ[b, U + u] = 0
-                dZ[b, U2 + u] = 0
-                dZ[b, U3 + u] = 0
-                dc_prev[b, u] = dc_next[b, u]
+            for g in range(4):
+                dZ[b, g * U + u0:g * U + e] = 0
+            dc_prev[b, u0:e] = dc_next[b, u0:e]
             continue
-        for j in range(n):
-            u = v0 + j
-            dh = dh_next[b, u] + d_out[b, u]
-            i, f, g, o = A[b, u], A[b, U + u], A[b, U2 + u], A[b, U3 + u]
-            t = tc[b, u]
-            dc = dh * o * (ONE - t * t) + dc_next[b, u]
-            dZ[b, u] = dc * g * ((ONE - i) * i)
-            dZ[b, U + u] = dc * c_prev[b, u] * ((ONE - f) * f)
-            dZ[b, U2 + u] = dc * i * (ONE - g * g)
-            dZ[b, U3 + u] = dh * t * ((ONE - o) * o)
-            dc_prev[b, u] = dc * f
+        a, z = A[b], dZ[b]
+        _grads_units(a[u0:e], a[U + u0:U + e], a[2 * U + u0:2 * U + e],
+                     a[3 * U + u0:3 * U + e], tc[b, u0:e], dh_next[b, u0:e], d_out[b, u0:e],
+                     dc_next[b, u0:e], c_prev[b, u0:e], z[u0:e], z[U + u0:U + e],
+                     z[2 * U + u0:2 * U + e], z[3 * U + u0:3 * U + e], dc_prev[b, u0:e])
+
+
+@njit_fused
+def _grads_units(i_, f_, g_, o_, tc, dh_next, d_out, dc_next, c_prev, di, df, dg, do, dc_prev):
+    # a block of units of one row of _lstm_grads, the same arithmetic
+    for j in range(tc.shape[0]):
+        dh = dh_next[j] + d_out[j]
+        i, f, g, o = i_[j], f_[j], g_[j], o_[j]
+        t = tc[j]
+        dc = dh * o * (ONE - t * t) + dc_next[j]
+        di[j] = dc * g * ((ONE - i) * i)
+        df[j] = dc * c_prev[j] * ((ONE - f) * f)
+        dg[j] = dc * i * (ONE - g * g)
+        do[j] = dh * t * ((ONE - o) * o)
+        dc_prev[j] = dc * f
 
 
 @njit
