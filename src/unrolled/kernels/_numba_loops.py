@@ -688,7 +688,14 @@ def gate_panels(top, bottom, first, gates, units, gu):
     of its units, side by side, `gates * n` columns in `ceil(gates * n / WIDTH)` panels (n
     units in the block), starting at panel `q * gates * gu / WIDTH`. `bottom` may have no
     rows."""
-    K1, K = top.shape[0], top.shape[0] + bottom.shape[0]
+    panels = gate_panels_empty(top.shape[0] + bottom.shape[0], gates, units, gu)
+    fill_gate_panels(panels, top, bottom, first, gates, units, gu, 0, gate_blocks(units, gu))
+    return panels
+
+
+@njit
+def gate_panels_empty(K, gates, units, gu):
+    """The array `gate_panels` fills (K rows of weights), zeros where no block writes."""
     per = gates * gu // WIDTH
     blocks = gate_blocks(units, gu)
     last = units - (blocks - 1) * gu
@@ -697,13 +704,23 @@ def gate_panels(top, bottom, first, gates, units, gu):
     # fill it; only then is the array zeroed first.
     if (gates * last) % WIDTH:
         panels[:] = 0
+    return panels
+
+
+@njit
+def fill_gate_panels(panels, top, bottom, first, gates, units, gu, q0, q1):
+    """Blocks q0..q1-1 of `gate_panels(top, bottom, first, gates, units, gu)` into `panels`
+    (from `gate_panels_empty`): the units forms have each block packed by the part that runs
+    its first job."""
+    K1, K = top.shape[0], top.shape[0] + bottom.shape[0]
+    per = gates * gu // WIDTH
     # Whole panels (a block of n units, n a multiple of WIDTH; g * n is then one too): rows of
     # WIDTH contiguous numbers, copied as such, PACK_ROWS rows of the weights at a time into
     # every panel (see _numba_panels.PACK_ROWS). An LSTM(256)'s (288, 1024) weights took 0.43 ms
     # a number at a time, with a division and a branch each, and take 0.14 so.
     for r0 in range(0, K, PACK_ROWS):
         r1 = min(r0 + PACK_ROWS, K)
-        for q in range(blocks):
+        for q in range(q0, q1):
             u0 = q * gu
             n = min(gu, units - u0)
             if n % WIDTH:
@@ -719,7 +736,7 @@ def gate_panels(top, bottom, first, gates, units, gu):
                     for k in range(max(r0, K1), r1):
                         for c in range(WIDTH):
                             panels[p0 + p, k, c] = bottom[k - K1, c0 + c]
-    for q in range(blocks):
+    for q in range(q0, q1):
         u0 = q * gu
         n = min(gu, units - u0)
         if n % WIDTH == 0:
@@ -731,7 +748,6 @@ def gate_panels(top, bottom, first, gates, units, gu):
                     pos = g * n + jj
                     v = top[k, col0 + jj] if k < K1 else bottom[k - K1, col0 + jj]
                     panels[q * per + pos // WIDTH, k, pos % WIDTH] = v
-    return panels
 
 
 @njit

@@ -43,9 +43,9 @@ from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba_loops import (GATE_UNITS, _block_out, _block_panels, _job_counters,
-                                           _next_job, _packed_if, _product, gate_blocks,
-                                           gate_panels, njit_blocks, njit_fused, packed,
-                                           sigmoid32_fast, tanh32_fast)
+                                           _next_job, _packed_if, _product, fill_gate_panels,
+                                           gate_blocks, gate_panels_empty, njit_blocks,
+                                           njit_fused, sigmoid32_fast, tanh32_fast)
 from unrolled.kernels._numpy_blas import gemm, gemm_fits
 
 
@@ -545,8 +545,10 @@ def _state_units(i, f, g, o, c_prev, c, tc, h):
 
 
 @njit_fused
-def _lstm_forward_part(i, parts, P, A, XH, C, TC, W, F, valid, use_mask, z, flags):
-    # part i of lstm_forward_units: step k's jobs, one block of units for every row
+def _lstm_forward_part(i, parts, P, A, XH, C, TC, UW, W, F, valid, use_mask, z, flags):
+    # part i of lstm_forward_units: step k's jobs, one block of units for every row; a block's
+    # weights are packed by the part that runs its job of step 0, so the parts pack them at
+    # once (an LSTM(512)'s `[U; W; b]`, (545, 2048), took 0.7-1.1 ms to pack on one thread)
     T, B, U = P.shape[0], P.shape[1], C.shape[2]
     jobs = gate_blocks(U, GATE_UNITS)
     atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
@@ -556,6 +558,8 @@ def _lstm_forward_part(i, parts, P, A, XH, C, TC, W, F, valid, use_mask, z, flag
             q, tried = _next_job(flags, jobs, parts, i, tried, k)
             if q < 0:
                 break
+            if k == 0:
+                fill_gate_panels(W, UW, UW[:0], 0, 4, U, GATE_UNITS, q, q + 1)
             n = min(GATE_UNITS, U - q * GATE_UNITS)
             zq = _block_out(z, B, 4 * n)
             products.panel_product(XH[k], _block_panels(W, 4, q, n, GATE_UNITS), zq)
@@ -571,12 +575,12 @@ def lstm_forward_units(args, bounds):
     P, A, XH, C, TC, UW, F, valid, use_mask, own = args
     B, G = P.shape[1], P.shape[2]
     U = G // 4
-    W = gate_panels(UW, np.empty((0, G), dtype=np.float32), 0, 4, U, GATE_UNITS)
+    W = gate_panels_empty(UW.shape[0], 4, U, GATE_UNITS)          # packed by the parts
     parts = bounds.shape[0] - 1
     z = np.empty((parts, B * 4 * min(U, GATE_UNITS)), dtype=np.float32)
     flags = _job_counters(gate_blocks(U, GATE_UNITS))
     for i in numba.prange(parts):
-        _lstm_forward_part(i, parts, P, A, XH, C, TC, W, F, valid, use_mask, z[i], flags)
+        _lstm_forward_part(i, parts, P, A, XH, C, TC, UW, W, F, valid, use_mask, z[i], flags)
 
 
 @njit_fused
@@ -624,9 +628,11 @@ def _into_columns(dst, src, u0):
 
 
 @njit_fused
-def _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_mask, pass_total,
-                        unroll, out, flags):
-    # part i of lstm_backward_units: round r finishes step k + 1's dH and starts step k's dZ
+def _lstm_backward_part(i, parts, A, C, TC, W, WT, d_out, dH, dC, dZ, valid, use_mask,
+                        pass_total, unroll, out, flags):
+    # part i of lstm_backward_units: round r finishes step k + 1's dH and starts step k's dZ;
+    # a block's panels of W^T are packed by the part that runs its job of round 0, which has
+    # no product (as the forward's)
     T, B, U = A.shape[0], A.shape[1], TC.shape[2]
     jobs = gate_blocks(U, GATE_UNITS)
     per = GATE_UNITS // products.WIDTH
@@ -640,6 +646,9 @@ def _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_ma
                 break
             u0 = q * GATE_UNITS
             n = min(GATE_UNITS, U - u0)
+            if r == 0:
+                products.pack(WT[q * per:q * per + products.panel_count(n)],
+                              W[u0:u0 + n].T, 0)
             if k + 1 < T:                                   # dh_k = dz_{k+1} W^T, its units
                 o = _block_out(out, B, n)
                 products.panel_product(dZ[k + 1], WT[q * per:q * per + products.panel_count(n)],
@@ -659,12 +668,12 @@ def lstm_backward_units(args, bounds):
     W^T packed here, whatever `own` says."""
     (A, C, TC, W, W_T, d_out, dH, dC, dZ, valid, use_mask, pass_total, unroll, own) = args
     B, U = A.shape[1], W.shape[0]
-    WT = packed(W.T)
+    WT = products.empty_panels(products.panel_count(U), W.shape[1])     # packed by the parts
     parts = bounds.shape[0] - 1
     out = np.empty((parts, B * min(U, GATE_UNITS)), dtype=np.float32)
     flags = _job_counters(gate_blocks(U, GATE_UNITS))
     for i in numba.prange(parts):
-        _lstm_backward_part(i, parts, A, C, TC, WT, d_out, dH, dC, dZ, valid, use_mask,
+        _lstm_backward_part(i, parts, A, C, TC, W, WT, d_out, dH, dC, dZ, valid, use_mask,
                             pass_total, unroll, out[i], flags)
 
 
