@@ -92,6 +92,29 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["lstm", "simple_rnn"])
+@pytest.mark.parametrize("parts", [2, 3])
+def test_the_parts_pack_the_weights_themselves(compiled, monkeypatch, kind, parts):
+    """LSTM and SimpleRNN in units are given their weights unpacked (`UNPACKED`), and each block
+    is packed by the part that runs its first job: the same bits as with the weights packed
+    before the call, a last block short of a panel included (SimpleRNN's 170 units)."""
+    from unrolled.kernels import _numba_loops
+
+    layer, x = layer_and_input(3, kind, return_sequences=True)
+    monkeypatch.setattr(_threads, "units", lambda: parts)
+    calls = spy_units(monkeypatch)
+    left = []
+    unpacked = _numba_loops.UNPACKED[kind]
+    monkeypatch.setitem(_numba_loops.UNPACKED, kind, lambda *a: left.append(1) or unpacked(*a))
+    by_parts = layer(x)
+    assert left and calls == [(f"{kind}_own", parts)]
+    monkeypatch.setitem(_numba_loops.UNPACKED, kind, _numba_loops.PANELS[kind])
+    packed_first = layer(x)
+    assert len(left) == 1 and len(calls) == 2
+    for a, b in zip(by_parts, packed_first, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_the_initial_state_is_read_not_written(compiled, monkeypatch):
     layer, x = layer_and_input(2)
     h0 = np.ones((2, 160), "float32")

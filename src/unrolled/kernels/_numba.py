@@ -408,8 +408,12 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
             # the weights in panels for the loops' own product: once a call, shared by the
             # blocks (`B // blocks` rows in the smallest) or the units' parts (whole: their
             # jobs never split a step's product); None for a fused loop that reads `stacked`
-            panels = (pack(*weights, *flags, 0 if parts > 1 else B // blocks) if packs
-                      else None if fused else no_panels())
+            # (for LSTM and SimpleRNN in units, the parts pack them: `UNPACKED`)
+            if packs and parts > 1 and kind in _numba_loops.UNPACKED:
+                panels = _numba_loops.UNPACKED[kind](*weights, 0)
+            else:
+                panels = (pack(*weights, *flags, 0 if parts > 1 else B // blocks) if packs
+                          else None if fused else no_panels())
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)

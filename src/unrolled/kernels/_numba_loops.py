@@ -1113,9 +1113,10 @@ BLAS_LOOPS = {"simple_rnn": simple_rnn_blas, "lstm": lstm_blas, "gru": gru_blas}
 @njit_fused
 def simple_rnn_own(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
                    panels, stacked, h_out, b0, b1):
-    if panels is not None:
-        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels[0], None,
-                         b0, b1)
+    if panels is not None:              # (left to a units form that did not run: packed here)
+        WK = panels[0] if panels[0].shape[0] else packed_stack(recurrent, kernel)
+        simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, WK, None, b0,
+                         b1)
     if stacked is not None:
         simple_rnn_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, None, stacked,
                          b0, b1)
@@ -1127,6 +1128,10 @@ def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
     c = c_out[b0:b1]
     copy_into(c, c0[b0:b1])
     if panels is not None:
+        if panels[0].shape[0] == 0:     # left to a units form that did not run: packed here
+            U = recurrent.shape[0]
+            panels = (gate_panels(recurrent, kernel, 0, 4, U, GATE_UNITS), panels[1], panels[2],
+                      panels[3])
         lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, None, c,
                    b0, b1)
     if stacked is not None:
@@ -1162,6 +1167,26 @@ def stacked_panels(kernel, recurrent, bias, rows):
     # SimpleRNN: `[W; U]` for the fused loop
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return packed_stack(recurrent, kernel), none, none, none
+
+
+@njit
+def unpacked_lstm(kernel, recurrent, bias, rows):
+    # LSTM in units: `[W; U]` left to the parts, which pack each block at its first job
+    # (`_gates_part`); a first array of no panels says so. The types of `_lstm_whole`'s.
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return _no_panels(kernel, recurrent), _whole(), none, none
+
+
+@njit
+def unpacked_stack(kernel, recurrent, bias, rows):
+    # SimpleRNN in units, as unpacked_lstm; the types of `stacked_panels`'
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    return _no_panels(kernel, recurrent), none, none, none
+
+
+@njit
+def _no_panels(kernel, recurrent):
+    return np.empty((0, recurrent.shape[0] + kernel.shape[0], WIDTH), dtype=np.float32)
 
 
 @njit
@@ -1237,6 +1262,8 @@ def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
 
 
 PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
+# the weights left to the units forms' parts to pack (LSTM and SimpleRNN; `_gates_part`)
+UNPACKED = {"simple_rnn": unpacked_stack, "lstm": unpacked_lstm}
 
 
 # Each loop that runs in blocks of rows has a parallel form: one call that runs every block at
@@ -1435,21 +1462,34 @@ def simple_rnn_own_units(args, bounds):
     if stacked is not None:
         simple_rnn_own(*args, 0, B)     # the form is for `[W; U]` packed only
         return
-    WK = panels[0]
+    WK, pack = _panels_or_empty(panels[0], recurrent, kernel, 1)
     parts = bounds.shape[0] - 1
     hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 1)
     no_c = np.empty((B, 0), dtype=np.float32)
     for i in numba.prange(parts):
         _gates_part(i, parts, 1, xt, h0, mask, use_mask, seq, need_seq, hbuf, no_c, WK, bias,
-                    hx[i], z[i], flags)
+                    hx[i], z[i], flags, recurrent, kernel, pack)
+
+
+@njit
+def _panels_or_empty(W, recurrent, kernel, gates):
+    # (W, False) where the weights came packed; else (an array for `[W; U]` by gate blocks
+    # that the parts fill, True) (`unpacked_panels`)
+    if W.shape[0] > 0:
+        return W, False
+    U = recurrent.shape[0]
+    return gate_panels_empty(U + kernel.shape[0], gates, U, GATE_UNITS), True
 
 
 @njit_fused
 def _gates_part(i, parts, gates, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias, hx, z,
-                flags):
+                flags, recurrent, kernel, pack):
     # part i of lstm_own_units (4 gates) and simple_rnn_own_units (1, and no c): the fused
     # loops' blocks, one job at a time. One function for both: the same argument types, so one
-    # compile serves both forms.
+    # compile serves both forms. `pack`: W is empty, and each block's `[W; U]` is packed into
+    # it by the part that runs the block's job of step 0, so the parts pack at once (an
+    # LSTM(1024)'s (1056, 4096) took 4.4 ms on one thread, of a one-sample call of 17 over 100
+    # steps; RESULTS.md, round 29).
     T, B, U = xt.shape[0], xt.shape[1], seq.shape[2]
     jobs = gate_blocks(U, GATE_UNITS)
     atomics.add(flags, (jobs + 1) * atomics.LINE, 1)
@@ -1463,6 +1503,8 @@ def _gates_part(i, parts, gates, xt, h0, mask, use_mask, seq, need_seq, hbuf, c,
             if not loaded:
                 _load_hx(hx, prev, xt, k, 0)
                 loaded = True
+            if pack and k == 0:
+                fill_gate_panels(W, recurrent, kernel, 0, gates, U, GATE_UNITS, q, q + 1)
             n = min(GATE_UNITS, U - q * GATE_UNITS)
             zq = _block_out(z, B, gates * n)
             products.panel_product(hx, _block_panels(W, gates, q, n, GATE_UNITS), zq)
@@ -1482,12 +1524,12 @@ def lstm_own_units(args, bounds):
         lstm_own(*args, 0, B)           # the form is for `[W; U]` packed whole only
         return
     copy_into(c, c0)
-    W = panels[0]
+    W, pack = _panels_or_empty(panels[0], recurrent, kernel, 4)
     parts = bounds.shape[0] - 1
     hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 4)
     for i in numba.prange(parts):
         _gates_part(i, parts, 4, xt, h0, mask, use_mask, seq, need_seq, hbuf, c, W, bias,
-                    hx[i], z[i], flags)
+                    hx[i], z[i], flags, recurrent, kernel, pack)
 
 
 @njit_fused
