@@ -92,12 +92,12 @@ def test_units_in_parts_give_the_one_threads_numbers(compiled, monkeypatch, kind
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kind", ["lstm", "simple_rnn"])
+@pytest.mark.parametrize("kind", list(KINDS))
 @pytest.mark.parametrize("parts", [2, 3])
 def test_the_parts_pack_the_weights_themselves(compiled, monkeypatch, kind, parts):
-    """LSTM and SimpleRNN in units are given their weights unpacked (`UNPACKED`), and each block
-    is packed by the part that runs its first job: the same bits as with the weights packed
-    before the call, a last block short of a panel included (SimpleRNN's 170 units)."""
+    """The units forms are given their weights unpacked (`UNPACKED`), and each block is packed
+    by the part that runs its first job: the same bits as with the weights packed before the
+    call, a last block short of a panel included (SimpleRNN's 170 units, the last 32 of 160)."""
     from unrolled.kernels import _numba_loops
 
     layer, x = layer_and_input(3, kind, return_sequences=True)
@@ -250,8 +250,11 @@ def test_a_batch_of_16_rows_or_more_is_offered_units_beside_blocks_of_rows(compi
             np.testing.assert_array_equal(a, b)
 
 
-def test_without_numbas_threads_the_loop_runs_alone(compiled, monkeypatch):
-    layer, x = layer_and_input(2)
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_without_numbas_threads_the_loop_runs_alone(compiled, monkeypatch, kind):
+    """The one-thread loop, given the weights the units form was to pack (`UNPACKED`), packs
+    them itself."""
+    layer, x = layer_and_input(2, kind)
     expected = layer(x)
     calls = spy_units(monkeypatch)
     monkeypatch.setattr(_threads, "units", lambda: 2)

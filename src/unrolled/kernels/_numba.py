@@ -408,9 +408,9 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
             # the weights in panels for the loops' own product: once a call, shared by the
             # blocks (`B // blocks` rows in the smallest) or the units' parts (whole: their
             # jobs never split a step's product); None for a fused loop that reads `stacked`
-            # (for LSTM and SimpleRNN in units, the parts pack them: `UNPACKED`)
-            if packs and parts > 1 and kind in _numba_loops.UNPACKED:
-                panels = _numba_loops.UNPACKED[kind](*weights, 0)
+            # (in units, the parts pack them: `UNPACKED`)
+            if packs and parts > 1:
+                panels = _numba_loops.UNPACKED[kind](*weights, *flags, 0)
             else:
                 panels = (pack(*weights, *flags, 0 if parts > 1 else B // blocks) if packs
                           else None if fused else no_panels())

@@ -1143,6 +1143,9 @@ def lstm_own(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq,
 def gru_own(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after, seq, need_seq,
             chunk, own, panels, stacked, h_out, b0, b1):
     # reset_after only
+    if panels is not None and panels[0].shape[0] == 0:  # left to a units form that did not run
+        whole = _gru_whole(kernel, recurrent)
+        panels = (whole[0], panels[1], whole[2], whole[3])      # (the type of `panels`)
     gru_fused(xt, recurrent, b_in, b_rec, h0, mask, use_mask, seq, need_seq, panels, stacked,
               b0, b1)
 
@@ -1182,6 +1185,15 @@ def unpacked_stack(kernel, recurrent, bias, rows):
     # SimpleRNN in units, as unpacked_lstm; the types of `stacked_panels`'
     none = np.empty((1, 1, WIDTH), dtype=np.float32)
     return _no_panels(kernel, recurrent), none, none, none
+
+
+@njit
+def unpacked_gru(kernel, recurrent, b_in, b_rec, reset_after, rows):
+    # GRU (reset_after) in units, as unpacked_lstm; the types of `_gru_whole`'s
+    U = recurrent.shape[0]
+    return (_no_panels(kernel, recurrent), _whole(),
+            np.empty((0, U, WIDTH), dtype=np.float32),
+            np.empty((0, kernel.shape[0], WIDTH), dtype=np.float32))
 
 
 @njit
@@ -1263,7 +1275,7 @@ def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
 
 PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
 # the weights left to the units forms' parts to pack (LSTM and SimpleRNN; `_gates_part`)
-UNPACKED = {"simple_rnn": unpacked_stack, "lstm": unpacked_lstm}
+UNPACKED = {"simple_rnn": unpacked_stack, "lstm": unpacked_lstm, "gru": unpacked_gru}
 
 
 # Each loop that runs in blocks of rows has a parallel form: one call that runs every block at
@@ -1534,8 +1546,9 @@ def lstm_own_units(args, bounds):
 
 @njit_fused
 def _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
-              b_in, b_rec, hx, h_x, z, flags):
-    # part i of gru_own_units: gru_fused's blocks, one job at a time, as _gates_part
+              b_in, b_rec, hx, h_x, z, flags, kernel, recurrent, pack):
+    # part i of gru_own_units: gru_fused's blocks, one job at a time, as _gates_part (`pack`:
+    # a block's three panel arrays packed by the part that runs its job of step 0)
     T, B, F, U = xt.shape[0], xt.shape[1], xt.shape[2], seq.shape[2]
     jobs = gate_blocks(U, GATE_UNITS)
     size = B * min(U, GATE_UNITS)
@@ -1552,6 +1565,10 @@ def _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, 
                 _load_hx(hx, prev, xt, k, 0)
                 _split_hx(hx, hr, xr)
                 loaded = True
+            if pack and k == 0:
+                fill_gate_panels(W_zr, recurrent, kernel, 0, 2, U, GATE_UNITS, q, q + 1)
+                fill_gate_panels(W_h, recurrent, recurrent[:0], 2, 1, U, GATE_UNITS, q, q + 1)
+                fill_gate_panels(U_h, kernel, kernel[:0], 2, 1, U, GATE_UNITS, q, q + 1)
             n = min(GATE_UNITS, U - q * GATE_UNITS)
             zr = _block_out(z, B, 2 * n)
             hW = _block_out(z[2 * size:], B, n)
@@ -1574,13 +1591,17 @@ def gru_own_units(args, bounds):
         gru_own(*args, 0, B)            # the form is for W_zr and U_zr packed together only
         return
     W_zr, W_h, U_h = panels[0], panels[2], panels[3]
+    pack = W_zr.shape[0] == 0           # left to the parts (`unpacked_gru`)
+    if pack:
+        W_zr = gate_panels_empty(U + F, 2, U, GATE_UNITS)
+        W_h, U_h = gate_panels_empty(U, 1, U, GATE_UNITS), gate_panels_empty(F, 1, U, GATE_UNITS)
     b_zr = b_in[:2 * U] + b_rec[:2 * U]
     parts = bounds.shape[0] - 1
     hx, z, hbuf, flags = _part_buffers(parts, B, U, F, need_seq, 4)   # z: zr, h W_h, x_t U_h
     h_x = np.empty((parts, B * (U + F)), dtype=np.float32)
     for i in numba.prange(parts):
         _gru_part(i, parts, xt, h0, mask, use_mask, seq, need_seq, hbuf, W_zr, W_h, U_h, b_zr,
-                  b_in, b_rec, hx[i], h_x[i], z[i], flags)
+                  b_in, b_rec, hx[i], h_x[i], z[i], flags, kernel, recurrent, pack)
 
 
 @njit_blocks
