@@ -102,23 +102,34 @@ def _ready(typingctx):
     return types.int64(), codegen
 
 
+def _call_sgemm(context, builder, trans, values):
+    # the call `cblas_sgemm(RowMajor, trans_a, trans_b, m, n, k, 1, a, lda, b, ldb, 0, c, ldc)`
+    # of NumPy's sgemm (SYMBOL); `trans`: the two layouts as i32 values, `values`: m .. ldc as
+    # i64 (a, b and c addresses)
+    i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
+    f32p = f32.as_pointer()
+    fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, f32p, i64,
+                                           f32p, i64, f32, f32p, i64])
+    fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOL)
+    m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = values
+    builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), *trans, m_, n_, k_, ir.Constant(f32, 1.0),
+                      builder.inttoptr(a_, f32p), lda_, builder.inttoptr(b_, f32p), ldb_,
+                      ir.Constant(f32, 0.0), builder.inttoptr(c_, f32p), ldc_])
+    return context.get_dummy_value()
+
+
+def _as_i64(context, builder, signature, args):
+    return [context.cast(builder, v, t, types.int64) for v, t in zip(args, signature.args)]
+
+
 @intrinsic
 def _sgemm(typingctx, m, n, k, a, lda, b, ldb, c, ldc):
     # C (m, n) = A (m, k) @ B (k, n), row-major, each row `ld*` numbers after the last; a, b
     # and c are addresses
     def codegen(context, builder, signature, args):
-        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-        f32p = f32.as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, f32p, i64,
-                                               f32p, i64, f32, f32p, i64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOL)
-        m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = [
-            context.cast(builder, v, t, types.int64) for v, t in zip(args, signature.args)]
-        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), ir.Constant(i32, _NO_TRANS),
-                          ir.Constant(i32, _NO_TRANS), m_, n_, k_, ir.Constant(f32, 1.0),
-                          builder.inttoptr(a_, f32p), lda_, builder.inttoptr(b_, f32p), ldb_,
-                          ir.Constant(f32, 0.0), builder.inttoptr(c_, f32p), ldc_])
-        return context.get_dummy_value()
+        no_trans = ir.Constant(ir.IntType(32), _NO_TRANS)
+        return _call_sgemm(context, builder, (no_trans, no_trans),
+                           _as_i64(context, builder, signature, args))
 
     return types.void(m, n, k, a, lda, b, ldb, c, ldc), codegen
 
@@ -128,18 +139,10 @@ def _sgemm_layout(typingctx, trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc):
     # as _sgemm, with each operand's layout given: `_NO_TRANS` (rows contiguous, `ld*` numbers
     # apart) or `_TRANS` (the operand is the transpose of a row-major matrix of `ld*` columns)
     def codegen(context, builder, signature, args):
-        i32, i64, f32 = ir.IntType(32), ir.IntType(64), ir.FloatType()
-        f32p = f32.as_pointer()
-        fnty = ir.FunctionType(ir.VoidType(), [i32, i32, i32, i64, i64, i64, f32, f32p, i64,
-                                               f32p, i64, f32, f32p, i64])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, SYMBOL)
-        ta, tb, m_, n_, k_, a_, lda_, b_, ldb_, c_, ldc_ = [
-            context.cast(builder, v, t, types.int64) for v, t in zip(args, signature.args)]
-        builder.call(fn, [ir.Constant(i32, _ROW_MAJOR), builder.trunc(ta, i32),
-                          builder.trunc(tb, i32), m_, n_, k_, ir.Constant(f32, 1.0),
-                          builder.inttoptr(a_, f32p), lda_, builder.inttoptr(b_, f32p), ldb_,
-                          ir.Constant(f32, 0.0), builder.inttoptr(c_, f32p), ldc_])
-        return context.get_dummy_value()
+        ta, tb, *values = _as_i64(context, builder, signature, args)
+        i32 = ir.IntType(32)
+        return _call_sgemm(context, builder, (builder.trunc(ta, i32), builder.trunc(tb, i32)),
+                           values)
 
     return types.void(trans_a, trans_b, m, n, k, a, lda, b, ldb, c, ldc), codegen
 
