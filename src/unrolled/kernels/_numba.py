@@ -406,13 +406,13 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
             parts = _threads.units() if by_units and blocks == 1 else 1
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the
-            # blocks (`B // blocks` rows in the smallest) or the units' parts (whole: their
-            # jobs never split a step's product); None for a fused loop that reads `stacked`
-            # (in units, the parts pack them: `UNPACKED`)
+            # blocks (`B // blocks` rows in the smallest); in units left to the parts, each
+            # packing a block at its first job (whole: their jobs never split a step's
+            # product; `UNPACKED`); None for a fused loop that reads `stacked`
             if packs and parts > 1:
                 panels = _numba_loops.UNPACKED[kind](*weights, *flags, 0)
             else:
-                panels = (pack(*weights, *flags, 0 if parts > 1 else B // blocks) if packs
+                panels = (pack(*weights, *flags, B // blocks) if packs
                           else None if fused else no_panels())
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step

@@ -1274,7 +1274,7 @@ def gru_panels(kernel, recurrent, b_in, b_rec, reset_after, rows):
 
 
 PANELS = {"simple_rnn": stacked_panels, "lstm": lstm_panels, "gru": gru_panels}
-# the weights left to the units forms' parts to pack (LSTM and SimpleRNN; `_gates_part`)
+# the weights left to the units forms' parts to pack (`_gates_part`, `_gru_part`)
 UNPACKED = {"simple_rnn": unpacked_stack, "lstm": unpacked_lstm, "gru": unpacked_gru}
 
 
@@ -1486,7 +1486,7 @@ def simple_rnn_own_units(args, bounds):
 @njit
 def _panels_or_empty(W, recurrent, kernel, gates):
     # (W, False) where the weights came packed; else (an array for `[W; U]` by gate blocks
-    # that the parts fill, True) (`unpacked_panels`)
+    # that the parts fill, True) (`UNPACKED`)
     if W.shape[0] > 0:
         return W, False
     U = recurrent.shape[0]
