@@ -65,17 +65,39 @@ def test_on_where_numpy_brings_its_openblas():
 @pytest.mark.parametrize("shape", [(37, 53, 29), (1, 64, 96), (64, 1, 8), (5, 7, 1),
                                    (300, 200, 100)])
 def test_dot_is_numpys_product(shape):
-    # to the bit where NumPy calls sgemm too; one row or one column it gives to gemv
+    # to the bit where NumPy calls sgemm, and where it calls sgemv for one row (so does `dot`);
+    # one column NumPy gives to sgemv, `dot` to sgemm
     M, K, N = shape
     rng = np.random.default_rng(M * 1000 + K)
     a = rng.standard_normal((M, K), dtype=np.float32)
     b = rng.standard_normal((K, N), dtype=np.float32)
     out = np.full((M, N), np.nan, dtype=np.float32)
     _call(a, b, out)
-    if M > 1 and N > 1:
+    if N > 1 and _numpy_blas.ready():
         np.testing.assert_array_equal(out, np.dot(a, b))
     else:
         np.testing.assert_allclose(out, np.dot(a, b), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not _numpy_blas.ready() if _numba.available() else True,
+                    reason="NumPy brings no 64-bit OpenBLAS here")
+def test_one_row_is_numpys_sgemv_where_the_weights_are():
+    # `h W` of a one-sample batch: W's rows further apart than their length (a view of a
+    # wider array), h a row of a larger buffer; matmul's numbers to the bit, nothing else written
+    rng = np.random.default_rng(5)
+    wide = rng.standard_normal((300, 1040), dtype=np.float32)
+    b = wide[:, 8:1032]
+    hx = rng.standard_normal((4, 330), dtype=np.float32)
+    a = hx[2:3, :300]
+    out_rows = np.full((3, 1030), np.nan, dtype=np.float32)
+    out = out_rows[1:2, 3:1027]
+    with warnings.catch_warnings():
+        # Numba's note on compiling the np.dot branch for these layouts, which this call skips
+        warnings.simplefilter("ignore", numba.NumbaPerformanceWarning)
+        _call(a, b, out)
+    np.testing.assert_array_equal(out, np.matmul(a, b))
+    assert np.isnan(out_rows[0]).all() and np.isnan(out_rows[2]).all()
+    assert np.isnan(out_rows[1, :3]).all() and np.isnan(out_rows[1, 1027:]).all()
 
 
 def test_dot_reads_rows_where_they_are():

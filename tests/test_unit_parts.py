@@ -23,6 +23,9 @@ pytest.importorskip("numba", reason="the compiled loops are an optional extra")
 def compiled(monkeypatch):
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_threads, "NATIVE", True)
+    # packed weights however few the steps (tests/test_pack_steps.py has the rule)
+    for name in ("PACK_STEPS", "PACK_STEPS_ONE_ROW", "PACK_STEPS_ONE_ROW_LARGE"):
+        monkeypatch.setattr(_numba, name, 1)
 
 
 KINDS = {"lstm": layers.LSTM, "gru": layers.GRU, "simple_rnn": layers.SimpleRNN}

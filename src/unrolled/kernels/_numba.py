@@ -19,11 +19,12 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
   fused loops fold the input projection into it (`[h | x_t] [W; U]`);
-  above, `h W` and the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm
-  where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's). Everything between
-  two products (adding the projection and bias, the activations, the gate arithmetic, the state
-  update and the mask) is one compiled pass per step (in 512-bit vectors on CPUs with AVX-512,
-  `_vector_width`), with activations that vectorize (`tanh32_fast`, a rational function within 5 ulp
+  above, and in a call of too few steps to pay for packing the weights (`pack_pays`), `h W` and
+  the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm, or its sgemv
+  for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's).
+  Everything between two products (adding the projection and bias, the activations, the gate
+  arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
+  on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a rational function within 5 ulp
   of NumPy's tanh, and `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel needs
   3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs without
   AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`), and a batch of
@@ -107,6 +108,19 @@ OWN_GEMM_BYTES = 2 << 20
 # their budget.
 OWN_GEMM_ROWS = 128
 OWN_SMALL_BATCH_BYTES = 64 << 20
+# Packing costs a pass over the weights, and a copy as large, once a call: a call of fewer steps
+# than these does not pack them, and its products go to BLAS instead (`pack_pays`). For a
+# one-sample batch, whose `h W` is BLAS's sgemv (`_numpy_blas.dot`), a pass over W not much
+# slower than the packed product's: PACK_STEPS_ONE_ROW steps, PACK_STEPS_ONE_ROW_LARGE above
+# OWN_GEMM_BYTES of recurrent kernel; for more rows, whose sgemm packs W again at every step,
+# PACK_STEPS. Layer calls of packed against BLAS's products, alternated in one process on the
+# 2-vCPU AMD EPYC (RESULTS.md, round 30): LSTM(1024), one sample, 1 step 0.06 of the time, 32
+# steps 0.74, 64-100 0.97-1.00, 200 1.21; LSTM(512) 200 steps 1.01; LSTM(256) 1 step 0.31, 8
+# steps 0.49, 16 steps 1.04; LSTM(1024) at 2 and 4 rows, 2 steps 0.59-0.64, 4 steps 1.08-1.32;
+# LSTM(512) there 4 steps 0.90-0.96, 6 steps 1.13-1.27.
+PACK_STEPS_ONE_ROW = 16
+PACK_STEPS_ONE_ROW_LARGE = 128
+PACK_STEPS = 4
 
 # The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`
 # (unrolled.layers._builtin), and the fused loops read it there, with
@@ -245,7 +259,17 @@ def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
         if not small:
             return None
         blas = False
-    return _bind(cell, kind, gates, blas, batch)
+    return _bind(cell, kind, gates, blas, batch, steps)
+
+
+def pack_pays(batch: int, steps: int, size: int) -> bool:
+    """Whether a call of `batch` rows and `steps` steps on a recurrent kernel of `size` bytes
+    packs its weights for the loops' own product (where the size rules above say so), rather
+    than leave the products to BLAS."""
+    if batch == 1:
+        return steps >= (PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES
+                         else PACK_STEPS_ONE_ROW)
+    return steps >= PACK_STEPS
 
 
 # `_bind` fetches a cell's weights, biases and activation codes once and returns the kernel
@@ -333,7 +357,7 @@ def compile_products_first(names: tuple[str, ...]) -> None:
             getattr(_numba_panels, name)
 
 
-def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
+def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) -> Callable:
     """The kernel for `cell` on its compiled loop. Every loop takes `(xt, weights..., states...,
     mask, masked, [reset_after], [activation codes: small loops], seq, need_seq, [chunk, own,
     panels, final states..., b0, b1: BLAS loops])`. BLAS loops write rows b0..b1-1 of the final
@@ -388,12 +412,14 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int) -> Callable:
         size = cell.recurrent_kernel.nbytes
         own = size <= OWN_GEMM_BYTES or (batch <= OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES)
         fused = own and (kind != "gru" or cell.reset_after)
+        stacked = stacked_weights(cell) if fused else None
+        if own and stacked is None and not pack_pays(batch, steps, size):
+            own = fused = False             # too few steps to pay for the packing
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
             loop = _numba_loops.FUSED_LOOPS[kind]
         pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
-        stacked = stacked_weights(cell) if fused else None
         packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
         compile_products_first(_products_called(kind, fused, stacked))
 
