@@ -24,12 +24,12 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's).
   Everything between two products (adding the projection and bias, the activations, the gate
   arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
-  on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a rational function within 5 ulp
-  of NumPy's tanh, and `sigmoid32_fast` from it, within 2e-7 of the sigmoid). The NumPy kernel needs
-  3-12 full passes and NumPy's float32 tanh, which runs one number at a time on CPUs without
-  AVX-512. Blocks of batch rows can run at once on threads (`_threads.ROWS`), and a batch of
-  under 128 rows can split each step's blocks of units between threads instead
-  (`_threads.UNITS`: the fused loops on packed weights).
+  on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a
+  rational function within 5 ulp of NumPy's tanh, and `sigmoid32_fast` from it, within 2e-7 of
+  the sigmoid). The NumPy kernel needs 3-12 full passes and NumPy's float32 tanh, which runs one
+  number at a time on CPUs without AVX-512. Blocks of batch rows can run at once on threads
+  (`_threads.ROWS`), and a batch of under 128 rows can split each step's blocks of units between
+  threads instead (`_threads.UNITS`: the fused loops on packed weights).
 
 Everything else (float64 above the small shapes, other activations, Numba or SciPy missing)
 runs the NumPy kernels.
