@@ -183,7 +183,8 @@ def test_the_blas_loops_call_dot_not_np_dot():
     source = (ROOT / "src/unrolled/kernels/_numba_loops.py").read_text()
     code = "\n".join(line.split("#")[0] for line in source.splitlines())
     assert not re.search(r"np\.dot\(", code)
-    assert len(re.findall(r"\bdot\(", code)) >= 9
+    assert len(re.findall(r"\bdot\(", code)) >= 7
+    assert len(re.findall(r"\bstep_product\(", code)) >= 4   # a step's h W, by `dot`
 
 
 _OFF = """

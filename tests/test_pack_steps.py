@@ -1,10 +1,11 @@
 """A call of few steps leaves its products to BLAS rather than pack the weights
 (`_numba.pack_pays`): packing is a pass over the weights and a copy as large, which a call of
 one step (a stateful layer fed step by step, a generator sampling one symbol at a time) pays
-for a single product. A one-sample batch's `h W` is then NumPy's sgemv (`_numpy_blas.dot`).
+for a single product. A step's `h W` of a few rows is then NumPy's sgemv a row at a time
+(`_numba_loops.step_product`, `_numpy_blas.dot`).
 
-The rule (steps against batch and weight size), which loop it picks, and that both picks give
-what the NumPy kernels give, step by step as over the whole sequence.
+The rule (steps against rows and weight size), which loop it picks, that both picks give what
+the NumPy kernels give, step by step as over the whole sequence, and the step product's rows.
 """
 
 from __future__ import annotations
@@ -43,12 +44,20 @@ def _layer(kind, batch, steps, seed=0, spread=None, **kwargs):
 
 def test_the_rule():
     small, large = _numba.OWN_GEMM_BYTES, _numba.OWN_GEMM_BYTES + 1
-    for batch, size, least in ((1, small, _numba.PACK_STEPS_ONE_ROW),
-                               (1, large, _numba.PACK_STEPS_ONE_ROW_LARGE),
-                               (2, large, _numba.PACK_STEPS), (64, small, _numba.PACK_STEPS)):
-        assert not _numba.pack_pays(batch, least - 1, size)
-        assert _numba.pack_pays(batch, least, size)
-    assert 1 < _numba.PACK_STEPS <= _numba.PACK_STEPS_ONE_ROW < _numba.PACK_STEPS_ONE_ROW_LARGE
+    # (rows, kernel bytes, the fewest steps that pack): one row 16, or 32 over OWN_GEMM_BYTES;
+    # fewer as more rows read each pass (a row at a time by sgemv up to GEMV_ROWS rows); then
+    # PACK_STEPS, where sgemm packs W at every step
+    for batch, size, least in ((1, small, 16), (1, large, 32), (2, large, 12), (2, small, 6),
+                               (3, large, 7), (4, large, 4), (6, large, 3), (7, large, 4),
+                               (7, small, 4), (64, small, 4), (128, large, 4)):
+        assert not _numba.pack_pays(batch, least - 1, size), (batch, size)
+        assert _numba.pack_pays(batch, least, size), (batch, size)
+    assert (_numba.GEMV_ROWS, _numba.PACK_STEPS) == (6, 4)
+    assert (_numba.PACK_STEPS_ONE_ROW, _numba.PACK_STEPS_ONE_ROW_LARGE) == (16, 32)
+
+
+def _least(batch, size):
+    return next(t for t in range(1, 1000) if _numba.pack_pays(batch, t, size))
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
@@ -56,9 +65,9 @@ def test_the_rule():
 def test_few_steps_go_to_blas(compiled, monkeypatch, kind, large):
     if large:
         monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
-    one_row = _numba.PACK_STEPS_ONE_ROW_LARGE if large else _numba.PACK_STEPS_ONE_ROW
-    for batch, least in ((1, one_row), (3, _numba.PACK_STEPS)):
+    for batch in (1, 3, 8):
         layer, _ = _layer(kind, batch, 2)
+        least = _least(batch, layer.cell.recurrent_kernel.nbytes)
         for steps, packs in ((1, False), (least - 1, False), (least, True)):
             kernel = _numba.loop_for(layer.cell, batch, steps)
             # a BLAS loop calls BLAS for its products; the fused loops on packed weights never
@@ -71,7 +80,7 @@ def test_few_steps_go_to_blas(compiled, monkeypatch, kind, large):
 @pytest.mark.parametrize("kind", list(KINDS))
 def test_few_steps_give_the_numpy_kernels_numbers(compiled, monkeypatch, kind):
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
-    for batch, steps in ((1, 1), (1, 5), (2, 1), (3, 3)):
+    for batch, steps in ((1, 1), (1, 5), (2, 1), (3, 3), (5, 2), (8, 3)):
         layer, x = _layer(kind, batch, steps, seed=batch + steps, return_sequences=True,
                           return_state=True)
         assert _numba.loop_for(layer.cell, batch, steps).blas
@@ -84,16 +93,17 @@ def test_few_steps_give_the_numpy_kernels_numbers(compiled, monkeypatch, kind):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
-@pytest.mark.parametrize("batch", [1, 2])
+@pytest.mark.parametrize("batch", [1, 2, 7])
 def test_step_by_step_is_the_whole_sequence(compiled, monkeypatch, kind, batch):
     # A layer fed one step at a time, its state carried: each call of one step leaves the
     # products to BLAS, the whole sequence packs its weights; the same outputs. Small weights:
     # over 128 steps a GRU(160) of spread 0.3 is chaotic, and two orders of a sum drift 1e-2
     # apart.
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
-    steps = _numba.PACK_STEPS_ONE_ROW_LARGE if batch == 1 else _numba.PACK_STEPS
-    layer, x = _layer(kind, batch, steps, seed=7, spread=0.1, return_sequences=True,
+    layer, x = _layer(kind, batch, 2, seed=7, spread=0.1, return_sequences=True,
                       return_state=True)
+    steps = _least(batch, layer.cell.recurrent_kernel.nbytes)
+    x = np.random.default_rng(8).standard_normal((batch, steps, 12)).astype("float32")
     assert not _numba.loop_for(layer.cell, batch, steps).blas
     whole, *final = layer(x)
     states = None
@@ -124,8 +134,28 @@ def _peak(layer, x):
 def test_one_step_on_large_weights_allocates_no_packed_copy(compiled, monkeypatch):
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
     monkeypatch.setattr(_threads, "MODE", "1")      # no thread choice: one loop, one thread
-    steps = _numba.PACK_STEPS_ONE_ROW_LARGE
-    layer, x = _layer("lstm", 1, steps)
+    layer, x = _layer("lstm", 1, _numba.PACK_STEPS_ONE_ROW_LARGE)
     weights = layer.cell.recurrent_kernel.nbytes + layer.cell.kernel.nbytes   # 440 KB
     assert _peak(layer, x) > weights          # the whole sequence packs a copy of `[W; U]`
     assert _peak(layer, x[:, :1]) < weights / 4
+
+
+def test_a_few_rows_go_to_sgemv_a_row_at_a_time():
+    # `step_product`: each row of at most GEMV_ROWS the one-row product (NumPy's matmul of that
+    # row, which is sgemv too where NumPy brings its OpenBLAS), more rows one product
+    from unrolled.kernels import _numba_loops, _numpy_blas
+
+    rng = np.random.default_rng(9)
+    W = rng.standard_normal((70, 130), dtype=np.float32)
+    for rows in (1, 2, _numba.GEMV_ROWS, _numba.GEMV_ROWS + 1, 20):
+        h = rng.standard_normal((rows, 70), dtype=np.float32)
+        out = np.full((rows, 130), np.nan, dtype=np.float32)
+        _numba_loops.step_product(h, W, out)
+        if rows <= _numba.GEMV_ROWS:
+            expected = np.concatenate([h[i:i + 1] @ W for i in range(rows)])
+        else:
+            expected = h @ W
+        if _numpy_blas.ready():
+            np.testing.assert_array_equal(out, expected)
+        else:
+            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)

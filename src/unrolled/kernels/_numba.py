@@ -108,18 +108,26 @@ OWN_GEMM_BYTES = 2 << 20
 # their budget.
 OWN_GEMM_ROWS = 128
 OWN_SMALL_BATCH_BYTES = 64 << 20
-# Packing costs a pass over the weights, and a copy as large, once a call: a call of fewer steps
-# than these does not pack them, and its products go to BLAS instead (`pack_pays`). For a
-# one-sample batch, whose `h W` is BLAS's sgemv (`_numpy_blas.dot`), a pass over W not much
-# slower than the packed product's: PACK_STEPS_ONE_ROW steps, PACK_STEPS_ONE_ROW_LARGE above
-# OWN_GEMM_BYTES of recurrent kernel; for more rows, whose sgemm packs W again at every step,
-# PACK_STEPS. Layer calls of packed against BLAS's products, alternated in one process on the
-# 2-vCPU AMD EPYC (RESULTS.md, round 30): LSTM(1024), one sample, 1 step 0.06 of the time, 32
-# steps 0.74, 64-100 0.97-1.00, 200 1.21; LSTM(512) 200 steps 1.01; LSTM(256) 1 step 0.31, 8
-# steps 0.49, 16 steps 1.04; LSTM(1024) at 2 and 4 rows, 2 steps 0.59-0.64, 4 steps 1.08-1.32;
-# LSTM(512) there 4 steps 0.90-0.96, 6 steps 1.13-1.27.
+# Packing costs a pass over the weights, and a copy as large, once a call: a call of too few
+# steps does not pack them, and its products go to BLAS instead (`pack_pays`). A step product
+# of at most GEMV_ROWS rows goes to BLAS a row at a time, each row BLAS's sgemv
+# (`_numba_loops.step_product`, `_numpy_blas.dot`): a pass over W a row, where sgemm would pack
+# all of W at every call for those few rows. (r, 1056) @ (1056, 4096) on the 2-vCPU AMD EPYC,
+# sgemm against r calls of sgemv: 2 rows 1.15 ms against 0.31, 4 rows 1.17 against 0.64, 6 rows
+# 1.47 against 0.95, 8 rows 1.24 against 1.22 (RESULTS.md, round 30). So packing pays from
+# PACK_STEPS_ONE_ROW steps for one row (PACK_STEPS_ONE_ROW_LARGE above OWN_GEMM_BYTES of
+# recurrent kernel), fewer the more rows read each pass (`steps * rows ** 1.5` at least that),
+# and from PACK_STEPS steps above GEMV_ROWS rows. Layer calls on 32 features, packed against
+# BLAS's products (alternated in one process, or the benchmark where said): one row,
+# LSTM(1024) 1 step 2.64 ms against 0.26, 10 steps 3.51 against 1.89, 100 steps 15.2 against
+# 20.7 (the benchmark: even at about 27 steps), GRU(1024) 10.7 against 13.2 at 100 steps (even
+# at about 50); LSTM(256) 1 step 0.31 of the time, 8 steps 0.49, 16 steps 1.04. LSTM(1024) at
+# 2 rows 8 steps 0.86, 16 steps 1.17; 4 rows 4 steps 0.92, 8 steps 1.51; 6 rows 2 steps 1.00, 4
+# steps 1.28; GRU(1024) 0.97, 1.62 and 1.06 there; LSTM(512) and GRU(512) at 2 rows 16 steps
+# 0.76-0.96, 4 rows 8 steps 1.03-1.19, 6 rows 8 steps 1.12-1.37.
+GEMV_ROWS = 6
 PACK_STEPS_ONE_ROW = 16
-PACK_STEPS_ONE_ROW_LARGE = 128
+PACK_STEPS_ONE_ROW_LARGE = 32
 PACK_STEPS = 4
 
 # The cells keep the recurrent kernel and the kernel as views of one array `[W; U]`
@@ -266,10 +274,10 @@ def pack_pays(batch: int, steps: int, size: int) -> bool:
     """Whether a call of `batch` rows and `steps` steps on a recurrent kernel of `size` bytes
     packs its weights for the loops' own product (where the size rules above say so), rather
     than leave the products to BLAS."""
-    if batch == 1:
-        return steps >= (PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES
-                         else PACK_STEPS_ONE_ROW)
-    return steps >= PACK_STEPS
+    if batch > GEMV_ROWS:
+        return steps >= PACK_STEPS
+    least = PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES else PACK_STEPS_ONE_ROW
+    return steps * batch ** 1.5 >= least
 
 
 # `_bind` fetches a cell's weights, biases and activation codes once and returns the kernel

@@ -20,7 +20,7 @@ from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba import compile_products_first
+from unrolled.kernels._numba import GEMV_ROWS, compile_products_first
 from unrolled.kernels._numba_panels import (PACK_ROWS, ROWS, WIDTH, empty_panels, packed,
                                              packed_stack)
 from unrolled.kernels._numpy_blas import dot
@@ -380,12 +380,23 @@ def _packed_if(W, own):
 
 
 @njit
+def step_product(h, W, out):
+    # out = h W by BLAS: a row at a time (sgemv) for at most GEMV_ROWS rows (`_numba`), else
+    # in one call
+    if h.shape[0] <= GEMV_ROWS:
+        for i in range(h.shape[0]):
+            dot(h[i:i + 1], W, out[i:i + 1])
+    else:
+        dot(h, W, out)
+
+
+@njit
 def _product(h, W, panels, out, own):
     # out = h W: by panel_product on W's panels when `own`, else by BLAS
     if own:
         products.panel_product(h, panels, out)
     else:
-        dot(h, W, out)
+        step_product(h, W, out)
 
 
 @njit
@@ -927,7 +938,7 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
             dot(stage, kernel, P)                                   # rows past stop: unused
         for s in range(m):
             k = start + s
-            dot(prev, recurrent, hW)                                # h_{t-1} W  (rows, units)
+            step_product(prev, recurrent, hW)                       # h_{t-1} W  (rows, units)
             if direct:
                 out = seq[k][b0:b1]                                 # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
@@ -949,6 +960,7 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
+    chunk = max(1, min(chunk, T))       # no projection of steps past the last
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 4 * U), dtype=np.float32)
     hW = np.empty((B, 4 * U), dtype=np.float32)
@@ -961,7 +973,7 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
         dot(stage, kernel, P)
         for s in range(stop - start):
             k = start + s
-            dot(h, recurrent, hW)                                   # (rows, 4*units)
+            step_product(h, recurrent, hW)                          # (rows, 4*units)
             _lstm_units_rows(P, s * B, bias, hW, c, h, mask, use_mask, k, b0)
             if need_seq:
                 copy_rows(seq, k, h, b0)
@@ -1064,6 +1076,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
+    chunk = max(1, min(chunk, T))       # no projection of steps past the last
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 3 * U), dtype=np.float32)
     h = h_out[b0:b1]                    # the state, updated in place after the products
@@ -1088,7 +1101,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                dot(h, recurrent, hW)                               # (rows, 3*units)
+                step_product(h, recurrent, hW)                      # (rows, 3*units)
                 _gru_units_rows(P, s * B, b_in, hW, b_rec, h, mask, use_mask, k, b0)
             else:
                 _product(h, W_zr, W_zrp, zr, own)                   # (rows, 2*units)
