@@ -427,8 +427,11 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
 
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
             loop = _numba_loops.FUSED_LOOPS[kind]
-        pack, no_panels = _numba_loops.PANELS[kind], _numba_loops.no_panels
+        pack = _numba_loops.PANELS[kind]
         packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
+        # the BLAS loops' placeholder for panels, never read: made once (a compiled call of
+        # 2-3 us, a fifth of a one-step call of SimpleRNN(256))
+        no_panels = None if own else _numba_loops.no_panels()
         compile_products_first(_products_called(kind, fused, stacked))
 
         def kernel(_cell, xt, states, steps, need_seq):
@@ -447,7 +450,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                 panels = _numba_loops.UNPACKED[kind](*weights, *flags, 0)
             else:
                 panels = (pack(*weights, *flags, B // blocks) if packs
-                          else None if fused else no_panels())
+                          else None if fused else no_panels)
             # the final states, each block writing its rows; the fused loops keep h in `seq`,
             # so theirs is the output's last step
             final = [seq[-1] if fused and i == 0 else np.empty((B, U), dtype=xt.dtype)
