@@ -129,6 +129,7 @@ def both_ways(rnn, x, states, mask=None, training=False):
     x_before = x.copy()
     states_before = [np.array(s, copy=True) for s in _leaves(states)]
     runs = PATH["numba_runs"]
+    rnn.__dict__.update(_plan=None, _call_plan=None)   # planned anew, for the count below
     fast = rnn._run_kernel(x, states, mask, training)
     assert fast is not None, f"no kernel ran for {rnn!r}"
     if PATH["name"].startswith("numba") and compiled_applies(rnn):
@@ -1071,6 +1072,63 @@ def test_a_plan_follows_weights_and_drops_on_any_setting_change(rng):
     other = rng.standard_normal((5, 4, 2)).astype("float32")  # another shape: planned anew
     _compare_result(rnn(other), _reference_call(rnn, other), "float32")
     assert rnn._plan.shape == other.shape
+
+
+@pytest.mark.parametrize("cell_kind", CELLS + ["stack"])
+def test_calls_with_states_or_a_mask_keep_a_plan_of_their_own(rng, monkeypatch, cell_kind):
+    """A call with initial states or a mask (a generator's step, the state of the call before)
+    keeps its plan too (`_call_plan`), and the next such calls of the same shape run it with the
+    reference loop's numbers; a setting of the layer or a cell drops it, a training call keeps
+    none, and a copy of the layer does not share it."""
+    import copy
+
+    from unrolled import activations
+
+    b, t, f, u = sizes(rng)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    cell = ([make_cell("lstm", u), make_cell("gru", u + 1)] if cell_kind == "stack"
+            else make_cell(cell_kind, u))
+    rnn = built(layers.RNN(cell, return_sequences=True, return_state=True), x)
+    made = []
+    real = _dispatch.plan_for
+    monkeypatch.setattr(_dispatch, "plan_for", lambda *a: made.append(1) or real(*a))
+
+    def check(x, **kwargs):
+        states = random_states(rng, rnn, x.shape[0])
+        mask = kwargs.get("mask")
+        result = rnn(x, initial_state=states, **kwargs)
+        last, outputs, final = rnn._reference_loop(x, states, mask, False)
+        _compare_result(result, (outputs, *final), "float32")
+
+    rnn(x)                                  # a plain call keeps its plan
+    assert rnn.__dict__.get("_plan") is not None
+    planned = len(made)
+    check(x)                                # which serves a call with states as well
+    assert len(made) == planned and rnn.__dict__.get("_call_plan") is None
+    rnn.__dict__["_plan"] = None
+    check(x)                                # planned, and kept for such calls
+    planned = len(made)
+    assert rnn.__dict__.get("_call_plan") is not None
+    check(x)
+    check(x, mask=rng.random((b, t)) < 0.7)
+    assert len(made) == planned, "a call with states planned again"
+    inner = rnn.cell.cells[0] if cell_kind == "stack" else rnn.cell
+    inner.activation = activations.relu     # a cell setting: the owner's plan goes
+    assert rnn.__dict__.get("_call_plan") is None
+    check(x)
+    assert len(made) > planned
+    other = rng.standard_normal((b + 1, t, f)).astype("float32")    # another shape: planned anew
+    check(other)
+    assert rnn._call_plan.shape == other.shape
+    twin = copy.deepcopy(rnn)
+    assert twin.__dict__.get("_call_plan") is None
+    twin.set_weights([w * 0.5 for w in twin.get_weights()])
+    states = random_states(rng, twin, b)
+    last, outputs, final = twin._reference_loop(x, states, None, False)
+    _compare_result(twin(x, initial_state=states), (outputs, *final), "float32")
+    rnn.__dict__["_call_plan"] = None
+    rnn(x, initial_state=random_states(rng, rnn, b), training=True)
+    assert rnn.__dict__.get("_call_plan") is None       # training calls keep none
 
 
 def test_no_plan_is_kept_for_calls_that_need_the_full_path(rng):

@@ -19,6 +19,9 @@ from unrolled import _checks, initializers
 __all__ = ["Layer", "Weight", "Symbolic"]
 
 _name_counts: dict[str, int] = {}
+# A recurrent layer's kept kernel plans (unrolled.layers.rnn.RNN): for its plain calls, and for
+# calls with initial states or a mask (unrolled.kernels.run)
+_PLANS = ("_plan", "_call_plan")
 
 
 def unique_name(base: str) -> str:
@@ -285,11 +288,12 @@ class Layer:
             np.copyto(weight.value, array)
 
     def __getstate__(self) -> dict:
-        # A copy (copy.deepcopy, pickle) leaves a recurrent layer's kept kernel plan behind: the
+        # A copy (copy.deepcopy, pickle) leaves a recurrent layer's kept kernel plans behind: a
         # plan is bound to this layer's weight arrays, and the copy has arrays of its own.
         state = self.__dict__.copy()
-        if state.get("_plan") is not None:
-            state["_plan"] = None
+        for kept in _PLANS:
+            if state.get(kept) is not None:
+                state[kept] = None
         return state
 
     def __setattr__(self, key: str, value: Any) -> None:
@@ -302,13 +306,14 @@ class Layer:
             weight.assign(value)
             return
         object.__setattr__(self, key, value)
-        # A recurrent layer's kept kernel plan (unrolled.kernels.Plan) depends on its settings
-        # and its cells': any change drops it, here and up the chain of owners.
+        # A recurrent layer's kept kernel plans (unrolled.kernels.Plan) depend on its settings
+        # and its cells': any change drops them, here and up the chain of owners.
         layer: Any = self
         while layer is not None:
             found = layer.__dict__
-            if found.get("_plan") is not None:
-                found["_plan"] = None
+            for kept in _PLANS:
+                if found.get(kept) is not None:
+                    found[kept] = None
             layer = found.get("_parent")
 
     def count_params(self) -> int:
