@@ -14,7 +14,7 @@ machine code names the symbol and reads the flag when it runs, so Numba's cache 
 from one process to the next (an address compiled in would not), and where there is no such
 library (NumPy on MKL or Accelerate, or a system OpenBLAS with 32-bit integers) the flag is 0
 and `dot` is `np.dot`, as before; so too with `UNROLLED_NUMPY_BLAS=0` in the environment (for
-measuring one against the other). Importing this module registers both names; it must be
+measuring one against the other). Importing this module registers these names; it must be
 imported before any loop that calls `dot` is compiled or loaded from the cache.
 
 A product of one row (`h W` of a one-sample batch) goes to NumPy's `cblas_sgemv` instead, as
