@@ -126,10 +126,8 @@ def run(cells: list[str], shapes: list[tuple], peers: list[str], quick: bool,
     rows, skipped = [], {}
     for cell in cells:
         for shape in shapes:
-            _, weights = bench.unrolled_weights(cell, shape)
+            whole, weights = bench.unrolled_weights(cell, shape)
             x = np.random.default_rng(1).standard_normal(shape[:3]).astype("float32")
-            whole, _ = bench.unrolled_weights(cell, shape)
-            whole.set_weights(weights)
             reference = np.asarray(whole(x))                   # the whole sequence in one call
             fns, notes = {}, {}
             for peer in peers:
