@@ -1131,6 +1131,85 @@ def test_calls_with_states_or_a_mask_keep_a_plan_of_their_own(rng, monkeypatch, 
     assert rnn.__dict__.get("_call_plan") is None       # training calls keep none
 
 
+class _Subclass(np.ndarray):
+    pass
+
+
+@pytest.mark.parametrize("cell_kind", ["simple_rnn", "lstm", "gru"])
+@pytest.mark.parametrize("return_sequences", [False, True])
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_calls_with_states_that_fit_skip_the_checks(rng, monkeypatch, cell_kind,
+                                                    return_sequences, go_backwards):
+    """Once a layer keeps a plan for a shape, a call with initial states that the checks would
+    pass as they are (arrays of the layer's dtype and the cell's state shapes) runs the plan
+    without the checks (`RNN._call_planned`, `Plan.given_states`), with the reference loop's
+    numbers, reading the states and never writing them; any other states (of another dtype, a
+    wrong shape or nesting, an array subclass), a stack, a stateful layer, a mask or training
+    take the full path, whose checks give their errors."""
+    b, t, f, u = sizes(rng)
+    b = max(b, 2)
+    x = rng.standard_normal((b, t, f)).astype("float32")
+    rnn = built(layers.RNN(make_cell(cell_kind, u), return_sequences=return_sequences,
+                           return_state=True, go_backwards=go_backwards), x)
+    prepared = []
+    real = rnn._prepare
+    monkeypatch.setattr(rnn, "_prepare", lambda *a: prepared.append(1) or real(*a))
+
+    def check(states, full):
+        given = list(states) if isinstance(states, (list, tuple)) else [states]
+        before = [np.array(s) for s in given]
+        seen = len(prepared)
+        result = rnn(x, initial_state=states)
+        assert (len(prepared) > seen) is full
+        ref = rnn._reference_loop(x, [np.asarray(s, dtype="float32") for s in given], None,
+                                  False)
+        _compare_result(result, (ref[1] if return_sequences else ref[0], *ref[2]), "float32")
+        for s, copy in zip(given, before):                      # read, never written
+            np.testing.assert_array_equal(np.asarray(s), copy)
+        return result
+
+    states = random_states(rng, rnn, b)
+    check(states, full=True)                # the first call plans (and checks)
+    assert rnn.__dict__.get("_call_plan") is not None
+    for _ in range(3):                      # a generator's loop: the states of the call before
+        states = list(check(states, full=False)[1:])
+    check(tuple(random_states(rng, rnn, b)), full=False)
+    if cell_kind != "lstm":
+        check(random_states(rng, rnn, b)[0], full=False)        # one state, bare
+    check([s.astype("float64") for s in random_states(rng, rnn, b)], full=True)
+    check([s.view(_Subclass) for s in random_states(rng, rnn, b)], full=True)
+    wrong = random_states(rng, rnn, b)
+    wrong[0] = wrong[0][:, :-1] if u > 1 else wrong[0][:1]
+    with pytest.raises(ValueError, match="initial_state"):
+        rnn(x, initial_state=wrong)
+    if cell_kind == "lstm":
+        with pytest.raises(ValueError, match="initial_state"):
+            rnn(x, initial_state=random_states(rng, rnn, b)[0])  # one of two states
+    with pytest.raises(ValueError, match="initial_state"):
+        rnn(x, initial_state=random_states(rng, rnn, b) * 2)     # too many
+    seen = len(prepared)
+    rnn(x, initial_state=random_states(rng, rnn, b), mask=np.ones((b, t), bool))
+    rnn(x, initial_state=random_states(rng, rnn, b), training=True)
+    assert len(prepared) == seen + 2
+
+
+def test_stacks_and_stateful_layers_check_every_call_with_states(rng, monkeypatch):
+    x = rng.standard_normal((3, 4, 2)).astype("float32")
+    for rnn in (layers.RNN([make_cell("lstm", 3), make_cell("gru", 4)], return_state=True),
+                layers.RNN(make_cell("gru", 3), stateful=True)):
+        built(rnn, x)
+        prepared = []
+        real = rnn._prepare
+        monkeypatch.setattr(rnn, "_prepare", lambda *a, real=real: prepared.append(1) or real(*a))
+        for _ in range(3):
+            states = random_states(rng, rnn, 3)
+            result = rnn(x, initial_state=states)
+            last, outputs, final = rnn._reference_loop(x, states, None, False)
+            compare_tree(result[0] if isinstance(result, tuple) else result, last, "out",
+                         "float32")
+        assert len(prepared) == 3
+
+
 def test_no_plan_is_kept_for_calls_that_need_the_full_path(rng):
     x = rng.standard_normal((3, 4, 2)).astype("float32")
     for kwargs, rnn_kwargs in [({"mask": np.ones((3, 4), bool)}, {}),

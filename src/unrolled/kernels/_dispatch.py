@@ -59,7 +59,7 @@ class Plan:
     """
 
     __slots__ = ("cells", "kernels", "work", "parts", "units", "blas", "shape", "dtype",
-                 "compiled", "states", "single", "plain")
+                 "compiled", "states", "single", "plain", "state_shapes")
 
     def __init__(self, cells: list, kernels: list, x: np.ndarray, single: bool):
         self.cells, self.kernels = cells, kernels
@@ -79,6 +79,9 @@ class Plan:
         self.compiled = _numba.enabled
         self.states: list | None = None
         self.single = single  # one cell, not a stack: `call` takes the short route
+        sizes = cells[0].state_size
+        sizes = [sizes] if isinstance(sizes, (int, np.integer)) else sizes
+        self.state_shapes = [(x.shape[0], int(s)) for s in sizes] if single else None
         # One cell on a small-shape compiled loop (no BLAS, so no thread setting to choose):
         # its kernel returns the layer's whole result. Not for an output large enough to come
         # from the kept buffers (unrolled.kernels._outputs): the kernel's own route takes them.
@@ -86,20 +89,42 @@ class Plan:
         self.plain = (getattr(kernels[0], "plain", None)
                       if single and large < _outputs.KEEP_MIN_BYTES else None)
 
-    def call(self, rnn: Any, x: np.ndarray) -> Any:
-        """The layer's return value for `x`, or None when `x` or the settings differ from the
-        plan's (the caller then takes the full path)."""
+    def given_states(self, states: Any) -> list | None:
+        """`initial_state` as a list the kernels take as it is, or None unless it is exactly
+        what the layer's checks would pass unchanged: one cell, and an array (one state) or a
+        list or tuple of arrays, each of the plan's dtype and the cell's state shape. None
+        sends the call down the full path, whose checks give the error where there is one."""
+        shapes = self.state_shapes
+        if shapes is None:
+            return None
+        if type(states) is np.ndarray:
+            states = [states]
+        elif type(states) is not list and type(states) is not tuple:
+            return None
+        if len(states) != len(shapes):
+            return None
+        for s, shape in zip(states, shapes):
+            if type(s) is not np.ndarray or s.dtype != self.dtype or s.shape != shape:
+                return None
+        return list(states)
+
+    def call(self, rnn: Any, x: np.ndarray, states: list | None = None) -> Any:
+        """The layer's return value for `x` from `states` (from `given_states`; the cell's
+        initial states if None), or None when `x` or the settings differ from the plan's (the
+        caller then takes the full path)."""
         if x.shape != self.shape or x.dtype != self.dtype or _numba.enabled != self.compiled:
             return None
+        if states is None:
+            states = self.states
         if self.plain is not None:
-            return self.plain(rnn, x, self.states)
+            return self.plain(rnn, x, states)
         if self.single and not _threads.chooses(self.work, self.parts, self.units):
             # `execute` for one cell, no mask, no thread choice: at small shapes its generality
             # is a third of the call.
             xt = x.transpose(1, 0, 2)                               # (timesteps, batch, features)
             if rnn.go_backwards:
                 xt = xt[::-1]
-            seq, final = self.kernels[0](self.cells[0], xt, self.states, NO_MASK,
+            seq, final = self.kernels[0](self.cells[0], xt, states, NO_MASK,
                                          rnn.return_sequences)
             if seq is None:
                 output = final[0]
@@ -108,7 +133,7 @@ class Plan:
                     final[0] = final[0].copy()  # not a view that keeps the whole sequence alive
                 output = seq.transpose(1, 0, 2)                     # (batch, timesteps, units)
             return (output, *final) if rnn.return_state else output
-        last, outputs, final = execute(self, rnn, x, self.states, None)
+        last, outputs, final = execute(self, rnn, x, states, None)
         output = outputs if rnn.return_sequences else last
         return (output, *final) if rnn.return_state else output
 

@@ -43,6 +43,8 @@ class Symbolic:
 
 def _holds_symbolic(values: Iterable[Any]) -> bool:
     for value in values:
+        if type(value) is np.ndarray:       # the eager case, first: a generator's states
+            continue
         if isinstance(value, Symbolic):
             return True
         if isinstance(value, (list, tuple)):

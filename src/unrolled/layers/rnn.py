@@ -237,6 +237,12 @@ class RNN(Layer):
                 result = plan.call(self, sequences)
                 if result is not None:
                     return result
+        elif (initial_state is not None and mask is None and not training and inputs is None
+              and type(sequences) is np.ndarray and self._recorder is None
+              and not self.stateful):
+            result = self._call_planned(sequences, initial_state)
+            if result is not None:
+                return result
         owner = f"{type(self).__name__} '{self.name}'"
         x = the_sequence(sequences, inputs, owner)
         x, states, mask = self._prepare(x, initial_state, mask, owner)
@@ -255,6 +261,19 @@ class RNN(Layer):
         if self.return_state:
             return (output, *final)
         return output
+
+    def _call_planned(self, x: np.ndarray, initial_state: Any) -> Any:
+        """A call with initial states, of a shape whose kernel plan the layer keeps, and with
+        states the checks would pass as they are (`Plan.given_states`): the plan's short route,
+        without the checks; else None. A generator's loop calls a layer so, a step a call with
+        the state of the call before: the checks were half of such a call of a SimpleRNN(256)
+        (RESULTS.md, round 31)."""
+        for name in ("_call_plan", "_plan"):
+            plan = self.__dict__.get(name)
+            if plan is not None and plan.shape == x.shape:
+                states = plan.given_states(initial_state)
+                return None if states is None else plan.call(self, x, states)
+        return None
 
     def _keep_plan(self, x: np.ndarray, states: list) -> None:
         """Keep the kernel plan for plain calls shaped like `x` (see unrolled.kernels.Plan).
