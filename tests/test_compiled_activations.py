@@ -140,6 +140,30 @@ def test_columns_product_reads_w_in_place_with_the_packed_products_bits(M, panel
     _within_float32_sums(out, a, chosen)
 
 
+@pytest.mark.parametrize("wide", [False, True], ids=["256-bit", "512-bit"])
+@pytest.mark.parametrize("M", [1, 2, 3, 4, 5, 6, 7, 9])
+@pytest.mark.parametrize("K", [1, 3, 4, 37, 64])
+def test_rows_product_reads_w_down_its_rows_with_the_packed_products_bits(M, K, wide):
+    """`rows_product(a, W, out, c0, c1)`: `out[:, c0:c1] = a @ W[:, c0:c1]`, W read where it
+    is; every remainder of its blocks of rows (4, 2, 1), of W's rows (4 at a time) and of the
+    columns (whole chunks from c0, then the rest); the same bits as panel_product on those
+    columns packed; nothing written outside c0..c1."""
+    products = _variant(wide)
+    width = products.width
+    rng = np.random.default_rng(M * 100 + K)
+    N = 3 * width + 11
+    W = rng.standard_normal((K, N)).astype("float32")
+    a = rng.standard_normal((M, K)).astype("float32")
+    for c0, c1 in ((0, N), (0, 2 * width), (5, N - 3), (width, width + 7), (N - 2, N)):
+        out = np.full((M, N), np.nan, dtype="float32")
+        products.rows_product(a, W, out, c0, c1)
+        packed = np.empty((M, c1 - c0), dtype="float32")
+        products.panel_product(a, _packed(np.ascontiguousarray(W[:, c0:c1]), width), packed)
+        np.testing.assert_array_equal(out[:, c0:c1], packed)
+        assert np.isnan(out[:, :c0]).all() and np.isnan(out[:, c1:]).all()
+        _within_float32_sums(out[:, c0:c1], a, W[:, c0:c1])
+
+
 def test_avx512_is_read_from_the_features_numba_compiles_for(monkeypatch):
     """`_vector_width.available()` follows Numba's target features (NUMBA_CPU_FEATURES
     overrides the host's), and says no where the feature list lacks AVX-512F."""

@@ -184,7 +184,8 @@ def test_the_blas_loops_call_dot_not_np_dot():
     code = "\n".join(line.split("#")[0] for line in source.splitlines())
     assert not re.search(r"np\.dot\(", code)
     assert len(re.findall(r"\bdot\(", code)) >= 7
-    assert len(re.findall(r"\bstep_product\(", code)) >= 4   # a step's h W, by `dot`
+    assert len(re.findall(r"\bstep_product\(", code)) >= 4   # a step's h W
+    assert len(re.findall(r"\bblas_product\(", code)) >= 3   # ... by `dot`
 
 
 _OFF = """

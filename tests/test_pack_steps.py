@@ -1,8 +1,10 @@
 """A call of few steps leaves its products to BLAS rather than pack the weights
 (`_numba.pack_pays`): packing is a pass over the weights and a copy as large, which a call of
 one step (a stateful layer fed step by step, a generator sampling one symbol at a time) pays
-for a single product. A step's `h W` of a few rows is then NumPy's sgemv a row at a time
-(`_numba_loops.step_product`, `_numpy_blas.dot`).
+for a single product. A step's `h W` of one row is then NumPy's sgemv (`_numpy_blas.dot`), of
+2 to GEMV_ROWS rows `_numba_panels.rows_product`, which reads W where it is, once for all the
+rows (`_numba_loops.step_product`; a row at a time by sgemv on weights over
+ROWS_PRODUCT_BYTES).
 
 The rule (steps against rows and weight size), which loop it picks, that both picks give what
 the NumPy kernels give, step by step as over the whole sequence, and the step product's rows.
@@ -140,22 +142,34 @@ def test_one_step_on_large_weights_allocates_no_packed_copy(compiled, monkeypatc
     assert _peak(layer, x[:, :1]) < weights / 4
 
 
-def test_a_few_rows_go_to_sgemv_a_row_at_a_time():
-    # `step_product`: each row of at most GEMV_ROWS the one-row product (NumPy's matmul of that
-    # row, which is sgemv too where NumPy brings its OpenBLAS), more rows one product
-    from unrolled.kernels import _numba_loops, _numpy_blas
+def test_a_few_rows_go_to_rows_product_or_sgemv_a_row_at_a_time():
+    # `step_product` (the forward loops'): one row NumPy's matmul of it (sgemv, where NumPy
+    # brings its OpenBLAS); 2 to GEMV_ROWS rows `rows_product`, with the packed product's bits,
+    # on weights of at most ROWS_PRODUCT_BYTES; more rows one product. `blas_product` (the
+    # training loops'): a row at a time up to GEMV_ROWS rows, whatever the weights.
+    from unrolled.kernels import _numba_loops, _numba_panels, _numpy_blas
 
     rng = np.random.default_rng(9)
     W = rng.standard_normal((70, 130), dtype=np.float32)
-    for rows in (1, 2, _numba.GEMV_ROWS, _numba.GEMV_ROWS + 1, 20):
+    panels = _numba_panels.packed(W)
+    assert W.nbytes <= _numba.ROWS_PRODUCT_BYTES
+    for rows in (1, 2, 3, _numba.GEMV_ROWS, _numba.GEMV_ROWS + 1, 20):
         h = rng.standard_normal((rows, 70), dtype=np.float32)
         out = np.full((rows, 130), np.nan, dtype=np.float32)
         _numba_loops.step_product(h, W, out)
+        blas = np.full((rows, 130), np.nan, dtype=np.float32)
+        _numba_loops.blas_product(h, W, blas)
+        if 1 < rows <= _numba.GEMV_ROWS:
+            expected = np.empty_like(out)
+            _numba_panels.panel_product(h, panels, expected)
+            np.testing.assert_array_equal(out, expected)
         if rows <= _numba.GEMV_ROWS:
             expected = np.concatenate([h[i:i + 1] @ W for i in range(rows)])
         else:
             expected = h @ W
-        if _numpy_blas.ready():
-            np.testing.assert_array_equal(out, expected)
-        else:
-            np.testing.assert_allclose(out, expected, rtol=1e-5, atol=1e-5)
+        results = (out, blas) if rows == 1 or rows > _numba.GEMV_ROWS else (blas,)
+        for result in results:
+            if _numpy_blas.ready():
+                np.testing.assert_array_equal(result, expected)
+            else:
+                np.testing.assert_allclose(result, expected, rtol=1e-5, atol=1e-5)

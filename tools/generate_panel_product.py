@@ -305,6 +305,75 @@ def _columns_source(wide: bool) -> list[str]:
     return lines
 
 
+# rows_product: a sweep down W's rows, SWEEP_K of them at a time, for a few rows of `a`; its
+# blocks of rows (the largest first, each size as often as it fits).
+SWEEP_K = 4
+SWEEP_ROWS = (4, 2, 1)
+
+
+def _sweep(rows: int, indent: str) -> list[str]:
+    """Rows i to i + rows - 1 against W's rows k0 to k0 + SWEEP_K - 1, for every whole chunk of
+    WIDTH columns from c0: each chunk's sums come from out, take the SWEEP_K rows'
+    multiply-adds in order, and go back to out."""
+    inner = indent + "    "
+    lines = [f"{indent}v{r}_{kk} = a[{_at('i', r)}, {_at('k0', kk)}]"
+             for r in range(rows) for kk in range(SWEEP_K)]
+    lines += [f"{indent}for j in range(c0, c0 + whole, {WIDTH}):",
+              f"{inner}j &= _MASK"]
+    lines += [f"{inner}{', '.join(f's{r}_{c}' for c in range(WIDTH))} = _row(out, {_at('i', r)}, j)"
+              for r in range(rows)]
+    for kk in range(SWEEP_K):
+        lines += [f"{inner}w{c} = W[{_at('k0', kk)}, {_at('j', c)}]" for c in range(WIDTH)]
+        for r in range(rows):
+            lines += [f"{inner}s{r}_{c} += v{r}_{kk} * w{c}" for c in range(WIDTH)]
+    for r in range(rows):
+        lines += [f"{inner}out[{_at('i', r)}, {_at('j', c)}] = s{r}_{c}" for c in range(WIDTH)]
+    return lines
+
+
+def _rows_source(wide: bool) -> list[str]:
+    """rows_product: `out[:, c0:c1] = a @ W[:, c0:c1]` for a few rows of `a`, W read where it
+    is, row after row (see `_numba_panels.rows_product`)."""
+    lines = ["", "", "def rows_product(a, W, out, c0, c1):",
+             '    """`out[:, c0:c1] = a @ W[:, c0:c1]` for a few rows of `a` (M, K), W (K, N) read '
+             "where it is,",
+             f"    {SWEEP_K} of its rows at a time over all the columns, each chunk of {WIDTH} "
+             "columns' sums",
+             "    kept in `out` in between. Every sum runs over k in order from zero, as "
+             "panel_product's do,",
+             "    so the two give the same bits. See `_numba_panels.rows_product`.",
+             '    """']
+    lines += [_WIDE_CALL] if wide else []
+    lines += ["    M, K = a.shape",
+              f"    KF = K - K % {SWEEP_K}",
+              "    c0 &= _MASK",
+              f"    whole = (c1 - c0) // {WIDTH} * {WIDTH}",
+              "    for r in range(M):",
+              "        for j in range(c0, c1):",
+              "            out[r, j] = _ZERO"]
+    lines.append("    i = 0")
+    for size in SWEEP_ROWS:
+        lines.append(f"    while M - i >= {size}:" if size == SWEEP_ROWS[0]
+                     else f"    if M - i >= {size}:")
+        lines.append(f"        for k0 in range(0, KF, {SWEEP_K}):")
+        lines += _sweep(size, " " * 12)
+        lines.append(f"        i += {size}")
+    lines += ["    # the columns past the last whole chunk, to k = KF, then every column's last "
+              "rows of W",
+              "    for r in range(M):",
+              "        for j in range(c0 + whole, c1):",
+              "            s = _ZERO",
+              "            for k in range(KF):",
+              "                s += a[r, k] * W[k, j]",
+              "            out[r, j] = s",
+              "    for k in range(KF, K):",
+              "        for r in range(M):",
+              "            v = a[r, k]",
+              "            for j in range(c0, c1):",
+              "                out[r, j] += v * W[k, j]"]
+    return lines
+
+
 def source(name: str = "_panel_source.py") -> str:
     """The text of `name`, a key of VARIANTS."""
     global WIDTH, ROWS, REST, PANELS
@@ -312,6 +381,7 @@ def source(name: str = "_panel_source.py") -> str:
     assert all(0 <= r - _rest_taken(r) <= 1 for r in range(1, ROWS)), "REST leaves 2 rows"
     lines = [_header(wide).rstrip("\n")]
     lines += _packed_source(False, wide) + _packed_source(True, wide) + _columns_source(wide)
+    lines += _rows_source(wide)
     lines += _block_functions(wide, False) + _block_functions(wide, True) + _row_function()
     return "\n".join(lines) + "\n"
 

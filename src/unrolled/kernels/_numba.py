@@ -126,6 +126,14 @@ OWN_SMALL_BATCH_BYTES = 64 << 20
 # steps 1.28; GRU(1024) 0.97, 1.62 and 1.06 there; LSTM(512) and GRU(512) at 2 rows 16 steps
 # 0.76-0.96, 4 rows 8 steps 1.03-1.19, 6 rows 8 steps 1.12-1.37.
 GEMV_ROWS = 6
+# From 2 to GEMV_ROWS rows, on a recurrent kernel of at most ROWS_PRODUCT_BYTES, the forward
+# loops' step product is `_numba_panels.rows_product` instead: it reads W where it is, down its
+# rows, a few rows of W at a time for all of h's rows, so W is read once a step, not once a row
+# of h. On one thread against sgemv a row at a time on two (the 2-vCPU AMD EPYC, round 31):
+# (4, 544) @ (544, 2048) 0.115 ms against 0.175, (6, 544) 0.19 against 0.27, (4, 288) @
+# (288, 1024) 0.027 against 0.058; but on an LSTM(1024)'s (1056, 4096), which one core reads
+# at half the speed of two, 0.59 against 0.61 and 1.03 against 0.89 (6 rows).
+ROWS_PRODUCT_BYTES = 8 << 20
 PACK_STEPS_ONE_ROW = 16
 PACK_STEPS_ONE_ROW_LARGE = 32
 PACK_STEPS = 4
@@ -349,7 +357,9 @@ def _products_called(kind: str, fused: bool, stacked: Any) -> tuple[str, ...]:
         # LSTM's and GRU's loops add `x_t U` onto `h W` (`panel_product_acc`) where they split
         # the step's product: looked up with the weights that split (`_numba_loops.lstm_panels`)
         return ("panel_product",)
-    return ("panel_product",) if kind == "gru" else ()  # gru_blas's reset_before branch
+    # every BLAS loop's step product for a few rows (`_numba_loops.step_product`), and
+    # gru_blas's reset_before branch
+    return ("rows_product", "panel_product") if kind == "gru" else ("rows_product",)
 
 
 def compile_products_first(names: tuple[str, ...]) -> None:

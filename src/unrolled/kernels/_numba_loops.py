@@ -20,7 +20,7 @@ from unrolled.kernels import _atomics as atomics
 from unrolled.kernels import _numba_panels as products
 from unrolled.kernels import _threads
 from unrolled.kernels._numba import LINEAR, RELU, SIGMOID, TANH  # noqa: F401
-from unrolled.kernels._numba import GEMV_ROWS, compile_products_first
+from unrolled.kernels._numba import GEMV_ROWS, ROWS_PRODUCT_BYTES, compile_products_first
 from unrolled.kernels._numba_panels import (PACK_ROWS, ROWS, WIDTH, empty_panels, packed,
                                              packed_stack)
 from unrolled.kernels._numpy_blas import dot
@@ -380,7 +380,7 @@ def _packed_if(W, own):
 
 
 @njit
-def step_product(h, W, out):
+def blas_product(h, W, out):
     # out = h W by BLAS: a row at a time (sgemv) for at most GEMV_ROWS rows (`_numba`), else
     # in one call
     if h.shape[0] <= GEMV_ROWS:
@@ -391,12 +391,24 @@ def step_product(h, W, out):
 
 
 @njit
+def step_product(h, W, out):
+    # out = h W for the forward BLAS loops: 2 to GEMV_ROWS rows on weights of at most
+    # ROWS_PRODUCT_BYTES by `rows_product`, reading W where it is (`_numba`), else by BLAS
+    M = h.shape[0]
+    if 1 < M <= GEMV_ROWS and W.size * 4 <= ROWS_PRODUCT_BYTES:
+        products.rows_product(h, W, out, 0, W.shape[1])
+    else:
+        blas_product(h, W, out)
+
+
+@njit
 def _product(h, W, panels, out, own):
-    # out = h W: by panel_product on W's panels when `own`, else by BLAS
+    # out = h W: by panel_product on W's panels when `own`, else by BLAS (the training loops,
+    # and GRU's reset_before)
     if own:
         products.panel_product(h, panels, out)
     else:
-        step_product(h, W, out)
+        blas_product(h, W, out)
 
 
 @njit

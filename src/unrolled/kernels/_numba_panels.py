@@ -141,6 +141,10 @@ _SIGNATURES = {
     # GFLOP/s). `W` C-contiguous, `bases` int64.
     "columns_product": numba.void(numba.float32[:, ::1], numba.float32[:, ::1],
                                   numba.int64[::1], numba.float32[:, ::1]),
+    # `rows_product(a, W, out, c0, c1)`: `out[:, c0:c1] = a @ W[:, c0:c1]` for a few rows, W
+    # read where it is, down its rows (see below). All three C-contiguous.
+    "rows_product": numba.void(numba.float32[:, ::1], numba.float32[:, ::1],
+                               numba.float32[:, ::1], numba.int64, numba.int64),
 }
 
 
