@@ -48,7 +48,8 @@ def kernel_path(request, monkeypatch):
         monkeypatch.setattr(_numba, "WORK_MAX", {1: work_max, 3: work_max, 4: work_max})
         monkeypatch.setattr(_numba, "BLAS_MIN", {1: blas_min, 3: blas_min, 4: blas_min})
         # the own products however few the steps (tests/test_pack_steps.py has the rule)
-        for name in ("PACK_STEPS", "PACK_STEPS_ONE_ROW", "PACK_STEPS_ONE_ROW_LARGE"):
+        for name in ("PACK_STEPS", "PACK_STEPS_ONE_ROW", "PACK_STEPS_ONE_ROW_LARGE",
+                     "PACK_STEPS_FEW_ROWS"):
             monkeypatch.setattr(_numba, name, 1)
         if request.param == "numba_blas_rows":
             monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)

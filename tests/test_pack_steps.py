@@ -46,15 +46,18 @@ def _layer(kind, batch, steps, seed=0, spread=None, **kwargs):
 
 def test_the_rule():
     small, large = _numba.OWN_GEMM_BYTES, _numba.OWN_GEMM_BYTES + 1
+    rows_product, larger = _numba.ROWS_PRODUCT_BYTES, _numba.ROWS_PRODUCT_BYTES + 1
     # (rows, kernel bytes, the fewest steps that pack): one row 16, or 32 over OWN_GEMM_BYTES;
-    # fewer as more rows read each pass (a row at a time by sgemv up to GEMV_ROWS rows); then
-    # PACK_STEPS, where sgemm packs W at every step
-    for batch, size, least in ((1, small, 16), (1, large, 32), (2, large, 12), (2, small, 6),
-                               (3, large, 7), (4, large, 4), (6, large, 3), (7, large, 4),
-                               (7, small, 4), (64, small, 4), (128, large, 4)):
+    # fewer as more rows read each pass: `steps * rows ** 1.5` at least 64 where rows_product
+    # takes 2 to GEMV_ROWS rows (weights up to ROWS_PRODUCT_BYTES), 32 above, where each row is
+    # an sgemv; then PACK_STEPS, where sgemm packs W at every step
+    for batch, size, least in ((1, small, 16), (1, large, 32), (1, larger, 32), (2, small, 23),
+                               (2, rows_product, 23), (4, large, 8), (6, rows_product, 5),
+                               (2, larger, 12), (3, larger, 7), (4, larger, 4), (6, larger, 3),
+                               (7, large, 4), (7, small, 4), (64, small, 4), (128, larger, 4)):
         assert not _numba.pack_pays(batch, least - 1, size), (batch, size)
         assert _numba.pack_pays(batch, least, size), (batch, size)
-    assert (_numba.GEMV_ROWS, _numba.PACK_STEPS) == (6, 4)
+    assert (_numba.GEMV_ROWS, _numba.PACK_STEPS, _numba.PACK_STEPS_FEW_ROWS) == (6, 4, 64)
     assert (_numba.PACK_STEPS_ONE_ROW, _numba.PACK_STEPS_ONE_ROW_LARGE) == (16, 32)
 
 

@@ -24,7 +24,8 @@ def compiled(monkeypatch):
     monkeypatch.setattr(_numba, "enabled", True)
     monkeypatch.setattr(_threads, "NATIVE", True)
     # packed weights however few the steps (tests/test_pack_steps.py has the rule)
-    for name in ("PACK_STEPS", "PACK_STEPS_ONE_ROW", "PACK_STEPS_ONE_ROW_LARGE"):
+    for name in ("PACK_STEPS", "PACK_STEPS_ONE_ROW", "PACK_STEPS_ONE_ROW_LARGE",
+                 "PACK_STEPS_FEW_ROWS"):
         monkeypatch.setattr(_numba, name, 1)
 
 

@@ -134,6 +134,13 @@ GEMV_ROWS = 6
 # (288, 1024) 0.027 against 0.058; but on an LSTM(1024)'s (1056, 4096), which one core reads
 # at half the speed of two, 0.59 against 0.61 and 1.03 against 0.89 (6 rows).
 ROWS_PRODUCT_BYTES = 8 << 20
+# rows_product costs no copy and reads W once a step for all the rows, so packing pays later
+# there, from PACK_STEPS_FEW_ROWS of `steps * rows ** 1.5`: 23 steps for 2 rows, 8 for 4, 5 for
+# 6. Layer calls on 32 features, not packed against packed (alternated in one process, round
+# 31): LSTM(256) 2 rows 16 steps 1.03, 4 rows 8 steps 0.96, 6 rows 4 steps 0.83 and 8 steps
+# 1.27; LSTM(512) 2 rows 16 and 32 steps 0.97 and 1.00, 4 rows 8 steps 0.90, 6 rows 4 and 8
+# steps 0.73 and 1.09; GRU(384) 4 rows 4 and 8 steps 0.50 and 0.70, 6 rows 8 steps 1.01.
+PACK_STEPS_FEW_ROWS = 64
 PACK_STEPS_ONE_ROW = 16
 PACK_STEPS_ONE_ROW_LARGE = 32
 PACK_STEPS = 4
@@ -281,10 +288,13 @@ def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
 def pack_pays(batch: int, steps: int, size: int) -> bool:
     """Whether a call of `batch` rows and `steps` steps on a recurrent kernel of `size` bytes
     packs its weights for the loops' own product (where the size rules above say so), rather
-    than leave the products to BLAS."""
+    than leave the products to BLAS (to `rows_product` for a few rows)."""
     if batch > GEMV_ROWS:
         return steps >= PACK_STEPS
-    least = PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES else PACK_STEPS_ONE_ROW
+    if batch > 1 and size <= ROWS_PRODUCT_BYTES:
+        least = PACK_STEPS_FEW_ROWS
+    else:
+        least = PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES else PACK_STEPS_ONE_ROW
     return steps * batch ** 1.5 >= least
 
 
