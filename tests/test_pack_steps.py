@@ -83,6 +83,26 @@ def test_few_steps_go_to_blas(compiled, monkeypatch, kind, large):
 
 
 @pytest.mark.parametrize("kind", list(KINDS))
+def test_a_few_rows_on_rows_product_leave_blas_threads_unchosen(compiled, monkeypatch, kind):
+    # 2 to GEMV_ROWS rows: the step products are rows_product's, on the calling thread, so the
+    # plan has no BLAS work a step to choose threads for (`Plan.work`); one row (sgemv), more
+    # rows (sgemm) and GRU's reset_before products (sgemv a row) have
+    from unrolled.kernels import _dispatch
+
+    monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
+    cases = [(kind, {}, 1, False), (kind, {}, 2, True), (kind, {}, _numba.GEMV_ROWS, True),
+             (kind, {}, _numba.GEMV_ROWS + 1, False)]
+    if kind == "gru":
+        cases.append((kind, {"reset_after": False}, 3, False))
+    for kind, kwargs, batch, free in cases:
+        layer, x = _layer(kind, batch, 1, **kwargs)
+        plan = _dispatch.plan_for(layer, x, False)
+        assert plan.kernels[0].blas, (batch, kwargs)
+        assert (plan.work == 0) is free, (batch, kwargs)
+        assert not _threads.chooses(plan.work, plan.parts, plan.units) or not free
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
 def test_few_steps_give_the_numpy_kernels_numbers(compiled, monkeypatch, kind):
     monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", LARGE)
     for batch, steps in ((1, 1), (1, 5), (2, 1), (3, 3), (5, 2), (8, 3)):

@@ -65,7 +65,11 @@ class Plan:
         self.cells, self.kernels = cells, kernels
         step_works = [x.shape[0] * c.recurrent_kernel.shape[0] * c.recurrent_kernel.shape[1]
                       for c in cells]
-        self.work = max(step_works)
+        # the step products' multiply-adds where BLAS runs them, whose thread count is chosen
+        # by the work (`_threads.in_range`); not those a compiled loop runs on one thread of its
+        # own (`blas_steps`: a few rows' `rows_product`)
+        self.work = max(w if getattr(k, "blas_steps", True) else 0
+                        for w, k in zip(step_works, kernels))
         # blocks of rows at once: only when every kernel is a compiled loop that runs them
         self.parts = (_threads.row_parts(x.shape[0], x.shape[1] * sum(step_works))
                       if all(getattr(k, "rows", False) for k in kernels) else 1)

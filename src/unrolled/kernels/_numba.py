@@ -21,7 +21,9 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   fused loops fold the input projection into it (`[h | x_t] [W; U]`);
   above, and in a call of too few steps to pay for packing the weights (`pack_pays`), `h W` and
   the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm, or its sgemv
-  for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's).
+  for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's),
+  but for 2 to GEMV_ROWS rows, whose `h W` is `_numba_panels.rows_product`, W read in place
+  and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES.
   Everything between two products (adding the projection and bias, the activations, the gate
   arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
   on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a
@@ -494,5 +496,11 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                                         or size > OWN_GEMM_BYTES)
         kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
+        # whether a step's `h W` goes to BLAS, whose thread count the plan may then choose
+        # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (a
+        # choice between one BLAS thread and all, limiting and timing, took 10-15 us of a
+        # 22 us call of a GRU(256) on 2 rows; RESULTS.md, round 31)
+        kernel.blas_steps = fused or not (1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
+                                          and (kind != "gru" or cell.reset_after))
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel
