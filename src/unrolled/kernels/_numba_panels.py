@@ -1,5 +1,6 @@
 """The step product `h W` by packed panels: the compiled loops' matrix product; and the same
-product reading W where it is (`columns_product`, at the end).
+product reading W where it is (`columns_product`, at the end), or, for a few rows of h, down W's
+rows (`rows_product`, below).
 
 `W (K, N)` is copied into panels of `WIDTH` columns, `panels[p, k, c] = W[k, WIDTH p + c]`
 (zeros past the last column), so that one panel is a contiguous (K, WIDTH) block. The product
@@ -59,6 +60,17 @@ the 32-column product ran at 152 against OpenBLAS's 166. Rows left after the who
 in blocks of 4 and 2 rows and a lone row: with blocks of every size up to 7 each product took
 13 s to compile, 9-10 s so (the 256-bit ones 3-4 s). The sums and their order are the same
 in both sources, so both give the same bits.
+
+**`rows_product`**, for the BLAS loops' steps of 2 to `_numba.GEMV_ROWS` rows (a call of too few
+steps to pay for packing), reads W where it is and in order, 4 rows of W at a time over all the
+columns: each chunk of WIDTH columns' sums of a block of h's rows (4, 2, then 1) come from
+`out`, take those 4 rows' multiply-adds in order and go back, so each sum runs over k in order
+from zero, with panel_product's bits. BLAS's sgemv reads all of W for each row of h, and its
+sgemm packs all of W at every call; this reads W once a block of 4 rows, a stream of whole rows
+the prefetchers follow (columns_product, reading down columns, ran at a third of its speed for
+4 rows). On the 2-vCPU AMD EPYC of round 31, one thread: (4, 544) @ (544, 2048) 0.115 ms
+against 0.175 for four sgemv on two threads, (4, 288) @ (288, 1024) 0.027 against 0.058
+(benchmarks/RESULTS.md, round 31).
 """
 
 from __future__ import annotations
