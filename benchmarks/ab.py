@@ -1,7 +1,7 @@
 """Two versions of unrolled side by side: each in a process of its own, sampled alternately.
 
     python benchmarks/ab.py BASE [NEW] [--cells lstm,gru] [--shapes 32x100x16x64] [--rounds 15]
-                            [--mode train]
+                            [--mode train|steps]
 
 BASE and NEW are git revisions of this repository (NEW defaults to the working tree). Each is
 exported (`git archive`) into a temporary directory, and a worker process imports unrolled from
@@ -20,7 +20,9 @@ after the hundreds of steps timed. Even one step is no measure where the startin
 standard deviation) make the layer chaotic: at SimpleRNN (32, 100, 16, 64) one step's weights
 from the training kernel and from the readable reference differ by up to 3.0, against 7e-9
 with weights of 0.1 standard deviation, and at (256, 100, 256, 1024) the gradients explode (two
-versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). Both
+versions 1.7e7 apart for LSTM, where with weights of 0.02 they were 1.9e-9 apart). `--mode
+steps` times a generator's loop instead, as `steps.py` does: the layer called one step at a
+time, each call given the states the one before returned, all the steps timed as one call. Both
 versions run with their own thread choice (unrolled.kernels._threads) unless `--threads one`,
 `all`, `rows` or `units` forces it where the call offers it.
 
@@ -69,12 +71,22 @@ points = []
 
 def make_layer(cell, shape):
     batch, steps, features, units = shape
-    layer = make[cell](units, return_sequences=True, seed=0)
+    layer = make[cell](units, return_sequences=True, return_state=spec["mode"] == "steps",
+                       seed=0)
     layer.build((batch, steps, features))
     rng = np.random.default_rng(0)
     weights = [(rng.standard_normal(w.shape) * 0.3).astype("float32")
                for w in layer.get_weights()]
     layer.set_weights(weights)
+    if spec["mode"] == "steps":
+        def generate(x):
+            states, outputs = None, []
+            for t in range(x.shape[1]):
+                out, *states = layer(x[:, t:t + 1], initial_state=states)
+                outputs.append(out)
+            return np.concatenate(outputs, axis=1)
+
+        return layer, generate
     if spec["mode"] != "train":
         return layer, lambda x: layer(x)
     model = unrolled.Sequential([unrolled.Input((steps, features)), layer])
@@ -100,7 +112,7 @@ for line in sys.stdin:
             step(x)
             np.save(order["path"], np.concatenate([w.ravel() for w in layer.get_weights()]))
         else:
-            np.save(order["path"], layer(x))
+            np.save(order["path"], call())
         print(json.dumps({"saved": True}), flush=True)
         continue
     calls = order["calls"]
@@ -167,8 +179,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=15, help="samples of each version a point")
     parser.add_argument("--threads", choices=["auto", "one", "rows", "units", "all"],
                         default="auto")
-    parser.add_argument("--mode", choices=["forward", "train"], default="forward",
-                        help="forward (default) or train (one SGD step)")
+    parser.add_argument("--mode", choices=["forward", "train", "steps"], default="forward",
+                        help="forward (default), train (one SGD step) or steps (a generator's "
+                             "loop, one step a call)")
     args = parser.parse_args(argv)
     cells = parse_cells(args.cells)
     if args.rounds < 1:
