@@ -484,7 +484,8 @@ def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
 
 def test_only_a_step_that_splits_compiles_the_adding_product(tmp_path):
     """With an empty Numba cache, an LSTM and a GRU whose packed weights do not split the step
-    (a few rows) compile `panel_product` and their loops only: not `panel_product_acc` (some 15
+    (a few rows, over enough steps to pack: `_numba.pack_pays`) compile `panel_product` and their
+    loops only: not `panel_product_acc` (some 15
     s on a new machine). A call whose steps split (32 rows, weights over `SPLIT_BYTES`) looks
     it up before its loop compiles, not in the middle of that compile. Both give NumPy's
     numbers."""
@@ -499,7 +500,7 @@ def test_only_a_step_that_splits_compiles_the_adding_product(tmp_path):
         "for batch in (4, 32):\n"
         "    for cls in (layers.LSTM, layers.GRU):\n"
         "        layer = cls(192, return_sequences=True)\n"
-        "        x = rng.standard_normal((batch, 6, 16)).astype('float32')\n"
+        "        x = rng.standard_normal((batch, 12, 16)).astype('float32')\n"
         "        got = layer(x)\n"
         "        _numba.enabled = False\n"
         "        expected = layer(x)\n"
