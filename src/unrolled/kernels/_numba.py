@@ -113,7 +113,8 @@ OWN_SMALL_BATCH_BYTES = 64 << 20
 # Packing costs a pass over the weights, and a copy as large, once a call: a call of too few
 # steps does not pack them, and its products go to BLAS instead (`pack_pays`). A step product
 # of at most GEMV_ROWS rows goes to BLAS a row at a time, each row BLAS's sgemv
-# (`_numba_loops.step_product`, `_numpy_blas.dot`): a pass over W a row, where sgemm would pack
+# (`_numba_loops.blas_product`, `_numpy_blas.dot`; from 2 rows, on weights of at most
+# ROWS_PRODUCT_BYTES, rows_product instead, below): a pass over W a row, where sgemm would pack
 # all of W at every call for those few rows. (r, 1056) @ (1056, 4096) on the 2-vCPU AMD EPYC,
 # sgemm against r calls of sgemv: 2 rows 1.15 ms against 0.31, 4 rows 1.17 against 0.64, 6 rows
 # 1.47 against 0.95, 8 rows 1.24 against 1.22 (RESULTS.md, round 30). So packing pays from
@@ -133,8 +134,9 @@ GEMV_ROWS = 6
 # rows, a few rows of W at a time for all of h's rows, so W is read once a step, not once a row
 # of h. On one thread against sgemv a row at a time on two (the 2-vCPU AMD EPYC, round 31):
 # (4, 544) @ (544, 2048) 0.115 ms against 0.175, (6, 544) 0.19 against 0.27, (4, 288) @
-# (288, 1024) 0.027 against 0.058; but on an LSTM(1024)'s (1056, 4096), which one core reads
-# at half the speed of two, 0.59 against 0.61 and 1.03 against 0.89 (6 rows).
+# (288, 1024) 0.027 against 0.058; but on an LSTM(1024)'s (1056, 4096), where two cores' sgemv
+# read W faster on a quiet host, 0.39 against 0.28 (2 rows), 0.59 against 0.61 (4) and 1.03
+# against 0.89 (6).
 ROWS_PRODUCT_BYTES = 8 << 20
 # rows_product costs no copy and reads W once a step for all the rows, so packing pays later
 # there, from PACK_STEPS_FEW_ROWS of `steps * rows ** 1.5`: 23 steps for 2 rows, 8 for 4, 5 for
