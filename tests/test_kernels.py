@@ -1236,6 +1236,19 @@ def test_an_overridden_run_kernel_is_asked_every_call(rng):
     rnn(x)
     assert rnn.__dict__.get("_plan") is None
 
+    class Counting(layers.RNN):                 # an override that hands on to the kernels
+        asked = 0
+
+        def _run_kernel(self, *args):
+            Counting.asked += 1
+            return super()._run_kernel(*args)
+
+    rnn = built(Counting(make_cell("simple_rnn", 3), return_state=True), x)
+    states = [rng.standard_normal((2, 3)).astype("float32")]
+    for _ in range(3):                          # with states too: no kept plan stands in
+        rnn(x, initial_state=states)
+    assert Counting.asked == 1 + 3
+
 
 def test_row_blocks_are_offered_for_compiled_loops_with_enough_work(monkeypatch):
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")

@@ -268,6 +268,8 @@ class RNN(Layer):
         without the checks; else None. A generator's loop calls a layer so, a step a call with
         the state of the call before: the checks were half of such a call of a SimpleRNN(256)
         (RESULTS.md, round 31)."""
+        if not self._kernel_is_own():
+            return None
         for name in ("_call_plan", "_plan"):
             plan = self.__dict__.get(name)
             if plan is not None and plan.shape == x.shape:
@@ -275,12 +277,17 @@ class RNN(Layer):
                 return None if states is None else plan.call(self, x, states)
         return None
 
+    def _kernel_is_own(self) -> bool:
+        """Whether `_run_kernel` is RNN's own, neither overridden by a subclass nor set on the
+        layer: only then may a kept plan stand in for it."""
+        return "_run_kernel" not in self.__dict__ and type(self)._run_kernel is RNN._run_kernel
+
     def _keep_plan(self, x: np.ndarray, states: list) -> None:
         """Keep the kernel plan for plain calls shaped like `x` (see unrolled.kernels.Plan).
 
         Only while `_run_kernel` is the class's own: an override decides per call.
         """
-        if "_run_kernel" in self.__dict__ or type(self)._run_kernel is not RNN._run_kernel:
+        if not self._kernel_is_own():
             return
         global _kernels
         if _kernels is None:
