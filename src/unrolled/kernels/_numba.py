@@ -499,9 +499,9 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
         # whether a step's `h W` goes to BLAS, whose thread count the plan may then choose
-        # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (a
-        # choice between one BLAS thread and all, limiting and timing, took 10-15 us of a
-        # 22 us call of a GRU(256) on 2 rows; RESULTS.md, round 31)
+        # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (with
+        # a choice between one BLAS thread and all, limiting and timing, a one-step call of a
+        # GRU(256) on 2 rows took 36 us, 26 without; RESULTS.md, round 31)
         kernel.blas_steps = fused or not (1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
                                           and (kind != "gru" or cell.reset_after))
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
