@@ -448,7 +448,7 @@ _COMPILES = (
     "class Compiles(event.Listener):\n"
     "    def on_start(self, e):\n"
     "        name = e.data['dispatcher'].py_func.__qualname__\n"
-    "        if name.startswith(('panel_product', 'columns_product')) and open_:\n"
+    "        if name.startswith(('panel_product', 'columns_product', 'rows_product')) and open_:\n"
     "            nested.append((name, open_[-1]))\n"
     "        compiles.append(name)\n"
     "        open_.append(name)\n"
@@ -459,6 +459,39 @@ _COMPILES = (
     "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
     "def looked_up():\n"
     "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n")
+
+
+def test_only_a_call_of_a_few_rows_compiles_rows_product(tmp_path):
+    """With an empty Numba cache, the BLAS loops of a one-step call of one row and of 7 rows
+    (too few steps to pack) compile no step product of their own; a call of 4 rows compiles
+    the loop that calls `rows_product` and looks that up before the loop compiles (9 s on a
+    new machine, which the others do not pay). All give NumPy's numbers."""
+    pytest.importorskip("numba", reason="the compiled loops are an optional extra")
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        _COMPILES +
+        "rng = np.random.default_rng(0)\n"
+        "for batch in (1, 7, 4):\n"
+        "    layer = layers.LSTM(192, return_sequences=True)\n"
+        "    x = rng.standard_normal((batch, 1, 16)).astype('float32')\n"
+        "    layer.build(x.shape)\n"
+        "    assert _numba.loop_for(layer.cell, batch, 1).blas\n"
+        "    got = layer(x)\n"
+        "    _numba.enabled = False\n"
+        "    expected = layer(x)\n"
+        "    _numba.enabled = True\n"
+        "    close = float(np.abs(got - expected).max()) < 1e-5\n"
+        "    print(batch, looked_up(), close)\n"
+        "print(nested)\n")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
+           "UNROLLED_STEP_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:4] == [
+        "1 [] True", "7 [] True", "4 ['rows_product'] True", "[]"], done.stdout
 
 
 def test_the_loops_that_add_a_product_look_it_up_before_they_compile():

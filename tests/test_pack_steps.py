@@ -168,9 +168,16 @@ def test_one_step_on_large_weights_allocates_no_packed_copy(compiled, monkeypatc
 def test_a_few_rows_go_to_rows_product_or_sgemv_a_row_at_a_time():
     # `step_product` (the forward loops'): one row NumPy's matmul of it (sgemv, where NumPy
     # brings its OpenBLAS); 2 to GEMV_ROWS rows `rows_product`, with the packed product's bits,
-    # on weights of at most ROWS_PRODUCT_BYTES; more rows one product. `blas_product` (the
-    # training loops'): a row at a time up to GEMV_ROWS rows, whatever the weights.
+    # on weights of at most ROWS_PRODUCT_BYTES, in the loops compiled for it (`few` FEW_ROWS;
+    # with None, as `blas_product`); more rows one product. `blas_product` (the training
+    # loops'): a row at a time up to GEMV_ROWS rows, whatever the weights.
+    import numba
+
     from unrolled.kernels import _numba_loops, _numba_panels, _numpy_blas
+
+    @numba.njit
+    def step_product(h, W, out, few):
+        _numba_loops.step_product(h, W, out, few)
 
     rng = np.random.default_rng(9)
     W = rng.standard_normal((70, 130), dtype=np.float32)
@@ -179,9 +186,12 @@ def test_a_few_rows_go_to_rows_product_or_sgemv_a_row_at_a_time():
     for rows in (1, 2, 3, _numba.GEMV_ROWS, _numba.GEMV_ROWS + 1, 20):
         h = rng.standard_normal((rows, 70), dtype=np.float32)
         out = np.full((rows, 130), np.nan, dtype=np.float32)
-        _numba_loops.step_product(h, W, out)
+        step_product(h, W, out, _numba_loops.FEW_ROWS)
         blas = np.full((rows, 130), np.nan, dtype=np.float32)
         _numba_loops.blas_product(h, W, blas)
+        other = np.full((rows, 130), np.nan, dtype=np.float32)
+        step_product(h, W, other, None)
+        np.testing.assert_array_equal(other, blas)
         if 1 < rows <= _numba.GEMV_ROWS:
             expected = np.empty_like(out)
             _numba_panels.panel_product(h, panels, expected)

@@ -371,9 +371,10 @@ def _products_called(kind: str, fused: bool, stacked: Any) -> tuple[str, ...]:
         # LSTM's and GRU's loops add `x_t U` onto `h W` (`panel_product_acc`) where they split
         # the step's product: looked up with the weights that split (`_numba_loops.lstm_panels`)
         return ("panel_product",)
-    # every BLAS loop's step product for a few rows (`_numba_loops.step_product`), and
-    # gru_blas's reset_before branch
-    return ("rows_product", "panel_product") if kind == "gru" else ("rows_product",)
+    # a BLAS loop's step product for a few rows, where `stacked` says so
+    # (`_numba_loops.step_product`), and gru_blas's reset_before branch
+    few = ("rows_product",) if stacked is not None else ()
+    return ("panel_product", *few) if kind == "gru" else few
 
 
 def compile_products_first(names: tuple[str, ...]) -> None:
@@ -449,6 +450,14 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
             own = fused = False             # too few steps to pay for the packing
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
+        # 2 to GEMV_ROWS rows on BLAS's side: each step's `h W` is rows_product's, on this
+        # thread, and the BLAS loop is the one compiled to call it (`stacked` FEW_ROWS, see
+        # `_numba_loops.step_product`); GRU's reset_before products are BLAS's a row each
+        few = (not fused and 1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
+               and (kind != "gru" or cell.reset_after))
+        if few:
+            stacked = _numba_loops.FEW_ROWS
+
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
             loop = _numba_loops.FUSED_LOOPS[kind]
         pack = _numba_loops.PANELS[kind]
@@ -502,7 +511,6 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (with
         # a choice between one BLAS thread and all, limiting and timing, a one-step call of a
         # GRU(256) on 2 rows took 36 us, 26 without; RESULTS.md, round 31)
-        kernel.blas_steps = fused or not (1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
-                                          and (kind != "gru" or cell.reset_after))
+        kernel.blas_steps = not few
     kernel.__qualname__ = f"{kind}{'_blas' if blas else ''}"
     return kernel

@@ -390,15 +390,33 @@ def blas_product(h, W, out):
         dot(h, W, out)
 
 
-@njit
-def step_product(h, W, out):
-    # out = h W for the forward BLAS loops: 2 to GEMV_ROWS rows on weights of at most
-    # ROWS_PRODUCT_BYTES by `rows_product`, reading W where it is (`_numba`), else by BLAS
-    M = h.shape[0]
-    if 1 < M <= GEMV_ROWS and W.size * 4 <= ROWS_PRODUCT_BYTES:
-        products.rows_product(h, W, out, 0, W.shape[1])
-    else:
-        blas_product(h, W, out)
+def step_product(h, W, out, few):
+    """out = h W for the forward BLAS loops: with `few` an array (`FEW_ROWS`, passed as the
+    loops' `stacked`), 2 to GEMV_ROWS rows on weights of at most ROWS_PRODUCT_BYTES by
+    `rows_product`, reading W where it is (`_numba`); else, and with `few` None, by BLAS."""
+
+
+# The BLAS loops are compiled apart for calls whose steps may go to rows_product (a few rows:
+# `few` an array) and for the others (None), so that a loop of the others never compiles
+# rows_product (about 9 s on a new machine with AVX-512). With an empty cache, the first call
+# of an LSTM (4, 1, 32, 512), whose loop calls it, took 13.9-19.9 s, against 3.8 in round 30,
+# when every step went to BLAS; that of an LSTM (1, 1, 32, 1024) 4.3 s, against 4.0
+# (benchmarks/first_call.py, RESULTS.md, round 31).
+@overload(step_product)
+def _step_product_overload(h, W, out, few):
+    if isinstance(few, numba.types.Array):
+        def product(h, W, out, few):
+            M = h.shape[0]
+            if 1 < M <= GEMV_ROWS and W.size * 4 <= ROWS_PRODUCT_BYTES:
+                products.rows_product(h, W, out, 0, W.shape[1])
+            else:
+                blas_product(h, W, out)
+        return product
+    return lambda h, W, out, few: blas_product(h, W, out)
+
+
+# what a BLAS loop's `stacked` is for a call whose steps may go to rows_product (see above)
+FEW_ROWS = np.empty((0, 0), dtype=np.float32)
 
 
 @njit
@@ -913,7 +931,8 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
 # disjoint rows of `seq` and of the final states it is given (`h_out`, and LSTM's `c_out`),
 # which the loops update in place as their state. `own` (GRU with reset_before only): the panel
 # product for the step products (see above), else BLAS; with `own`, SimpleRNN, LSTM and GRU
-# with reset_after run their fused loops instead (FUSED_LOOPS, below). `stacked` is for those.
+# with reset_after run their fused loops instead (FUSED_LOOPS, below). `stacked` is for those;
+# here it is None, or FEW_ROWS for a call whose steps may go to rows_product (`step_product`).
 
 
 @njit_fused
@@ -950,7 +969,7 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
             dot(stage, kernel, P)                                   # rows past stop: unused
         for s in range(m):
             k = start + s
-            step_product(prev, recurrent, hW)                       # h_{t-1} W  (rows, units)
+            step_product(prev, recurrent, hW, stacked)              # h_{t-1} W  (rows, units)
             if direct:
                 out = seq[k][b0:b1]                                 # x_t U, becoming h_t
                 _tanh_units_in_place(out, bias, hW)
@@ -985,7 +1004,7 @@ def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq
         dot(stage, kernel, P)
         for s in range(stop - start):
             k = start + s
-            step_product(h, recurrent, hW)                          # (rows, 4*units)
+            step_product(h, recurrent, hW, stacked)                 # (rows, 4*units)
             _lstm_units_rows(P, s * B, bias, hW, c, h, mask, use_mask, k, b0)
             if need_seq:
                 copy_rows(seq, k, h, b0)
@@ -1113,7 +1132,7 @@ def gru_blas(xt, kernel, recurrent, b_in, b_rec, h0, mask, use_mask, reset_after
         for s in range(stop - start):
             k = start + s
             if reset_after:
-                step_product(h, recurrent, hW)                      # (rows, 3*units)
+                step_product(h, recurrent, hW, stacked)             # (rows, 3*units)
                 _gru_units_rows(P, s * B, b_in, hW, b_rec, h, mask, use_mask, k, b0)
             else:
                 _product(h, W_zr, W_zrp, zr, own)                   # (rows, 2*units)
