@@ -289,13 +289,19 @@ def loop_for(cell: Any, batch: int, steps: int) -> Callable | None:
     return _bind(cell, kind, gates, blas, batch, steps)
 
 
+def rows_product_takes(batch: int, size: int) -> bool:
+    """Whether the BLAS loops' step products of `batch` rows on a recurrent kernel of `size`
+    bytes are `rows_product`'s (2 to GEMV_ROWS rows, at most ROWS_PRODUCT_BYTES)."""
+    return 1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
+
+
 def pack_pays(batch: int, steps: int, size: int) -> bool:
     """Whether a call of `batch` rows and `steps` steps on a recurrent kernel of `size` bytes
     packs its weights for the loops' own product (where the size rules above say so), rather
     than leave the products to BLAS (to `rows_product` for a few rows)."""
     if batch > GEMV_ROWS:
         return steps >= PACK_STEPS
-    if batch > 1 and size <= ROWS_PRODUCT_BYTES:
+    if rows_product_takes(batch, size):
         least = PACK_STEPS_FEW_ROWS
     else:
         least = PACK_STEPS_ONE_ROW_LARGE if size > OWN_GEMM_BYTES else PACK_STEPS_ONE_ROW
@@ -453,7 +459,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # 2 to GEMV_ROWS rows on BLAS's side: each step's `h W` is rows_product's, on this
         # thread, and the BLAS loop is the one compiled to call it (`stacked` FEW_ROWS, see
         # `_numba_loops.step_product`); GRU's reset_before products are BLAS's a row each
-        few = (not fused and 1 < batch <= GEMV_ROWS and size <= ROWS_PRODUCT_BYTES
+        few = (not fused and rows_product_takes(batch, size)
                and (kind != "gru" or cell.reset_after))
         if few:
             stacked = _numba_loops.FEW_ROWS
