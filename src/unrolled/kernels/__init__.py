@@ -36,7 +36,7 @@ float16, training with dropout or recurrent dropout (the masks belong to the cel
 trace recorder is attached.
 """
 
-from unrolled.kernels._dispatch import KERNELS, Plan, plan_for, run
+from unrolled.kernels._dispatch import KERNELS, Plan, kept_plan, plan_for, run
 from unrolled.kernels._outputs import release as release_outputs
 
-__all__ = ["KERNELS", "Plan", "plan_for", "run", "release_outputs"]
+__all__ = ["KERNELS", "Plan", "kept_plan", "plan_for", "run", "release_outputs"]

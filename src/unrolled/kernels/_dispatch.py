@@ -18,7 +18,7 @@ from unrolled.layers.lstm import LSTMCell
 from unrolled.layers.simple_rnn import SimpleRNNCell
 from unrolled.layers.stacked import StackedRNNCells
 
-__all__ = ["run", "plan_for", "execute", "Plan", "KERNELS"]
+__all__ = ["run", "plan_for", "kept_plan", "execute", "Plan", "KERNELS"]
 
 # Exact classes only: a subclass may override `call`, and then only the reference loop is right.
 KERNELS: dict[type, Any] = {SimpleRNNCell: simple_rnn, LSTMCell: lstm, GRUCell: gru}
@@ -153,6 +153,17 @@ def plan_for(rnn: Any, x: np.ndarray, training: bool) -> Plan | None:
 _KEPT = ("_call_plan", "_plan")  # a layer's kept plans, in the order `run` looks at them
 
 
+def kept_plan(rnn: Any, x: np.ndarray) -> Plan | None:
+    """The plan `rnn` keeps for calls shaped like `x` (`_call_plan`, else the plain calls'
+    `_plan`), made under the compiled loops' present setting, or None."""
+    for name in _KEPT:
+        kept = rnn.__dict__.get(name)
+        if (kept is not None and x.shape == kept.shape and x.dtype == kept.dtype
+                and _numba.enabled == kept.compiled):
+            return kept
+    return None
+
+
 def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
         training: bool) -> tuple[np.ndarray, np.ndarray | None, list] | None:
     """`(last, outputs, final)` exactly as `RNN._reference_loop` returns them, or None.
@@ -168,11 +179,9 @@ def run(rnn: Any, x: np.ndarray, states: list, mask: np.ndarray | None,
     layer or its cells drops both.
     """
     if not training:
-        for name in _KEPT:
-            kept = rnn.__dict__.get(name)
-            if (kept is not None and x.shape == kept.shape and x.dtype == kept.dtype
-                    and _numba.enabled == kept.compiled):
-                return execute(kept, rnn, x, states, mask)
+        kept = kept_plan(rnn, x)
+        if kept is not None:
+            return execute(kept, rnn, x, states, mask)
     plan = plan_for(rnn, x, training)
     if plan is None:
         return None

@@ -268,14 +268,12 @@ class RNN(Layer):
         without the checks; else None. A generator's loop calls a layer so, a step a call with
         the state of the call before: the checks were half of such a call of a SimpleRNN(256)
         (RESULTS.md, round 31)."""
-        if not self._kernel_is_own():
+        # a kept plan is made by unrolled.kernels, imported by then (`_run_kernel`)
+        if _kernels is None or not self._kernel_is_own():
             return None
-        for name in ("_call_plan", "_plan"):
-            plan = self.__dict__.get(name)
-            if plan is not None and plan.shape == x.shape:
-                states = plan.given_states(initial_state)
-                return None if states is None else plan.call(self, x, states)
-        return None
+        plan = _kernels.kept_plan(self, x)
+        states = None if plan is None else plan.given_states(initial_state)
+        return None if states is None else plan.call(self, x, states)
 
     def _kernel_is_own(self) -> bool:
         """Whether `_run_kernel` is RNN's own, neither overridden by a subclass nor set on the
