@@ -458,7 +458,28 @@ _COMPILES = (
     "from unrolled import layers\n"
     "from unrolled.kernels import _numba, _numba_loops, _numba_panels\n"
     "def looked_up():\n"
-    "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n")
+    "    return sorted(n for n in _numba_panels._SIGNATURES if n in vars(_numba_panels))\n"
+    "def numpy_close(layer, x):\n"
+    "    got = layer(x)\n"
+    "    _numba.enabled = False\n"
+    "    expected = layer(x)\n"
+    "    _numba.enabled = True\n"
+    "    return float(np.abs(got - expected).max()) < 1e-5\n")
+
+
+def _on_a_new_machine(tmp_path, code: str) -> list[str]:
+    """The lines `_COMPILES + code` prints, run in a process of its own with an empty Numba
+    cache (a new machine), the compiled loops on and one BLAS thread."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
+           "UNROLLED_STEP_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-c", _COMPILES + code], capture_output=True,
+                          text=True, env=env)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\n")
 
 
 def test_only_a_call_of_a_few_rows_compiles_rows_product(tmp_path):
@@ -467,31 +488,17 @@ def test_only_a_call_of_a_few_rows_compiles_rows_product(tmp_path):
     the loop that calls `rows_product` and looks that up before the loop compiles (9 s on a
     new machine, which the others do not pay). All give NumPy's numbers."""
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        _COMPILES +
+    out = _on_a_new_machine(tmp_path, (
         "rng = np.random.default_rng(0)\n"
         "for batch in (1, 7, 4):\n"
         "    layer = layers.LSTM(192, return_sequences=True)\n"
         "    x = rng.standard_normal((batch, 1, 16)).astype('float32')\n"
         "    layer.build(x.shape)\n"
         "    assert _numba.loop_for(layer.cell, batch, 1).blas\n"
-        "    got = layer(x)\n"
-        "    _numba.enabled = False\n"
-        "    expected = layer(x)\n"
-        "    _numba.enabled = True\n"
-        "    close = float(np.abs(got - expected).max()) < 1e-5\n"
+        "    close = numpy_close(layer, x)\n"
         "    print(batch, looked_up(), close)\n"
-        "print(nested)\n")
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
-           "UNROLLED_STEP_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:4] == [
-        "1 [] True", "7 [] True", "4 ['rows_product'] True", "[]"], done.stdout
+        "print(nested)\n"))
+    assert out[:4] == ["1 [] True", "7 [] True", "4 ['rows_product'] True", "[]"], out
 
 
 def test_the_loops_that_add_a_product_look_it_up_before_they_compile():
@@ -523,34 +530,21 @@ def test_only_a_step_that_splits_compiles_the_adding_product(tmp_path):
     it up before its loop compiles, not in the middle of that compile. Both give NumPy's
     numbers."""
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        _COMPILES +
+    out = _on_a_new_machine(tmp_path, (
         "rng = np.random.default_rng(0)\n"
         "for batch in (4, 32):\n"
         "    for cls in (layers.LSTM, layers.GRU):\n"
         "        layer = cls(192, return_sequences=True)\n"
         "        x = rng.standard_normal((batch, 12, 16)).astype('float32')\n"
-        "        got = layer(x)\n"
-        "        _numba.enabled = False\n"
-        "        expected = layer(x)\n"
-        "        _numba.enabled = True\n"
-        "        close = float(np.abs(got - expected).max()) < 1e-5\n"
+        "        close = numpy_close(layer, x)\n"
         "        print(cls.__name__, batch, looked_up(), close)\n"
-        "print(nested)\n")
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
-           "UNROLLED_STEP_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:5] == [
+        "print(nested)\n"))
+    assert out[:5] == [
         "LSTM 4 ['panel_product'] True",
         "GRU 4 ['panel_product'] True",
         "LSTM 32 ['panel_product', 'panel_product_acc'] True",
         "GRU 32 ['panel_product', 'panel_product_acc'] True",
-        "[]"], done.stdout
+        "[]"], out
 
 
 def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
@@ -563,12 +557,7 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
     message for a slice assigned from an array of another shape (3.4 s of string formatting
     code, for a copy of the initial state)."""
     pytest.importorskip("numba", reason="the compiled loops are an optional extra")
-    import os
-    import subprocess
-    import sys
-
-    code = (
-        _COMPILES +
+    out = _on_a_new_machine(tmp_path, (
         "layers.SimpleRNN(2)(np.ones((4, 5, 1), 'float32'))\n"
         "print(_numba_loops.simple_rnn.signatures != [], looked_up())\n"
         "lstm = layers.LSTM(64)\n"
@@ -578,14 +567,10 @@ def test_a_first_call_compiles_only_what_its_shape_runs(tmp_path):
         "layers.GRU(64)(np.ones((32, 20, 16), 'float32'))\n"
         "print(_numba_loops.gru_own.signatures != [], _numba_loops.gru_blas.signatures,\n"
         "      looked_up())\n"
-        "print([n for n in compiles if 'shape_context' in n], nested)\n")
-    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), "UNROLLED_NUMBA": "1",
-           "UNROLLED_STEP_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.split("\n")[:4] == [
+        "print([n for n in compiles if 'shape_context' in n], nested)\n"))
+    assert out[:4] == [
         "True []", "True True [] ['columns_product']", "True [] ['columns_product']", "[] []"
-    ], done.stdout
+    ], out
 
 
 def test_the_products_slp_setting_changes_under_numbas_compiler_lock():
