@@ -477,6 +477,52 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
     np.testing.assert_array_equal(twin(x), rnn(x))
 
 
+@pytest.mark.parametrize("mask_kind", [None, "random"])
+@pytest.mark.parametrize("go_backwards", [False, True])
+@pytest.mark.parametrize("batch", [1, 3, 9])
+def test_lstm_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
+        rng, monkeypatch, mask_kind, go_backwards, batch):
+    """LSTM's BLAS loop makes each step one product `[h | x_t] [W; U]` over the array that
+    `_numba.adjacent_weights` finds, the cell's two kernels where they lie: zeros in its place
+    leave the numbers of a cell with zero kernels. Where the pair is not one array it runs the
+    projection and `h W` apart. The reference's numbers both ways, for one row (sgemv), a few
+    (rows_product) and more (sgemm)."""
+    import copy
+
+    if PATH["name"].startswith("numba_blas"):
+        monkeypatch.setattr(_numba, "OWN_GEMM_BYTES", -1)
+        monkeypatch.setattr(_numba, "OWN_SMALL_BATCH_BYTES", -1)
+        monkeypatch.setattr(_threads, "parts", lambda: 1)
+        monkeypatch.setattr(_numba, "CHUNK_BYTES", 0)        # apart: a projection a step
+    x = rng.standard_normal((batch, 6, 5)).astype("float32")
+    rnn = built(layers.RNN(make_cell("lstm", 16), return_sequences=True, return_state=True,
+                           go_backwards=go_backwards), x)
+    cell = rnn.cell
+    np.testing.assert_array_equal(_numba.adjacent_weights(cell), _one_array(cell))
+    assert _numba.adjacent_weights(cell).base is cell.kernel.base
+    states, mask = random_states(rng, rnn, batch), make_mask(rng, mask_kind, batch, 6)
+    fast = both_ways(rnn, x, states, mask)
+
+    broken = copy.deepcopy(rnn)
+    broken.cell.__dict__["kernel"] = broken.cell.kernel.copy()   # the pair no longer one array
+    next(w for w in broken.cell.weights if w.name == "kernel").value = broken.cell.kernel
+    assert _numba.adjacent_weights(broken.cell) is None
+    apart = both_ways(broken, x, states, mask)
+    for a, b in zip(_leaves(list(fast)), _leaves(list(apart))):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+    if PATH["name"].startswith("numba_blas"):
+        zero = copy.deepcopy(rnn)
+        zero.set_weights([np.zeros_like(w) if w.ndim == 2 else w for w in rnn.get_weights()])
+        expected = zero._reference_loop(x, states, mask, False)
+        monkeypatch.setattr(_numba, "adjacent_weights", lambda c: np.zeros(
+            (c.units + c.kernel.shape[0], 4 * c.units), dtype=np.float32))
+        rnn.go_backwards = rnn.go_backwards                          # drops the kept plan
+        for a, b in zip(_leaves(list(rnn._run_kernel(x, states, mask, False))),
+                        _leaves(list(expected))):
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
 @pytest.mark.parametrize("make", ["packed", "packed_stack", "gate_panels"])
 @pytest.mark.parametrize("columns", [32, 96, 100, 256])
 def test_panels_start_on_a_cache_line(rng, make, columns):

@@ -23,7 +23,9 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm, or its sgemv
   for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's),
   but for 2 to GEMV_ROWS rows, whose `h W` is `_numba_panels.rows_product`, W read in place
-  and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES.
+  and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES. LSTM's BLAS loop has
+  no projection where the cell's `[W; U]` lies in one piece (`adjacent_weights`): each step
+  is one product `[h | x_t] [W; U]`, by BLAS or rows_product as `h W` would be.
   Everything between two products (adding the projection and bias, the activations, the gate
   arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
   on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a
@@ -336,27 +338,36 @@ def _gru_weights(cell: Any) -> tuple:
     return cell.kernel, cell.recurrent_kernel, b_in, b_rec
 
 
-def stacked_weights(cell: Any) -> np.ndarray | None:
-    """`[W; U]` when the cell's fused loop reads its weights where they are (see
-    IN_PLACE_BYTES), else None: the recurrent kernel and the kernel still views of one array,
-    recurrent rows first, the kernel's right after (they are, from build, as long as nothing
-    replaces them). That array is a view of a larger one, to start on a cache line
-    (unrolled._memory.aligned_empty), so `[W; U]` is made again here over the same memory."""
-    from unrolled.kernels._numba_panels import WIDTH  # loaded with the loops that call this
-
+def adjacent_weights(cell: Any) -> np.ndarray | None:
+    """`[W; U]`, `(units + features, gates * units)`, as a view of the cell's weights where they
+    lie that way, float32 and C-contiguous, else None: the recurrent kernel and the kernel
+    still views of one array, recurrent rows first, the kernel's right after (they are, from
+    build, as long as nothing replaces them). That array is a view of a larger one, to start on
+    a cache line (unrolled._memory.aligned_empty), so `[W; U]` is made again here over the same
+    memory."""
     W, U = cell.recurrent_kernel, cell.kernel
     base = W.base
     if (not isinstance(base, np.ndarray) or not base.flags.c_contiguous or U.base is not base
             or W.dtype != np.float32 or U.dtype != np.float32
             or not (W.flags.c_contiguous and U.flags.c_contiguous)
-            or not (W.flags.writeable and U.flags.writeable)
             or W.ndim != 2 or U.ndim != 2 or U.shape[1] != W.shape[1]
-            or U.ctypes.data != W.ctypes.data + W.nbytes
-            or W.shape[0] % WIDTH or W.nbytes + U.nbytes > IN_PLACE_BYTES
-            or W.shape[1] * W.itemsize > IN_PLACE_ROW):
+            or U.ctypes.data != W.ctypes.data + W.nbytes):
         return None
     return np.ndarray((W.shape[0] + U.shape[0], W.shape[1]), dtype=np.float32, buffer=base,
                       offset=W.ctypes.data - base.ctypes.data)
+
+
+def stacked_weights(cell: Any) -> np.ndarray | None:
+    """`adjacent_weights(cell)` where the cell's fused loop reads its weights where they are
+    (see IN_PLACE_BYTES), else None."""
+    from unrolled.kernels._numba_panels import WIDTH  # loaded with the loops that call this
+
+    W, U = cell.recurrent_kernel, cell.kernel
+    if (not (W.flags.writeable and U.flags.writeable)
+            or W.ndim != 2 or W.shape[0] % WIDTH or W.nbytes + U.nbytes > IN_PLACE_BYTES
+            or W.shape[1] * W.itemsize > IN_PLACE_ROW):
+        return None
+    return adjacent_weights(cell)
 
 
 def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
@@ -456,10 +467,17 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
             own = fused = False             # too few steps to pay for the packing
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
-        # 2 to GEMV_ROWS rows on BLAS's side: each step's `h W` is rows_product's, on this
+        # LSTM's BLAS loop multiplies `[h | x_t]` by the cell's `[W; U]` where the two lie
+        # that way: one product a step, no projection ahead of it (`_numba_loops.lstm_blas`;
+        # (256, 100, 256, 1024): 0.96 of the time, RESULTS.md, round 32)
+        adjacent = adjacent_weights(cell) if kind == "lstm" and not fused else None
+        if adjacent is not None:
+            weights = (adjacent, *weights[1:])
+        # 2 to GEMV_ROWS rows on BLAS's side: each step's product is rows_product's, on this
         # thread, and the BLAS loop is the one compiled to call it (`stacked` FEW_ROWS, see
         # `_numba_loops.step_product`); GRU's reset_before products are BLAS's a row each
-        few = (not fused and rows_product_takes(batch, size)
+        few = (not fused and rows_product_takes(batch, size if adjacent is None
+                                                else adjacent.nbytes)
                and (kind != "gru" or cell.reset_after))
         if few:
             stacked = _numba_loops.FEW_ROWS

@@ -500,7 +500,7 @@ def _h_rows(prev, r0, r1, hbuf, need_seq, k):
 # 3.0 ms, against 0.69 ms for the same loop without the swap); in functions of their own the
 # loops ran at full speed in every fresh compile. Each runs its sums in the loops' order:
 # `x_t U`, `+ b`, `+ h W` (BLAS loops; `P` holds `x_t U` of a chunk of steps, this step's rows
-# from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops).
+# from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops, and lstm_blas on `[W; U]`).
 
 
 @njit_fused
@@ -987,17 +987,31 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
 @njit_fused
 def lstm_blas(xt, kernel, recurrent, bias, h0, c0, mask, use_mask, seq, need_seq, chunk, own,
               panels, stacked, h_out, c_out, b0, b1):
-    """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them."""
+    """LSTM with tanh and sigmoid; gates [i|f|c|o] as Keras orders them.
+
+    `kernel` is U, `(features, 4 * units)`, or the cell's `[W; U]`, `(units + features, 4 *
+    units)` (`_numba.adjacent_weights`): then each step is one product `[h | x_t] [W; U]`,
+    `+ b`, as the fused loops sum it, with no projection ahead of the steps."""
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
+    h, c = h_out[b0:b1], c_out[b0:b1]   # the states, updated in place after each product
+    copy_into(h, h0[b0:b1])
+    copy_into(c, c0[b0:b1])
+    if kernel.shape[0] == U + F:
+        hx = np.empty((B, U + F), dtype=np.float32)
+        z = np.empty((B, 4 * U), dtype=np.float32)
+        for k in range(T):
+            _load_hx(hx, h, xt, k, b0)
+            step_product(hx, kernel, z, stacked)                    # (rows, 4*units)
+            _lstm_block(z, bias, c, hx, h, 0, mask, use_mask, k, b0)
+            if need_seq:
+                copy_rows(seq, k, h, b0)
+        return
     chunk = max(1, min(chunk, T))       # no projection of steps past the last
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((chunk * B, 4 * U), dtype=np.float32)
     hW = np.empty((B, 4 * U), dtype=np.float32)
-    h, c = h_out[b0:b1], c_out[b0:b1]   # the states, updated in place after each product
-    copy_into(h, h0[b0:b1])
-    copy_into(c, c0[b0:b1])
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
         _stage(stage, xt, start, stop, b0, b1)
