@@ -23,9 +23,9 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm, or its sgemv
   for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's),
   but for 2 to GEMV_ROWS rows, whose `h W` is `_numba_panels.rows_product`, W read in place
-  and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES. LSTM's BLAS loop has
-  no projection where the cell's `[W; U]` lies in one piece (`adjacent_weights`): each step
-  is one product `[h | x_t] [W; U]`, by BLAS or rows_product as `h W` would be.
+  and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES. Over GEMV_ROWS rows,
+  LSTM's BLAS loop has no projection where the cell's `[W; U]` lies in one piece
+  (`adjacent_weights`): each step is one sgemm `[h | x_t] [W; U]`.
   Everything between two products (adding the projection and bias, the activations, the gate
   arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
   on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a
@@ -467,20 +467,22 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
             own = fused = False             # too few steps to pay for the packing
         from unrolled.kernels import _numba_loops  # loaded already: _compiled() found the loops
 
-        # LSTM's BLAS loop multiplies `[h | x_t]` by the cell's `[W; U]` where the two lie
-        # that way: one product a step, no projection ahead of it (`_numba_loops.lstm_blas`;
-        # (256, 100, 256, 1024): 0.96 of the time, RESULTS.md, round 32)
-        adjacent = adjacent_weights(cell) if kind == "lstm" and not fused else None
-        if adjacent is not None:
-            weights = (adjacent, *weights[1:])
-        # 2 to GEMV_ROWS rows on BLAS's side: each step's product is rows_product's, on this
+        # 2 to GEMV_ROWS rows on BLAS's side: each step's `h W` is rows_product's, on this
         # thread, and the BLAS loop is the one compiled to call it (`stacked` FEW_ROWS, see
         # `_numba_loops.step_product`); GRU's reset_before products are BLAS's a row each
-        few = (not fused and rows_product_takes(batch, size if adjacent is None
-                                                else adjacent.nbytes)
+        few = (not fused and rows_product_takes(batch, size)
                and (kind != "gru" or cell.reset_after))
         if few:
             stacked = _numba_loops.FEW_ROWS
+        # Over GEMV_ROWS rows, LSTM's BLAS loop multiplies `[h | x_t]` by the cell's `[W; U]`
+        # where the two lie that way: one sgemm a step, no projection ahead of it
+        # (`_numba_loops.lstm_blas`; (256, 100, 256, 1024): 0.96 of the time). A generator's
+        # one-step calls of 1 to 6 rows keep x_t U and h W apart: measured either way, their
+        # sgemv's thread choice moved the times by up to 2x (RESULTS.md, round 32).
+        adjacent = (adjacent_weights(cell) if kind == "lstm" and not fused and batch > GEMV_ROWS
+                    else None)
+        if adjacent is not None:
+            weights = (adjacent, *weights[1:])
 
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
             loop = _numba_loops.FUSED_LOOPS[kind]
