@@ -131,6 +131,9 @@ OWN_SMALL_BATCH_BYTES = 64 << 20
 # steps 1.28; GRU(1024) 0.97, 1.62 and 1.06 there; LSTM(512) and GRU(512) at 2 rows 16 steps
 # 0.76-0.96, 4 rows 8 steps 1.03-1.19, 6 rows 8 steps 1.12-1.37.
 GEMV_ROWS = 6
+# From this many rows, LSTM's BLAS loop takes a step as one product over the cell's `[W; U]`
+# (`_bind`, `adjacent_weights`)
+ADJACENT_ROWS_MIN = GEMV_ROWS + 1
 # From 2 to GEMV_ROWS rows, on a recurrent kernel of at most ROWS_PRODUCT_BYTES, the forward
 # loops' step product is `_numba_panels.rows_product` instead: it reads W where it is, down its
 # rows, a few rows of W at a time for all of h's rows, so W is read once a step, not once a row
@@ -479,8 +482,8 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # (`_numba_loops.lstm_blas`; (256, 100, 256, 1024): 0.96 of the time). A generator's
         # one-step calls of 1 to 6 rows keep x_t U and h W apart: measured either way, their
         # sgemv's thread choice moved the times by up to 2x (RESULTS.md, round 32).
-        adjacent = (adjacent_weights(cell) if kind == "lstm" and not fused and batch > GEMV_ROWS
-                    else None)
+        adjacent = (adjacent_weights(cell) if kind == "lstm" and not fused
+                    and batch >= ADJACENT_ROWS_MIN else None)
         if adjacent is not None:
             weights = (adjacent, *weights[1:])
 
