@@ -480,9 +480,11 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
 @pytest.mark.parametrize("mask_kind", [None, "random"])
 @pytest.mark.parametrize("go_backwards", [False, True])
 @pytest.mark.parametrize("batch", [1, 3, 7, 12])
-def test_lstm_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
-        rng, monkeypatch, mask_kind, go_backwards, batch):
-    """Over GEMV_ROWS rows, LSTM's BLAS loop makes each step one product `[h | x_t] [W; U]`
+@pytest.mark.parametrize("cell_kind", ["lstm", "simple_rnn"])
+def test_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
+        rng, monkeypatch, mask_kind, go_backwards, batch, cell_kind):
+    """Over GEMV_ROWS rows, LSTM's and SimpleRNN's BLAS loops make each step one product
+    `[h | x_t] [W; U]`
     over the array that `_numba.adjacent_weights` finds, the cell's two kernels where they
     lie: zeros in its place leave the numbers of a cell with zero kernels. Where the pair is
     not one array, and for 1 to GEMV_ROWS rows (sgemv a row, rows_product), it runs the
@@ -495,7 +497,7 @@ def test_lstm_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
         monkeypatch.setattr(_threads, "parts", lambda: 1)
         monkeypatch.setattr(_numba, "CHUNK_BYTES", 0)        # apart: a projection a step
     x = rng.standard_normal((batch, 6, 5)).astype("float32")
-    rnn = built(layers.RNN(make_cell("lstm", 16), return_sequences=True, return_state=True,
+    rnn = built(layers.RNN(make_cell(cell_kind, 16), return_sequences=True, return_state=True,
                            go_backwards=go_backwards), x)
     cell = rnn.cell
     np.testing.assert_array_equal(_numba.adjacent_weights(cell), _one_array(cell))
@@ -517,7 +519,7 @@ def test_lstm_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
         expected = (zero if batch > _numba.GEMV_ROWS else rnn)._reference_loop(
             x, states, mask, False)
         monkeypatch.setattr(_numba, "adjacent_weights", lambda c: np.zeros(
-            (c.units + c.kernel.shape[0], 4 * c.units), dtype=np.float32))
+            (c.units + c.kernel.shape[0], c.kernel.shape[1]), dtype=np.float32))
         rnn.go_backwards = rnn.go_backwards                          # drops the kept plan
         for a, b in zip(_leaves(list(rnn._run_kernel(x, states, mask, False))),
                         _leaves(list(expected))):

@@ -482,7 +482,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # (`_numba_loops.lstm_blas`; (256, 100, 256, 1024): 0.96 of the time). A generator's
         # one-step calls of 1 to 6 rows keep x_t U and h W apart: measured either way, their
         # sgemv's thread choice moved the times by up to 2x (RESULTS.md, round 32).
-        adjacent = (adjacent_weights(cell) if kind == "lstm" and not fused
+        adjacent = (adjacent_weights(cell) if kind in ("lstm", "simple_rnn") and not fused
                     and batch >= ADJACENT_ROWS_MIN else None)
         if adjacent is not None:
             weights = (adjacent, *weights[1:])

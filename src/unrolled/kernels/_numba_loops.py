@@ -938,7 +938,8 @@ def lstm_fused(xt, recurrent, bias, h0, mask, use_mask, seq, need_seq, panels, s
 @njit_fused
 def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_seq, chunk, own,
                     panels, stacked, h_out, b0, b1):
-    """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`.
+    """SimpleRNN with tanh: per step `h = tanh(x_t U + b + h W)`, or `tanh([h | x_t] [W; U] +
+    b)` where `kernel` is the cell's `[W; U]` (as lstm_blas).
 
     With `need_seq`, the projection `x_t U` goes straight into the output rows, and each step
     turns its rows into `h_t` in place: no buffer for it. A chunk of steps for the whole
@@ -948,14 +949,24 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     T, F = xt.shape[0], xt.shape[2]
     B = b1 - b0
     U = recurrent.shape[0]
+    h = h_out[b0:b1]                    # the state; with `direct`, the output's last rows
+    copy_into(h, h0[b0:b1])
+    if kernel.shape[0] == U + F:        # `[W; U]`: one product a step, as lstm_blas
+        hx = np.empty((B, U + F), dtype=np.float32)
+        z = np.empty((B, U), dtype=np.float32)
+        for k in range(T):
+            _load_hx(hx, h, xt, k, b0)
+            step_product(hx, kernel, z, stacked)                    # (rows, units)
+            _tanh_block(z, bias, hx, h, 0, mask, use_mask, k, b0)
+            if need_seq:
+                copy_rows(seq, k, h, b0)
+        return
     whole = B == xt.shape[1]
     chunk = min(chunk, T) if whole or not need_seq else 1
     direct = need_seq
     stage = np.zeros((chunk * B, F), dtype=np.float32)              # rows past T stay 0
     P = np.empty((1 if direct else chunk * B, U), dtype=np.float32)  # x U of a chunk
     hW = np.empty((B, U), dtype=np.float32)
-    h = h_out[b0:b1]                    # the state; with `direct`, the output's last rows
-    copy_into(h, h0[b0:b1])
     prev = h
     for start in range(0, T, chunk):
         stop = min(start + chunk, T)
