@@ -24,8 +24,8 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's),
   but for 2 to GEMV_ROWS rows, whose `h W` is `_numba_panels.rows_product`, W read in place
   and once for all the rows, on weights of at most ROWS_PRODUCT_BYTES. Over GEMV_ROWS rows,
-  LSTM's BLAS loop has no projection where the cell's `[W; U]` lies in one piece
-  (`adjacent_weights`): each step is one sgemm `[h | x_t] [W; U]`.
+  LSTM's and SimpleRNN's BLAS loops have no projection where the cell's `[W; U]` lies in one
+  piece (`adjacent_weights`): each step is one sgemm `[h | x_t] [W; U]`.
   Everything between two products (adding the projection and bias, the activations, the gate
   arithmetic, the state update and the mask) is one compiled pass per step (in 512-bit vectors
   on CPUs with AVX-512, `_vector_width`), with activations that vectorize (`tanh32_fast`, a
@@ -131,8 +131,8 @@ OWN_SMALL_BATCH_BYTES = 64 << 20
 # steps 1.28; GRU(1024) 0.97, 1.62 and 1.06 there; LSTM(512) and GRU(512) at 2 rows 16 steps
 # 0.76-0.96, 4 rows 8 steps 1.03-1.19, 6 rows 8 steps 1.12-1.37.
 GEMV_ROWS = 6
-# From this many rows, LSTM's BLAS loop takes a step as one product over the cell's `[W; U]`
-# (`_bind`, `adjacent_weights`)
+# From this many rows, LSTM's and SimpleRNN's BLAS loops take a step as one product over the
+# cell's `[W; U]` (`_bind`, `adjacent_weights`)
 ADJACENT_ROWS_MIN = GEMV_ROWS + 1
 # From 2 to GEMV_ROWS rows, on a recurrent kernel of at most ROWS_PRODUCT_BYTES, the forward
 # loops' step product is `_numba_panels.rows_product` instead: it reads W where it is, down its
@@ -477,11 +477,12 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                and (kind != "gru" or cell.reset_after))
         if few:
             stacked = _numba_loops.FEW_ROWS
-        # Over GEMV_ROWS rows, LSTM's BLAS loop multiplies `[h | x_t]` by the cell's `[W; U]`
-        # where the two lie that way: one sgemm a step, no projection ahead of it
-        # (`_numba_loops.lstm_blas`; (256, 100, 256, 1024): 0.96 of the time). A generator's
-        # one-step calls of 1 to 6 rows keep x_t U and h W apart: measured either way, their
-        # sgemv's thread choice moved the times by up to 2x (RESULTS.md, round 32).
+        # Over GEMV_ROWS rows, LSTM's and SimpleRNN's BLAS loops multiply `[h | x_t]` by the
+        # cell's `[W; U]` where the two lie that way: one sgemm a step, no projection ahead of
+        # it (`_numba_loops.lstm_blas`; (256, 100, 256, 1024): LSTM 0.96 of the time, SimpleRNN
+        # 0.98). A generator's one-step calls of 1 to 6 rows keep x_t U and h W apart: merged,
+        # rows_product took 0.98-1.07 of the time, and one row's sgemv moved by up to 2x with
+        # the thread choice (RESULTS.md, round 32).
         adjacent = (adjacent_weights(cell) if kind in ("lstm", "simple_rnn") and not fused
                     and batch >= ADJACENT_ROWS_MIN else None)
         if adjacent is not None:

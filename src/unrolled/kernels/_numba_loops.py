@@ -526,6 +526,20 @@ def _tanh_units_in_place(out, bias, hW):
 
 
 @njit_fused
+def _tanh_in_place(out, bias, hx, mask, use_mask, k, b0):
+    prefer_512_bit_vectors()
+    # out = tanh(out + b), `out` holding `[h | x_t] [W; U]`; masked rows get h_{t-1} back
+    # from hx (one array read and written under one name, as _tanh_units_in_place)
+    for b in range(out.shape[0]):
+        if use_mask and not mask[k, b0 + b]:
+            for j in range(out.shape[1]):
+                out[b, j] = hx[b, j]
+            continue
+        for j in range(out.shape[1]):
+            out[b, j] = tanh32_fast(out[b, j] + bias[j])
+
+
+@njit_fused
 def _lstm_units_rows(P, row0, bias, hW, c, h, mask, use_mask, k, b0):
     prefer_512_bit_vectors()
     # c, h in place from (x_t U + b) + h W (hW holds the product), rows kept where masked
@@ -953,13 +967,18 @@ def simple_rnn_blas(xt, kernel, recurrent, bias, h0, mask, use_mask, seq, need_s
     copy_into(h, h0[b0:b1])
     if kernel.shape[0] == U + F:        # `[W; U]`: one product a step, as lstm_blas
         hx = np.empty((B, U + F), dtype=np.float32)
-        z = np.empty((B, U), dtype=np.float32)
+        prev = h
         for k in range(T):
-            _load_hx(hx, h, xt, k, b0)
-            step_product(hx, kernel, z, stacked)                    # (rows, units)
-            _tanh_block(z, bias, hx, h, 0, mask, use_mask, k, b0)
-            if need_seq:
-                copy_rows(seq, k, h, b0)
+            _load_hx(hx, prev, xt, k, b0)
+            # the product goes where h_t goes (the output's rows, or the state, h_{t-1} being
+            # in hx): no buffer for it, whose 1 MB took the largest point over its memory
+            # budget (RESULTS.md, round 32)
+            out = seq[k][b0:b1] if need_seq else h
+            step_product(hx, kernel, out, stacked)                  # (rows, units)
+            _tanh_in_place(out, bias, hx, mask, use_mask, k, b0)
+            prev = out
+        if need_seq:
+            copy_into(h, prev)
         return
     whole = B == xt.shape[1]
     chunk = min(chunk, T) if whole or not need_seq else 1
