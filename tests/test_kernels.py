@@ -484,11 +484,10 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
 def test_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
         rng, monkeypatch, mask_kind, go_backwards, batch, cell_kind):
     """Over GEMV_ROWS rows, LSTM's and SimpleRNN's BLAS loops make each step one product
-    `[h | x_t] [W; U]`
-    over the array that `_numba.adjacent_weights` finds, the cell's two kernels where they
-    lie: zeros in its place leave the numbers of a cell with zero kernels. Where the pair is
-    not one array, and for 1 to GEMV_ROWS rows (sgemv a row, rows_product), it runs the
-    projection and `h W` apart. The reference's numbers every way."""
+    `[h | x_t] [W; U]` over the array that `_numba.adjacent_weights` finds, the cell's two
+    kernels where they lie: zeros in its place leave the numbers of a cell with zero kernels.
+    Where the pair is not one array, and for 1 to GEMV_ROWS rows (sgemv a row, rows_product),
+    they run the projection and `h W` apart. The reference's numbers every way."""
     import copy
 
     if PATH["name"].startswith("numba_blas"):

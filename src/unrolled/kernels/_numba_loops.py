@@ -500,7 +500,7 @@ def _h_rows(prev, r0, r1, hbuf, need_seq, k):
 # 3.0 ms, against 0.69 ms for the same loop without the swap); in functions of their own the
 # loops ran at full speed in every fresh compile. Each runs its sums in the loops' order:
 # `x_t U`, `+ b`, `+ h W` (BLAS loops; `P` holds `x_t U` of a chunk of steps, this step's rows
-# from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops, and lstm_blas on `[W; U]`).
+# from `row0`), or `[h | x_t] [W; U]`, `+ b` (fused loops, and the BLAS loops given `[W; U]`).
 
 
 @njit_fused
