@@ -530,10 +530,10 @@ def _tanh_in_place(out, bias, hx, mask, use_mask, k, b0):
     prefer_512_bit_vectors()
     # out = tanh(out + b), `out` holding `[h | x_t] [W; U]`; masked rows get h_{t-1} back
     # from hx (one array read and written under one name, as _tanh_units_in_place)
+    n = _unsigned(out.shape[1])
     for b in range(out.shape[0]):
         if use_mask and not mask[k, b0 + b]:
-            for j in range(out.shape[1]):
-                out[b, j] = hx[b, j]
+            _keep_h(out, hx, b, _unsigned(0), n)
             continue
         for j in range(out.shape[1]):
             out[b, j] = tanh32_fast(out[b, j] + bias[j])
