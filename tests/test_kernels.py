@@ -445,6 +445,12 @@ def _one_array(cell):
                       offset=W.ctypes.data - W.base.ctypes.data)
 
 
+def _break_pair(cell):
+    # the kernel replaced by a copy behind the cell's back: `[W; U]` is no longer one array
+    cell.__dict__["kernel"] = cell.kernel.copy()
+    next(w for w in cell.weights if w.name == "kernel").value = cell.kernel
+
+
 def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkeypatch):
     """Assigning and set_weights write into the views; a copy (deepcopy, pickle) makes its
     pair views of one array again; a cell whose pair is no longer one array gets the packed
@@ -471,8 +477,7 @@ def test_weights_stay_views_of_one_array_and_a_broken_pair_is_packed(rng, monkey
         assert _numba.stacked_weights(twin.cell) is not None
         np.testing.assert_array_equal(twin(x), rnn(x))
     twin = copy.deepcopy(rnn)
-    twin.cell.__dict__["kernel"] = twin.cell.kernel.copy()   # the pair broken behind its back
-    next(w for w in twin.cell.weights if w.name == "kernel").value = twin.cell.kernel
+    _break_pair(twin.cell)
     assert _numba.stacked_weights(twin.cell) is None
     np.testing.assert_array_equal(twin(x), rnn(x))
 
@@ -505,8 +510,7 @@ def test_blas_loop_takes_a_step_as_one_product_over_the_adjacent_weights(
     fast = both_ways(rnn, x, states, mask)
 
     broken = copy.deepcopy(rnn)
-    broken.cell.__dict__["kernel"] = broken.cell.kernel.copy()   # the pair no longer one array
-    next(w for w in broken.cell.weights if w.name == "kernel").value = broken.cell.kernel
+    _break_pair(broken.cell)
     assert _numba.adjacent_weights(broken.cell) is None
     apart = both_ways(broken, x, states, mask)
     for a, b in zip(_leaves(list(fast)), _leaves(list(apart))):
