@@ -75,7 +75,9 @@ class Plan:
                       if all(getattr(k, "rows", False) for k in kernels) else 1)
         # each step's units split between threads: for small batches (beside blocks of rows
         # where those are offered too), by the most blocks of units any cell's step has
-        self.units = (_threads.unit_parts(x.shape[0], max(k.units for k in kernels))
+        self.units = (_threads.unit_parts(x.shape[0], max(k.units for k in kernels),
+                                          all(getattr(k, "units_any_batch", False)
+                                              for k in kernels))
                       if all(getattr(k, "units", 0) for k in kernels) else 1)
         # whether any kernel calls BLAS: if none does, one BLAS thread and all are one setting
         self.blas = any(getattr(k, "blas", True) for k in kernels)

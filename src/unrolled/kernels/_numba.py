@@ -18,7 +18,10 @@ Two families, both proven equal to the reference loop by tests/test_kernels.py:
   weights), `h W` is the loops' own panel product (`_numba_panels`, faster than
   OpenBLAS; in 512-bit vectors on CPUs with AVX-512), on the weights packed once a call or,
   where that is as fast, read in place from the cell's `[W; U]` (`stacked_weights`), and the
-  fused loops fold the input projection into it (`[h | x_t] [W; U]`);
+  fused loops fold the input projection into it (`[h | x_t] [W; U]`). A batch of more rows
+  on larger weights that returns the whole sequence may pack them into the output's last
+  steps, which hold nothing yet, and run the steps before those on them in a units form, the
+  rest in the BLAS loop (`TAIL_SHARE`; no copy of the weights over the memory budget);
   above, and in a call of too few steps to pay for packing the weights (`pack_pays`), `h W` and
   the chunked input projection go to BLAS (`_numpy_blas.dot`: NumPy's own sgemm, or its sgemv
   for one row, where NumPy brings an OpenBLAS, else Numba's `np.dot`, which calls SciPy's),
@@ -112,6 +115,17 @@ OWN_GEMM_BYTES = 2 << 20
 # their budget.
 OWN_GEMM_ROWS = 128
 OWN_SMALL_BATCH_BYTES = 64 << 20
+# Such a batch has room for the packed copy all the same in a call that returns the whole
+# sequence: the output's last steps, which nothing writes before the loop gets there. The kernel
+# packs the weights into them (`_tail_panels`), runs a units form on them (each step's blocks of
+# units shared between the cores, each reading its share of the weights once a step for all the
+# rows) up to the first step they take, and the BLAS loop for the steps after. At
+# (256, 100, 256, 1024) LSTM's own steps took 0.91 of the BLAS loop's, and the call 0.92 of its
+# time (the last 21 steps hold the weights; RESULTS.md, round 33). Only where the weights leave
+# at least TAIL_SHARE of the steps to the units form; under the thread choice's other settings
+# the kernel runs the BLAS loop as before (in blocks of rows under UNITS without the whole
+# sequence), and the choice's timings decide.
+TAIL_SHARE = 0.5
 # Packing costs a pass over the weights, and a copy as large, once a call: a call of too few
 # steps does not pack them, and its products go to BLAS instead (`pack_pays`). A step product
 # of at most GEMV_ROWS rows goes to BLAS a row at a time, each row BLAS's sgemv
@@ -373,6 +387,62 @@ def stacked_weights(cell: Any) -> np.ndarray | None:
     return adjacent_weights(cell)
 
 
+def _tail_layout(kind: str) -> list[tuple[int, int, str]]:
+    """The units forms' panel arrays of a cell's weights (`_numba_loops.UNPACKED`'s, filled):
+    (gates, first gate, rows: "WU" for `[W; U]`, "W", "U") each, by blocks of GATE_UNITS."""
+    if kind == "gru":       # [W_zr; U_zr], W_h, U_h (`_numba_loops._gru_whole`)
+        return [(2, 0, "WU"), (1, 2, "W"), (1, 2, "U")]
+    return [(4 if kind == "lstm" else 1, 0, "WU")]
+
+
+def tail_steps(kind: str, units: int, features: int, batch: int) -> int:
+    """How many of the output's last steps `_tail_panels` takes for the packed weights of a call
+    of `batch` rows (each array starting on an ALIGN-byte boundary)."""
+    from unrolled._memory import ALIGN
+    from unrolled.kernels._numba_loops import GATE_UNITS, gate_panel_count
+    from unrolled.kernels._numba_panels import WIDTH
+
+    rows = {"WU": units + features, "W": units, "U": features}
+    size = 0
+    for gates, _first, which in _tail_layout(kind):
+        count, _partial = gate_panel_count(gates, units, GATE_UNITS)
+        size += count * rows[which] * WIDTH * 4 + ALIGN
+    return -(-size // (batch * units * 4))
+
+
+def _tail_panels(kind: str, seq: np.ndarray, first_step: int, kernel: np.ndarray,
+                 recurrent: np.ndarray) -> tuple:
+    """The cell's weights packed for its units form (`_numba_loops.UNPACKED`'s four arrays,
+    filled) in `seq`'s steps from `first_step` on, which the loop has not written yet."""
+    from unrolled._memory import ALIGN
+    from unrolled.kernels import _numba_loops
+    from unrolled.kernels._numba_panels import WIDTH
+
+    U, gu = recurrent.shape[0], _numba_loops.GATE_UNITS
+    flat = seq.reshape(-1)
+    at = first_step * seq.shape[1] * seq.shape[2]
+    none_below = np.empty((0, recurrent.shape[1]), dtype=np.float32)
+    sources = {"WU": (recurrent, kernel), "W": (recurrent, none_below),
+               "U": (kernel, none_below)}
+    arrays = []
+    for gates, first, which in _tail_layout(kind):
+        top, bottom = sources[which]
+        count, partial = _numba_loops.gate_panel_count(gates, U, gu)
+        at += (-(seq.ctypes.data + at * 4) % ALIGN) // 4
+        n = count * (top.shape[0] + bottom.shape[0]) * WIDTH
+        panels = flat[at:at + n].reshape(count, -1, WIDTH)
+        at += n
+        if partial:
+            panels[:] = 0
+        _numba_loops.fill_gate_panels(panels, top, bottom, first, gates, U, gu, 0,
+                                      _numba_loops.gate_blocks(U, gu))
+        arrays.append(panels)
+    none = np.empty((1, 1, WIDTH), dtype=np.float32)
+    if kind == "gru":
+        return arrays[0], _numba_loops._whole(), arrays[1], arrays[2]
+    return arrays[0], (_numba_loops._whole() if kind == "lstm" else none), none, none
+
+
 def _chunk(cell: Any, batch: int, gates: int, features: int) -> int:
     """Steps per projection chunk: one step, or as many as fit in CHUNK_BYTES (see _plan).
 
@@ -485,11 +555,21 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # the thread choice (RESULTS.md, round 32).
         adjacent = (adjacent_weights(cell) if kind in ("lstm", "simple_rnn") and not fused
                     and batch >= ADJACENT_ROWS_MIN else None)
+        cell_weights = weights
         if adjacent is not None:
             weights = (adjacent, *weights[1:])
+        # Over OWN_GEMM_ROWS rows, the weights packed into the output's last `tail` steps for a
+        # units form up to there (see TAIL_SHARE), where they leave enough steps before them
+        tail = 0
+        if (not own and batch > OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES
+                and (kind != "gru" or cell.reset_after)):
+            tail = tail_steps(kind, U, cell.kernel.shape[0], batch)
+            if steps - tail < TAIL_SHARE * steps:
+                tail = 0
 
+        own_loop = _numba_loops.FUSED_LOOPS[kind]
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
-            loop = _numba_loops.FUSED_LOOPS[kind]
+            loop = own_loop
         pack = _numba_loops.PANELS[kind]
         packs = own and stacked is None     # else BLAS's products, or `stacked` read in place
         # the BLAS loops' placeholder for panels, never read: made once (a compiled call of
@@ -503,7 +583,12 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                 states = [np.ascontiguousarray(s) for s in states]
             B = xt.shape[1]
             blocks = _threads.blocks(B)
-            parts = _threads.units() if by_units and blocks == 1 else 1
+            parts = _threads.units() if (by_units or tail) and blocks == 1 else 1
+            if tail and parts > 1:
+                if need_seq:
+                    return _tail_call(xt, states, mask, masked, seq, B, parts)
+                blocks = parts      # no room for the weights: the BLAS loop in blocks of rows
+                parts = 1
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the
             # blocks (`B // blocks` rows in the smallest); in units left to the parts, each
@@ -526,6 +611,24 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                 _threads.by_rows(loop, args, B, blocks, blas=not fused)
             return (seq if need_seq else None), final
 
+        def _tail_call(xt, states, mask, masked, seq, B, parts):
+            # steps 0..T0-1 on the weights packed into steps T0..: the units form; then the
+            # BLAS loop from h_{T0-1} (the output's step T0 - 1) and c, in blocks of rows
+            T0 = xt.shape[0] - tail
+            states = [np.ascontiguousarray(s) for s in states]
+            panels = _tail_panels(kind, seq, T0, cell.kernel, cell.recurrent_kernel)
+            final = [np.empty((B, U), dtype=xt.dtype) for _ in states]
+            head = (mask[:T0] if masked else mask), (mask[T0:] if masked else mask)
+            _threads.by_units(own_loop, (xt[:T0], *cell_weights, *states, head[0], masked,
+                                         *flags, seq[:T0], True, 1, True, panels, None,
+                                         *final), B, parts)
+            states = [seq[T0 - 1], *final[1:]]      # LSTM's c: the units form's, in place
+            _threads.by_rows(loop, (xt[T0:], *weights, *states, head[1], masked, *flags,
+                                    seq[T0:], True, _chunk(cell, -(-B // parts), gates,
+                                                           xt.shape[2]), False, no_panels, None,
+                                    *final), B, parts)
+            return seq, final
+
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
         # or each step's units in parts at once: the fused loops on packed weights
         # (`_numba_loops.lstm_own_units`, ...); `units`: their blocks of units a step (0: no
@@ -535,7 +638,9 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         # (128, 200, 64, 256): LSTM the same time, SimpleRNN 1.12; RESULTS.md, round 27).
         by_units = packs and fused and (batch < 2 * _threads.ROW_BLOCK_MIN
                                         or size > OWN_GEMM_BYTES)
-        kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units else 0
+        # (and the kernels with a tail, at any batch: `_tail_call`)
+        kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units or tail else 0
+        kernel.units_any_batch = bool(tail)     # UNITS offered past UNIT_ROWS_MAX rows
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
         # whether a step's `h W` goes to BLAS, whose thread count the plan may then choose
         # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (with

@@ -749,15 +749,23 @@ def gate_panels(top, bottom, first, gates, units, gu):
 
 
 @njit
-def gate_panels_empty(K, gates, units, gu):
-    """The array `gate_panels` fills (K rows of weights), zeros where no block writes."""
+def gate_panel_count(gates, units, gu):
+    """(how many panels `gate_panels` makes, whether its last panel has columns no block
+    writes, which must then be zeros)."""
     per = gates * gu // WIDTH
     blocks = gate_blocks(units, gu)
     last = units - (blocks - 1) * gu
-    panels = empty_panels((blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, K)
+    return (blocks - 1) * per + (gates * last + WIDTH - 1) // WIDTH, (gates * last) % WIDTH != 0
+
+
+@njit
+def gate_panels_empty(K, gates, units, gu):
+    """The array `gate_panels` fills (K rows of weights), zeros where no block writes."""
+    count, partial = gate_panel_count(gates, units, gu)
+    panels = empty_panels(count, K)
     # Every position is written but the last panel's tail when the last block's columns do not
     # fill it; only then is the array zeroed first.
-    if (gates * last) % WIDTH:
+    if partial:
         panels[:] = 0
     return panels
 

@@ -163,8 +163,9 @@ ROW_BLOCK_MIN = 8
 # UNITS is offered below this many rows, beside ROWS from 2 * ROW_BLOCK_MIN (the choice times
 # both): a part reads its share of the weights once a step for all the rows, where each block
 # of rows reads all of them. The units forms run on packed weights, which batches of over 128
-# rows leave to BLAS above 2 MiB (`_numba.OWN_GEMM_ROWS`); below 2 MiB the weights fit a core's
-# L2, and at 128 rows the blocks of rows gained nothing from sharing them (LSTM
+# rows leave to BLAS above 2 MiB (`_numba.OWN_GEMM_ROWS`), unless they pack them into the
+# output's last steps (`_numba.TAIL_SHARE`: offered then at any batch); below 2 MiB the weights
+# fit a core's L2, and at 128 rows the blocks of rows gained nothing from sharing them (LSTM
 # (128, 200, 64, 256), units forced: the same time; SimpleRNN 1.12). With both on offer against
 # blocks of rows alone (`benchmarks/ab.py`, 7 rounds; RESULTS.md, round 27): LSTM
 # (16, 100, 64, 1024) 0.78 of the time, GRU 0.75; (16, 100, 32, 512) 0.77 and 0.78;
@@ -238,17 +239,20 @@ def row_parts(batch: int, call_work: int) -> int:
     return min(n, batch // ROW_BLOCK_MIN)
 
 
-def unit_parts(batch: int, blocks: int) -> int:
+def unit_parts(batch: int, blocks: int, any_batch: bool = False) -> int:
     """How many parts the units of each step of a call of `batch` rows, whose steps have
-    `blocks` blocks of units, may be split into (1: not at all): under `UNIT_ROWS_MAX` rows,
-    at most one a CPU and one a block. The parts meet at every step through counters, for
-    some 0.1 us (`_numba_loops.lstm_own_units`), so any step of two blocks or more may gain:
+    `blocks` blocks of units, may be split into (1: not at all): under `UNIT_ROWS_MAX` rows
+    (at any batch with `any_batch`: kernels that pack their weights into the output's last
+    steps for a units form, `_numba.TAIL_SHARE`), at most one a CPU and one a block. The parts
+    meet at every step through counters, for some 0.1 us (`_numba_loops.lstm_own_units`), so
+    any step of two blocks or more may gain:
     LSTM (1, 100, 32, 128), two blocks of 64 units, took 0.71-0.76 of one thread's time in two
     parts, GRU 0.65-0.71, LSTM (4, 300, 32, 128) 0.76 (RESULTS.md, round 26); a call of a few
     steps can lose (LSTM (1, 20, 8, 128) 1.13), which the choice's timings find, as they
     choose between units and blocks of rows where both are offered."""
     n = cores()
-    if n < 2 or MODE != "auto" or batch >= UNIT_ROWS_MAX or not native_ready():
+    if (n < 2 or MODE != "auto" or (batch >= UNIT_ROWS_MAX and not any_batch)
+            or not native_ready()):
         return 1
     return max(1, min(n, blocks))
 
