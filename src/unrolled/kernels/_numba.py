@@ -617,12 +617,15 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
             T0 = xt.shape[0] - tail
             states = [np.ascontiguousarray(s) for s in states]
             panels = _tail_panels(kind, seq, T0, cell.kernel, cell.recurrent_kernel)
-            final = [np.empty((B, U), dtype=xt.dtype) for _ in states]
+            c = [np.empty((B, U), dtype=xt.dtype) for _ in states[1:]]     # LSTM's, in place
             head = (mask[:T0] if masked else mask), (mask[T0:] if masked else mask)
+            # (the units forms keep h in `seq` and never write the final h they are given: h's
+            # array is made after them, when their buffers are gone, for the memory budget)
             _threads.by_units(own_loop, (xt[:T0], *cell_weights, *states, head[0], masked,
                                          *flags, seq[:T0], True, 1, True, panels, None,
-                                         *final), B, parts)
-            states = [seq[T0 - 1], *final[1:]]      # LSTM's c: the units form's, in place
+                                         seq[T0 - 1], *c), B, parts)
+            final = [np.empty((B, U), dtype=xt.dtype), *c]
+            states = [seq[T0 - 1], *c]
             _threads.by_rows(loop, (xt[T0:], *weights, *states, head[1], masked, *flags,
                                     seq[T0:], True, _chunk(cell, -(-B // parts), gates,
                                                            xt.shape[2]), False, no_panels, None,
