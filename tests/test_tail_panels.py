@@ -237,3 +237,30 @@ def test_the_plan_offers_units_to_a_tail_kernel(large_batch, monkeypatch, kind):
     offered.clear()
     layer(x)
     assert offered in ([], [1])
+
+
+@pytest.mark.parametrize("return_sequences", [True, False])
+def test_cells_of_a_stack_each_take_the_tail_where_their_sequence_is_kept(
+        large_batch, monkeypatch, return_sequences):
+    """In `RNN(StackedRNNCells([...]))` every cell but the last keeps its whole sequence (the
+    next cell's input): those pack their weights into it; the last does only with
+    `return_sequences`, else it runs the BLAS loop in blocks of rows."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((BATCH, STEPS, FEATURES)).astype("float32")
+    cells = [layers.LSTMCell(160), layers.SimpleRNNCell(160)]   # (its W: 100 KB)
+    layer = layers.RNN(layers.StackedRNNCells(cells), return_sequences=return_sequences)
+    layer(x[:, :1])
+    # (0.1 took the SimpleRNN, on the LSTM's 160 outputs, to 2.2e-5 of the NumPy kernel)
+    layer.set_weights([rng.normal(0, 0.05, w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    layer.__dict__.update(_plan=None, _call_plan=None)
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    calls = spy(monkeypatch)
+    got = layer(x)
+    lstm_tail = _numba.tail_steps("lstm", 160, FEATURES, BATCH)
+    rnn_tail = _numba.tail_steps("simple_rnn", 160, 160, BATCH)
+    last = ([("units", "simple_rnn_own", STEPS - rnn_tail), ("rows", "simple_rnn_blas", rnn_tail)]
+            if return_sequences else [("rows", "simple_rnn_blas", STEPS)])
+    assert calls == [("units", "lstm_own", STEPS - lstm_tail), ("rows", "lstm_blas", lstm_tail),
+                     *last]
+    np.testing.assert_allclose(numpy_result(layer, x), got, rtol=1e-5, atol=2e-5)
