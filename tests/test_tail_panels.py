@@ -264,3 +264,29 @@ def test_cells_of_a_stack_each_take_the_tail_where_their_sequence_is_kept(
     assert calls == [("units", "lstm_own", STEPS - lstm_tail), ("rows", "lstm_blas", lstm_tail),
                      *last]
     np.testing.assert_allclose(numpy_result(layer, x), got, rtol=1e-5, atol=2e-5)
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_a_padded_batchs_spans_each_check_the_room_they_have(large_batch, monkeypatch, kind):
+    """A padded batch (one run of valid steps a row, all from the first) runs the kernel span
+    by span, each on fewer steps and rows than the plan's (`_dispatch._by_spans`): each span
+    packs its weights into its own output's last steps only where they leave it enough steps,
+    else runs the BLAS loop; the numbers are the NumPy kernel's either way."""
+    from unrolled.kernels import _runs
+
+    monkeypatch.setattr(_runs, "MIN_GAIN", 0.0)         # spans at this small shape too
+    monkeypatch.setattr(_runs, "SPAN_SECONDS", 0.0)
+    layer, x = layer_and_input(kind, return_sequences=True)
+    lengths = np.random.default_rng(4).integers(1, STEPS + 1, size=BATCH)
+    lengths[0] = STEPS
+    mask = np.arange(STEPS)[None, :] < lengths[:, None]
+    row_work = (FEATURES + UNITS[kind]) * layer.cell.recurrent_kernel.shape[1]
+    assert _runs.plan(np.ascontiguousarray(mask.T), row_work) is not None
+    monkeypatch.setattr(_threads, "units", lambda: 2)
+    calls = spy(monkeypatch)
+    got = layer(x, mask=mask)
+    assert len(calls) > 2       # several spans
+    for how, name, n in calls:  # each span's units form ran only where the weights fit after it
+        assert name.endswith("_own" if how == "units" else "_blas") and n > 0
+    for a, b in zip(numpy_result(layer, x, mask=mask), got, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=2e-5)

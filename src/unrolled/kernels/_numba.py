@@ -397,6 +397,14 @@ def _tail_layout(kind: str) -> list[tuple[int, int, str]]:
     return [(4 if kind == "lstm" else 1, 0, "WU")]
 
 
+def tail_start(kind: str, units: int, features: int, batch: int, steps: int) -> int:
+    """The first of the output's steps that `_tail_panels` takes for a call of `batch` rows and
+    `steps` steps, or 0 where the weights would leave fewer than TAIL_SHARE of the steps before
+    them."""
+    first = steps - tail_steps(kind, units, features, batch)
+    return first if first > 0 and first >= TAIL_SHARE * steps else 0
+
+
 def tail_steps(kind: str, units: int, features: int, batch: int) -> int:
     """How many of the output's last steps `_tail_panels` takes for the packed weights of a call
     of `batch` rows (each array starting on an ALIGN-byte boundary)."""
@@ -560,14 +568,13 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
         cell_weights = weights
         if adjacent is not None:
             weights = (adjacent, *weights[1:])
-        # Over OWN_GEMM_ROWS rows, the weights packed into the output's last `tail` steps for a
-        # units form up to there (see TAIL_SHARE), where they leave enough steps before them
-        tail = 0
-        if (not own and batch > OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES
-                and (kind != "gru" or cell.reset_after)):
-            tail = tail_steps(kind, U, cell.kernel.shape[0], batch)
-            if steps - tail < TAIL_SHARE * steps:
-                tail = 0
+        # Over OWN_GEMM_ROWS rows, the weights packed into the output's last steps for a units
+        # form up to there (see TAIL_SHARE), where they leave enough steps before them: for the
+        # plan's shape here, and again for each call's (a padded batch's spans of steps run
+        # fewer steps and rows, `_dispatch._by_spans`)
+        tail = (not own and batch > OWN_GEMM_ROWS and size <= OWN_SMALL_BATCH_BYTES
+                and (kind != "gru" or cell.reset_after)
+                and tail_start(kind, U, cell.kernel.shape[0], batch, steps) > 0)
 
         own_loop = _numba_loops.FUSED_LOOPS[kind]
         if fused:                           # the loops' *_fused, with the BLAS loops' arguments
@@ -587,10 +594,11 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
             blocks = _threads.blocks(B)
             parts = _threads.units() if (by_units or tail) and blocks == 1 else 1
             if tail and parts > 1:
-                if need_seq:
-                    return _tail_call(xt, states, mask, masked, seq, B, parts)
-                blocks = parts      # no room for the weights: the BLAS loop in blocks of rows
-                parts = 1
+                T0 = tail_start(kind, U, xt.shape[2], B, xt.shape[0]) if need_seq else 0
+                if T0:
+                    return _tail_call(xt, states, mask, masked, seq, B, parts, T0)
+                # no room for the weights: the BLAS loop in blocks of rows
+                blocks, parts = min(parts, B), 1
             chunk = _chunk(cell, -(-B // blocks), gates, xt.shape[2])
             # the weights in panels for the loops' own product: once a call, shared by the
             # blocks (`B // blocks` rows in the smallest); in units left to the parts, each
@@ -613,10 +621,9 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                 _threads.by_rows(loop, args, B, blocks, blas=not fused)
             return (seq if need_seq else None), final
 
-        def _tail_call(xt, states, mask, masked, seq, B, parts):
+        def _tail_call(xt, states, mask, masked, seq, B, parts, T0):
             # steps 0..T0-1 on the weights packed into steps T0..: the units form; then the
             # BLAS loop from h_{T0-1} (the output's step T0 - 1) and c, in blocks of rows
-            T0 = xt.shape[0] - tail
             states = [np.ascontiguousarray(s) for s in states]
             panels = _tail_panels(kind, seq, T0, cell.kernel, cell.recurrent_kernel)
             c = [np.empty((B, U), dtype=xt.dtype) for _ in states[1:]]     # LSTM's, in place
@@ -628,10 +635,11 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                                          seq[T0 - 1], *c), B, parts)
             final = [np.empty((B, U), dtype=xt.dtype), *c]
             states = [seq[T0 - 1], *c]
+            blocks = min(parts, B)
             _threads.by_rows(loop, (xt[T0:], *weights, *states, head[1], masked, *flags,
-                                    seq[T0:], True, _chunk(cell, -(-B // parts), gates,
+                                    seq[T0:], True, _chunk(cell, -(-B // blocks), gates,
                                                            xt.shape[2]), False, no_panels, None,
-                                    *final), B, parts)
+                                    *final), B, blocks)
             return seq, final
 
         kernel.rows = True  # runs blocks of rows at once when the thread choice says so
@@ -645,7 +653,7 @@ def _bind(cell: Any, kind: str, gates: int, blas: bool, batch: int, steps: int) 
                                         or size > OWN_GEMM_BYTES)
         # (and the kernels with a tail, at any batch: `_tail_call`)
         kernel.units = -(-U // _numba_loops.GATE_UNITS) if by_units or tail else 0
-        kernel.units_any_batch = bool(tail)     # UNITS offered past UNIT_ROWS_MAX rows
+        kernel.units_any_batch = tail           # UNITS offered past UNIT_ROWS_MAX rows
         kernel.blas = not fused  # the fused loops' products are their own: BLAS is never called
         # whether a step's `h W` goes to BLAS, whose thread count the plan may then choose
         # (`Plan.work`): not that of 2 to GEMV_ROWS rows, `rows_product`'s on one thread (with
