@@ -1,13 +1,14 @@
 """How close a forward pass is to what this machine's cores can do, and what a target asks.
 
     python benchmarks/floor.py [--cells lstm,gru,simple_rnn] [--shapes 32x100x16x64]
-                               [--reps 7] [--peer-ms 1.033,2.5,4.3]
+                               [--reps 7] [--peer-ms 1.033,2.5,4.3] [--flop-per-cycle 32]
 
 A forward pass of (batch, timesteps, features, units) is, at each step, one product
 `[h | x_t] [W; U]` of the batch's rows (`forward_flops`) and the gate arithmetic on
 batch x units numbers: the fused loops' step (`unrolled.kernels._numba_loops`), each core
 running its block of rows. Both parts are measured here on one thread, each in a compiled loop
-of many repeats on the same arrays (warm caches, no call, no thread hand-off):
+of many repeats on the same arrays (warm caches, no call, no thread hand-off), the fastest of
+`--reps` samples (a floor: the host's quiet moments):
 
 - the step product, the loops' own (`_numba_panels.panel_product`), at the rows a core takes a
   product at a time (the batch shared between the cores, at most `FUSED_ROWS` a product);
@@ -15,14 +16,16 @@ of many repeats on the same arrays (warm caches, no call, no thread hand-off):
   `_tanh_rows`), per unit.
 
 **Floor**: the call's product and arithmetic at those rates, shared evenly between the cores,
-with nothing else. **Product at the cores' peak**: the call's multiply-adds alone at 32
-floating-point operations a cycle a core (two 8-lane fused multiply-add pipes, or one of 16
-lanes: AMD Zen 4, and Intel since Haswell) at the clock measured from a chain of dependent
-fused multiply-adds of 4 cycles each (their latency on AMD Zen 2-4 and Intel since
-Skylake): no implementation that does the multiply-adds as such goes below it. The product's
-rate is printed in operations a cycle too, against those 32.
+with nothing else. **Product at the cores' peak**: the call's multiply-adds alone at
+`--flop-per-cycle` floating-point operations a cycle a core (32 by default: two 8-lane fused
+multiply-add pipes, as on AMD Zen 2-4, whose AVX-512 runs on them, and Intel's client CPUs
+since Haswell; 64 for Intel server CPUs with two 512-bit FMA units) at the clock measured from
+a chain of dependent fused multiply-adds of 4 cycles each (their latency on AMD Zen 2-4 and
+Intel since Skylake): no implementation that does the multiply-adds as such goes below it. The
+product's rate is printed in operations a cycle too, against that figure.
 
-unrolled's own time is the layer's call, back to back, median of the samples. With `--peer-ms`
+unrolled's own time is the layer's call, back to back, the median of `--reps` samples, as
+`bench.py` takes it; on a noisy host the two drift apart (RESULTS.md, round 34). With `--peer-ms`
 (one time a point, in order, from `bench.py`'s run: the fastest peer's), it prints what "twice
 as fast as the fastest peer" asks for, against the floor and the peak.
 """
@@ -42,7 +45,7 @@ import numpy as np
 from bench import CELLS, check_reps, forward_flops, parse_cells, parse_shapes, unrolled_weights
 
 GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
-FLOP_PER_CYCLE = 32     # a core: two 8-lane FMA pipes (or one of 16), 2 operations a lane
+FLOP_PER_CYCLE = 32     # a core: two 8-lane FMA pipes, 2 operations a lane (see above)
 FMA_LATENCY = 4         # cycles, AMD Zen 2-4 and Intel since Skylake
 SAMPLE_SECONDS = 0.02
 
@@ -62,9 +65,10 @@ def product_rows(batch: int, n_cores: int) -> int:
     return min(-(-batch // n_cores), FUSED_ROWS)
 
 
-def peak_seconds(flops: float, clock: float, cores: int) -> float:
-    """`flops` at FLOP_PER_CYCLE a cycle of `clock` Hz on each of `cores` cores."""
-    return flops / (FLOP_PER_CYCLE * clock * cores)
+def peak_seconds(flops: float, clock: float, cores: int,
+                 per_cycle: float = FLOP_PER_CYCLE) -> float:
+    """`flops` at `per_cycle` operations a cycle of `clock` Hz on each of `cores` cores."""
+    return flops / (per_cycle * clock * cores)
 
 
 def _best(fn: Callable[[int], object], repeats: int, reps: int) -> float:
@@ -197,7 +201,7 @@ def cores() -> int:
 
 
 def run(cells: list[str], shapes: list[tuple], reps: int, peer_ms: list[float] | None = None,
-        out: Callable[[str], None] = print) -> list[dict]:
+        out: Callable[[str], None] = print, per_cycle: float = FLOP_PER_CYCLE) -> list[dict]:
     """One row a point (cells x shapes, in that order), printed as a table; returned too."""
     points = [(cell, shape) for cell in cells for shape in shapes]
     if peer_ms is not None and len(peer_ms) != len(points):
@@ -207,8 +211,8 @@ def run(cells: list[str], shapes: list[tuple], reps: int, peer_ms: list[float] |
     drivers = _drivers()
     clock = clock_hz(drivers, reps)
     out(f"cores: {n_cores}; clock from a chain of FMAs ({FMA_LATENCY} cycles each): "
-        f"{clock / 1e9:.2f} GHz; peak {FLOP_PER_CYCLE} FLOP a cycle a core: "
-        f"{FLOP_PER_CYCLE * clock * n_cores / 1e9:.1f} GFLOP/s in all")
+        f"{clock / 1e9:.2f} GHz; peak {per_cycle:g} FLOP a cycle a core: "
+        f"{per_cycle * clock * n_cores / 1e9:.1f} GFLOP/s in all")
     rows_out = []
     for i, (cell, shape) in enumerate(points):
         batch, steps, features, units = shape
@@ -217,7 +221,7 @@ def run(cells: list[str], shapes: list[tuple], reps: int, peer_ms: list[float] |
         rate = product_rate(drivers, rows, units + features, GATES[cell] * units, reps)
         per_unit = unit_seconds(drivers, cell, rows, units, reps)
         floor = floor_seconds(flops, batch * steps * units, rate, per_unit, n_cores)
-        peak = peak_seconds(flops, clock, n_cores)
+        peak = peak_seconds(flops, clock, n_cores, per_cycle)
         mine = layer_seconds(cell, shape, reps)
         row = {"cell": cell, "shape": shape, "rows": rows, "rate": rate,
                "per_cycle": rate / clock, "per_unit": per_unit, "floor": floor, "peak": peak,
@@ -257,8 +261,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reps", type=int, default=7, help="samples of each measurement")
     parser.add_argument("--peer-ms", default=None,
                         help="the fastest peer's milliseconds at each point, comma-separated")
+    parser.add_argument("--flop-per-cycle", type=float, default=FLOP_PER_CYCLE,
+                        help="a core's floating-point operations a cycle at its peak")
     args = parser.parse_args(argv)
     check_reps(args.reps)
+    if not args.flop_per_cycle > 0:
+        raise SystemExit(f"--flop-per-cycle: expected a positive number, got "
+                         f"{args.flop_per_cycle:g}")
     peer = None
     if args.peer_ms is not None:
         try:
@@ -268,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                              f"1.033,2.5, got {args.peer_ms!r}") from None
         if any(not t > 0 for t in peer):
             raise SystemExit(f"--peer-ms: expected positive milliseconds, got {args.peer_ms!r}")
-    run(args.cells, args.shapes, args.reps, peer)
+    run(args.cells, args.shapes, args.reps, peer, per_cycle=args.flop_per_cycle)
     return 0
 
 

@@ -29,6 +29,7 @@ def test_floor_shares_the_product_and_the_arithmetic_between_the_cores(floor):
     assert floor.floor_seconds(1e9, 0, 1e11, 1e-9, 1) == pytest.approx(1e-2)
     # 32 FLOP a cycle at 3 GHz on two cores: 192 GFLOP/s
     assert floor.peak_seconds(192e9, 3e9, 2) == pytest.approx(1.0)
+    assert floor.peak_seconds(192e9, 3e9, 2, per_cycle=64) == pytest.approx(0.5)
 
 
 def test_a_product_takes_the_batch_shared_between_the_cores_in_blocks_of_fused_rows(floor):
@@ -66,3 +67,5 @@ def test_peer_times_must_be_one_a_point_and_positive(floor):
         floor.main(["--peer-ms", "1,-2,3"])
     with pytest.raises(SystemExit, match="--reps"):
         floor.main(["--reps", "0"])
+    with pytest.raises(SystemExit, match="--flop-per-cycle: expected a positive number"):
+        floor.main(["--flop-per-cycle", "0"])
