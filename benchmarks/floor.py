@@ -33,7 +33,6 @@ as fast as the fastest peer" asks for, against the floor and the peak.
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import time
@@ -42,9 +41,16 @@ from typing import Callable
 import numpy as np
 
 # benchmarks/ is on the path: the script's directory
-from bench import CELLS, check_reps, forward_flops, parse_cells, parse_shapes, unrolled_weights
+from bench import (
+    CELLS,
+    GATES,
+    check_reps,
+    forward_flops,
+    parse_cells,
+    parse_shapes,
+    unrolled_weights,
+)
 
-GATES = {"simple_rnn": 1, "lstm": 4, "gru": 3}
 FLOP_PER_CYCLE = 32     # a core: two 8-lane FMA pipes, 2 operations a lane (see above)
 FMA_LATENCY = 4         # cycles, AMD Zen 2-4 and Intel since Skylake
 SAMPLE_SECONDS = 0.02
@@ -196,10 +202,6 @@ def layer_seconds(cell: str, shape: tuple, reps: int) -> float:
     return statistics.median(samples)
 
 
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 def run(cells: list[str], shapes: list[tuple], reps: int, peer_ms: list[float] | None = None,
         out: Callable[[str], None] = print, per_cycle: float = FLOP_PER_CYCLE) -> list[dict]:
     """One row a point (cells x shapes, in that order), printed as a table; returned too."""
@@ -207,6 +209,8 @@ def run(cells: list[str], shapes: list[tuple], reps: int, peer_ms: list[float] |
     if peer_ms is not None and len(peer_ms) != len(points):
         raise SystemExit(f"--peer-ms: expected {len(points)} times (one a point: cells x "
                          f"shapes), got {len(peer_ms)}")
+    from unrolled.kernels._threads import cores
+
     n_cores = cores()
     drivers = _drivers()
     clock = clock_hz(drivers, reps)
