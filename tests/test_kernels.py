@@ -953,6 +953,71 @@ def test_a_near_tie_is_tried_again_within_a_few_calls():
     assert _threads.explore_period(1e9) == _threads.EXPLORE_MAX
 
 
+def _settled(costs: dict) -> "_threads.ThreadChoice":
+    choice = _threads.ThreadChoice(tuple(costs))
+    for _ in range(2 * len(costs)):     # each setting in turn, twice each
+        setting = choice.pick()
+        choice.record(setting, costs[setting])
+    return choice
+
+
+def _run(choice, costs: dict, n: int) -> list:
+    picks = []
+    for _ in range(n):
+        setting = choice.pick()
+        picks.append(setting)
+        choice.record(setting, costs[setting])
+    return picks
+
+
+def test_a_clear_loser_is_tried_less_often_after_each_try_that_confirms_it():
+    ONE, ROWS = _threads.ONE, _threads.ROWS
+    costs = {ONE: 1.0, ROWS: 1.5}
+    choice = _settled(costs)
+    n = 20000
+    picks = _run(choice, costs, n)
+    base = _threads.explore_period(1.5)                         # 25 calls
+    slowest = base << _threads.BACKOFF_MAX                      # 200 once backed off
+    assert choice.backoff[ROWS] == _threads.BACKOFF_MAX
+    # a try at each doubled period on the way, then one every `slowest` calls: an eighth of
+    # the n / base tries without the backoff
+    assert n / slowest - 1 <= picks.count(ROWS) <= n / slowest + _threads.BACKOFF_MAX + 1
+    assert picks.count(ONE) == n - picks.count(ROWS)
+
+
+def test_a_near_tie_keeps_its_full_rate_of_tries():
+    ONE, ROWS = _threads.ONE, _threads.ROWS
+    costs = {ONE: 1.0, ROWS: 1.0 + _threads.BACKOFF_MARGIN / 2}
+    choice = _settled(costs)
+    n = 1000
+    picks = _run(choice, costs, n)
+    assert choice.backoff[ROWS] == 0
+    assert abs(picks.count(ROWS) - n / _threads.EXPLORE_MIN) <= 1
+
+
+def test_a_loser_that_ties_again_or_a_slower_best_restore_the_full_rate():
+    ONE, ALL, ROWS = _threads.ONE, _threads.ALL, _threads.ROWS
+    costs = {ONE: 1.0, ALL: 3.0, ROWS: 1.5}
+    choice = _settled(costs)
+    _run(choice, costs, 5000)
+    assert choice.backoff == {ONE: 0, ALL: _threads.BACKOFF_MAX, ROWS: _threads.BACKOFF_MAX}
+    choice.record(ROWS, 1.05)           # a try that finds it within the margin of the best
+    assert choice.backoff[ROWS] == 0 and choice.backoff[ALL] == _threads.BACKOFF_MAX
+    _run(choice, costs, 5000)
+    assert choice.backoff[ROWS] == _threads.BACKOFF_MAX
+    # the best slows down (another process takes a core): two slow calls of five are noise...
+    for _ in range(2):
+        choice.record(ONE, 1.4)
+    assert choice.backoff[ROWS] == _threads.BACKOFF_MAX
+    choice.record(ONE, 1.4)             # ... three are a change: every setting at full rate
+    assert choice.backoff == {ONE: 0, ALL: 0, ROWS: 0}
+    # and row blocks, now within 1.1 of one thread's recent times, are tried within a few calls
+    for _ in range(2):
+        choice.record(ONE, 1.4)
+    picks = [choice.pick() for _ in range(2 * _threads.EXPLORE_MIN)]
+    assert ROWS in picks
+
+
 def test_auto_mode_times_real_calls_and_restores_the_setting(monkeypatch):
     if not _threads.blas_controllers():
         pytest.fail("threadpoolctl found no BLAS library")

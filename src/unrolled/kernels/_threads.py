@@ -39,7 +39,10 @@ timings is used (other work on the machine only ever slows a call down, so the b
 the setting's own speed, while a median would need three undisturbed timings of a setting that
 is tried once in a while); a setting r times slower than the best is tried again every
 `explore_period(r)` calls, (r - 1) / 2% of them, so the choice follows the machine's load at a
-cost of about 2% per other setting, and a near tie is retried within a few calls. One or all
+cost of about 2% per other setting, and a near tie is retried within a few calls. A setting
+that its tries keep finding more than 10% slower is tried half as often after each, down to an
+eighth of that rate (0.25% per clear loser), until a try finds it near the best again or the
+best itself slows down (`BACKOFF_MARGIN`). One or all
 BLAS threads are on offer for steps of `STEP_WORK_MIN`
 to `STEP_WORK_MAX` multiply-adds (above, a step takes milliseconds and keeps every thread;
 below, OpenBLAS uses one thread by itself);
@@ -101,6 +104,19 @@ MODE = _env.choice("UNROLLED_STEP_THREADS", ("auto", "1", "0"), "auto")
 EXPLORE_SHARE = 0.02
 EXPLORE_MIN, EXPLORE_MAX = 5, 2500   # calls between tries of one setting
 KEEP = 5             # timings kept per setting
+# A setting that its tries find slower than the best by more than BACKOFF_MARGIN, try after
+# try, is tried half as often after each such try, down to 2**-BACKOFF_MAX of its period's
+# rate: a clear loser then costs an eighth of EXPLORE_SHARE. Each setting at the benchmark's
+# largest LSTM point, (256, 100, 256, 1024), took 0.25 s more than the best at every try, two
+# settings every 9 calls: 4% of the time, where the host changed nothing. A try within the
+# margin of the best (a near tie) puts the setting back to its full rate, and so does the
+# best's own slowing down, the median of its kept timings more than BACKOFF_DRIFT over its
+# fastest (another process taking a core): then every setting is tried at its full rate again.
+# So a loser that becomes the best while the best stays as it was is seen within 8 of its
+# periods, not one (7 calls' period at the 1.13 of row blocks against one thread above: 56).
+BACKOFF_MARGIN = 0.1
+BACKOFF_MAX = 3
+BACKOFF_DRIFT = 0.25
 
 _controllers: list | None = None
 _choices: dict = {}  # kind of call -> ThreadChoice
@@ -184,13 +200,16 @@ class ThreadChoice:
     """Which setting (`ONE`, `ALL`, `ROWS`) one kind of call runs under, learned from its own
     timings: each option is tried twice, then the fastest by its best recent timing is used,
     and each other option is tried again every `explore_period(how many times slower)` calls,
-    so that trying costs about EXPLORE_SHARE of the time per other option."""
+    so that trying costs about EXPLORE_SHARE of the time per other option; that period doubles
+    after each try that finds the option a clear loser again, up to BACKOFF_MAX times (see
+    BACKOFF_MARGIN)."""
 
-    __slots__ = ("times", "calls")
+    __slots__ = ("times", "calls", "backoff")
 
     def __init__(self, options: tuple = (ONE, ALL)) -> None:
         self.times: dict[str, list[float]] = {o: [] for o in options}   # setting -> seconds
         self.calls = 0
+        self.backoff = dict.fromkeys(options, 0)    # setting -> doublings of its period
 
     def pick(self) -> str:
         """The setting of the next call."""
@@ -201,15 +220,26 @@ class ThreadChoice:
         fastest = {o: min(t) for o, t in self.times.items()}
         best = min(fastest, key=fastest.__getitem__)
         for offset, (o, m) in enumerate(fastest.items()):
-            period = explore_period(m / max(fastest[best], 1e-9))
+            period = min(EXPLORE_MAX,
+                         explore_period(m / max(fastest[best], 1e-9)) << self.backoff[o])
             if o != best and (self.calls + offset) % period == 0:   # offset: never two at once
                 return o
         return best
 
     def record(self, setting: str, seconds: float) -> None:
         kept = self.times[setting]
+        timed = {o: min(t) for o, t in self.times.items() if t}
+        best = min(timed, key=timed.__getitem__) if timed else setting
+        if best == setting:
+            fastest = min(kept) if kept else seconds
         kept.append(seconds)
         del kept[:-KEEP]
+        if best == setting:             # the best slowing down: every setting at full rate
+            if sorted(kept)[len(kept) // 2] > fastest * (1 + BACKOFF_DRIFT):
+                self.backoff = dict.fromkeys(self.backoff, 0)
+        elif len(kept) > 2:             # a try after the first two: a loser again, or not
+            lost = seconds > timed[best] * (1 + BACKOFF_MARGIN)
+            self.backoff[setting] = min(self.backoff[setting] + 1, BACKOFF_MAX) if lost else 0
 
 
 def _choice(key: Any, options: tuple) -> ThreadChoice:

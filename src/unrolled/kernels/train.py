@@ -564,7 +564,7 @@ def _phase_threads(rnn: Any, B: int, T: int, phase: str, compiled: bool) -> Any:
     some load: LSTM (256, 100, 256, 1024) took 11.8 s a step in two row blocks and 13.2 s with
     BLAS on two threads while a core was idle, and with a busy core an every-thread try of
     LSTM (32, 100, 16, 64) took 43 ms instead of 21. A setting r times slower is tried again
-    every (r - 1) / 2% calls.
+    every (r - 1) / 2% calls, less often while its tries keep losing (`_threads.BACKOFF_MARGIN`).
 
     Units against the settings offered before them, each held for a run of steps in one
     process (RESULTS.md, round 28): an LSTM (4, 100, 32, 512) training step took 20.3-20.5 ms
