@@ -204,12 +204,13 @@ class ThreadChoice:
     after each try that finds the option a clear loser again, up to BACKOFF_MAX times (see
     BACKOFF_MARGIN)."""
 
-    __slots__ = ("times", "calls", "backoff")
+    __slots__ = ("times", "calls", "backoff", "fastest")
 
     def __init__(self, options: tuple = (ONE, ALL)) -> None:
         self.times: dict[str, list[float]] = {o: [] for o in options}   # setting -> seconds
         self.calls = 0
         self.backoff = dict.fromkeys(options, 0)    # setting -> doublings of its period
+        self.fastest: dict[str, float] = {}         # timed setting -> best of its kept timings
 
     def pick(self) -> str:
         """The setting of the next call."""
@@ -217,28 +218,27 @@ class ThreadChoice:
         untried = min(self.times, key=lambda o: len(self.times[o]))
         if len(self.times[untried]) < 2:
             return untried                                          # each in turn, twice
-        fastest = {o: min(t) for o, t in self.times.items()}
+        fastest = self.fastest
         best = min(fastest, key=fastest.__getitem__)
-        for offset, (o, m) in enumerate(fastest.items()):
+        for offset, o in enumerate(self.times):
             period = min(EXPLORE_MAX,
-                         explore_period(m / max(fastest[best], 1e-9)) << self.backoff[o])
+                         explore_period(fastest[o] / max(fastest[best], 1e-9)) << self.backoff[o])
             if o != best and (self.calls + offset) % period == 0:   # offset: never two at once
                 return o
         return best
 
     def record(self, setting: str, seconds: float) -> None:
-        kept = self.times[setting]
-        timed = {o: min(t) for o, t in self.times.items() if t}
-        best = min(timed, key=timed.__getitem__) if timed else setting
-        if best == setting:
-            fastest = min(kept) if kept else seconds
+        kept, fastest = self.times[setting], self.fastest
+        best = min(fastest, key=fastest.__getitem__) if fastest else setting
+        before = fastest.get(setting, seconds)
         kept.append(seconds)
         del kept[:-KEEP]
+        fastest[setting] = min(kept)
         if best == setting:             # the best slowing down: every setting at full rate
-            if sorted(kept)[len(kept) // 2] > fastest * (1 + BACKOFF_DRIFT):
+            if sorted(kept)[len(kept) // 2] > before * (1 + BACKOFF_DRIFT):
                 self.backoff = dict.fromkeys(self.backoff, 0)
         elif len(kept) > 2:             # a try after the first two: a loser again, or not
-            lost = seconds > timed[best] * (1 + BACKOFF_MARGIN)
+            lost = seconds > fastest[best] * (1 + BACKOFF_MARGIN)
             self.backoff[setting] = min(self.backoff[setting] + 1, BACKOFF_MAX) if lost else 0
 
 
