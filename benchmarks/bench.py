@@ -664,24 +664,24 @@ def check_reps(reps: int | None) -> None:
 
 
 def parse_cells(text: str) -> list[str]:
-    """`--cells`: comma-separated names from CELLS."""
-    cells = [c.strip() for c in text.split(",") if c.strip()]
-    for c in cells:
-        if c not in CELLS:
-            raise SystemExit(f"--cells: unknown cell {c!r}; choose from {', '.join(CELLS)}")
-    return cells
+    """`--cells`: comma-separated names from CELLS (unrolled.kernels.warmup.parse_cells)."""
+    from unrolled.kernels import warmup
+
+    try:
+        return warmup.parse_cells(text)
+    except ValueError as e:
+        raise SystemExit(f"--cells: {e}") from None
 
 
 def parse_shapes(text: str) -> list[tuple]:
-    """`--shapes`: comma-separated `batch x timesteps x features x units`, positive integers."""
-    shapes = []
-    for item in text.split(","):
-        parts = item.lower().replace("(", "").replace(")", "").split("x")
-        if len(parts) != 4 or not all(p.strip().isdigit() and int(p) > 0 for p in parts):
-            raise SystemExit(f"--shapes: {item!r} is not batch x timesteps x features x units, "
-                             f"four positive integers, e.g. 32x100x16x64")
-        shapes.append(tuple(int(p) for p in parts))
-    return shapes
+    """`--shapes`: comma-separated `batch x timesteps x features x units`, positive integers
+    (unrolled.kernels.warmup.parse_shapes)."""
+    from unrolled.kernels import warmup
+
+    try:
+        return warmup.parse_shapes(text)
+    except ValueError as e:
+        raise SystemExit(f"--shapes: {e}") from None
 
 
 MODES = {

@@ -1,11 +1,14 @@
-"""Command line: `python -m unrolled tour [--out DIR]` and `python -m unrolled explain MODEL`."""
+"""Command line: `python -m unrolled tour [--out DIR]`, `python -m unrolled explain MODEL`,
+`python -m unrolled warmup` and `python -m unrolled bench`."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any, Callable
 
 from unrolled import __version__
+from unrolled.kernels import warmup as _warmup
 
 
 def _bench(argv: list[str]) -> int:
@@ -18,6 +21,25 @@ def _bench(argv: list[str]) -> int:
         print(f"The benchmark ships with the source checkout ({script} not found).", file=sys.stderr)
         return 2
     return runpy.run_path(str(script), run_name="unrolled_bench")["main"](argv)
+
+
+def _arg(parse: Callable[[str], Any]) -> Callable[[str], Any]:
+    """An argparse `type` from a parser that raises ValueError: argparse then names the flag."""
+
+    def convert(text: str) -> Any:
+        try:
+            return parse(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def _positive(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise ValueError(f"{text!r} is not a positive integer")
+    return int(text)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -52,6 +74,27 @@ def main(argv: list[str] | None = None) -> int:
                          "features); default a small random one of the model's input size")
     explain.add_argument("--out", default="unrolled-explain", metavar="DIR",
                          help="where to write the files (default: ./unrolled-explain)")
+    warmup = commands.add_parser(
+        "warmup", help="compile the compiled loops for this machine before they are needed",
+        description="With Numba installed, each compiled loop compiles at the first call that "
+                    "needs it (seconds to half a minute on a new machine) and is loaded from "
+                    "Numba's cache afterwards. This calls a layer of each cell at each shape as "
+                    "often as the kernels' choices take to try every form, so that a later "
+                    "process (a service, a notebook, a container built with this step) only "
+                    "loads them. Shapes are batch x timesteps x features x units.")
+    warmup.add_argument("--cells", default=",".join(_warmup.CELLS), type=_arg(_warmup.parse_cells),
+                        help="comma-separated cells (default: all three)")
+    warmup.add_argument("--shapes", type=_arg(_warmup.parse_shapes),
+                        default=list(_warmup.DEFAULT_SHAPES), metavar="BxTxFxU,...",
+                        help="the shapes your program calls (default: "
+                             + ",".join("x".join(map(str, s)) for s in _warmup.DEFAULT_SHAPES)
+                             + ")")
+    warmup.add_argument("--train", action="store_true",
+                        help="also compile the training loops (train_on_batch of each layer)")
+    warmup.add_argument("--dtype", default="float32", choices=_warmup.DTYPES)
+    warmup.add_argument("--calls", type=_arg(_positive), default=_warmup.CALLS,
+                        help=f"calls a point, each direction (default {_warmup.CALLS}: every thread "
+                             "setting tried)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
@@ -63,6 +106,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if max(diffs.values()) < 1e-5 else 1
     if args.command == "explain":
         return _explain(args.model, args.input, args.out)
+    if args.command == "warmup":
+        return _warmup.main(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 

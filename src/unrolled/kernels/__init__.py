@@ -30,6 +30,9 @@ once nothing refers to them (unrolled.kernels._outputs): new memory faults in pa
 its first write, which took 15% of a SimpleRNN (256, 100, 256, 1024) call on the benchmark
 machine. `release_outputs()` lets go of them; `UNROLLED_KEEP_OUTPUTS=0` turns keeping off.
 
+With Numba, each compiled loop compiles at the first call that needs it, once per machine;
+`warm_up(cells, shapes)` (`python -m unrolled warmup`) runs those calls ahead of time.
+
 Kernels run for exact built-in cell classes (SimpleRNNCell, LSTMCell, GRUCell, and StackedRNNCells of them) in
 float32 or float64. The reference loop runs instead for: user-written or subclassed cells,
 float16, training with dropout or recurrent dropout (the masks belong to the cell), and while a
@@ -38,5 +41,6 @@ trace recorder is attached.
 
 from unrolled.kernels._dispatch import KERNELS, Plan, kept_plan, plan_for, run
 from unrolled.kernels._outputs import release as release_outputs
+from unrolled.kernels.warmup import warm_up
 
-__all__ = ["KERNELS", "Plan", "kept_plan", "plan_for", "run", "release_outputs"]
+__all__ = ["KERNELS", "Plan", "kept_plan", "plan_for", "run", "release_outputs", "warm_up"]

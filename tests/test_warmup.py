@@ -1,0 +1,165 @@
+"""unrolled.kernels.warmup (`python -m unrolled warmup`): a warm-up leaves a later process nothing
+to compile at the shapes it warmed, reports what it compiled, and rejects bad arguments.
+
+The warm-ups here run with a Numba cache directory of their own (`NUMBA_CACHE_DIR`), empty at
+the start, so that what they compile is what a new machine compiles.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from unrolled import __main__ as cli
+from unrolled import layers
+from unrolled.kernels import warm_up, warmup
+
+SRC = Path(__file__).resolve().parents[1] / "src"
+
+# A later process: the cells and shapes given, both return_sequences, both directions, more calls
+# than the warm-up made, and training steps; it prints the functions Numba compiled (cache
+# misses).
+LATER = r"""
+import json, sys
+import numpy as np
+from unrolled import layers, models
+from unrolled.kernels import warmup
+
+make = {"simple_rnn": layers.SimpleRNN, "lstm": layers.LSTM, "gru": layers.GRU}
+for cell in sys.argv[1].split(","):
+    for shape in warmup.parse_shapes(sys.argv[2]):
+        x = np.random.default_rng(0).standard_normal(shape[:3], dtype=np.float32)
+        for sequences, backwards in ((True, False), (False, False), (True, True)):
+            layer = make[cell](shape[3], return_sequences=sequences, go_backwards=backwards)
+            for _ in range(12):
+                layer(x)
+        for backwards in (False, True) if sys.argv[3] == "train" else ():
+            model = models.Sequential([layers.Input(shape[1:3]),
+                                       make[cell](shape[3], go_backwards=backwards)])
+            model.compile("sgd", "mse")
+            for _ in range(12):
+                model.train_on_batch(x, np.zeros((shape[0], shape[3]), np.float32))
+counts = warmup._counts()
+print(json.dumps({"compiled": sorted(n for n, (m, _) in counts.items() if m),
+                  "loaded": sorted(n for n, (_, h) in counts.items() if h)}))
+"""
+
+
+def _run(args: list[str], cache: Path) -> subprocess.CompletedProcess:
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(cache),
+               PYTHONPATH=os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]))
+    env.pop("UNROLLED_NUMBA", None)
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env,
+                          timeout=900)
+
+
+def _later(cells: str, shapes: str, mode: str, cache: Path) -> dict:
+    done = _run(["-c", LATER, cells, shapes, mode], cache)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_a_later_process_compiles_nothing_at_the_shapes_warmed(tmp_path):
+    cells, shapes = "simple_rnn,lstm", "4x5x1x2,3x4x2x3"
+    # Without a warm-up, the later process compiles: the check below can fail.
+    assert _later(cells, shapes, "forward", tmp_path / "cold")["compiled"]
+
+    cache = tmp_path / "warm"
+    done = _run(["-m", "unrolled", "warmup", "--cells", cells, "--shapes", shapes, "--train"],
+                cache)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| ")
+            and not line.startswith("| cell")]
+    assert [row.split(" | ")[:3] for row in rows] == [
+        [f"| {cell}", shape, mode] for mode in ("forward", "train") for cell in cells.split(",")
+        for shape in ("(4, 5, 1, 2)", "(3, 4, 2, 3)")]
+    assert int(rows[0].split(" | ")[5]) > 0           # the first point compiled its loops
+    assert "functions compiled" in done.stdout and str(cache) in done.stdout
+    assert any(cache.rglob("*.nbi")), "Numba's cache index files are in the directory given"
+
+    later = _later(cells, shapes, "train", cache)
+    assert later["compiled"] == []
+    assert later["loaded"], "the later process loaded the warmed loops from the cache"
+
+
+def test_warm_up_reports_each_point_and_what_it_compiled(monkeypatch):
+    monkeypatch.delenv("UNROLLED_NUMBA", raising=False)
+    seen = []
+    points = warm_up(["simple_rnn"], [(2, 3, 1, 2)], train=True, calls=3, report=seen.append)
+    assert seen == points
+    assert [(p.cell, p.shape, p.mode, p.calls) for p in points] == [
+        ("simple_rnn", (2, 3, 1, 2), "forward", 3), ("simple_rnn", (2, 3, 1, 2), "train", 3)]
+    for p in points:
+        assert 0 < p.first_seconds <= p.seconds
+        assert all(name.count(".") >= 1 for name in p.compiled + p.loaded)
+    # the forward loop is in this process now (compiled or loaded), so a second warm-up of the
+    # point neither compiles nor loads anything
+    assert points[0].compiled or points[0].loaded
+    again = warm_up(["simple_rnn"], [(2, 3, 1, 2)], calls=1)
+    assert again[0].compiled == [] and again[0].loaded == []
+
+
+def test_warm_up_runs_the_layers_it_names():
+    calls = []
+    original = layers.LSTM.__call__
+
+    def counting(self, *args, **kwargs):
+        calls.append(self.units)
+        return original(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(layers.LSTM, "__call__", counting)
+        m.delenv("UNROLLED_NUMBA", raising=False)
+        warm_up(["lstm"], [(2, 3, 1, 5)], calls=4)
+    assert calls == [5] * 8                     # 4 calls, each direction
+
+
+def test_nothing_to_compile_when_the_compiled_loops_are_off(monkeypatch, capsys):
+    monkeypatch.setenv("UNROLLED_NUMBA", "0")
+    assert "UNROLLED_NUMBA=0" in warmup.unavailable()
+    assert warm_up(["lstm"], [(2, 3, 1, 2)]) == []
+    assert cli.main(["warmup", "--cells", "lstm", "--shapes", "2x3x1x2"]) == 0
+    assert "nothing to compile" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("kwargs, names", [
+    ({"cells": ["rnn"]}, ["cells", "'rnn'", "simple_rnn, lstm, gru"]),
+    ({"shapes": [(4, 5, 1)]}, ["shape", "(4, 5, 1)", "four positive integers"]),
+    ({"shapes": [(4, 5, 0, 2)]}, ["shape", "(4, 5, 0, 2)"]),
+    ({"dtype": "float16"}, ["dtype", "float32, float64", "'float16'"]),
+    ({"calls": 0}, ["calls", "positive integer", "0"]),
+])
+def test_warm_up_names_a_bad_argument(kwargs, names):
+    args = {"cells": ["lstm"], "shapes": [(2, 3, 1, 2)], **kwargs}
+    with pytest.raises(ValueError) as error:
+        warm_up(args.pop("cells"), args.pop("shapes"), **args)
+    for name in names:
+        assert name in str(error.value)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--cells", "lstm,rnn"], ["--cells", "unknown cell 'rnn'", "simple_rnn, lstm, gru"]),
+    (["--cells", ","], ["--cells", "no cell named"]),
+    (["--shapes", "4x5x1"], ["--shapes", "'4x5x1' is not batch x timesteps x features x units",
+                             "32x100x16x64"]),
+    (["--shapes", "4x5x-1x2"], ["--shapes", "four positive integers"]),
+    (["--calls", "0"], ["--calls", "'0' is not a positive integer"]),
+    (["--dtype", "float16"], ["--dtype", "invalid choice: 'float16'"]),
+])
+def test_the_command_names_a_bad_flag(argv, says, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["warmup", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    for text in says:
+        assert text in err
+
+
+def test_shapes_parse_as_the_benchmark_writes_them():
+    assert warmup.parse_shapes("4x5x1x2,(32x100x16x64)") == [(4, 5, 1, 2), (32, 100, 16, 64)]
+    assert warmup.parse_cells(" lstm, gru ") == ["lstm", "gru"]
