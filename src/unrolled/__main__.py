@@ -93,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="also compile the training loops (train_on_batch of each layer)")
     warmup.add_argument("--dtype", default="float32", choices=_warmup.DTYPES)
     warmup.add_argument("--calls", type=_arg(_positive), default=_warmup.CALLS,
-                        help=f"calls a point, each direction (default {_warmup.CALLS}: every thread "
-                             "setting tried)")
+                        help=f"calls a point, each direction (default {_warmup.CALLS}: every "
+                             "thread setting tried)")
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
