@@ -13,6 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from unrolled import __main__ as cli
@@ -100,7 +101,8 @@ def test_warm_up_reports_each_point_and_what_it_compiled(monkeypatch):
     # the forward loop is in this process now (compiled or loaded), so a second warm-up of the
     # point neither compiles nor loads anything
     assert points[0].compiled or points[0].loaded
-    again = warm_up(["simple_rnn"], [(2, 3, 1, 2)], calls=1)
+    again = warm_up("simple_rnn", np.array([2, 3, 1, 2]), calls=1)   # one cell, one shape
+    assert again[0].shape == (2, 3, 1, 2) and type(again[0].shape[0]) is int
     assert again[0].compiled == [] and again[0].loaded == []
 
 
@@ -131,6 +133,10 @@ def test_nothing_to_compile_when_the_compiled_loops_are_off(monkeypatch, capsys)
     ({"cells": ["rnn"]}, ["cells", "'rnn'", "simple_rnn, lstm, gru"]),
     ({"shapes": [(4, 5, 1)]}, ["shape", "(4, 5, 1)", "four positive integers"]),
     ({"shapes": [(4, 5, 0, 2)]}, ["shape", "(4, 5, 0, 2)"]),
+    ({"shapes": [(4, 5, 1.0, 2)]}, ["shape", "(4, 5, 1.0, 2)"]),
+    ({"shapes": [(4, 5, True, 2)]}, ["shape", "(4, 5, True, 2)"]),
+    ({"shapes": [5]}, ["shape", "got 5"]),
+    ({"cells": "rnn"}, ["cells", "'rnn'"]),
     ({"dtype": "float16"}, ["dtype", "float32, float64", "'float16'"]),
     ({"calls": 0}, ["calls", "positive integer", "0"]),
 ])

@@ -21,8 +21,10 @@ also reaches the forms only such a call has (a large batch's units form).
 
 from __future__ import annotations
 
+import numbers
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 CELLS = ("simple_rnn", "lstm", "gru")
@@ -83,8 +85,9 @@ def unavailable() -> str | None:
         return ("The compiled loops are turned off in this process "
                 "(unrolled.kernels._numba.enabled is False): there is nothing to compile.")
     if not _numba.available():
-        return ("Numba is not installed, so the NumPy kernels run, and they need no compiling. "
-                "pip install 'unrolled[numba]' for the compiled loops, then warm them up.")
+        return ("Numba cannot be imported here (not installed?), so the NumPy kernels run, and "
+                "they need no compiling. pip install 'unrolled[numba]' for the compiled loops, "
+                "then warm them up.")
     return None
 
 
@@ -157,13 +160,26 @@ def _point(cell: str, shape: tuple, mode: str, calls: int, dtype: str) -> Warmed
     return Warmed(cell, tuple(shape), mode, calls, first, seconds, compiled, loaded)
 
 
-def warm_up(cells=CELLS, shapes=DEFAULT_SHAPES, *, train: bool = False,
-            dtype: str = "float32", calls: int = CALLS, report=None) -> list[Warmed]:
+def _shape(given) -> tuple[int, int, int, int]:
+    try:
+        shape = tuple(given)
+    except TypeError:
+        shape = ()
+    if len(shape) != 4 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
+                                  and n > 0 for n in shape):
+        raise ValueError(f"warm_up: each shape is (batch, timesteps, features, units), four "
+                         f"positive integers; got {given!r}.")
+    return tuple(int(n) for n in shape)
+
+
+def warm_up(cells: Iterable[str] = CELLS, shapes: Iterable[tuple] = DEFAULT_SHAPES, *,
+            train: bool = False, dtype: str = "float32", calls: int = CALLS,
+            report: Callable[[Warmed], None] | None = None) -> list[Warmed]:
     """Compile (or load from Numba's cache) every loop the given cells and shapes call.
 
     Args:
-        cells: names from CELLS ("simple_rnn", "lstm", "gru").
-        shapes: `(batch, timesteps, features, units)` tuples.
+        cells: names from CELLS ("simple_rnn", "lstm", "gru"), or one name.
+        shapes: `(batch, timesteps, features, units)` tuples, or one such tuple.
         train: also run `train_on_batch` on a model of each layer (both directions), `calls`
             times each.
         dtype: "float32" (the default, the fast loops' dtype) or "float64".
@@ -181,25 +197,28 @@ def warm_up(cells=CELLS, shapes=DEFAULT_SHAPES, *, train: bool = False,
         >>> [(row.cell, row.shape, row.mode, row.calls) for row in rows]
         [('simple_rnn', (4, 5, 1, 2), 'forward', 1)]
     """
-    cells, shapes = list(cells), [tuple(s) for s in shapes]
+    cells = [cells] if isinstance(cells, str) else list(cells)
+    shapes = list(shapes)
+    if len(shapes) == 4 and all(isinstance(n, numbers.Integral) for n in shapes):
+        shapes = [shapes]                           # one shape, not a list of them
     for c in cells:
         if c not in CELLS:
             raise ValueError(f"warm_up: cells takes names from {', '.join(CELLS)}; got {c!r}.")
-    for s in shapes:
-        if len(s) != 4 or not all(isinstance(n, int) and n > 0 for n in s):
-            raise ValueError(f"warm_up: each shape is (batch, timesteps, features, units), four "
-                             f"positive integers; got {s!r}.")
+    shapes = [_shape(s) for s in shapes]
     if dtype not in DTYPES:
         raise ValueError(f"warm_up: dtype is one of {', '.join(DTYPES)}; got {dtype!r}.")
     if not isinstance(calls, int) or calls < 1:
         raise ValueError(f"warm_up: calls is a positive integer (default {CALLS}); got {calls!r}.")
     if unavailable() is not None:
         return []
+    from unrolled.kernels import release_outputs
+
     done = []
     for mode in ("forward", "train") if train else ("forward",):
         for cell in cells:
             for shape in shapes:
                 point = _point(cell, shape, mode, calls, dtype)
+                release_outputs()  # the warm-up's outputs are not kept for the program's calls
                 done.append(point)
                 if report is not None:
                     report(point)
