@@ -19,6 +19,7 @@ import pytest
 from unrolled import __main__ as cli
 from unrolled import layers
 from unrolled.kernels import warm_up, warmup
+from unrolled.kernels._threads import cores
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -86,6 +87,21 @@ def test_a_later_process_compiles_nothing_at_the_shapes_warmed(tmp_path):
     later = _later(cells, shapes, "train", cache)
     assert later["compiled"] == []
     assert later["loaded"], "the later process loaded the warmed loops from the cache"
+
+
+def test_the_forms_the_thread_choice_tries_later_are_warmed_too(tmp_path):
+    # At SimpleRNN (32, 100, 16, 64) on two cores the thread choice tries the batch in row
+    # blocks from the third call, a form of the loop of its own: one call a point leaves it to
+    # compile in the later process, the default seven do not.
+    # (each in a cache of its own: the later process writes what it compiles into its cache)
+    warm = ["-m", "unrolled", "warmup", "--cells", "simple_rnn", "--shapes", "32x100x16x64"]
+    done = _run(warm + ["--calls", "1"], tmp_path / "one")
+    assert done.returncode == 0, done.stderr[-2000:]
+    if cores() >= 2:   # one core has no other setting to try
+        assert _later("simple_rnn", "32x100x16x64", "forward", tmp_path / "one")["compiled"]
+    done = _run(warm, tmp_path / "seven")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _later("simple_rnn", "32x100x16x64", "forward", tmp_path / "seven")["compiled"] == []
 
 
 def test_warm_up_reports_each_point_and_what_it_compiled(monkeypatch):
