@@ -1,5 +1,6 @@
 """unrolled.kernels.warmup (`python -m unrolled warmup`): a warm-up leaves a later process nothing
-to compile at the shapes it warmed, reports what it compiled, and rejects bad arguments.
+to compile at the shapes (or the model) it warmed, reports what it compiled, leaves a model it
+warms as it was, and rejects bad arguments.
 
 The warm-ups here run with a Numba cache directory of their own (`NUMBA_CACHE_DIR`), empty at
 the start, so that what they compile is what a new machine compiles.
@@ -17,8 +18,8 @@ import numpy as np
 import pytest
 
 from unrolled import __main__ as cli
-from unrolled import layers
-from unrolled.kernels import warm_up, warmup
+from unrolled import layers, models
+from unrolled.kernels import warm_up, warm_up_model, warmup
 from unrolled.kernels._threads import cores
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -185,3 +186,134 @@ def test_the_command_names_a_bad_flag(argv, says, capsys):
 def test_shapes_parse_as_the_benchmark_writes_them():
     assert warmup.parse_shapes("4x5x1x2,(32x100x16x64)") == [(4, 5, 1, 2), (32, 100, 16, 64)]
     assert warmup.parse_cells(" lstm, gru ") == ["lstm", "gru"]
+
+
+# ---------------------------------------------------------------- a whole model
+
+MODEL = """
+from unrolled import layers, models
+
+
+def build():
+    model = models.Sequential([layers.Input((None,), dtype="int32"),
+                               layers.Embedding(20, 4, mask_zero=True),
+                               layers.Bidirectional(layers.LSTM(3, return_sequences=True)),
+                               layers.GRU(5), layers.Dense(2)])
+    model.compile("adam", "sparse_categorical_crossentropy")
+    return model
+"""
+
+# A later process: the model's own calls on real token ids (padding included) with its own
+# loss, more calls than the warm-up made.
+MODEL_LATER = r"""
+import json, sys
+import numpy as np
+sys.path.insert(0, sys.argv[1])
+import warmed_model
+from unrolled.kernels import warmup
+
+model = warmed_model.build()
+x = np.random.default_rng(0).integers(0, 20, (3, 6)).astype("int32")
+for _ in range(10):
+    model.predict_on_batch(x)
+    model.train_on_batch(x, np.array([0, 1, 1]))
+print(json.dumps({"compiled": sorted(n for n, (m, _) in warmup._counts().items() if m)}))
+"""
+
+
+def test_a_warmed_model_compiles_nothing_in_a_later_process(tmp_path):
+    (tmp_path / "warmed_model.py").write_text(MODEL)
+
+    def later(cache):
+        done = _run(["-c", MODEL_LATER, str(tmp_path)], cache)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return json.loads(done.stdout.strip().splitlines()[-1])["compiled"]
+
+    assert later(tmp_path / "cold")              # without the warm-up it compiles
+    done = _run(["-m", "unrolled", "warmup", "--model", f"{tmp_path / 'warmed_model.py'}:build",
+                 "--batch", "3", "--timesteps", "6", "--train"], tmp_path / "warm")
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = [line.split(" | ") for line in done.stdout.splitlines() if line.startswith("| model")]
+    assert [row[:3] for row in rows] == [["| model sequential", "(3, 6)", "forward"],
+                                         ["| model sequential", "(3, 6)", "train"]]
+    assert later(tmp_path / "warm") == []
+
+
+def _small_model(stateful=False):
+    model = models.Sequential([
+        layers.Input((5, 2), batch_size=4 if stateful else None),
+        layers.LSTM(3, stateful=stateful, return_sequences=True), layers.Dense(1)])
+    model.compile("adam", "mse")
+    return model
+
+
+def test_warm_up_model_leaves_the_model_as_it_was(monkeypatch):
+    monkeypatch.delenv("UNROLLED_NUMBA", raising=False)
+    model = _small_model(stateful=True)
+    x = np.ones((4, 5, 2), np.float32)
+    model.train_on_batch(x, np.zeros((4, 5, 1), np.float32))
+    weights = [w.copy() for w in model.get_weights()]
+    states = [s.copy() for s in model.layers[0].states]
+    steps = int(model.optimizer.iterations)
+    seen = []
+    rows = warm_up_model(model, 4, train=True, calls=3, report=seen.append)
+    assert seen == rows
+    assert [(r.cell, r.shape, r.mode, r.calls) for r in rows] == [
+        (f"model {model.name}", (4, 5, 2), "forward", 3),
+        (f"model {model.name}", (4, 5, 2), "train", 3)]
+    for before, after in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(before, after)
+    for before, after in zip(states, model.layers[0].states):
+        np.testing.assert_array_equal(before, after)
+    assert int(model.optimizer.iterations) == steps
+
+
+def test_warm_up_model_runs_the_model():
+    model = _small_model()
+    calls = []
+    original = type(model).predict_on_batch
+
+    def counting(self, x):
+        calls.append(np.shape(x))
+        return original(self, x)
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(type(model), "predict_on_batch", counting)
+        m.delenv("UNROLLED_NUMBA", raising=False)
+        warm_up_model(model, 6, calls=3)
+    assert calls == [(6, 5, 2)] * 3
+
+
+@pytest.mark.parametrize("make, kwargs, error, says", [
+    (lambda: layers.LSTM(3), {"batch_size": 2}, TypeError, ["Model", "LSTM", "warm_up("]),
+    (lambda: models.Sequential([layers.LSTM(3)]), {"batch_size": 2}, ValueError,
+     ["no input shape", "Input"]),
+    (lambda: models.Sequential([layers.Input((None, 2)), layers.LSTM(3)]), {"batch_size": 2},
+     ValueError, ["(None, None, 2)", "timesteps"]),
+    (lambda: _small_model(stateful=True), {"batch_size": 2}, ValueError,
+     ["batches of 4", "batch_size=4"]),
+    (_small_model, {"batch_size": 0}, ValueError, ["batch_size", "positive integer", "0"]),
+    (_small_model, {"batch_size": 2, "timesteps": -1}, ValueError, ["timesteps", "-1"]),
+    (_small_model, {"batch_size": 2, "calls": 0}, ValueError, ["calls", "0"]),
+])
+def test_warm_up_model_names_a_bad_argument(make, kwargs, error, says):
+    with pytest.raises(error) as raised:
+        warm_up_model(make(), **kwargs)
+    for text in says:
+        assert text in str(raised.value)
+
+
+@pytest.mark.parametrize("argv, says", [
+    (["--model", "m.keras"], ["--model needs --batch N"]),
+    (["--model", "m.keras", "--batch", "2", "--cells", "lstm"], ["--model takes the place of"]),
+    (["--model", "m.keras", "--batch", "2", "--dtype", "float64"], ["--model takes the place"]),
+    (["--batch", "2"], ["--batch and --timesteps go with --model"]),
+    (["--timesteps", "2"], ["--batch and --timesteps go with --model"]),
+])
+def test_the_model_flags_are_checked(argv, says, capsys):
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["warmup", *argv])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err
+    for text in says:
+        assert text in err

@@ -81,17 +81,27 @@ def main(argv: list[str] | None = None) -> int:
                     "Numba's cache afterwards. This calls a layer of each cell at each shape as "
                     "often as the kernels' choices take to try every form, so that a later "
                     "process (a service, a notebook, a container built with this step) only "
-                    "loads them. Shapes are batch x timesteps x features x units.")
-    warmup.add_argument("--cells", default=",".join(_warmup.CELLS), type=_arg(_warmup.parse_cells),
+                    "loads them. Shapes are batch x timesteps x features x units; --model "
+                    "warms a whole model instead.")
+    warmup.add_argument("--cells", type=_arg(_warmup.parse_cells),
                         help="comma-separated cells (default: all three)")
-    warmup.add_argument("--shapes", type=_arg(_warmup.parse_shapes),
-                        default=list(_warmup.DEFAULT_SHAPES), metavar="BxTxFxU,...",
+    warmup.add_argument("--shapes", type=_arg(_warmup.parse_shapes), metavar="BxTxFxU,...",
                         help="the shapes your program calls (default: "
                              + ",".join("x".join(map(str, s)) for s in _warmup.DEFAULT_SHAPES)
                              + ")")
+    warmup.add_argument("--model", metavar="MODEL",
+                        help="instead of cells and shapes, a model: a .keras or .h5 file, or "
+                             "module:NAME / file.py:NAME (as explain takes), called on batches "
+                             "of --batch rows")
+    warmup.add_argument("--batch", type=_arg(_positive), metavar="N",
+                        help="with --model: the rows of the batches it will get")
+    warmup.add_argument("--timesteps", type=_arg(_positive), metavar="T",
+                        help="with --model: the sequence length, where its input shape leaves "
+                             "it open")
     warmup.add_argument("--train", action="store_true",
-                        help="also compile the training loops (train_on_batch of each layer)")
-    warmup.add_argument("--dtype", default="float32", choices=_warmup.DTYPES)
+                        help="also compile the training loops (train_on_batch)")
+    warmup.add_argument("--dtype", choices=_warmup.DTYPES,
+                        help="the layers' dtype (default float32; a model has its own)")
     warmup.add_argument("--calls", type=_arg(_positive), default=_warmup.CALLS,
                         help=f"calls a point, each direction (default {_warmup.CALLS}: every "
                              "thread setting tried)")
@@ -107,6 +117,19 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "explain":
         return _explain(args.model, args.input, args.out)
     if args.command == "warmup":
+        if args.model is not None:
+            if args.cells is not None or args.shapes is not None or args.dtype is not None:
+                warmup.error("--model takes the place of --cells, --shapes and --dtype; give "
+                             "one or the other")
+            if args.batch is None:
+                warmup.error("--model needs --batch N, the rows of the batches the model "
+                             "will get")
+            return _warmup.main(args, load_object(args.model))
+        if args.batch is not None or args.timesteps is not None:
+            warmup.error("--batch and --timesteps go with --model")
+        args.cells = args.cells or list(_warmup.CELLS)
+        args.shapes = args.shapes or list(_warmup.DEFAULT_SHAPES)
+        args.dtype = args.dtype or "float32"
         return _warmup.main(args)
     return 2  # pragma: no cover - argparse rejects unknown commands
 

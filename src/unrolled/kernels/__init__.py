@@ -31,7 +31,8 @@ its first write, which took 15% of a SimpleRNN (256, 100, 256, 1024) call on the
 machine. `release_outputs()` lets go of them; `UNROLLED_KEEP_OUTPUTS=0` turns keeping off.
 
 With Numba, each compiled loop compiles at the first call that needs it, once per machine;
-`warm_up(cells, shapes)` (`python -m unrolled warmup`) runs those calls ahead of time.
+`warm_up(cells, shapes)` and `warm_up_model(model, batch_size)` (`python -m unrolled warmup`)
+run those calls ahead of time.
 
 Kernels run for exact built-in cell classes (SimpleRNNCell, LSTMCell, GRUCell, and StackedRNNCells of them) in
 float32 or float64. The reference loop runs instead for: user-written or subclassed cells,
@@ -41,6 +42,7 @@ trace recorder is attached.
 
 from unrolled.kernels._dispatch import KERNELS, Plan, kept_plan, plan_for, run
 from unrolled.kernels._outputs import release as release_outputs
-from unrolled.kernels.warmup import warm_up
+from unrolled.kernels.warmup import warm_up, warm_up_model
 
-__all__ = ["KERNELS", "Plan", "kept_plan", "plan_for", "run", "release_outputs", "warm_up"]
+__all__ = ["KERNELS", "Plan", "kept_plan", "plan_for", "run", "release_outputs", "warm_up",
+           "warm_up_model"]

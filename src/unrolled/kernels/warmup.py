@@ -10,7 +10,8 @@ notebook's first cell or a container image's build: it calls a layer of each cel
 `calls` times (the first call, then each thread setting on offer twice, as
 unrolled.kernels._threads tries them), and as often one with `go_backwards`, and with `train`
 models of the two through `train_on_batch`, and reports what compiled and what Numba's cache
-already held.
+already held. `warm_up_model` does the same for a whole model, on a copy of it, at the batch
+size it will get.
 
 A shape is `(batch, timesteps, features, units)`. The loops a call compiles depend on these sizes,
 the number of cores and the input's memory layout, not on the weights' values, on
@@ -142,6 +143,11 @@ def _point(cell: str, shape: tuple, mode: str, calls: int, dtype: str) -> Warmed
         runs = [lambda layer=make(units, return_sequences=True, go_backwards=b, dtype=dtype):
                 layer(x) for b in (False, True)]
 
+    return _measure(cell, tuple(shape), mode, calls, runs)
+
+
+def _measure(what: str, shape: tuple, mode: str, calls: int, runs: list) -> Warmed:
+    """Each of `runs` called `calls` times, timed, with the functions Numba compiled and loaded."""
     before = _counts()
     start = time.perf_counter()
     runs[0]()
@@ -157,7 +163,7 @@ def _point(cell: str, shape: tuple, mode: str, calls: int, dtype: str) -> Warmed
             compiled.append(name)
         if hits > was[1]:
             loaded.append(name)
-    return Warmed(cell, tuple(shape), mode, calls, first, seconds, compiled, loaded)
+    return Warmed(what, shape, mode, calls, first, seconds, compiled, loaded)
 
 
 def _shape(given) -> tuple[int, int, int, int]:
@@ -225,7 +231,105 @@ def warm_up(cells: Iterable[str] = CELLS, shapes: Iterable[tuple] = DEFAULT_SHAP
     return done
 
 
-def main(args) -> int:
+def _model_inputs(model, batch_size: int, timesteps: int | None) -> list:
+    """An array for each of the model's inputs: `batch_size` rows, None sizes `timesteps`."""
+    import numpy as np
+
+    arrays = []
+    for tensor in model.inputs:
+        shape = []
+        for axis, size in enumerate(tensor.shape):
+            if axis == 0:
+                if size is not None and size != batch_size:
+                    raise ValueError(
+                        f"warm_up_model: the model's input {tensor.name!r} takes batches of "
+                        f"{size} (shape {tensor.shape}), not batch_size={batch_size}; pass "
+                        f"batch_size={size}.")
+                size = batch_size
+            elif size is None:
+                if timesteps is None:
+                    raise ValueError(
+                        f"warm_up_model: the model's input {tensor.name!r} has shape "
+                        f"{tensor.shape}, with a size only known at call time; pass timesteps= "
+                        f"(--timesteps), the length of the sequences it will get.")
+                size = timesteps
+            shape.append(size)
+        if np.issubdtype(np.dtype(tensor.dtype), np.integer):
+            arrays.append(np.ones(shape, dtype=tensor.dtype))     # token ids: 1, not padding
+        else:
+            arrays.append(np.linspace(-1, 1, int(np.prod(shape)), dtype=tensor.dtype)
+                          .reshape(shape))
+    return arrays
+
+
+def warm_up_model(model, batch_size: int, *, timesteps: int | None = None,
+                  train: bool = False, calls: int = CALLS,
+                  report: Callable[[Warmed], None] | None = None) -> list[Warmed]:
+    """Compile (or load from Numba's cache) every loop a model's calls at `batch_size` run.
+
+    The calls run on a copy of the model (`copy.deepcopy`), so its weights, a stateful layer's
+    states and its optimizer's state are as they were: `predict_on_batch` `calls` times on
+    inputs of the model's input shapes, and with `train` as many `train_on_batch` steps, with
+    the model's own optimizer (Adam if it is not compiled) and a mean-squared error against
+    its own predictions (the loss does not change which loops run).
+
+    Args:
+        model: a `Sequential` or functional `Model` (built: its inputs' shapes known).
+        batch_size: the rows of the batches it will get.
+        timesteps: the sequence length, for inputs whose shape leaves it to call time.
+        train: also run training steps.
+        calls: calls each mode (default 7: every thread setting tried).
+        report: called with each row as it finishes.
+
+    Returns:
+        A `Warmed` row for the forward calls and, with `train`, one for the training steps;
+        `cell` is "model NAME" and `shape` the first input's shape. Empty when the compiled
+        loops cannot run here (see `unavailable`).
+    """
+    import copy
+
+    from unrolled.models.model import Model
+
+    if not isinstance(model, Model):
+        raise TypeError(f"warm_up_model: model is a Sequential or functional Model; got "
+                        f"{type(model).__name__}. For a layer alone use warm_up(cells, shapes).")
+    for name, value in (("batch_size", batch_size), ("timesteps", timesteps), ("calls", calls)):
+        if value is None and name == "timesteps":
+            continue
+        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+            raise ValueError(f"warm_up_model: {name} is a positive integer; got {value!r}.")
+    try:
+        model.inputs
+    except ValueError as e:
+        raise ValueError(f"warm_up_model: the model has no input shape yet. {e}") from None
+    inputs = _model_inputs(model, int(batch_size), timesteps)
+    if unavailable() is not None:
+        return []
+    from unrolled.kernels import release_outputs
+
+    x = inputs if len(inputs) > 1 else inputs[0]
+    label = f"model {getattr(model, 'name', type(model).__name__)}"
+    shape = inputs[0].shape
+    done = []
+
+    def add(row: Warmed) -> None:
+        release_outputs()
+        done.append(row)
+        if report is not None:
+            report(row)
+
+    forward = copy.deepcopy(model)
+    add(_measure(label, shape, "forward", calls, [lambda: forward.predict_on_batch(x)]))
+    if train:
+        trained = copy.deepcopy(model)
+        y = trained.predict_on_batch(x)
+        optimizer = trained.optimizer if getattr(trained, "compiled", False) else "adam"
+        trained.compile(optimizer=optimizer, loss="mse")
+        add(_measure(label, shape, "train", calls, [lambda: trained.train_on_batch(x, y)]))
+    return done
+
+
+def main(args, model=None) -> int:
     """`python -m unrolled warmup`: the table of points as they finish, then a summary."""
     why = unavailable()
     if why is not None:
@@ -233,9 +337,10 @@ def main(args) -> int:
         return 0
     import numba
 
-    print(f"Compiling unrolled's loops for this machine (Numba {numba.__version__}, "
-          f"{args.dtype}, {args.calls} calls a point each direction). Each compiles once; later "
-          f"processes load it from Numba's cache.\n")
+    each = "" if model is not None else f"{args.dtype}, "
+    print(f"Compiling unrolled's loops for this machine (Numba {numba.__version__}, {each}"
+          f"{args.calls} calls a point{'' if model is not None else ' each direction'}). "
+          f"Each compiles once; later processes load it from Numba's cache.\n")
     print("| cell | shape | mode | first call s | all calls s | compiled | loaded from cache |")
     print("|---|---|---|---|---|---|---|")
 
@@ -244,8 +349,16 @@ def main(args) -> int:
               f"{len(p.compiled)} | {len(p.loaded)} |", flush=True)
 
     start = time.perf_counter()
-    points = warm_up(args.cells, args.shapes, train=args.train, dtype=args.dtype,
-                     calls=args.calls, report=report)
+    if model is not None:
+        try:
+            points = warm_up_model(model, args.batch, timesteps=args.timesteps,
+                                   train=args.train, calls=args.calls, report=report)
+        except (TypeError, ValueError) as e:
+            print(f"python -m unrolled warmup: {e}", file=sys.stderr)
+            return 2
+    else:
+        points = warm_up(args.cells, args.shapes, train=args.train, dtype=args.dtype,
+                         calls=args.calls, report=report)
     seconds = time.perf_counter() - start
     compiled = sorted({n for p in points for n in p.compiled})
     loaded = sorted({n for p in points for n in p.loaded} - set(compiled))
