@@ -18,7 +18,8 @@ def _bench(argv: list[str]) -> int:
 
     script = Path(__file__).resolve().parents[2] / "benchmarks" / "bench.py"
     if not script.is_file():
-        print(f"The benchmark ships with the source checkout ({script} not found).", file=sys.stderr)
+        print(f"The benchmark ships with the source checkout ({script} not found).",
+              file=sys.stderr)
         return 2
     return runpy.run_path(str(script), run_name="unrolled_bench")["main"](argv)
 
@@ -124,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.batch is None:
                 warmup.error("--model needs --batch N, the rows of the batches the model "
                              "will get")
-            return _warmup.main(args, load_object(args.model))
+            return _warmup.main(args, load_object(args.model, "warmup"))
         if args.batch is not None or args.timesteps is not None:
             warmup.error("--batch and --timesteps go with --model")
         args.cells = args.cells or list(_warmup.CELLS)
@@ -134,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
     return 2  # pragma: no cover - argparse rejects unknown commands
 
 
-def load_object(spec: str) -> object:
+def load_object(spec: str, command: str = "explain") -> object:
     """A model file through `unrolled.load_model`, or `module:NAME` / `file.py:NAME` in Python.
 
     NAME may be a layer or model, or a function returning one.
@@ -149,26 +150,27 @@ def load_object(spec: str) -> object:
         if source.endswith(".py"):
             module_spec = importlib.util.spec_from_file_location("unrolled_user_model", source)
             if module_spec is None or not os.path.exists(source):
-                raise SystemExit(f"explain: no such file {source!r}.")
+                raise SystemExit(f"{command}: no such file {source!r}.")
             module = importlib.util.module_from_spec(module_spec)
             module_spec.loader.exec_module(module)
         else:
             module = importlib.import_module(source)
         if not hasattr(module, name):
-            raise SystemExit(f"explain: {source} defines no {name!r}.")
+            raise SystemExit(f"{command}: {source} defines no {name!r}.")
         obj = getattr(module, name)
         return obj() if callable(obj) and not hasattr(obj, "cell") and not hasattr(obj, "layers") \
             else obj
     if not os.path.exists(spec):
-        raise SystemExit(f"explain: no such model file {spec!r}.")
+        raise SystemExit(f"{command}: no such model file {spec!r}.")
     try:
         from unrolled import load_model
     except ImportError:
         try:
             from unrolled.saving import load_model
         except ImportError:
-            raise SystemExit("explain: this unrolled has no load_model (the saving package) yet; "
-                             "pass module:NAME or file.py:NAME naming a layer built in Python.")
+            raise SystemExit(f"{command}: this unrolled has no load_model (the saving package) "
+                             "yet; pass module:NAME or file.py:NAME naming a layer built in "
+                             "Python.")
     return load_model(spec)
 
 
