@@ -294,6 +294,8 @@ def test_warm_up_model_runs_the_model():
      ["batches of 4", "batch_size=4"]),
     (_small_model, {"batch_size": 0}, ValueError, ["batch_size", "positive integer", "0"]),
     (_small_model, {"batch_size": 2, "timesteps": -1}, ValueError, ["timesteps", "-1"]),
+    (_small_model, {"batch_size": 2, "timesteps": 9}, ValueError,
+     ["timesteps=9", "(None, 5, 2)", "Leave timesteps out"]),
     (_small_model, {"batch_size": 2, "calls": 0}, ValueError, ["calls", "0"]),
 ])
 def test_warm_up_model_names_a_bad_argument(make, kwargs, error, says):

@@ -235,6 +235,11 @@ def _model_inputs(model, batch_size: int, timesteps: int | None) -> list:
     """An array for each of the model's inputs: `batch_size` rows, None sizes `timesteps`."""
     import numpy as np
 
+    if timesteps is not None and all(None not in t.shape[1:] for t in model.inputs):
+        shapes = ", ".join(str(t.shape) for t in model.inputs)
+        raise ValueError(f"warm_up_model: timesteps={timesteps} has nothing to set: the model's "
+                         f"input shapes, {shapes}, fix every size but the batch. Leave "
+                         f"timesteps out.")
     arrays = []
     for tensor in model.inputs:
         shape = []
