@@ -134,7 +134,7 @@ def _point(cell: str, shape: tuple, mode: str, calls: int, dtype: str) -> Warmed
         def model(backwards: bool):
             made = models.Sequential([layers.Input((timesteps, features), dtype=dtype),
                                       make(units, go_backwards=backwards, dtype=dtype)])
-            made.compile(optimizer="sgd", loss="mse")
+            made.compile(optimizer="adam", loss="mse")  # Adam's update of large weights compiles
             return made
 
         y = np.zeros((batch, units), dtype=dtype)           # (batch, units)
@@ -186,8 +186,8 @@ def warm_up(cells: Iterable[str] = CELLS, shapes: Iterable[tuple] = DEFAULT_SHAP
     Args:
         cells: names from CELLS ("simple_rnn", "lstm", "gru"), or one name.
         shapes: `(batch, timesteps, features, units)` tuples, or one such tuple.
-        train: also run `train_on_batch` on a model of each layer (both directions), `calls`
-            times each.
+        train: also run `train_on_batch` on a model of each layer (both directions, Adam),
+            `calls` times each.
         dtype: "float32" (the default, the fast loops' dtype) or "float64".
         calls: calls a point and direction; the default tries every thread setting (see the
             module's text).
