@@ -112,12 +112,14 @@ def test_warm_up_reports_each_point_and_what_it_compiled(monkeypatch):
     assert seen == points
     assert [(p.cell, p.shape, p.mode, p.calls) for p in points] == [
         ("simple_rnn", (2, 3, 1, 2), "forward", 3), ("simple_rnn", (2, 3, 1, 2), "train", 3)]
+    counts = warmup._counts()
     for p in points:
         assert 0 < p.first_seconds <= p.seconds
-        assert all(name.count(".") >= 1 for name in p.compiled + p.loaded)
-    # the forward loop is in this process now (compiled or loaded), so a second warm-up of the
-    # point neither compiles nor loads anything
-    assert points[0].compiled or points[0].loaded
+        assert all(counts[name][0] > 0 for name in p.compiled)
+        assert all(counts[name][1] > 0 for name in p.loaded)
+    # Whether the first warm-up compiled depends on what earlier tests in this process ran (the
+    # subprocess tests above check a fresh cache's rows); either way the forward loop is in this
+    # process now, so a second warm-up of the point neither compiles nor loads anything.
     again = warm_up("simple_rnn", np.array([2, 3, 1, 2]), calls=1)   # one cell, one shape
     assert again[0].shape == (2, 3, 1, 2) and type(again[0].shape[0]) is int
     assert again[0].compiled == [] and again[0].loaded == []
