@@ -15,8 +15,8 @@ figure is what the point adds to a process that has compiled that much already. 
 seconds in a column of their own), so the figures are a warmed machine's.
 
 The process also times calls 3 to 7 (the thread choice's first tries of the other forms, which
-compile those forms' loops) and counts the functions Numba compiled in it (cache misses, through
-`unrolled.kernels.warmup`).
+compile those forms' loops) and counts what Numba compiled in it: each function's signatures
+compiled, not loaded from the cache (its cache misses, through `unrolled.kernels.warmup`).
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         before = [(cell, list(parse_shapes(shape)[0]))]
     cells, shapes = parse_cells(args.cells), [list(s) for s in parse_shapes(args.shapes)]
     print("| cell | shape | warm-up s | first call s | second call s | calls 3-7 s | "
-          "functions compiled in the process | step products looked up |")
+          "compiles in the process (signatures) | step products looked up |")
     print("|---|---|---|---|---|---|---|---|")
     for cell in cells:
         for shape in shapes:

@@ -342,9 +342,9 @@ def main(args, model=None) -> int:
         return 0
     import numba
 
-    each = "" if model is not None else f"{args.dtype}, "
-    print(f"Compiling unrolled's loops for this machine (Numba {numba.__version__}, {each}"
-          f"{args.calls} calls a point{'' if model is not None else ' each direction'}). "
+    settings = (f"{args.calls} calls a point" if model is not None
+                else f"{args.dtype}, {args.calls} calls a point each direction")
+    print(f"Compiling unrolled's loops for this machine (Numba {numba.__version__}, {settings}). "
           f"Each compiles once; later processes load it from Numba's cache.\n")
     print("| cell | shape | mode | first call s | all calls s | compiled | loaded from cache |")
     print("|---|---|---|---|---|---|---|")
