@@ -166,13 +166,17 @@ def _measure(what: str, shape: tuple, mode: str, calls: int, runs: list) -> Warm
     return Warmed(what, shape, mode, calls, first, seconds, compiled, loaded)
 
 
+def _count(n) -> bool:
+    """Whether `n` is a positive integer (NumPy's included, a bool not)."""
+    return isinstance(n, numbers.Integral) and not isinstance(n, bool) and n > 0
+
+
 def _shape(given) -> tuple[int, int, int, int]:
     try:
         shape = tuple(given)
     except TypeError:
         shape = ()
-    if len(shape) != 4 or not all(isinstance(n, numbers.Integral) and not isinstance(n, bool)
-                                  and n > 0 for n in shape):
+    if len(shape) != 4 or not all(_count(n) for n in shape):
         raise ValueError(f"warm_up: each shape is (batch, timesteps, features, units), four "
                          f"positive integers; got {given!r}.")
     return tuple(int(n) for n in shape)
@@ -213,7 +217,7 @@ def warm_up(cells: Iterable[str] = CELLS, shapes: Iterable[tuple] = DEFAULT_SHAP
     shapes = [_shape(s) for s in shapes]
     if dtype not in DTYPES:
         raise ValueError(f"warm_up: dtype is one of {', '.join(DTYPES)}; got {dtype!r}.")
-    if not isinstance(calls, int) or calls < 1:
+    if not _count(calls):
         raise ValueError(f"warm_up: calls is a positive integer (default {CALLS}); got {calls!r}.")
     if unavailable() is not None:
         return []
@@ -298,10 +302,11 @@ def warm_up_model(model, batch_size: int, *, timesteps: int | None = None,
     if not isinstance(model, Model):
         raise TypeError(f"warm_up_model: model is a Sequential or functional Model; got "
                         f"{type(model).__name__}. For a layer alone use warm_up(cells, shapes).")
-    for name, value in (("batch_size", batch_size), ("timesteps", timesteps), ("calls", calls)):
-        if value is None and name == "timesteps":
-            continue
-        if not isinstance(value, numbers.Integral) or isinstance(value, bool) or value < 1:
+    given = {"batch_size": batch_size, "calls": calls}
+    if timesteps is not None:
+        given["timesteps"] = timesteps
+    for name, value in given.items():
+        if not _count(value):
             raise ValueError(f"warm_up_model: {name} is a positive integer; got {value!r}.")
     try:
         model.inputs
